@@ -1,0 +1,145 @@
+"""Adapters between Snakemake jobs and the package: one function per workflow rule.
+
+Each function takes plain paths and settings (what a rule's ``input``, ``output`` and ``params``
+hold) and calls one stage of the package. ``workflow/scripts/run_step.py`` is the only code that
+touches the ``snakemake`` object: it calls :func:`run_from_snakemake`, which sets up logging to the
+rule's log file and turns tmstarget's own errors into a one-paragraph message and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+from .errors import TmsTargetError
+
+log = logging.getLogger("tmstarget.steps")
+
+
+# ----------------------------------------------------------------------------- one function per rule
+
+
+def preprocess_anat(input, output, params):
+    from .preprocessing import preprocess_anat as run
+
+    return run(input["t1w"], dict(output), dict(params["cfg"]))
+
+
+def preprocess_bold(input, output, params):
+    from .bids_inputs import ANAT_KEYS
+    from .preprocessing import preprocess_bold as run
+
+    anat = {k: input[k] for k in ANAT_KEYS}
+    return run(input["bold"], dict(params["metadata"]), anat, dict(output), dict(params["cfg"]))
+
+
+def denoise(input, output, params):
+    from .denoise import run_denoise
+
+    return run_denoise(
+        list(params["runs"]), dict(params["strategy"]), output["npz"], output["qc"],
+        min_retained_minutes=params["min_retained_minutes"],
+        warn_retained_minutes=params["warn_retained_minutes"],
+        strategy_name=params["strategy_name"],
+    )
+
+
+def masks(input, output, params):
+    from .regions import run_masks
+
+    return run_masks(input["mask"], dict(params["seed"]), dict(params["search"]),
+                     output["seed"], output["search"], output["json"])
+
+
+def seedmap(input, output, params):
+    from .connectivity import run_seedmap
+
+    return run_seedmap(input["npz"], input["seed"], output["r"], output["z"], output["json"],
+                       seed_definition=dict(params["seed"]))
+
+
+def target(input, output, params):
+    from .targeting import run_target
+
+    return run_target(
+        input["npz"], input["seed"], input["search"], input["z"], dict(params["cfg"]), output["json"],
+        comparison_npz=input.get("compare_npz"), group_map_paths=list(input.get("group_maps", [])),
+        seed_definition=dict(params["seed"]),
+    )
+
+
+def native(input, output, params):
+    from .spaces import run_native
+
+    return run_native(input["target"], params["t1w_navigation"], input["xfm_t1w_to_mni"],
+                      input["xfm_mni_to_t1w"], input["brain_mask"], dict(params["cfg"]),
+                      output["tsv"], output["json"], output["coordsystem"], output["sphere"])
+
+
+def exports(input, output, params):
+    from .navigation import run_exports
+
+    return run_exports(input["native"], params["t1w_navigation"], dict(output))
+
+
+def report(input, output, params):
+    from .report import build_subject_report
+
+    inputs = dict(params["inputs"])
+    return build_subject_report(inputs, output["html"])
+
+
+def group_report(input, output, params):
+    from .report import build_group_report
+
+    return build_group_report(list(params["entries"]), output["html"], output["tsv"])
+
+
+def dataset_files(input, output, params):
+    from .derivatives import write_dataset_files
+
+    write_dataset_files(Path(output["description"]).parent, dict(params["sources"]),
+                        name=params.get("name", "tmstarget"),
+                        generated_by=params.get("generated_by", "tmstarget"))
+
+
+STEPS = {f.__name__: f for f in (preprocess_anat, preprocess_bold, denoise, masks, seedmap, target,
+                                 native, exports, report, group_report, dataset_files)}
+
+
+# ----------------------------------------------------------------------------- Snakemake glue
+
+
+def _named(io) -> dict:
+    """Snakemake's Namedlist as a plain dict (lists stay lists)."""
+    out = {}
+    for key, value in io.items():
+        out[key] = list(value) if isinstance(value, list) and not isinstance(value, str) else value
+    return out
+
+
+def setup_logging(log_path: str | None) -> None:
+    handlers = [logging.StreamHandler(sys.stderr)]
+    if log_path:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_path, mode="w"))
+    logging.basicConfig(level=logging.INFO, handlers=handlers, force=True,
+                        format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    logging.captureWarnings(True)
+
+
+def run_from_snakemake(smk) -> None:
+    """Run the step named in ``params.step`` with the job's inputs, outputs and params."""
+    params = _named(smk.params)
+    step = params.pop("step")
+    setup_logging(smk.log[0] if smk.log else None)
+    start = time.time()
+    log.info("step %s started (%s)", step, ", ".join(f"{k}={v}" for k, v in smk.wildcards.items()))
+    try:
+        STEPS[step](_named(smk.input), _named(smk.output), params)
+    except TmsTargetError as exc:
+        log.error("%s", exc)
+        sys.exit(exc.exit_code)
+    log.info("step %s finished in %.1f s", step, time.time() - start)

@@ -1,0 +1,53 @@
+# Native (T1w world RAS mm) target, scalp entry and coil pose, then the neuronavigation files.
+EXPORT_FILES = {
+    "brainsight": ["brainsight"],
+    "localite": ["localite_instrument", "localite_entrytarget"],
+    "visor2": ["visor2"],
+    "slicer": ["slicer"],
+}
+EXPORT_KEYS = [k for fmt in config["exports"]["formats"] for k in EXPORT_FILES[fmt]]
+
+
+rule native:
+    input:
+        target=D("target_json"),
+        xfm_t1w_to_mni=lambda w: UNITS[w.unit].anat["xfm_t1w_to_mni"],
+        xfm_mni_to_t1w=lambda w: UNITS[w.unit].anat["xfm_mni_to_t1w"],
+        brain_mask=lambda w: UNITS[w.unit].anat["brain_mask"],
+        t1w=lambda w: UNITS[w.unit].t1w_navigation,
+    output:
+        tsv=D("native_tsv"),
+        json=D("native_json"),
+        coordsystem=D("native_coordsystem"),
+        sphere=D("native_sphere"),
+    params:
+        step="native",
+        cfg=config["native"],
+        t1w_navigation=lambda w: UNITS[w.unit].t1w_navigation,
+    log:
+        LOGS / "native" / "{unit}.log",
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=15,
+    script:
+        "../scripts/run_step.py"
+
+
+rule exports:
+    input:
+        native=D("native_json"),
+        t1w=lambda w: UNITS[w.unit].t1w_navigation,
+    output:
+        **{k: D(k) for k in EXPORT_KEYS},
+    params:
+        step="exports",
+        t1w_navigation=lambda w: UNITS[w.unit].t1w_navigation,
+    log:
+        LOGS / "exports" / "{unit}.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    script:
+        "../scripts/run_step.py"

@@ -1,0 +1,56 @@
+# Built-in preprocessing (raw BIDS route only): writes fMRIPrep-layout files under OUTPUT_DIR/preproc,
+# so both input routes meet on one downstream path.
+
+if PLAN.route == "raw":
+
+    rule preproc_description:
+        output:
+            description=PREPROC / "dataset_description.json",
+        params:
+            step="dataset_files",
+            sources={"raw": PLAN.bids_dir},
+            name="tmstarget built-in preprocessing",
+            generated_by="tmstarget-preproc",
+        log:
+            LOGS / "preproc_description.log",
+        localrule: True
+        script:
+            "../scripts/run_step.py"
+
+    rule preprocess_anat:
+        input:
+            t1w=lambda w: PLAN.anat_jobs[w.anat],
+        output:
+            **preproc_anat_paths(PREPROC, "{anat}"),
+        params:
+            step="preprocess_anat",
+            cfg=config["preprocessing"],
+        log:
+            LOGS / "preprocess_anat" / "{anat}.log",
+        threads: 2
+        resources:
+            mem_mb=6000,
+            runtime=90,
+        script:
+            "../scripts/run_step.py"
+
+    rule preprocess_bold:
+        input:
+            bold=lambda w: PLAN.bold_jobs[w.run]["raw_bold"],
+            description=PREPROC / "dataset_description.json",
+            **{k: (lambda w, k=k: preproc_anat_paths(PREPROC, PLAN.bold_jobs[w.run]["anat"])[k])
+               for k in ANAT_KEYS},
+        output:
+            **preproc_bold_paths(PREPROC, "{run}"),
+        params:
+            step="preprocess_bold",
+            metadata=lambda w: PLAN.bold_jobs[w.run]["metadata"],
+            cfg=config["preprocessing"],
+        log:
+            LOGS / "preprocess_bold" / "{run}.log",
+        threads: 2
+        resources:
+            mem_mb=4000,
+            runtime=60,
+        script:
+            "../scripts/run_step.py"

@@ -1,0 +1,98 @@
+# QC reports (self-contained HTML) and the derivative's dataset files.
+
+
+def report_inputs(w):
+    u = UNITS[w.unit]
+    main = cap(MAIN)
+    return {
+        "target_json": D("target_json", subdir=u.subdir, unit=u.unit),
+        "native_json": D("native_json", subdir=u.subdir, unit=u.unit),
+        "denoise_qc_json": D("denoise_qc", subdir=u.subdir, unit=u.unit, strategy=MAIN),
+        "seed_json": D("seed_json", subdir=u.subdir, unit=u.unit, strategy=main),
+        "z_map": D("z_map", subdir=u.subdir, unit=u.unit, strategy=main),
+        "seed_mask": D("seed_mask", subdir=u.subdir, unit=u.unit),
+        "search_mask": D("search_mask", subdir=u.subdir, unit=u.unit),
+        "denoised_npz": str(WORK / u.subdir / f"{u.unit}_desc-{MAIN}_denoised.npz"),
+        "preproc_bold": [r.bold for r in u.runs],
+        "bold_mask": [r.mask for r in u.runs],
+        "confounds": [r.confounds for r in u.runs],
+        "boldref_t1w": [r.boldref_t1w for r in u.runs if r.boldref_t1w],
+        "t1w": u.anat["preproc_t1w"],
+        "t1w_mni": u.anat.get("t1w_mni"),
+        "template_space": SPACE,
+    }
+
+
+def report_file_inputs(w):
+    inputs = report_inputs(w)
+    files = []
+    for key, value in inputs.items():
+        if key == "template_space" or value is None:
+            continue
+        files += value if isinstance(value, list) else [value]
+    return files
+
+
+rule report:
+    input:
+        report_file_inputs,
+    output:
+        html=D("report"),
+    params:
+        step="report",
+        inputs=report_inputs,
+    log:
+        LOGS / "report" / "{unit}.log",
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=15,
+    script:
+        "../scripts/run_step.py"
+
+
+def group_entries():
+    return [
+        {
+            "unit": u,
+            "target_json": for_unit("target_json", u),
+            "native_json": for_unit("native_json", u),
+            "denoise_qc_json": for_unit("denoise_qc", u, strategy=MAIN),
+            "seed_json": for_unit("seed_json", u, strategy=cap(MAIN)),
+            "report_html": OUTPUT_PATTERNS["report"].format(unit=u),
+        }
+        for u in UNITS
+    ]
+
+
+rule group_report:
+    input:
+        lambda w: [e[k] for e in group_entries() for k in ("target_json", "native_json", "denoise_qc_json", "seed_json")],
+        [for_unit("report", u) for u in UNITS],
+    output:
+        html=DERIV / "group.html",
+        tsv=DERIV / "group_targets.tsv",
+    params:
+        step="group_report",
+        entries=lambda w: group_entries(),
+    log:
+        LOGS / "group_report.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/run_step.py"
+
+
+rule dataset_description:
+    output:
+        description=DERIV / "dataset_description.json",
+    params:
+        step="dataset_files",
+        sources={"raw": PLAN.bids_dir} if PLAN.route == "raw" else {"fmriprep": str(Path(UNITS[next(iter(UNITS))].runs[0].bold).parents[2])},
+    log:
+        LOGS / "dataset_description.log",
+    localrule: True
+    script:
+        "../scripts/run_step.py"
