@@ -1,0 +1,38 @@
+# Two commands do all the set-up on a fresh machine with Python 3.10+:
+#   make demo   creates .venv, installs tmstarget, builds the demo dataset, runs the whole workflow
+#   make test   installs and runs the test suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEMO_BIDS ?= demo/bids
+DEMO_OUT ?= demo/out
+CORES ?= 2
+
+.PHONY: install demo test test-fast benchmark clean
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(BIN)/.installed
+
+$(DEMO_BIDS)/dataset_description.json: | $(BIN)/.installed
+	$(BIN)/tmstarget demo-data $(DEMO_BIDS)
+
+demo: install $(DEMO_BIDS)/dataset_description.json
+	$(BIN)/tmstarget $(DEMO_BIDS) $(DEMO_OUT) group --config config/demo.yaml --cores $(CORES)
+
+test: install
+	$(BIN)/python -m pytest -q -ra
+
+test-fast: install
+	$(BIN)/python -m pytest -q -ra -m "not slow"
+
+benchmark: install
+	$(BIN)/python benchmarks/bench_denoise_seedmap.py
+	$(BIN)/python benchmarks/bench_preprocessing.py
+
+clean:
+	rm -rf demo .pytest_cache
