@@ -43,6 +43,7 @@ examples:
   tmstarget /data/bids /data/out participant --derivatives /data/bids/derivatives/fmriprep
   tmstarget /data/bids /data/out group              # dataset report of all subjects
   tmstarget /data/bids /data/out participant --profile slurm   # run jobs on a SLURM cluster
+  tmstarget /data/bids /data/out participant -- --forceall      # options after -- go to snakemake
   tmstarget demo-data /tmp/demo && tmstarget /tmp/demo /tmp/demo_out participant
 
 exit status: 0 done, 2 bad input or configuration (the message names the file and the fix),
@@ -72,8 +73,8 @@ def _bids_app_parser() -> argparse.ArgumentParser:
                    help="Snakemake profile: 'local', 'slurm' (workflow/profiles/) or a folder")
     p.add_argument("--dry-run", "-n", action="store_true", help="show the jobs without running them")
     p.add_argument("--version", action="version", version=f"tmstarget {__version__}")
-    p.add_argument("snakemake_args", nargs=argparse.REMAINDER,
-                   help="after '--': further options passed to snakemake unchanged")
+    p.add_argument("--group-runs-by", choices=["subject", "session"],
+                   help="one target per subject (default, all runs pooled) or per session")
     return p
 
 
@@ -117,6 +118,8 @@ def build_config(args) -> dict:
         overrides["task"] = args.task
     if args.method:
         overrides["targeting"] = {"method": args.method}
+    if args.group_runs_by:
+        overrides["group_runs_by"] = args.group_runs_by
     return load_config(args.config, overrides)
 
 
@@ -156,6 +159,9 @@ def run_bids_app(argv: list[str]) -> int:
     from .bids_inputs import make_plan
     from .config import SNAKEFILE
 
+    # Everything after a bare '--' goes to snakemake unchanged.
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[: argv.index("--")] if "--" in argv else argv
     args = _bids_app_parser().parse_args(argv)
     config = build_config(args)
     plan = make_plan(config)  # checks the inputs before anything is written
@@ -176,7 +182,6 @@ def run_bids_app(argv: list[str]) -> int:
         cmd += ["--dry-run"]
     if args.analysis_level == "participant":
         cmd += ["participant"]
-    extra = [a for a in args.snakemake_args if a != "--"]
     cmd += extra
     start = time.time()
     result = subprocess.run(cmd)
@@ -205,6 +210,7 @@ def run_demo(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+    logging.getLogger("bidsschematools").setLevel(logging.WARNING)
     try:
         if argv and argv[0] == "demo-data":
             return run_demo(argv[1:])

@@ -22,7 +22,7 @@ rule denoise:
         min_retained_minutes=config["denoising"]["min_retained_minutes"],
         warn_retained_minutes=config["denoising"]["warn_retained_minutes"],
     log:
-        LOGS / "denoise" / "{unit}_{strategy}.log",
+        LOGS / "denoise" / "{subdir}" / "{unit}_{strategy}.log",
     threads: 1
     resources:
         mem_mb=4000,
@@ -43,7 +43,7 @@ rule masks:
         seed=config["seed"],
         search=config["search"],
     log:
-        LOGS / "masks" / "{unit}.log",
+        LOGS / "masks" / "{subdir}" / "{unit}.log",
     threads: 1
     resources:
         mem_mb=2000,
@@ -64,7 +64,7 @@ rule seedmap:
         step="seedmap",
         seed=config["seed"],
     log:
-        LOGS / "seedmap" / "{unit}_{Strategy}.log",
+        LOGS / "seedmap" / "{subdir}" / "{unit}_{Strategy}.log",
     threads: 1
     resources:
         mem_mb=3000,

@@ -25,7 +25,7 @@ rule native:
         cfg=config["native"],
         t1w_navigation=lambda w: UNITS[w.unit].t1w_navigation,
     log:
-        LOGS / "native" / "{unit}.log",
+        LOGS / "native" / "{subdir}" / "{unit}.log",
     threads: 1
     resources:
         mem_mb=3000,
@@ -44,7 +44,7 @@ rule exports:
         step="exports",
         t1w_navigation=lambda w: UNITS[w.unit].t1w_navigation,
     log:
-        LOGS / "exports" / "{unit}.log",
+        LOGS / "exports" / "{subdir}" / "{unit}.log",
     threads: 1
     resources:
         mem_mb=1000,

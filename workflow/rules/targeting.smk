@@ -12,8 +12,10 @@ def target_inputs(w):
     if len(STRATEGIES) > 1:
         inputs["compare_npz"] = WORK / w.subdir / f"{w.unit}_desc-{COMPARE}_denoised.npz"
     if METHOD == "seedmap":
-        # Leave-one-out group map: the other units' seed maps (main strategy).
-        inputs["group_maps"] = [for_unit("r_map", u, strategy=cap(MAIN)) for u in UNITS if u != w.unit]
+        # Leave-one-out group map: the seed maps (main strategy) of the *other subjects*.
+        subject = UNITS[w.unit].subject
+        inputs["group_maps"] = [for_unit("r_map", u, strategy=cap(MAIN)) for u in UNITS
+                                if UNITS[u].subject != subject]
     return inputs
 
 
@@ -27,7 +29,7 @@ rule target:
         cfg=config["targeting"],
         seed=config["seed"],
     log:
-        LOGS / "target" / "{unit}.log",
+        LOGS / "target" / "{subdir}" / "{unit}.log",
     threads: 1
     resources:
         mem_mb=4000,
