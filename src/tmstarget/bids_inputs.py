@@ -121,6 +121,32 @@ def _unindexed_images(root: Path, indexed: set[str]) -> list[str]:
     return sorted(found)
 
 
+def check_bold_header(path, t_r: float | None, min_minutes: float = 0.0) -> None:
+    """Cheap checks from the NIfTI header alone, so obvious problems stop the run before any job.
+
+    A 3D image, an unreadable header, or fewer volumes than ``min_minutes`` of data are errors
+    naming the file. Truncated data and NaNs are found when the data are read
+    (:func:`tmstarget.io.load_img_checked`).
+    """
+    import nibabel as nib
+
+    name = Path(path).name
+    try:
+        img = nib.load(str(path))
+    except Exception as exc:
+        raise InputError(f"{name}: cannot read the NIfTI header ({exc}); the file is corrupt: copy or "
+                         "convert it again") from None
+    shape = img.shape
+    if len(shape) != 4 or shape[3] == 1:
+        raise InputError(f"{name} is 3D with shape {shape[:3]}; a resting-state run must be 4D "
+                         "(x, y, z, time)")
+    if t_r and min_minutes and shape[3] * t_r < min_minutes * 60:
+        raise InputError(
+            f"{name} has {shape[3]} volumes ({shape[3] * t_r / 60:.1f} min at TR {t_r:g} s); at least "
+            f"{min_minutes:g} min are required (denoising.min_retained_minutes); use a longer run"
+        )
+
+
 # ----------------------------------------------------------------------------- raw route
 
 
@@ -152,7 +178,8 @@ def preproc_bold_paths(preproc_dir: Path, run_prefix: str, space: str = BUILTIN_
     }
 
 
-def plan_raw(bids_dir, output_dir, task="rest", participant_label=(), group_runs_by="subject") -> Plan:
+def plan_raw(bids_dir, output_dir, task="rest", participant_label=(), group_runs_by="subject",
+             min_minutes: float = 0.0) -> Plan:
     """Plan the built-in preprocessing route from a raw BIDS dataset.
 
     Raises
@@ -206,6 +233,7 @@ def plan_raw(bids_dir, output_dir, task="rest", participant_label=(), group_runs
                     f"{Path(bf.path).name}: no RepetitionTime in its JSON sidecar; add it (seconds) to "
                     f"{_strip_ext(Path(bf.path).name)}.json"
                 )
+            check_bold_header(bf.path, float(meta["RepetitionTime"]), min_minutes)
             name = _strip_ext(Path(bf.path).name)[: -len("_bold")]
             run_prefix = str(Path(bf.relpath).parent / name)
             plan.bold_jobs[run_prefix] = {"raw_bold": bf.path, "metadata": meta, "anat": anat_prefix}
@@ -292,7 +320,7 @@ def _fmriprep_anat(deriv: Path, sub: str, session: str | None, space: str) -> di
 
 
 def plan_fmriprep(bids_dir, fmriprep_dir, output_dir, task="rest", participant_label=(),
-                  group_runs_by="subject", space="auto") -> Plan:
+                  group_runs_by="subject", space="auto", min_minutes: float = 0.0) -> Plan:
     """Plan from fMRIPrep derivatives (MNI-space BOLD, confounds, T1w and transforms).
 
     Runs are found with pybids; the sibling files follow fMRIPrep's fixed naming and are checked
@@ -335,10 +363,12 @@ def plan_fmriprep(bids_dir, fmriprep_dir, output_dir, task="rest", participant_l
                             "copy the complete fMRIPrep func folder")
             boldref = d / f"{spaced}_boldref.nii.gz"
             boldref_t1w = d / f"{stem}_space-T1w_boldref.nii.gz"
+            t_r = layout.get_metadata(str(bold)).get("RepetitionTime")
+            check_bold_header(bold, t_r, min_minutes)
             run = RunInputs(name=stem, bold=str(bold), mask=mask, confounds=str(confounds),
                             boldref_mni=str(boldref) if boldref.exists() else None,
                             boldref_t1w=str(boldref_t1w) if boldref_t1w.exists() else None,
-                            t_r=layout.get_metadata(str(bold)).get("RepetitionTime"))
+                            t_r=t_r)
             unit, subdir = _unit_of(sub, ses, group_runs_by)
             if unit not in plan.units:
                 anat = _fmriprep_anat(deriv, sub, ses, space)
@@ -356,7 +386,8 @@ def make_plan(config: dict) -> Plan:
     if not output_dir:
         raise InputError("no output_dir given; pass OUTPUT_DIR on the command line or set output_dir")
     common = dict(task=config.get("task", "rest"), participant_label=config.get("participant_label") or [],
-                  group_runs_by=config.get("group_runs_by", "subject"))
+                  group_runs_by=config.get("group_runs_by", "subject"),
+                  min_minutes=float(config.get("denoising", {}).get("min_retained_minutes", 0.0)))
     route = config.get("input", "auto")
     fmriprep_dir = None
     if route in ("auto", "fmriprep"):
