@@ -1,0 +1,110 @@
+"""Whole workflow on the demo dataset: both input routes, planted target recovered, outputs valid.
+
+These tests run the real pipeline (antspyx registration included) through the CLI and Snakemake,
+so they take minutes; the demo run is shared by the tests of this module.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from tmstarget.config import REPO_ROOT
+from tmstarget.demo import load_ground_truth, make_demo_dataset
+
+pytestmark = pytest.mark.slow
+
+SUBJECTS = ("01", "02")
+DEMO_CONFIG = REPO_ROOT / "config" / "demo.yaml"
+
+
+def tmstarget(*args, check=True):
+    cmd = [sys.executable, "-m", "tmstarget.cli", *map(str, args)]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("workflow")
+    bids = make_demo_dataset(root / "bids", n_subjects=len(SUBJECTS), seed=0)
+    out = root / "out"
+    result = tmstarget(bids, out, "group", "--config", DEMO_CONFIG, "--cores", 2)
+    return bids, out, result
+
+
+def native_json(out, sub):
+    return json.loads((out / "tmstarget" / f"sub-{sub}" / "anat" /
+                       f"sub-{sub}_space-T1w_desc-target_markers.json").read_text())
+
+
+def mni_json(out, sub):
+    return json.loads((out / "tmstarget" / f"sub-{sub}" / "func" /
+                       f"sub-{sub}_task-rest_space-MNI152NLin2009aSym_desc-target_markers.json").read_text())
+
+
+@pytest.mark.parametrize("sub", SUBJECTS)
+def test_planted_target_recovered_within_8mm(demo_run, sub):
+    bids, out, _ = demo_run
+    truth = load_ground_truth(bids, sub)
+    target = mni_json(out, sub)
+    err_mni = np.linalg.norm(np.subtract(target["target_mni_ras_mm"], truth["target_mni_ras_mm"]))
+    native = native_json(out, sub)
+    err_t1w = np.linalg.norm(np.subtract(native["target_t1w_ras_mm"], truth["target_t1w_ras_mm"]))
+    assert err_mni < 8.0, f"MNI error {err_mni:.1f} mm"
+    assert err_t1w < 8.0, f"T1w error {err_t1w:.1f} mm"
+
+
+def test_cli_prints_targets_and_report(demo_run):
+    _, out, result = demo_run
+    for sub in SUBJECTS:
+        assert f"sub-{sub}: target MNI RAS mm (" in result.stdout
+        assert f"sub-{sub}: report {out / 'tmstarget' / f'sub-{sub}.html'}" in result.stdout
+    assert "dataset report" in result.stdout
+
+
+def test_derivatives_layout_and_provenance(demo_run):
+    bids, out, _ = demo_run
+    deriv = out / "tmstarget"
+    desc = json.loads((deriv / "dataset_description.json").read_text())
+    assert desc["DatasetType"] == "derivative" and desc["GeneratedBy"][0]["Name"] == "tmstarget"
+    assert (deriv / ".bidsignore").exists()
+    preproc_desc = json.loads((out / "preproc" / "dataset_description.json").read_text())
+    assert preproc_desc["DatasetType"] == "derivative"
+    z = nib.load(deriv / "sub-01" / "func" /
+                 "sub-01_task-rest_space-MNI152NLin2009aSym_desc-sgaccFox_stat-z_boldmap.nii.gz")
+    assert z.ndim == 3 and np.nanmin(z.get_fdata()) < -0.1
+    for name in ("brainsight.txt", "localite.xml", "localiteEntryTarget.xml", "visor2.mrk", "slicer.mrk.json"):
+        assert (deriv / "sub-01" / "nav" / f"sub-01_desc-target_{name}").stat().st_size > 200
+    # no absolute input paths leak into sidecars or reports
+    for path in list(deriv.rglob("*.json")) + list(deriv.glob("*.html")):
+        assert str(bids) not in path.read_text(errors="replace"), path
+
+
+def test_fmriprep_route_gives_the_same_target(demo_run, tmp_path):
+    """The built-in preprocessing writes fMRIPrep's layout, with real antspyx .h5 transforms:
+    presented as fMRIPrep derivatives, it must give the same target through the other route."""
+    bids, out, _ = demo_run
+    deriv = tmp_path / "fmriprep"
+    shutil.copytree(out / "preproc", deriv)
+    (deriv / "dataset_description.json").write_text(json.dumps({
+        "Name": "fMRIPrep", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
+        "GeneratedBy": [{"Name": "fMRIPrep", "Version": "24.1.0"}]}))
+    out2 = tmp_path / "out"
+    result = tmstarget(bids, out2, "participant", "--derivatives", deriv, "--participant-label", "01",
+                       "--config", DEMO_CONFIG, "--cores", 2)
+    assert "input route 'fmriprep'" in result.stdout
+    assert not (out2 / "preproc").exists()
+    a = mni_json(out, "01")["target_mni_ras_mm"]
+    b = mni_json(out2, "01")["target_mni_ras_mm"]
+    # seedmap-free default rule: same inputs, same numbers (only the other subject is absent)
+    assert np.linalg.norm(np.subtract(a, b)) < 0.01
