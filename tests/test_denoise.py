@@ -1,0 +1,408 @@
+"""Tests of tmstarget.denoise on small generated fMRIPrep-layout runs."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+from nilearn import signal as nl_signal
+
+from tmstarget import denoise as dn
+from tmstarget.errors import InputError, QCFailure
+
+MOTION = list(dn.MOTION_BASE)
+
+
+def make_run(root: Path, name="sub-01_task-rest", n_vols=160, t_r=2.0, shape=(7, 6, 5), seed=0,
+             fd_spikes=(), n_dummy=2, voxel_mm=(3.0, 3.0, 3.0), mask_fn=None, sidecar=True,
+             n_acompcor=6, mean=1000.0, noise_sd=10.0):
+    """A run in fMRIPrep layout: 4D float32 BOLD, brain mask, confounds TSV (+ BOLD JSON sidecar).
+
+    The data are white noise plus a linear drift plus a mix of the confound time series, so the
+    regression and filtering have something to remove.
+    """
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    n_vox = int(np.prod(shape))
+    motion = np.cumsum(rng.normal(0, 0.02, (n_vols, 6)), axis=0)
+    fd = np.r_[np.nan, np.abs(np.diff(motion, axis=0)).sum(axis=1) * 5]
+    fd = np.minimum(fd, 0.45)
+    for i in fd_spikes:
+        fd[i] = 0.9
+    gs = rng.normal(0, 1, n_vols)
+    wm = rng.normal(0, 1, n_vols)
+    csf = rng.normal(0, 1, n_vols)
+    comps = rng.normal(0, 1, (n_vols, n_acompcor))
+    cols = {}
+    for j, m in enumerate(MOTION):
+        x = motion[:, j]
+        d = np.r_[np.nan, np.diff(x)]
+        cols[m] = x
+        cols[f"{m}_derivative1"] = d
+        cols[f"{m}_power2"] = x ** 2
+        cols[f"{m}_derivative1_power2"] = d ** 2
+    for key, x in (("global_signal", gs), ("white_matter", wm), ("csf", csf)):
+        cols[key] = x
+        cols[f"{key}_derivative1"] = np.r_[np.nan, np.diff(x)]
+    for j in range(n_acompcor):
+        cols[f"a_comp_cor_{j:02d}"] = comps[:, j]
+    cols["framewise_displacement"] = fd
+    for j in range(n_dummy):
+        col = np.zeros(n_vols)
+        col[j] = 1
+        cols[f"non_steady_state_outlier{j:02d}"] = col
+    df = pd.DataFrame(cols)
+    conf_path = root / f"{name}_desc-confounds_timeseries.tsv"
+    df.to_csv(conf_path, sep="\t", index=False, na_rep="n/a")
+
+    mix = rng.normal(0, 3, (4, n_vox))
+    drift = np.linspace(-1, 1, n_vols)[:, None] * rng.normal(0, 20, n_vox)
+    data_tv = (mean + rng.normal(0, noise_sd, (n_vols, n_vox)) + drift
+               + np.column_stack([gs, wm, motion[:, 0] * 50, comps[:, 0]]) @ mix)
+    data_tv[:n_dummy] += 300.0   # bright non-steady-state volumes
+    bold = data_tv.T.reshape(shape + (n_vols,)).astype(np.float32)
+    affine = np.diag(list(voxel_mm) + [1.0])
+    affine[:3, 3] = -np.asarray(shape) * np.asarray(voxel_mm) / 2
+    img = nib.Nifti1Image(bold, affine)
+    img.header.set_xyzt_units("mm", "sec")
+    img.header.set_zooms(tuple(voxel_mm) + (t_r,))
+    bold_path = root / f"{name}_space-MNI152NLin2009cAsym_res-2_desc-preproc_bold.nii.gz"
+    nib.save(img, bold_path)
+    if sidecar:
+        (root / f"{name}_space-MNI152NLin2009cAsym_res-2_desc-preproc_bold.json").write_text(
+            json.dumps({"RepetitionTime": t_r}))
+    mask = np.ones(shape, np.uint8) if mask_fn is None else mask_fn(shape).astype(np.uint8)
+    mask_path = root / f"{name}_space-MNI152NLin2009cAsym_res-2_desc-brain_mask.nii.gz"
+    nib.save(nib.Nifti1Image(mask, affine), mask_path)
+    return {"bold": str(bold_path), "mask": str(mask_path), "confounds": str(conf_path)}
+
+
+def nilearn_reference(run: dict, strategy: dict) -> np.ndarray:
+    """The same run cleaned by nilearn.signal.clean (standardized), for comparison."""
+    s = dn.validate_strategy(strategy)
+    img = nib.load(run["bold"])
+    mask = np.asarray(nib.load(run["mask"]).dataobj) > 0
+    df = dn.read_confounds(run["confounds"])
+    n_dummy, flagged = dn.dummy_volume_count(df)
+    x_tk, _ = dn.confound_matrix(df, s, run["confounds"])
+    signals = np.asarray(img.dataobj, dtype=np.float64)[mask].T[n_dummy:]
+    censored = dn.censoring_mask(df["framewise_displacement"].to_numpy(), s["fd_threshold_mm"],
+                                 s["censor_before"], s["censor_after"]) | flagged
+    sample_mask = np.flatnonzero(~censored[n_dummy:])
+    return nl_signal.clean(
+        signals, detrend=s["detrend"], standardize="zscore_sample", confounds=x_tk[n_dummy:] if x_tk.size else None,
+        standardize_confounds=True, filter="butterworth", low_pass=s["low_pass_hz"], high_pass=s["high_pass_hz"],
+        t_r=2.0, sample_mask=sample_mask, extrapolate=False,
+    )
+
+
+# ----------------------------------------------------------------------------- numerics vs nilearn
+
+
+@pytest.mark.parametrize("strategy", [
+    {**dn.DEFAULT_STRATEGIES["fox"], "smoothing_fwhm_mm": None},
+    {**dn.DEFAULT_STRATEGIES["acompcor"], "smoothing_fwhm_mm": None, "censor_before": 1, "censor_after": 2},
+    {"motion": 6, "wm_csf": True, "global_signal": False, "derivatives": True, "high_pass_hz": 0.01,
+     "low_pass_hz": None, "smoothing_fwhm_mm": None},
+    {"motion": 12, "low_pass_hz": 0.08, "high_pass_hz": None, "detrend": False, "smoothing_fwhm_mm": None},
+])
+def test_matches_nilearn_signal_clean(tmp_path, strategy):
+    # censored volumes inside the run and at its very end (dropped, not extrapolated)
+    run = make_run(tmp_path, fd_spikes=(30, 31, 77, 120, 159))
+    res = dn.denoise_runs([run], strategy, min_retained_minutes=1, warn_retained_minutes=1)
+    ref = nilearn_reference(run, strategy)
+    assert res.data_tv.dtype == np.float32
+    assert res.data_tv.shape == ref.shape
+    assert np.max(np.abs(res.data_tv - ref)) < 1e-4
+
+
+def test_no_censoring_matches_nilearn(tmp_path):
+    strategy = {**dn.DEFAULT_STRATEGIES["fox"], "smoothing_fwhm_mm": None, "fd_threshold_mm": None}
+    run = make_run(tmp_path, fd_spikes=(40,))
+    res = dn.denoise_runs([run], strategy, min_retained_minutes=1)
+    assert res.data_tv.shape[0] == 160 - 2
+    assert np.max(np.abs(res.data_tv - nilearn_reference(run, strategy))) < 1e-4
+
+
+def test_regressors_removed_and_band_limited(tmp_path):
+    run = make_run(tmp_path, n_vols=300)
+    res = dn.denoise_runs([run], {**dn.DEFAULT_STRATEGIES["fox"], "smoothing_fwhm_mm": None}, min_retained_minutes=1)
+    df = dn.read_confounds(run["confounds"])
+    s = dn.validate_strategy(dn.DEFAULT_STRATEGIES["fox"])
+    x_tk, _ = dn.confound_matrix(df, s, run["confounds"])
+    op, _ = dn.temporal_operator(298, np.ones(298, bool), 2.0, s, np.zeros((298, 0)))
+    gs_filtered = op @ x_tk[2:, dn.confound_column_names(s, df.columns).index("global_signal")]
+    # residuals are orthogonal to the (identically filtered) global signal
+    r = (gs_filtered - gs_filtered.mean()) @ res.data_tv / np.linalg.norm(gs_filtered - gs_filtered.mean())
+    assert np.max(np.abs(r / math.sqrt(res.data_tv.shape[0] - 1))) < 1e-5
+    # power above the low-pass cut-off (0.1 Hz) is < 1 % of the total
+    spec = np.abs(np.fft.rfft(res.data_tv, axis=0)) ** 2
+    freqs_hz = np.fft.rfftfreq(res.data_tv.shape[0], d=2.0)
+    assert spec[freqs_hz > 0.13].sum() / spec.sum() < 0.01
+
+
+# ----------------------------------------------------------------------------- confounds, censoring
+
+
+def test_confound_column_names():
+    cols = [f"a_comp_cor_{i:02d}" for i in (10, 2, 0, 1)]
+    s = dn.validate_strategy({"motion": 6, "wm_csf": False, "global_signal": False})
+    assert dn.confound_column_names(s, cols) == MOTION
+    s = dn.validate_strategy({"motion": 12, "wm_csf": False, "global_signal": False})
+    assert len(dn.confound_column_names(s, cols)) == 12
+    s = dn.validate_strategy({"motion": 24, "derivatives": True})
+    names = dn.confound_column_names(s, cols)
+    assert len(names) == 24 + 3 + 3
+    assert names[24:] == ["white_matter", "csf", "global_signal", "white_matter_derivative1",
+                          "csf_derivative1", "global_signal_derivative1"]
+    s = dn.validate_strategy({"motion": 0, "wm_csf": False, "global_signal": False, "acompcor": 3})
+    assert dn.confound_column_names(s, cols) == ["a_comp_cor_00", "a_comp_cor_01", "a_comp_cor_02"]
+
+
+def test_acompcor_uses_combined_mask_from_sidecar(tmp_path):
+    run = make_run(tmp_path)
+    meta = {f"a_comp_cor_{i:02d}": {"Mask": "WM" if i < 3 else "combined", "Retained": True} for i in range(6)}
+    Path(run["confounds"].replace(".tsv", ".json")).write_text(json.dumps(meta))
+    df = dn.read_confounds(run["confounds"])
+    s = dn.validate_strategy({"motion": 0, "wm_csf": False, "global_signal": False, "acompcor": 2})
+    _, names = dn.confound_matrix(df, s, run["confounds"])
+    assert names == ["a_comp_cor_03", "a_comp_cor_04"]
+
+
+def test_missing_derived_columns_are_computed(tmp_path):
+    run = make_run(tmp_path)
+    df = dn.read_confounds(run["confounds"])
+    s = dn.validate_strategy({"motion": 24})
+    full, names = dn.confound_matrix(df, s, run["confounds"])
+    drop = [c for c in df.columns if c.endswith(("_power2", "_derivative1"))]
+    reduced, names2 = dn.confound_matrix(df.drop(columns=drop), s, run["confounds"])
+    assert names == names2
+    assert np.allclose(full, reduced, atol=1e-12)
+
+
+def test_missing_confound_column_is_input_error(tmp_path):
+    run = make_run(tmp_path)
+    df = dn.read_confounds(run["confounds"]).drop(columns=["global_signal"])
+    df.to_csv(run["confounds"], sep="\t", index=False, na_rep="n/a")
+    with pytest.raises(InputError, match="global_signal.*denoising.strategy"):
+        dn.denoise_runs([run], dn.DEFAULT_STRATEGIES["fox"], min_retained_minutes=1)
+    with pytest.raises(InputError, match="acompcor"):
+        dn.denoise_runs([run], {**dn.DEFAULT_STRATEGIES["acompcor"], "acompcor": 9}, min_retained_minutes=1)
+
+
+def test_confounds_row_count_mismatch(tmp_path):
+    run = make_run(tmp_path)
+    df = dn.read_confounds(run["confounds"]).iloc[:-3]
+    df.to_csv(run["confounds"], sep="\t", index=False, na_rep="n/a")
+    with pytest.raises(InputError, match="157 rows but .* 160 volumes"):
+        dn.denoise_runs([run], dn.DEFAULT_STRATEGIES["fox"], min_retained_minutes=1)
+
+
+def test_censoring_mask_neighbours():
+    fd_mm = np.array([np.nan, 0.1, 0.6, 0.1, 0.1, 0.1, 0.1, 0.7, 0.1])
+    got = dn.censoring_mask(fd_mm, 0.5, censor_before=1, censor_after=2)
+    assert np.flatnonzero(got).tolist() == [1, 2, 3, 4, 6, 7, 8]
+    assert np.flatnonzero(dn.censoring_mask(fd_mm, 0.5)).tolist() == [2, 7]
+    assert not dn.censoring_mask(fd_mm, None).any()
+
+
+def test_dummy_volume_count():
+    df = pd.DataFrame({"non_steady_state_outlier00": [1, 0, 0, 0], "non_steady_state_outlier01": [0, 1, 0, 0],
+                       "non_steady_state_outlier02": [0, 0, 0, 1]})
+    n_lead, flagged = dn.dummy_volume_count(df)
+    assert n_lead == 2
+    assert flagged.tolist() == [True, True, False, True]
+
+
+# ----------------------------------------------------------------------------- strategy validation
+
+
+def test_default_strategies_are_valid():
+    fox = dn.validate_strategy(dn.DEFAULT_STRATEGIES["fox"], "fox")
+    assert (fox["motion"], fox["global_signal"], fox["wm_csf"], fox["acompcor"]) == (24, True, True, 0)
+    assert (fox["high_pass_hz"], fox["low_pass_hz"], fox["fd_threshold_mm"], fox["smoothing_fwhm_mm"]) == (0.01, 0.1, 0.5, 6.0)
+    acc = dn.validate_strategy(dn.DEFAULT_STRATEGIES["acompcor"], "acompcor")
+    assert (acc["global_signal"], acc["wm_csf"], acc["acompcor"]) == (False, False, 5)
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"gsr": True}, "unknown key.*gsr"),
+    ({"motion": 7}, "motion.*0, 6, 12 or 24"),
+    ({"motion": True}, "motion"),
+    ({"global_signal": "yes"}, "global_signal.*true or false"),
+    ({"acompcor": -1}, "acompcor.*integer"),
+    ({"high_pass_hz": 0.1, "low_pass_hz": 0.05}, "high_pass_hz.*below low_pass_hz"),
+    ({"smoothing_fwhm_mm": "6mm"}, "smoothing_fwhm_mm.*number"),
+    ({"fd_threshold_mm": 0}, "fd_threshold_mm.*positive"),
+])
+def test_strategy_validation_errors(bad, match):
+    with pytest.raises(InputError, match=match):
+        dn.validate_strategy(bad, "mine")
+
+
+def test_low_pass_above_nyquist_is_input_error(tmp_path):
+    run = make_run(tmp_path, t_r=5.0, n_vols=80)
+    with pytest.raises(InputError, match="Nyquist.*TR 5 s"):
+        dn.denoise_runs([run], dn.DEFAULT_STRATEGIES["fox"], min_retained_minutes=1)
+
+
+# ----------------------------------------------------------------------------- retained data, QC
+
+
+def test_too_little_data_is_qc_failure(tmp_path):
+    run = make_run(tmp_path, n_vols=160, fd_spikes=range(20, 60))   # 158 - 40 = 118 volumes = 3.9 min
+    with pytest.raises(QCFailure) as exc:
+        dn.denoise_runs([run], dn.DEFAULT_STRATEGIES["fox"], strategy_name="fox")
+    msg = str(exc.value)
+    assert "3.9 min" in msg and "5 min" in msg and "denoising.min_retained_minutes" in msg
+    assert "denoising.strategies.fox.fd_threshold_mm" in msg
+
+
+def test_all_volumes_censored_is_qc_failure(tmp_path):
+    run = make_run(tmp_path, n_vols=60, fd_spikes=range(1, 60))
+    with pytest.raises(QCFailure, match="0.0 min"):
+        dn.denoise_runs([run], dn.DEFAULT_STRATEGIES["fox"], min_retained_minutes=0)
+
+
+def test_warning_below_warn_threshold(tmp_path):
+    run = make_run(tmp_path, n_vols=200, fd_spikes=(50, 51, 100))
+    res = dn.denoise_runs([run], {**dn.DEFAULT_STRATEGIES["fox"], "smoothing_fwhm_mm": None})
+    assert res.data_tv.shape[0] == 200 - 2 - 3
+    assert math.isclose(res.qc["minutes_kept"], 195 * 2 / 60, abs_tol=1e-3)
+    assert any("6.5 min" in w and "10 min" in w for w in res.warnings)
+    assert res.qc["runs"][0]["censored_volumes"] == [50, 51, 100]
+    assert res.qc["runs"][0]["dummy_volumes"] == 2
+
+
+# ----------------------------------------------------------------------------- runs, smoothing, tSNR
+
+
+def test_multiple_runs_concatenated_with_common_mask(tmp_path):
+    def mask_a(shape):
+        m = np.ones(shape, bool)
+        m[0] = False
+        return m
+
+    def mask_b(shape):
+        m = np.ones(shape, bool)
+        m[:, 0] = False
+        return m
+
+    run1 = make_run(tmp_path / "a", name="sub-01_task-rest_run-1", n_vols=120, seed=1, mask_fn=mask_a)
+    run2 = make_run(tmp_path / "b", name="sub-01_task-rest_run-2", n_vols=100, seed=2, mask_fn=mask_b,
+                    fd_spikes=(40,))
+    res = dn.denoise_runs([run1, run2], {**dn.DEFAULT_STRATEGIES["fox"], "smoothing_fwhm_mm": None},
+                          min_retained_minutes=1)
+    expected_mask = mask_a((7, 6, 5)) & mask_b((7, 6, 5))
+    assert np.array_equal(np.asarray(res.mask_img.dataobj) > 0, expected_mask)
+    assert res.run_lengths.tolist() == [118, 97]
+    assert res.data_tv.shape == (215, int(expected_mask.sum()))
+    for seg in (res.data_tv[:118], res.data_tv[118:]):
+        assert np.max(np.abs(seg.mean(axis=0))) < 1e-5
+        assert np.max(np.abs(seg.std(axis=0, ddof=1) - 1)) < 1e-4
+    # each block equals the run denoised alone, restricted to the common mask
+    alone = dn.denoise_runs([run2], {**dn.DEFAULT_STRATEGIES["fox"], "smoothing_fwhm_mm": None}, min_retained_minutes=1)
+    cols = expected_mask[mask_b((7, 6, 5))]
+    assert np.max(np.abs(alone.data_tv[:, cols] - res.data_tv[118:])) < 1e-5
+
+
+def test_different_tr_is_input_error(tmp_path):
+    run1 = make_run(tmp_path / "a", t_r=2.0)
+    run2 = make_run(tmp_path / "b", t_r=1.5)
+    with pytest.raises(InputError, match="different repetition times"):
+        dn.denoise_runs([run1, run2], dn.DEFAULT_STRATEGIES["fox"], min_retained_minutes=1)
+
+
+def test_tr_from_sidecar_then_header(tmp_path):
+    run = make_run(tmp_path / "a", t_r=2.0)
+    Path(run["bold"].replace(".nii.gz", ".json")).write_text(json.dumps({"RepetitionTime": 1.8}))
+    assert dn.read_t_r(run["bold"]) == 1.8
+    assert dn.read_t_r(run["bold"], 2.5) == 2.5
+    run = make_run(tmp_path / "b", t_r=0.8, sidecar=False)
+    assert math.isclose(dn.read_t_r(run["bold"]), 0.8, rel_tol=1e-6)
+
+
+@pytest.mark.parametrize("voxel_mm", [(2.0, 2.0, 2.0), (2.0, 2.5, 3.0)])
+def test_smoothing_fwhm_in_mm(voxel_mm):
+    shape = (41, 35, 29)
+    mask = np.ones(shape, bool)
+    data = np.zeros((1, mask.sum()), np.float32)
+    centre = tuple(s // 2 for s in shape)
+    data[0, np.ravel_multi_index(centre, shape)] = 1.0
+    dn.smooth_masked(data, mask, voxel_mm, 6.0)
+    vol = data[0].reshape(shape)
+    assert math.isclose(vol.sum(), 1.0, rel_tol=1e-3)
+    for axis, vmm in enumerate(voxel_mm):
+        profile = vol.sum(axis=tuple(a for a in range(3) if a != axis))
+        pos_mm = (np.arange(shape[axis]) - centre[axis]) * vmm
+        sigma_mm = math.sqrt((profile * pos_mm ** 2).sum() / profile.sum())
+        assert abs(sigma_mm * math.sqrt(8 * math.log(2)) - 6.0) < 0.3
+
+
+def test_smoothing_stays_in_mask_and_keeps_constants():
+    shape = (12, 12, 12)
+    mask = np.zeros(shape, bool)
+    mask[2:10, 2:10, 2:10] = True
+    data = np.full((2, mask.sum()), 3.0, np.float32)
+    dn.smooth_masked(data, mask, (2.0, 2.0, 2.0), 6.0)
+    # normalised convolution: a constant stays constant up to the mask edge (no darkening)
+    assert np.max(np.abs(data - 3.0)) < 1e-5
+
+
+def test_tsnr_before_denoising(tmp_path):
+    run = make_run(tmp_path, n_vols=200, mean=1000.0, noise_sd=10.0)
+    res = dn.denoise_runs([run], dn.DEFAULT_STRATEGIES["fox"], min_retained_minutes=1)
+    # the generator adds confound mixes (sd ~ 3 * sqrt(4 * ~1)) on top of sd 10 noise
+    df = dn.read_confounds(run["confounds"])
+    assert res.tsnr_v.dtype == np.float32
+    img = np.asarray(nib.load(run["bold"]).dataobj, dtype=np.float64).reshape(-1, 200)[:, 2:]
+    t = np.arange(198) - 98.5
+    resid = img - img.mean(axis=1, keepdims=True)
+    resid -= np.outer(resid @ t / (t @ t), t)
+    expected = img.mean(axis=1) / np.sqrt((resid ** 2).sum(axis=1) / 196)
+    assert np.max(np.abs(res.tsnr_v - expected) / expected) < 1e-4
+    assert len(df) == 200
+
+
+# ----------------------------------------------------------------------------- adapter
+
+
+def test_run_denoise_writes_npz_and_qc(tmp_path):
+    run = make_run(tmp_path / "in", n_vols=200, fd_spikes=(60,))
+    out_npz = tmp_path / "work" / "sub-01_desc-fox_denoised.npz"
+    out_qc = tmp_path / "out" / "sub-01_task-rest_desc-denoise_qc.json"
+    res = dn.run_denoise([dict(run, name="sub-01_task-rest", t_r=None)], dn.DEFAULT_STRATEGIES["fox"],
+                         out_npz, out_qc, min_retained_minutes=1, warn_retained_minutes=5, strategy_name="fox")
+    with np.load(out_npz) as z:
+        assert set(z.files) == {"data_tv", "mask", "affine", "t_r", "run_lengths", "tsnr_v"}
+        assert z["data_tv"].dtype == np.float32 and z["data_tv"].shape == (197, 7 * 6 * 5)
+        assert z["mask"].dtype == np.uint8 and z["mask"].shape == (7, 6, 5)
+        assert float(z["t_r"]) == 2.0 and z["run_lengths"].tolist() == [197]
+        assert np.array_equal(z["data_tv"], res.data_tv)
+    qc = json.loads(out_qc.read_text())
+    assert qc["strategy"] == "fox" and qc["t_r"] == 2.0 and qc["fd_threshold_mm"] == 0.5
+    assert qc["strategy_parameters"]["motion"] == 24
+    assert (qc["volumes_total"], qc["volumes_kept"]) == (200, 197)
+    assert math.isclose(qc["minutes_kept"], 197 * 2 / 60, abs_tol=1e-3)
+    r = qc["runs"][0]
+    assert r["bold"] == Path(run["bold"]).name and r["censored_volumes"] == [60] and r["dummy_volumes"] == 2
+    assert len(r["framewise_displacement_mm"]) == 200 and r["framewise_displacement_mm"][0] == 0.0
+    assert qc["warnings"] == [] and qc["status"] == "pass"
+    assert sorted(p.name for p in out_npz.parent.iterdir()) == [out_npz.name]
+
+
+def test_load_denoised_npz_roundtrip(tmp_path):
+    run = make_run(tmp_path / "in", n_vols=120)
+    out_npz = tmp_path / "d.npz"
+    res = dn.run_denoise([run], dn.DEFAULT_STRATEGIES["acompcor"], out_npz, tmp_path / "qc.json",
+                         min_retained_minutes=1)
+    got = dn.load_denoised_npz(out_npz)
+    assert np.array_equal(got["data_tv"], res.data_tv)
+    assert np.array_equal(got["mask_img"].affine, res.mask_img.affine)
+    with pytest.raises(InputError, match="run the denoise step"):
+        dn.load_denoised_npz(tmp_path / "nothing.npz")
