@@ -1,0 +1,633 @@
+"""Target selection (peak, cluster, seedmap, hierarchical) with bootstrap uncertainty.
+
+All rules work on the denoised time series (``data_tv``, T x V, columns = voxels of the analysis
+mask in C order) restricted to the search region, and on one reference time course: the mean of the
+sgACC seed voxels, or for ``seedmap`` the group-map-weighted sum of all voxels (Fox et al. 2013).
+Because the reference is a fixed linear combination of voxel columns, a bootstrap resample only
+needs to index rows of the search-voxel matrix and of the reference: 50 resamples take seconds.
+
+Rules (METHOD.md):
+
+- ``peak``: the search voxel with the most negative Pearson r with the reference.
+- ``cluster`` (Cash et al., as in contarg): search voxels at or below the ``percentile``-th
+  percentile of r (and r < 0), the largest 26-connected cluster, its centre of mass weighted by |r|.
+- ``seedmap``: reference = sum over voxels of (group sgACC map value x voxel time course), the
+  search region zeroed in the weights; then the ``selection`` rule (cluster or peak) on that r map.
+- ``hierarchical`` (SAINT-like, as in contarg): single-linkage clustering of the search voxels by
+  1 - Spearman rho cut at ``distance_threshold`` (likewise the seed voxels); keep clusters with more
+  than ``min_cluster_voxels`` voxels and negative net correlation with the seed clusters; rank by
+  size x concentration x net correlation; the centre of the best cluster.
+
+Every rule snaps its point to the nearest voxel of the search mask, which ``regions.search_mask``
+restricts to grey matter, so the target is always a grey-matter voxel inside the search region.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage, sparse
+from scipy.sparse.csgraph import connected_components
+from scipy.spatial.distance import pdist
+
+from .errors import InputError, QCFailure
+from .io import load_img_checked, sha256_file, write_json
+from .regions import grey_matter_probability, in_ba46, literature_sites_mni_ras_mm
+
+log = logging.getLogger(__name__)
+
+METHODS = ("peak", "cluster", "seedmap", "hierarchical")
+TARGET_DEFAULTS: dict = {
+    "method": "cluster",
+    "bootstrap_samples": 50,          # block-bootstrap resamples of time (0: skip)
+    "block_length_s": 60.0,           # block length of the bootstrap, seconds
+    "split_half": True,               # also a target from each half of the time series
+    "random_seed": 0,
+    "confident_median_distance_mm": 6.0,  # median bootstrap distance above which a target is flagged
+    "peak": {},
+    "cluster": {"percentile": 10.0, "weight_by_abs_r": True, "connectivity": 26},
+    "seedmap": {"normative_map": None, "selection": "cluster"},
+    "hierarchical": {"distance_threshold": 0.5, "min_cluster_voxels": 50,
+                     "weights": {"size": 1.0, "concentration": 1.0, "net_correlation": 1.0}},
+}
+
+
+def resolve_target_cfg(cfg: dict | None) -> dict:
+    """:data:`TARGET_DEFAULTS` overlaid with ``cfg`` (nested dicts merged; ``None`` keeps defaults)."""
+
+    def merge(base, over):
+        out = copy.deepcopy(base)
+        for key, value in (over or {}).items():
+            if isinstance(value, dict) and isinstance(out.get(key), dict):
+                out[key] = merge(out[key], value)
+            elif value is not None or key not in out:
+                out[key] = value
+        return out
+
+    out = merge(TARGET_DEFAULTS, cfg)
+    if out["method"] not in METHODS:
+        raise InputError(f"targeting.method '{out['method']}' is not one of {', '.join(METHODS)}; fix the config")
+    if out["seedmap"]["selection"] not in ("cluster", "peak"):
+        raise InputError("targeting.seedmap.selection must be cluster or peak; fix the config")
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Inputs
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class Denoised:
+    """Denoised time series of one unit (``work/<unit>_desc-<strategy>_denoised.npz``)."""
+
+    data_tv: np.ndarray      # (T, V) float32
+    mask: np.ndarray         # 3D bool, columns of data_tv in C order
+    affine: np.ndarray       # (4, 4) voxel -> MNI RAS mm
+    t_r: float               # seconds
+    run_lengths: np.ndarray  # (n_runs,) volumes per run
+    name: str
+
+    @property
+    def strategy(self) -> str | None:
+        m = re.search(r"desc-([A-Za-z0-9]+)_denoised", self.name)
+        return m.group(1) if m else None
+
+
+def load_denoised(path: str | os.PathLike) -> Denoised:
+    """Read and check a denoised ``.npz`` (keys ``data_tv``, ``mask``, ``affine``, ``t_r``, ``run_lengths``)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: denoised time series not found; run the denoise step first")
+    try:
+        with np.load(path) as npz:
+            missing = {"data_tv", "mask", "affine", "t_r"} - set(npz.files)
+            if missing:
+                raise InputError(f"{path.name}: missing keys {sorted(missing)}; regenerate it with the denoise step")
+            data_tv = np.asarray(npz["data_tv"], dtype=np.float32)
+            mask = np.asarray(npz["mask"]) > 0
+            affine = np.asarray(npz["affine"], float)
+            t_r = float(npz["t_r"])
+            run_lengths = np.asarray(npz["run_lengths"] if "run_lengths" in npz.files else [len(data_tv)], int)
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, InputError):
+            raise
+        raise InputError(f"{path.name}: cannot read ({exc}); delete it and rerun the denoise step") from None
+    if data_tv.ndim != 2 or data_tv.shape[1] != mask.sum():
+        raise InputError(f"{path.name}: data_tv has shape {data_tv.shape} but the mask has {int(mask.sum())} "
+                         "voxels; regenerate it with the denoise step")
+    if run_lengths.sum() != data_tv.shape[0]:
+        raise InputError(f"{path.name}: run_lengths sum to {run_lengths.sum()}, data_tv has "
+                         f"{data_tv.shape[0]} volumes; regenerate it with the denoise step")
+    if not np.all(np.isfinite(data_tv)):
+        raise InputError(f"{path.name}: data_tv contains NaN or infinite values; rerun the denoise step")
+    return Denoised(data_tv, mask, affine, t_r, run_lengths, path.name)
+
+
+def _grid_mask(path, den: Denoised, what: str) -> np.ndarray:
+    img = load_img_checked(path, ndim=3, what=what)
+    if img.shape[:3] != den.mask.shape or not np.allclose(img.affine, den.affine, atol=1e-3):
+        raise InputError(f"{Path(path).name}: {what} grid {img.shape[:3]} does not match the denoised data "
+                         f"{den.mask.shape} ({den.name}); rebuild the masks from the same BOLD mask")
+    return np.asanyarray(img.dataobj) > 0
+
+
+def columns_of(region: np.ndarray, den: Denoised) -> np.ndarray:
+    """Column indices into ``data_tv`` of the voxels of a 3D boolean region (inside the mask)."""
+    col = np.full(den.mask.shape, -1, dtype=np.int64)
+    col[den.mask] = np.arange(int(den.mask.sum()))
+    return col[region & den.mask]
+
+
+# --------------------------------------------------------------------------------------------------
+# Correlation helpers
+# --------------------------------------------------------------------------------------------------
+def _zscore(x: np.ndarray, axis: int = 0) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    x = x - x.mean(axis=axis, keepdims=True)
+    sd = x.std(axis=axis, keepdims=True)
+    return np.divide(x, sd, out=np.zeros_like(x), where=sd > 0)
+
+
+def pearson_r(ts_tv: np.ndarray, ref_t: np.ndarray) -> np.ndarray:
+    """Pearson r of each column of ``ts_tv`` (T, V) with ``ref_t`` (T,); returns (V,)."""
+    return _zscore(ts_tv).T @ _zscore(ref_t) / len(ref_t)
+
+
+def spearman_matrix(ts_tv: np.ndarray) -> np.ndarray:
+    """Spearman rho between all columns of ``ts_tv`` (T, V); returns (V, V) float32."""
+    from scipy.stats import rankdata
+
+    z = _zscore(rankdata(ts_tv, axis=0)).astype(np.float32)
+    return z.T @ z / len(z)
+
+
+# --------------------------------------------------------------------------------------------------
+# Rules
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class Selection:
+    """A selected target, as an index into the search voxels."""
+
+    index: int                     # row of the search voxel arrays
+    point_mni_ras_mm: np.ndarray   # (3,) point before snapping (centre of mass or peak)
+    cluster_size_voxels: int | None
+    score: float                   # rule r (or net correlation) at the target
+
+
+@dataclass
+class SearchSpace:
+    """Search voxels and their positions, shared by every rule."""
+
+    ijk: np.ndarray      # (Vs, 3) int voxel indices
+    xyz_mm: np.ndarray   # (Vs, 3) MNI RAS mm
+
+    def snap(self, point_mni_ras_mm) -> int:
+        """Index of the search voxel nearest (Euclidean mm) to a point."""
+        return int(np.argmin(np.sum((self.xyz_mm - np.asarray(point_mni_ras_mm)) ** 2, axis=1)))
+
+
+def select_peak(r_search: np.ndarray, space: SearchSpace) -> Selection:
+    """The most negative voxel."""
+    i = int(np.argmin(r_search))
+    return Selection(i, space.xyz_mm[i].copy(), None, float(r_search[i]))
+
+
+def select_cluster(r_search: np.ndarray, space: SearchSpace, percentile: float = 10.0,
+                   weight_by_abs_r: bool = True, connectivity: int = 26) -> Selection:
+    """Largest connected cluster of the most negative tail, its (|r|-weighted) centre, snapped.
+
+    Parameters
+    ----------
+    r_search : (Vs,) r of the search voxels with the reference.
+    percentile : voxels with r at or below this percentile of ``r_search`` (and r < 0) form the tail.
+    connectivity : 6, 18 or 26 (neighbourhood of the cluster labelling).
+
+    Raises
+    ------
+    QCFailure
+        No search voxel is anticorrelated with the reference.
+    """
+    thr = min(np.percentile(r_search, percentile), 0.0)
+    tail = (r_search <= thr) & (r_search < 0)
+    if not tail.any():
+        raise QCFailure("no search-region voxel is anticorrelated with the seed; the target cannot be chosen "
+                        "(check the seed map and the denoising)")
+    lo = space.ijk.min(axis=0)
+    box = np.zeros(tuple(space.ijk.max(axis=0) - lo + 1), bool)
+    box[tuple((space.ijk[tail] - lo).T)] = True
+    structure = ndimage.generate_binary_structure(3, {6: 1, 18: 2, 26: 3}[int(connectivity)])
+    labels, n = ndimage.label(box, structure=structure)
+    lab_v = np.where(tail, labels[tuple((space.ijk - lo).T)], 0)
+    sizes = np.bincount(lab_v, minlength=n + 1)[1:]
+    sums = np.bincount(lab_v, weights=r_search, minlength=n + 1)[1:]
+    best = np.lexsort((sums, -sizes))[0] + 1          # largest; ties: more negative summed r
+    members = lab_v == best
+    w = np.abs(r_search[members]) if weight_by_abs_r else np.ones(int(members.sum()))
+    com = (space.xyz_mm[members] * w[:, None]).sum(axis=0) / w.sum()
+    i = space.snap(com)
+    return Selection(i, com, int(members.sum()), float(r_search[i]))
+
+
+def _single_linkage(rho: np.ndarray, distance_threshold: float) -> np.ndarray:
+    """Cluster labels of single-linkage clustering on 1 - rho cut at ``distance_threshold``."""
+    adjacency = sparse.csr_matrix((1.0 - rho) < distance_threshold)
+    return connected_components(adjacency, directed=False)[1]
+
+
+def _cluster_medians(ts_tv: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cluster ids, sizes and median time courses (T, n_clusters)."""
+    ids, counts = np.unique(labels, return_counts=True)
+    med = np.stack([np.median(ts_tv[:, labels == c], axis=1) for c in ids], axis=1)
+    return ids, counts, med
+
+
+def select_hierarchical(ts_search: np.ndarray, ts_seed: np.ndarray, space: SearchSpace,
+                        distance_threshold: float = 0.5, min_cluster_voxels: int = 50,
+                        weights: dict | None = None) -> Selection:
+    """SAINT-like clustering of search voxels by time-series similarity (contarg's reimplementation).
+
+    Parameters
+    ----------
+    ts_search : (T, Vs) search-voxel time series.
+    ts_seed : (T, Vseed) seed-voxel time series.
+
+    Returns
+    -------
+    Selection
+        ``score`` is the net correlation (seed-cluster-size-weighted mean Spearman rho between the
+        cluster's median time course and each seed cluster's median time course).
+
+    Raises
+    ------
+    QCFailure
+        No cluster has more than ``min_cluster_voxels`` voxels and a negative net correlation.
+    """
+    from scipy.stats import rankdata
+
+    weights = {"size": 1.0, "concentration": 1.0, "net_correlation": 1.0, **(weights or {})}
+    s_labels = _single_linkage(spearman_matrix(ts_search), distance_threshold)
+    r_labels = _single_linkage(spearman_matrix(ts_seed), distance_threshold)
+    s_ids, s_n, s_med = _cluster_medians(ts_search, s_labels)
+    _, r_n, r_med = _cluster_medians(ts_seed, r_labels)
+    big = s_n > min_cluster_voxels
+    if not big.any():
+        raise QCFailure(f"hierarchical rule: no cluster of more than {min_cluster_voxels} coherent voxels "
+                        "in the search region; use targeting.method cluster or lower "
+                        "targeting.hierarchical.min_cluster_voxels")
+    zs = _zscore(rankdata(s_med[:, big], axis=0))
+    zr = _zscore(rankdata(r_med, axis=0))
+    net = (zs.T @ zr / len(zs)) @ r_n / r_n.sum()
+    cand = np.flatnonzero(big)[net < 0]
+    net = net[net < 0]
+    if len(cand) == 0:
+        raise QCFailure("hierarchical rule: no large cluster is anticorrelated with the seed; "
+                        "use targeting.method cluster")
+    size = s_n[cand].astype(float)
+    conc = np.array([n / pdist(space.xyz_mm[s_labels == s_ids[c]]).mean() for c, n in zip(cand, size)])
+
+    def rank(values, descending):
+        order = np.argsort(-values if descending else values, kind="stable")
+        out = np.empty(len(values))
+        out[order] = np.arange(1, len(values) + 1)
+        return out
+
+    product = ((rank(size, True) * weights["size"]) * (rank(conc, True) * weights["concentration"])
+               * (rank(net, False) * weights["net_correlation"]))
+    best = int(np.lexsort((net, product))[0])
+    members = s_labels == s_ids[cand[best]]
+    com = space.xyz_mm[members].mean(axis=0)
+    i = space.snap(com)
+    return Selection(i, com, int(members.sum()), float(net[best]))
+
+
+def select(method: str, params: dict, ts_search: np.ndarray, ref_t: np.ndarray, space: SearchSpace,
+           ts_seed: np.ndarray | None = None) -> Selection:
+    """Apply one rule to (possibly resampled) time series.
+
+    Parameters
+    ----------
+    method : "peak" | "cluster" | "seedmap" | "hierarchical"
+    params : resolved targeting config (:func:`resolve_target_cfg`).
+    ts_search : (T, Vs) search-voxel time series; ``ref_t`` (T,) the reference (seed mean or seedmap
+        series); ``ts_seed`` (T, Vseed) only for ``hierarchical``.
+    """
+    if method == "hierarchical":
+        return select_hierarchical(ts_search, ts_seed, space, **params["hierarchical"])
+    r = pearson_r(ts_search, ref_t)
+    rule = params["seedmap"]["selection"] if method == "seedmap" else method
+    if rule == "peak":
+        return select_peak(r, space)
+    return select_cluster(r, space, **params["cluster"])
+
+
+# --------------------------------------------------------------------------------------------------
+# Seedmap weights (Fox 2013)
+# --------------------------------------------------------------------------------------------------
+def group_map_weights(map_paths, den: Denoised, search_region: np.ndarray, fisher: bool = True) -> np.ndarray:
+    """Voxel weights (V,) from group sgACC maps: mean (Fisher z) map, zero in the search region.
+
+    Maps on another grid are resampled (linear) to the grid of the denoised data.
+    """
+    from nilearn.image import resample_to_img
+
+    ref = nib.Nifti1Image(den.mask.astype(np.uint8), den.affine)
+    acc = np.zeros(int(den.mask.sum()))
+    for path in map_paths:
+        img = load_img_checked(path, ndim=3, what="group seed map")
+        if img.shape[:3] != den.mask.shape or not np.allclose(img.affine, den.affine, atol=1e-3):
+            img = resample_to_img(img, ref, interpolation="continuous", force_resample=True, copy_header=True)
+        values = np.asarray(img.get_fdata(), float)[den.mask]
+        acc += np.arctanh(np.clip(values, -0.999, 0.999)) if fisher else values
+    weights = acc / len(map_paths)
+    weights[search_region[den.mask]] = 0.0
+    return weights
+
+
+# --------------------------------------------------------------------------------------------------
+# Uncertainty
+# --------------------------------------------------------------------------------------------------
+def block_bootstrap_indices(run_lengths, block_volumes: int, rng: np.random.Generator) -> np.ndarray:
+    """Row indices of one moving-block bootstrap resample of the concatenated runs.
+
+    Blocks of ``block_volumes`` consecutive volumes never cross a run boundary (a run shorter than a
+    block is one block); blocks are drawn uniformly until the total length is reached.
+
+    Returns
+    -------
+    numpy.ndarray of int, shape (sum(run_lengths),)
+    """
+    starts, lengths, offset = [], [], 0
+    for n in np.asarray(run_lengths, int):
+        b = min(block_volumes, n)
+        starts += list(range(offset, offset + n - b + 1))
+        lengths += [b] * (n - b + 1)
+        offset += n
+    starts, lengths = np.asarray(starts), np.asarray(lengths)
+    out, total = [], 0
+    while total < offset:
+        k = rng.integers(len(starts))
+        out.append(np.arange(starts[k], starts[k] + lengths[k]))
+        total += lengths[k]
+    return np.concatenate(out)[:offset]
+
+
+def _safe_select(*args, **kwargs) -> Selection | None:
+    try:
+        return select(*args, **kwargs)
+    except QCFailure:
+        return None
+
+
+def bootstrap_targets(method: str, params: dict, ts_search, ref_t, space: SearchSpace, run_lengths,
+                      t_r: float, ts_seed=None) -> np.ndarray:
+    """Targets of ``params['bootstrap_samples']`` block-bootstrap resamples, (n, 3) MNI RAS mm.
+
+    Rows are NaN where a resample gave no target (e.g. nothing anticorrelated).
+    """
+    n = int(params["bootstrap_samples"])
+    rng = np.random.default_rng(params["random_seed"])
+    block = max(1, int(round(params["block_length_s"] / t_r)))
+    out = np.full((n, 3), np.nan)
+    for b in range(n):
+        rows = block_bootstrap_indices(run_lengths, block, rng)
+        sel = _safe_select(method, params, ts_search[rows], ref_t[rows], space,
+                           None if ts_seed is None else ts_seed[rows])
+        if sel is not None:
+            out[b] = space.xyz_mm[sel.index]
+    return out
+
+
+def split_half_targets(method: str, params: dict, ts_search, ref_t, space: SearchSpace,
+                       ts_seed=None) -> tuple[np.ndarray, np.ndarray]:
+    """Targets from the first and the second half of the time series, each (3,) MNI RAS mm (NaN if none)."""
+    half = len(ref_t) // 2
+    out = []
+    for rows in (slice(0, half), slice(half, None)):
+        sel = _safe_select(method, params, ts_search[rows], ref_t[rows], space,
+                           None if ts_seed is None else ts_seed[rows])
+        out.append(space.xyz_mm[sel.index] if sel is not None else np.full(3, np.nan))
+    return out[0], out[1]
+
+
+def summarize_spread(targets_mni_ras_mm: np.ndarray, target_mni_ras_mm: np.ndarray) -> dict:
+    """Median and 95th percentile of the distance (mm) of resampled targets from the target."""
+    ok = np.all(np.isfinite(targets_mni_ras_mm), axis=1)
+    d = np.linalg.norm(targets_mni_ras_mm[ok] - target_mni_ras_mm, axis=1)
+    return {
+        "median_distance_mm": float(np.median(d)) if len(d) else None,
+        "p95_distance_mm": float(np.percentile(d, 95)) if len(d) else None,
+        "n_failed": int((~ok).sum()),
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# One unit, end to end
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class Problem:
+    """Everything a rule needs from one denoised dataset."""
+
+    ts_search: np.ndarray
+    ref_t: np.ndarray
+    ts_seed: np.ndarray | None
+    seed_ref_t: np.ndarray
+
+
+def build_problem(den: Denoised, seed: np.ndarray, search: np.ndarray, method: str,
+                  weights: np.ndarray | None = None) -> Problem:
+    """Search-voxel time series and the reference time course of a rule."""
+    seed_cols, search_cols = columns_of(seed, den), columns_of(search, den)
+    if len(seed_cols) == 0:
+        raise InputError(f"{den.name}: no seed voxel inside the analysis mask; rebuild the seed mask")
+    seed_ref = den.data_tv[:, seed_cols].mean(axis=1)
+    if np.std(seed_ref) == 0:
+        raise QCFailure(f"{den.name}: the seed time course is constant; the seed has no signal")
+    ref = seed_ref
+    if method == "seedmap":
+        ref = den.data_tv @ weights.astype(np.float32)
+        if not np.std(ref) > 0:
+            raise InputError("the seedmap weights are zero outside the search region; give a whole-brain "
+                             "group or normative sgACC map")
+    ts_seed = den.data_tv[:, seed_cols] if method == "hierarchical" else None
+    return Problem(den.data_tv[:, search_cols], ref, ts_seed, seed_ref)
+
+
+def _space_of(search: np.ndarray, den: Denoised) -> SearchSpace:
+    ijk = np.argwhere(search & den.mask)   # C order, the same order as columns_of
+    return SearchSpace(ijk, nib.affines.apply_affine(den.affine, ijk))
+
+
+def _target_of(den, seed, search, method, params, weights):
+    space = _space_of(search, den)
+    prob = build_problem(den, seed, search, method, weights)
+    sel = select(method, params, prob.ts_search, prob.ref_t, space, prob.ts_seed)
+    return space, prob, sel
+
+
+def _seedmap_weights(cfg, den, search, group_map_paths) -> tuple[np.ndarray, dict]:
+    normative = cfg["seedmap"].get("normative_map")
+    if normative:
+        return (group_map_weights([normative], den, search, fisher=False),
+                {"source": "normative", "normative_map": Path(normative).name,
+                 "normative_map_sha256": sha256_file(normative)})
+    if not group_map_paths:
+        raise InputError("targeting.method seedmap needs a group sgACC map: add subjects to the dataset "
+                         "(the map of the other subjects is used, leave-one-out) or give "
+                         "targeting.seedmap.normative_map (a whole-brain sgACC map in the same template)")
+    return (group_map_weights(group_map_paths, den, search, fisher=True),
+            {"source": "leave-one-out group map (mean Fisher z of the other subjects' r maps)",
+             "n_group_maps": len(group_map_paths), "group_maps": [Path(p).name for p in group_map_paths]})
+
+
+def run_target(denoised_npz, seed_mask_path, search_mask_path, z_map_path, cfg: dict, out_json,
+               comparison_npz=None, group_map_paths=(), seed_definition=None,
+               search_definition=None, template_space: str | None = None) -> dict:
+    """Choose the target in template space and write the target JSON (step adapter).
+
+    Parameters
+    ----------
+    denoised_npz : path
+        Main-strategy denoised time series (``data_tv`` T x V, ``mask``, ``affine``, ``t_r``,
+        ``run_lengths``).
+    seed_mask_path, search_mask_path : path
+        uint8 NIfTI masks in the grid of ``mask`` (``regions.run_masks``).
+    z_map_path : path
+        Seed map (Fisher z) of the main strategy, same grid; gives ``z_at_target`` / ``r_at_target``.
+    cfg : dict
+        ``config["targeting"]``; keys and defaults in :data:`TARGET_DEFAULTS`.
+    out_json : path
+        ``*_desc-target_markers.json`` (layout in docs/architecture.md).
+    comparison_npz : path, optional
+        Denoised data of the no-GSR strategy; the same rule gives ``gsr_comparison``.
+    group_map_paths : sequence of paths
+        The other subjects' sgACC r maps (seedmap rule without a normative map).
+    seed_definition, search_definition : dict, optional
+        Recorded as ``seed`` and ``search_region``.
+    template_space : str, optional
+        Default: the ``space-`` entity of the z map's file name.
+
+    Returns
+    -------
+    dict
+        The JSON content.
+    """
+    params = resolve_target_cfg(cfg)
+    method = params["method"]
+    den = load_denoised(denoised_npz)
+    seed = _grid_mask(seed_mask_path, den, "seed mask")
+    search = _grid_mask(search_mask_path, den, "search mask")
+    z_img = load_img_checked(z_map_path, ndim=3, what="seed z map")
+    if z_img.shape[:3] != den.mask.shape:
+        raise InputError(f"{Path(z_map_path).name}: grid {z_img.shape[:3]} differs from {den.name} "
+                         f"{den.mask.shape}; recompute the seed map from the same denoised data")
+    warnings: list[str] = []
+    weights, seedmap_info = None, None
+    if method == "seedmap":
+        weights, seedmap_info = _seedmap_weights(params, den, search, group_map_paths)
+    space, prob, sel = _target_of(den, seed, search, method, params, weights)
+    target_mm = space.xyz_mm[sel.index]
+    target_ijk = space.ijk[sel.index]
+    log.info("%s target at MNI %s (cluster %s voxels)", method, np.round(target_mm, 1), sel.cluster_size_voxels)
+
+    z_at = float(np.asanyarray(z_img.dataobj)[tuple(target_ijk)])
+    r_seed = float(pearson_r(prob.ts_search[:, [sel.index]], prob.seed_ref_t)[0])
+    if abs(np.tanh(z_at) - r_seed) > 0.1:
+        warnings.append(f"the seed map gives r = {np.tanh(z_at):.2f} at the target but the denoised data give "
+                        f"{r_seed:.2f}: the seed map and the time series may come from different inputs")
+
+    # uncertainty
+    uncertainty = {"method": "block-bootstrap", "n": int(params["bootstrap_samples"]),
+                   "block_length_s": float(params["block_length_s"]), "random_seed": params["random_seed"]}
+    if params["bootstrap_samples"] > 0:
+        boots = bootstrap_targets(method, params, prob.ts_search, prob.ref_t, space, den.run_lengths,
+                                  den.t_r, prob.ts_seed)
+        uncertainty["targets_mni_ras_mm"] = [None if not np.all(np.isfinite(b)) else b.tolist() for b in boots]
+        uncertainty.update(summarize_spread(boots, target_mm))
+    if params["split_half"]:
+        a, b = split_half_targets(method, params, prob.ts_search, prob.ref_t, space, prob.ts_seed)
+        uncertainty["split_half_targets_mni_ras_mm"] = [
+            x.tolist() if np.all(np.isfinite(x)) else None for x in (a, b)]
+        d = float(np.linalg.norm(a - b))
+        uncertainty["split_half_distance_mm"] = d if np.isfinite(d) else None
+    median = uncertainty.get("median_distance_mm")
+    limit = float(params["confident_median_distance_mm"])
+    uncertainty["confident_median_distance_mm"] = limit
+    uncertainty["confident"] = None if median is None else bool(median <= limit and uncertainty["n_failed"] == 0)
+    if uncertainty["confident"] is False:
+        warnings.append(f"uncertain target: bootstrap targets lie a median {median:.1f} mm from it (limit "
+                        f"{limit:g} mm; {uncertainty['n_failed']} resamples gave no target); collect more "
+                        "data or use the group/literature site")
+
+    # GSR comparison
+    gsr = None
+    if comparison_npz is not None:
+        cden = load_denoised(comparison_npz)
+        if cden.mask.shape != den.mask.shape or not np.allclose(cden.affine, den.affine, atol=1e-3):
+            raise InputError(f"{cden.name}: grid differs from {den.name}; rerun the denoise step")
+        cweights = None if weights is None else _seedmap_weights(params, cden, search, group_map_paths)[0]
+        try:
+            cspace, _, csel = _target_of(cden, seed, search, method, params, cweights)
+            c_mm = cspace.xyz_mm[csel.index]
+            gsr = {"strategy": cden.strategy, "target_mni_ras_mm": c_mm.tolist(),
+                   "shift_mm": float(np.linalg.norm(c_mm - target_mm))}
+        except QCFailure as exc:
+            gsr = {"strategy": cden.strategy, "target_mni_ras_mm": None, "shift_mm": None, "note": str(exc)}
+
+    sites = literature_sites_mni_ras_mm()
+    gm_at = float(grey_matter_probability(nib.Nifti1Image(den.mask.astype(np.uint8), den.affine))[tuple(target_ijk)])
+    space_name = template_space
+    if space_name is None:
+        m = re.search(r"space-([A-Za-z0-9]+)", Path(z_map_path).name)
+        space_name = m.group(1) if m else None
+    minutes = len(den.data_tv) * den.t_r / 60.0
+    method_parameters = {"rule": method}
+    if method == "seedmap":
+        method_parameters.update(params["seedmap"], cluster=params["cluster"], **seedmap_info)
+    elif method in ("cluster", "hierarchical"):
+        method_parameters.update(params[method])
+    result = {
+        "TemplateSpace": space_name,
+        "target_mni_ras_mm": target_mm.tolist(),
+        "target_ijk": target_ijk.tolist(),
+        "method": method,
+        "method_parameters": method_parameters,
+        "unsnapped_point_mni_ras_mm": sel.point_mni_ras_mm.tolist(),
+        "rule_score_at_target": sel.score,
+        "r_at_target": float(np.tanh(z_at)),
+        "z_at_target": z_at,
+        "r_at_target_from_denoised": r_seed,
+        "cluster_size_voxels": sel.cluster_size_voxels,
+        "in_ba46": bool(in_ba46(target_mm, hemisphere="both")),
+        "in_search_mask": bool(search[tuple(target_ijk)]),
+        "grey_matter_probability_at_target": gm_at,
+        "seed": seed_definition or {},
+        "search_region": search_definition or {"mask": Path(search_mask_path).name,
+                                               "voxels": int(search.sum())},
+        "uncertainty": uncertainty,
+        "gsr_comparison": gsr,
+        "literature_distances_mm": {k: float(np.linalg.norm(target_mm - v)) for k, v in sites.items()},
+        "denoising": {"strategy": den.strategy, "t_r": den.t_r, "volumes_kept": int(len(den.data_tv)),
+                      "run_lengths": den.run_lengths.tolist(), "minutes_kept": round(minutes, 2)},
+        "targeting_parameters": {k: v for k, v in params.items() if k not in METHODS},
+        "warnings": warnings,
+        "Sources": [Path(p).name for p in (denoised_npz, seed_mask_path, search_mask_path, z_map_path)]
+                   + ([Path(comparison_npz).name] if comparison_npz else []),
+        "software": _software(),
+    }
+    write_json(result, out_json)
+    return result
+
+
+def _software() -> dict:
+    try:
+        from .derivatives import software_versions
+
+        return software_versions()
+    except ImportError:  # pragma: no cover
+        return {}

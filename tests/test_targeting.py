@@ -1,0 +1,277 @@
+"""Target rules, snapping, uncertainty and the target JSON (targeting.py) on generated data.
+
+The generated data live on a crop of the MNI152 2 mm grid covering the sgACC and the left DLPFC, with
+the real seed and BA46 search masks of ``regions.run_masks``. A latent sgACC signal drives the seed
+voxels (and a positive "network" sphere used by the seedmap rule); a Gaussian blob (sigma 5 mm)
+around a planted point inside BA46 carries the same signal with a negative sign; spatially smooth
+Gaussian noise is added everywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from tmstarget import regions as R
+from tmstarget import targeting as T
+from tmstarget.errors import InputError, QCFailure
+
+PLANTED_MNI_RAS_MM = np.array([-42.0, 40.0, 30.0])
+NETWORK_MNI_RAS_MM = np.array([0.0, 50.0, 0.0])       # a positive "sgACC network" node (mPFC)
+T_R = 2.0
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+    """Cropped MNI 2 mm brain mask + seed and BA46 search masks written by regions.run_masks."""
+    from nilearn.datasets import load_mni152_brain_mask
+
+    root = tmp_path_factory.mktemp("grid")
+    m = load_mni152_brain_mask(resolution=2)
+    data = (m.get_fdata() > 0).astype(np.uint8)[14:65, 62:103, 21:67]   # x -70..30, y -10..70, z -30..60
+    affine = m.affine.copy()
+    affine[:3, 3] = nib.affines.apply_affine(m.affine, [14, 62, 21])
+    mask_img = nib.Nifti1Image(data, affine)
+    nib.save(mask_img, root / "brain_mask.nii.gz")
+    info = R.run_masks(root / "brain_mask.nii.gz", {}, {"region": "ba46"}, root / "seed.nii.gz",
+                       root / "search.nii.gz", root / "masks.json")
+    return {"root": root, "mask_img": mask_img, "seed": root / "seed.nii.gz",
+            "search": root / "search.nii.gz", "info": info}
+
+
+def make_unit(grid, out_dir: Path, planted=PLANTED_MNI_RAS_MM, strength=0.5, n_vols=240, n_runs=2,
+              rng_seed=0, strategy="fox", blobs=None):
+    """Write a denoised npz and its seed z map; returns (npz path, z map path).
+
+    ``blobs``: list of (centre_mni_ras_mm, amplitude, sigma_mm) replacing the single planted blob;
+    the voxel time series is noise + sum(amplitude * profile * sgACC signal).
+    """
+    rng = np.random.default_rng(rng_seed)
+    mask_img = grid["mask_img"]
+    mask = np.asanyarray(mask_img.dataobj) > 0
+    xyz = R.voxel_centres_ras_mm(mask.shape, mask_img.affine)[mask]
+    seed = np.asanyarray(nib.load(grid["seed"]).dataobj)[mask] > 0
+    latent = ndimage.gaussian_filter1d(rng.standard_normal(n_vols), 1.5)
+    latent = (latent - latent.mean()) / latent.std()
+    noise = rng.standard_normal((n_vols, *mask.shape)).astype(np.float32)
+    noise = ndimage.gaussian_filter(noise, sigma=(0, 1.2, 1.2, 1.2))[:, mask]
+    noise /= noise.std(axis=0)
+    gain = np.zeros(mask.sum())
+    gain[seed] = 1.0
+    gain += 0.6 * np.exp(-np.sum((xyz - NETWORK_MNI_RAS_MM) ** 2, axis=1) / (2 * 6.0 ** 2))
+    if blobs is None:
+        blobs = [] if strength == 0 else [(planted, -strength, 5.0)]
+    for centre, amp, sigma in blobs:
+        gain += amp * np.exp(-np.sum((xyz - np.asarray(centre)) ** 2, axis=1) / (2 * sigma ** 2))
+    data_tv = noise + latent[:, None] * gain[None, :]
+    run_lengths = np.full(n_runs, n_vols // n_runs)
+    out = []
+    for chunk in np.split(data_tv, np.cumsum(run_lengths)[:-1]):
+        out.append((chunk - chunk.mean(0)) / chunk.std(0))
+    data_tv = np.concatenate(out).astype(np.float32)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    npz = out_dir / f"sub-01_desc-{strategy}_denoised.npz"
+    np.savez(npz, data_tv=data_tv, mask=mask.astype(np.uint8), affine=mask_img.affine, t_r=T_R,
+             run_lengths=run_lengths)
+    r = T.pearson_r(data_tv, data_tv[:, seed].mean(axis=1))
+    vol = np.zeros(mask.shape, np.float32)
+    vol[mask] = np.arctanh(np.clip(r, -0.999, 0.999))
+    z_path = out_dir / "sub-01_task-rest_space-MNI152NLin2009aSym_desc-sgacc_stat-z_boldmap.nii.gz"
+    nib.save(nib.Nifti1Image(vol, mask_img.affine), z_path)
+    vol[mask] = r
+    nib.save(nib.Nifti1Image(vol, mask_img.affine), out_dir / "r_map.nii.gz")
+    return npz, z_path
+
+
+def _dist(a, b) -> float:
+    return float(np.linalg.norm(np.asarray(a, float) - np.asarray(b, float)))
+
+
+def _in_mask(path, ijk) -> bool:
+    return bool(np.asanyarray(nib.load(path).dataobj)[tuple(ijk)] > 0)
+
+
+@pytest.fixture(scope="module")
+def strong(grid, tmp_path_factory):
+    return make_unit(grid, tmp_path_factory.mktemp("strong"), strength=0.5, rng_seed=1)
+
+
+# --------------------------------------------------------------------------------------------------
+def test_planted_target_is_in_ba46_grey_matter(grid):
+    # the test itself must plant inside the search region for the recovery tests to mean anything
+    assert R.in_ba46(PLANTED_MNI_RAS_MM)
+    xyz = R.voxel_centres_ras_mm(grid["mask_img"].shape, grid["mask_img"].affine)
+    search = np.asanyarray(nib.load(grid["search"]).dataobj) > 0
+    assert np.min(np.linalg.norm(xyz[search] - PLANTED_MNI_RAS_MM, axis=1)) < 1.5
+
+
+@pytest.mark.parametrize("method, tol_mm", [("cluster", 4.0), ("peak", 6.0), ("hierarchical", 6.0)])
+def test_rules_recover_planted_target(grid, strong, tmp_path, method, tol_mm):
+    npz, z_map = strong
+    res = T.run_target(npz, grid["seed"], grid["search"], z_map,
+                       {"method": method, "bootstrap_samples": 0, "split_half": False}, tmp_path / "t.json")
+    assert _dist(res["target_mni_ras_mm"], PLANTED_MNI_RAS_MM) <= tol_mm
+    assert res["in_search_mask"] and _in_mask(grid["search"], res["target_ijk"])
+    assert res["grey_matter_probability_at_target"] >= 0.3
+    assert res["r_at_target"] < -0.2
+    assert abs(res["r_at_target"] - res["r_at_target_from_denoised"]) < 1e-3
+    ijk_mm = nib.affines.apply_affine(grid["mask_img"].affine, res["target_ijk"])
+    np.testing.assert_allclose(ijk_mm, res["target_mni_ras_mm"], atol=1e-6)
+
+
+def test_cluster_rule_on_hand_made_map():
+    # 1D row of voxels along x (2 mm): two anticorrelated runs, the larger one wins; |r|-weighted centre
+    ijk = np.array([[i, 0, 0] for i in range(20)])
+    space = T.SearchSpace(ijk, ijk * 2.0)
+    r = np.full(20, 0.1)
+    r[[2, 3]] = -0.9                       # small but strong cluster
+    r[[10, 11, 12]] = [-0.2, -0.4, -0.6]   # larger cluster
+    sel = T.select_cluster(r, space, percentile=30)
+    assert sel.cluster_size_voxels == 3
+    expected_x = (20 * 0.2 + 22 * 0.4 + 24 * 0.6) / 1.2
+    assert sel.point_mni_ras_mm[0] == pytest.approx(expected_x, abs=1e-9)
+    assert sel.index == 11                 # 22.67 mm snaps to the voxel at 22 mm
+    unweighted = T.select_cluster(r, space, percentile=30, weight_by_abs_r=False)
+    assert unweighted.point_mni_ras_mm[0] == pytest.approx(22.0)
+    with pytest.raises(QCFailure):
+        T.select_cluster(np.full(20, 0.3), space)
+
+
+def test_snap_goes_to_nearest_search_voxel():
+    ijk = np.array([[0, 0, 0], [5, 0, 0], [5, 5, 0]])
+    space = T.SearchSpace(ijk, ijk * 2.0)
+    assert space.snap([8.9, 0.0, 0.0]) == 1
+    assert space.snap([9.0, 9.0, 0.0]) == 2
+    assert space.snap([-3.0, 1.0, 0.0]) == 0
+
+
+def test_hierarchical_two_clusters(grid):
+    # two coherent groups of search voxels: A (70 voxels) anticorrelated with the seed, B (90 voxels)
+    # positively correlated; background noise. The target is A's centre although B is larger.
+    rng = np.random.default_rng(3)
+    n_t = 200
+    xyz = np.array([[x, y, z] for x in range(0, 10, 2) for y in range(0, 14, 2) for z in range(0, 4, 2)], float)
+    xyz_b = xyz + [40.0, 0, 0]
+    xyz_b = np.concatenate([xyz_b, xyz_b[:20] + [0, 0, 4.0]])  # 90 voxels
+    xyz_noise = rng.uniform(-30, 80, size=(60, 3))
+    all_xyz = np.concatenate([xyz, xyz_b, xyz_noise])
+    space = T.SearchSpace(np.rint(all_xyz / 2).astype(int), all_xyz)
+    s = rng.standard_normal(n_t)
+    other = rng.standard_normal(n_t)
+    ts = rng.standard_normal((n_t, len(all_xyz)))
+    ts[:, :70] += -1.5 * s[:, None]
+    ts[:, 70:160] += 1.5 * (0.3 * s + other)[:, None]
+    ts_seed = 1.5 * s[:, None] + rng.standard_normal((n_t, 30))
+    sel = T.select_hierarchical(ts, ts_seed, space, distance_threshold=0.5, min_cluster_voxels=50)
+    assert sel.cluster_size_voxels == 70
+    assert sel.score < -0.5
+    assert _dist(space.xyz_mm[sel.index], xyz.mean(axis=0)) <= 1.5
+    with pytest.raises(QCFailure):
+        T.select_hierarchical(ts, ts_seed, space, min_cluster_voxels=100)
+
+
+def test_block_bootstrap_indices_respect_runs():
+    rng = np.random.default_rng(0)
+    rows = T.block_bootstrap_indices([100, 50], 30, rng)
+    assert rows.shape == (150,) and rows.min() >= 0 and rows.max() < 150
+    # every block of 30 is consecutive and inside one run
+    for b in range(0, 150, 30):
+        block = rows[b:b + 30]
+        assert np.all(np.diff(block) == 1)
+        assert (block[0] < 100) == (block[-1] < 100)
+    assert T.block_bootstrap_indices([10], 30, rng).tolist() == list(range(10))
+
+
+def test_strong_effect_small_spread_and_json(grid, strong, tmp_path):
+    npz, z_map = strong
+    cmp_npz, _ = make_unit(grid, tmp_path / "nogsr", strength=0.5, rng_seed=2, strategy="acompcor")
+    out = tmp_path / "sub-01_task-rest_space-MNI152NLin2009aSym_desc-target_markers.json"
+    t0 = time.perf_counter()
+    res = T.run_target(npz, grid["seed"], grid["search"], z_map, {"method": "cluster"}, out,
+                       comparison_npz=cmp_npz, seed_definition={"type": "sphere"},
+                       search_definition=grid["info"]["search_region"])
+    elapsed = time.perf_counter() - t0
+    assert elapsed < 30.0
+    on_disk = json.loads(out.read_text())
+    assert on_disk == json.loads(json.dumps(res))
+    u = res["uncertainty"]
+    assert u["n"] == 50 and len(u["targets_mni_ras_mm"]) == 50 and u["n_failed"] == 0
+    assert u["median_distance_mm"] < 3.0 and u["p95_distance_mm"] < 6.0
+    assert u["split_half_distance_mm"] < 6.0
+    assert u["confident"] is True and res["warnings"] == []
+    assert res["TemplateSpace"] == "MNI152NLin2009aSym"
+    assert res["in_ba46"] is True
+    assert res["gsr_comparison"]["strategy"] == "acompcor"
+    assert res["gsr_comparison"]["shift_mm"] == pytest.approx(
+        _dist(res["gsr_comparison"]["target_mni_ras_mm"], res["target_mni_ras_mm"]))
+    assert res["gsr_comparison"]["shift_mm"] < 6.0
+    assert res["denoising"] == {"strategy": "fox", "t_r": 2.0, "volumes_kept": 240,
+                                "run_lengths": [120, 120], "minutes_kept": 8.0}
+    assert res["method_parameters"]["percentile"] == 10.0
+    assert res["targeting_parameters"]["bootstrap_samples"] == 50
+    assert res["search_region"]["region"] == "ba46"
+    for name, site in R.literature_sites_mni_ras_mm().items():
+        assert res["literature_distances_mm"][name] == pytest.approx(_dist(site, res["target_mni_ras_mm"]))
+
+
+def test_literature_distance_by_hand(grid, strong, tmp_path):
+    npz, z_map = strong
+    res = T.run_target(npz, grid["seed"], grid["search"], z_map,
+                       {"method": "peak", "bootstrap_samples": 0, "split_half": False}, tmp_path / "t.json")
+    x, y, z = res["target_mni_ras_mm"]
+    by_hand = ((x + 44) ** 2 + (y - 40) ** 2 + (z - 29) ** 2) ** 0.5
+    assert res["literature_distances_mm"]["BA46 site"] == pytest.approx(by_hand, abs=1e-9)
+    assert res["uncertainty"]["n"] == 0 and "median_distance_mm" not in res["uncertainty"]
+
+
+def test_pure_noise_reports_large_uncertainty(grid, tmp_path):
+    npz, z_map = make_unit(grid, tmp_path, strength=0.0, rng_seed=4)
+    res = T.run_target(npz, grid["seed"], grid["search"], z_map, {"method": "cluster"}, tmp_path / "t.json")
+    u = res["uncertainty"]
+    assert u["median_distance_mm"] > 10.0     # stated threshold for "no stable target"
+    assert u["confident"] is False
+    assert any("uncertain target" in w for w in res["warnings"])
+
+
+def test_seedmap_leave_one_out(grid, tmp_path):
+    # three subjects with different planted targets; each one's target from the other two's maps
+    planted = {"01": PLANTED_MNI_RAS_MM, "02": np.array([-40.0, 46.0, 22.0]), "03": np.array([-46.0, 36.0, 32.0])}
+    units = {s: make_unit(grid, tmp_path / s, planted=p, strength=0.5, rng_seed=10 + i)
+             for i, (s, p) in enumerate(planted.items())}
+    for sub, (npz, z_map) in units.items():
+        others = [tmp_path / o / "r_map.nii.gz" for o in units if o != sub]
+        res = T.run_target(npz, grid["seed"], grid["search"], z_map,
+                           {"method": "seedmap", "bootstrap_samples": 0, "split_half": False},
+                           tmp_path / sub / "t.json", group_map_paths=others)
+        assert _dist(res["target_mni_ras_mm"], planted[sub]) <= 4.0
+        assert res["method_parameters"]["n_group_maps"] == 2
+        assert res["method_parameters"]["group_maps"] == ["r_map.nii.gz", "r_map.nii.gz"]
+    npz, z_map = units["01"]
+    with pytest.raises(InputError, match="add subjects.*normative_map"):
+        T.run_target(npz, grid["seed"], grid["search"], z_map, {"method": "seedmap"}, tmp_path / "x.json")
+    # a group map that is non-zero only inside the search region carries no weight at all
+    search = np.asanyarray(nib.load(grid["search"]).dataobj) > 0
+    only_search = tmp_path / "only_search.nii.gz"
+    nib.save(nib.Nifti1Image(np.where(search, -0.5, 0.0).astype(np.float32), grid["mask_img"].affine), only_search)
+    with pytest.raises(InputError, match="zero outside the search region"):
+        T.run_target(npz, grid["seed"], grid["search"], z_map,
+                     {"method": "seedmap", "seedmap": {"normative_map": str(only_search)}}, tmp_path / "x.json")
+
+
+def test_bad_inputs(grid, strong, tmp_path):
+    npz, z_map = strong
+    with pytest.raises(InputError, match="targeting.method"):
+        T.run_target(npz, grid["seed"], grid["search"], z_map, {"method": "best"}, tmp_path / "x.json")
+    small = tmp_path / "small_mask.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((5, 5, 5), np.uint8), np.eye(4)), small)
+    with pytest.raises(InputError, match="small_mask.nii.gz.*does not match"):
+        T.run_target(npz, small, grid["search"], z_map, {}, tmp_path / "x.json")
+    with pytest.raises(InputError, match="not found"):
+        T.run_target(tmp_path / "missing.npz", grid["seed"], grid["search"], z_map, {}, tmp_path / "x.json")
+    assert not (tmp_path / "x.json").exists()
