@@ -1,0 +1,453 @@
+"""Neuronavigation exports (writers and their readers): Brainsight, Localite, ANT visor2, 3D Slicer,
+markers TSV, NIfTI sphere.
+
+All positions are millimetres in the world space of one T1w file: the one loaded into the navigator
+(FORMATS.md). Writers take poses in SimNIBS axes (see :mod:`tmstarget.scalp`: a 4x4 whose columns are
+the coil x, y, z axes and the centre, z into the head, y along the handle, x = y cross z) and convert
+them to each vendor's convention:
+
+=============  =======================================  ==========================================
+format         axes relative to SimNIBS (x, y, z)       position written
+=============  =======================================  ==========================================
+Brainsight     (-x, y, -z): its z points out of the head cortical target (RAS, "NIfTI:<intent>")
+Localite       (z, -y, x): its x points into the head   coil centre (InstrumentMarker) / entry and
+                                                        target points (EntryTarget), RAS
+visor2         SimNIBS ("CoilAxesConvention": simnibs)  coil centre, RAS of the associated image
+Slicer         SimNIBS axes, expressed in LPS           target and entry control points, LPS
+=============  =======================================  ==========================================
+
+Every writer refuses a T1w whose qform and sform disagree and records the T1w's path and SHA-256
+where the format has room for it (comments, descriptions).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from . import __version__
+from .errors import InputError
+from .io import atomic_path, load_img_checked, read_json, save_img, sha256_file, write_json
+from .spaces import (check_qform_sform, ijk_to_world_ras_mm, lps_to_ras, ras_to_lps,
+                     world_ras_mm_to_ijk)
+
+log = logging.getLogger(__name__)
+
+SLICER_SCHEMA_URL = ("https://raw.githubusercontent.com/slicer/slicer/master/Modules/Loadable/Markups/"
+                     "Resources/Schema/markups-schema-v1.0.3.json#")
+BRAINSIGHT_INTENT_NAMES = {1: "NIfTI:Scanner", 2: "NIfTI:Aligned", 3: "NIfTI:Talairach", 4: "NIfTI:MNI-152"}
+_RAS_TO_LPS_3X3 = np.diag([-1.0, -1.0, 1.0])
+
+
+@dataclass
+class NavTarget:
+    """One target for the navigator, T1w world RAS mm.
+
+    Attributes
+    ----------
+    name : label shown in the navigator.
+    target_ras_mm : (3,) cortical target.
+    entry_ras_mm : (3,) scalp entry.
+    pose_simnibs : (4, 4) coil pose in SimNIBS axes (columns x, y, z, centre).
+    """
+
+    name: str
+    target_ras_mm: np.ndarray
+    entry_ras_mm: np.ndarray
+    pose_simnibs: np.ndarray
+
+    @classmethod
+    def from_marker(cls, marker: dict) -> "NavTarget":
+        """From one entry of ``markers_t1w`` in the native JSON."""
+        return cls(name=str(marker["name"]),
+                   target_ras_mm=np.asarray(marker["target_t1w_ras_mm"], float).reshape(3),
+                   entry_ras_mm=np.asarray(marker["entry_t1w_ras_mm"], float).reshape(3),
+                   pose_simnibs=np.asarray(marker["coil_pose_t1w_ras"], float).reshape(4, 4))
+
+
+# ----------------------------------------------------------------------------- axis conventions
+
+
+def simnibs_to_brainsight_axes(axes_simnibs) -> np.ndarray:
+    """(3, 3) SimNIBS axes (columns x, y, z) -> Brainsight axes (columns -x, y, -z)."""
+    a = np.asarray(axes_simnibs, float)
+    return np.column_stack([-a[:, 0], a[:, 1], -a[:, 2]])
+
+
+def brainsight_to_simnibs_axes(axes_brainsight) -> np.ndarray:
+    """Inverse of :func:`simnibs_to_brainsight_axes` (the same sign flips)."""
+    return simnibs_to_brainsight_axes(axes_brainsight)
+
+
+def simnibs_to_localite_axes(axes_simnibs) -> np.ndarray:
+    """(3, 3) SimNIBS axes -> Localite axes: x_L = z_S (into the head), y_L = -y_S, z_L = x_S."""
+    a = np.asarray(axes_simnibs, float)
+    return np.column_stack([a[:, 2], -a[:, 1], a[:, 0]])
+
+
+def localite_to_simnibs_axes(axes_localite) -> np.ndarray:
+    """Inverse of :func:`simnibs_to_localite_axes`: x_S = z_L, y_S = -y_L, z_S = x_L."""
+    a = np.asarray(axes_localite, float)
+    return np.column_stack([a[:, 2], -a[:, 1], a[:, 0]])
+
+
+# ----------------------------------------------------------------------------- T1w checks and provenance
+
+
+def _t1w_provenance(t1w_img: nib.Nifti1Image, t1w_path=None, tol_mm: float = 0.1) -> dict:
+    """qform/sform check (raises InputError) plus the T1w's path and SHA-256 for the files."""
+    path = Path(t1w_path) if t1w_path is not None else (
+        Path(t1w_img.get_filename()) if t1w_img.get_filename() else None)
+    info = check_qform_sform(t1w_img, tol_mm=tol_mm, name=path.name if path else None)
+    info["t1w_path"] = str(path) if path else None
+    info["t1w_sha256"] = sha256_file(path) if path and path.exists() else None
+    return info
+
+
+def _provenance_text(prov: dict) -> str:
+    return f"T1w: {prov['t1w_path']} sha256: {prov['t1w_sha256']} (created by tmstarget {__version__})"
+
+
+def _write_text(path, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+# ----------------------------------------------------------------------------- Brainsight
+
+
+def write_brainsight(path, targets: list[NavTarget], t1w_img: nib.Nifti1Image, t1w_path=None) -> Path:
+    """Brainsight target import file (version 12, tab-separated), positions at the cortical targets.
+
+    Each row: name, Loc. X/Y/Z (T1w world RAS mm), then m0n0..m2n2 where mXnY is component Y of axis
+    X in Brainsight's convention (SimNIBS x and z negated, so its z points out of the head).
+    """
+    prov = _t1w_provenance(t1w_img, t1w_path)
+    system = BRAINSIGHT_INTENT_NAMES.get(prov["intent_code"], "NIfTI:Scanner")
+    lines = [
+        "# Version: 12",
+        f"# Coordinate system: {system}",
+        f"# Created by: tmstarget {__version__}",
+        "# Units: millimetres, degrees, milliseconds, and microvolts",
+        "# Encoding: UTF-8",
+        "# Notes: Each column is delimited by a tab. Each value within a column is delimited by a semicolon.",
+        f"# {_provenance_text(prov)}",
+        "# Target Name\tLoc. X\tLoc. Y\tLoc. Z\t" + "\t".join(f"m{a}n{c}" for a in range(3) for c in range(3)),
+    ]
+    for t in targets:
+        axes = simnibs_to_brainsight_axes(t.pose_simnibs[:3, :3])
+        values = [f"{v:.4f}" for v in t.target_ras_mm] + [f"{axes[c, a]:.6f}" for a in range(3) for c in range(3)]
+        lines.append("\t".join([t.name.replace("\t", " ")] + values))
+    return _write_text(path, "\n".join(lines) + "\n")
+
+
+def read_brainsight(path) -> dict:
+    """Read a Brainsight target file: ``{"coordinate_system": str, "targets": [{"name", "position_ras_mm"
+    (3,), "axes_brainsight" (3, 3) columns = axes, "axes_simnibs" (3, 3)}]}``."""
+    system = None
+    targets = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        if line.startswith("# Coordinate system:"):
+            system = line.split(":", 1)[1].strip()
+        if not line.strip() or line.startswith("#"):
+            continue
+        fields = line.split("\t")
+        numbers = np.array([float(v) for v in fields[1:13]])
+        axes = np.zeros((3, 3))
+        for a in range(3):
+            for c in range(3):
+                axes[c, a] = numbers[3 + 3 * a + c]
+        targets.append({"name": fields[0], "position_ras_mm": numbers[:3], "axes_brainsight": axes,
+                        "axes_simnibs": brainsight_to_simnibs_axes(axes)})
+    return {"coordinate_system": system, "targets": targets}
+
+
+# ----------------------------------------------------------------------------- Localite
+
+
+def _xml_text(root: ET.Element, comment: str) -> str:
+    root.insert(0, ET.Comment(f" {comment} "))
+    ET.indent(root, space="    ")
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def write_localite_instrument(path, targets: list[NavTarget], t1w_img: nib.Nifti1Image, t1w_path=None) -> Path:
+    """Localite InstrumentMarkerList (full coil poses at the coil centre), RAS.
+
+    ``Matrix4D`` holds Localite's axes as columns (x into the head = SimNIBS z, y = -SimNIBS y,
+    z = SimNIBS x) and the coil centre in data03, data13, data23.
+    """
+    prov = _t1w_provenance(t1w_img, t1w_path)
+    root = ET.Element("InstrumentMarkerList", coordinateSpace="RAS")
+    for index, t in enumerate(targets):
+        matrix = np.eye(4)
+        matrix[:3, :3] = simnibs_to_localite_axes(t.pose_simnibs[:3, :3])
+        matrix[:3, 3] = t.pose_simnibs[:3, 3]
+        marker_el = ET.SubElement(
+            ET.SubElement(root, "InstrumentMarker", alwaysVisible="false", index=str(index), selected="false"),
+            "Marker", additionalInformation=_provenance_text(prov), color="#ff0000", description=t.name,
+            set="true")
+        ET.SubElement(marker_el, "Matrix4D",
+                      {f"data{r}{c}": f"{matrix[r, c]:+.6f}" for r in range(4) for c in range(4)})
+    return _write_text(path, _xml_text(root, _provenance_text(prov)))
+
+
+def read_localite_instrument(path) -> dict:
+    """``{"coordinate_space": "RAS"|"LPS", "markers": [{"name", "matrix_localite" (4, 4),
+    "pose_simnibs" (4, 4)}]}``."""
+    root = ET.parse(path).getroot()
+    markers = []
+    for marker_el in root.iter("Marker"):
+        m_el = marker_el.find("Matrix4D")
+        matrix = np.array([[float(m_el.get(f"data{r}{c}")) for c in range(4)] for r in range(4)])
+        pose = np.eye(4)
+        pose[:3, :3] = localite_to_simnibs_axes(matrix[:3, :3])
+        pose[:3, 3] = matrix[:3, 3]
+        markers.append({"name": marker_el.get("description"), "matrix_localite": matrix, "pose_simnibs": pose})
+    return {"coordinate_space": root.get("coordinateSpace"), "markers": markers}
+
+
+def write_localite_entrytarget(path, targets: list[NavTarget], t1w_img: nib.Nifti1Image, t1w_path=None) -> Path:
+    """Localite EntryTargetList: scalp entry and cortical target points (no orientation), RAS."""
+    prov = _t1w_provenance(t1w_img, t1w_path)
+    root = ET.Element("EntryTargetList", coordinateSpace="RAS")
+    for index, t in enumerate(targets):
+        for tag, point in (("Entry", t.entry_ras_mm), ("Target", t.target_ras_mm)):
+            marker_el = ET.SubElement(ET.SubElement(root, tag, index=str(index)), "Marker",
+                                      additionalInformation=_provenance_text(prov), color="#00ff00",
+                                      description=t.name, set="true")
+            ET.SubElement(marker_el, "ColVec3D", {f"data{i}": f"{point[i]:+.4f}" for i in range(3)})
+    return _write_text(path, _xml_text(root, _provenance_text(prov)))
+
+
+def read_localite_entrytarget(path) -> dict:
+    """``{"coordinate_space": str, "pairs": [{"name", "entry_ras_mm" (3,), "target_ras_mm" (3,)}]}``
+    (pairs matched by ``index``)."""
+    root = ET.parse(path).getroot()
+    pairs: dict[str, dict] = {}
+    for tag, key in (("Entry", "entry_ras_mm"), ("Target", "target_ras_mm")):
+        for el in root.findall(tag):
+            marker_el = el.find("Marker")
+            vec = marker_el.find("ColVec3D")
+            pair = pairs.setdefault(el.get("index"), {"name": marker_el.get("description")})
+            pair[key] = np.array([float(vec.get(f"data{i}")) for i in range(3)])
+    return {"coordinate_space": root.get("coordinateSpace"),
+            "pairs": [pairs[k] for k in sorted(pairs, key=int)]}
+
+
+# ----------------------------------------------------------------------------- ANT Neuro visor2
+
+
+def _qform_fields(t1w_img: nib.Nifti1Image, name: str, tol_mm: float = 0.1) -> dict:
+    """NIfTI qform parameters of the T1w (derived from the sform when only the sform is set)."""
+    header = t1w_img.header.copy()
+    _, qcode = header.get_qform(coded=True)
+    if not qcode:
+        sform = header.get_sform()
+        header.set_qform(sform, code=1)
+        corners = np.array([[i, j, k] for i in (0, t1w_img.shape[0] - 1) for j in (0, t1w_img.shape[1] - 1)
+                            for k in (0, t1w_img.shape[2] - 1)], float)
+        err = np.max(np.linalg.norm(ijk_to_world_ras_mm(header.get_qform(), corners)
+                                    - ijk_to_world_ras_mm(sform, corners), axis=1))
+        if err > tol_mm:
+            raise InputError(f"{name}: has no qform and its sform has shear that a qform cannot express; "
+                             "visor2 reads the qform: resample the T1w to an unsheared grid")
+    return {"NIfTI_quatern": [float(header["quatern_b"]), float(header["quatern_c"]), float(header["quatern_d"])],
+            "NIfTI_qoffset": [float(header["qoffset_x"]), float(header["qoffset_y"]), float(header["qoffset_z"])],
+            "NIfTI_pixdim": [float(v) for v in header["pixdim"]]}
+
+
+def write_visor2(path, targets: list[NavTarget], t1w_img: nib.Nifti1Image, t1w_path=None) -> Path:
+    """ANT Neuro visor2 ``.mrk`` (JSON): coil poses in SimNIBS axes at the coil centre, in the world RAS
+    of the associated image (whose qform is recorded in ``Configuration.AssociatedImageInfo``)."""
+    prov = _t1w_provenance(t1w_img, t1w_path)
+    image_info = {"FileName": prov["t1w_path"], "Sha256": prov["t1w_sha256"],
+                  **_qform_fields(t1w_img, Path(prov["t1w_path"] or "T1w").name)}
+    doc = {
+        "Configuration": {"CreatedBy": f"tmstarget {__version__}", "AssociatedImageInfo": image_info},
+        "TargetMarkers": [{"CoilTarget": {
+            "Name": t.name,
+            "Description": f"cortical target {np.round(t.target_ras_mm, 2).tolist()} mm; {_provenance_text(prov)}",
+            "CoordinateSystem": "ASSOCIATED_IMAGE",
+            "PositionalUnit": "mm",
+            "CoilAxesConvention": "simnibs",
+            "CoilPose": {"RigidTransformMatrix4x4": np.asarray(t.pose_simnibs, float).tolist()},
+        }} for t in targets],
+    }
+    return write_json(doc, path)
+
+
+def read_visor2(path) -> dict:
+    """``{"image_info": dict, "markers": [{"name", "pose_simnibs" (4, 4), "coordinate_system",
+    "convention"}]}``."""
+    doc = json.loads(Path(path).read_text())
+    markers = []
+    for entry in doc["TargetMarkers"]:
+        ct = entry["CoilTarget"]
+        markers.append({"name": ct["Name"], "coordinate_system": ct["CoordinateSystem"],
+                        "convention": ct["CoilAxesConvention"],
+                        "pose_simnibs": np.asarray(ct["CoilPose"]["RigidTransformMatrix4x4"], float)})
+    return {"image_info": doc["Configuration"]["AssociatedImageInfo"], "markers": markers}
+
+
+# ----------------------------------------------------------------------------- 3D Slicer
+
+
+def write_slicer(path, targets: list[NavTarget], t1w_img: nib.Nifti1Image, t1w_path=None) -> Path:
+    """3D Slicer markups (``.mrk.json``, schema v1.0.3): one Fiducial list in LPS with the target and the
+    scalp entry of each target; ``orientation`` holds the SimNIBS coil axes in LPS, row-major, so
+    (orientation[0], orientation[3], orientation[6]) is the coil x axis."""
+    prov = _t1w_provenance(t1w_img, t1w_path)
+    points = []
+    for t in targets:
+        axes_lps = _RAS_TO_LPS_3X3 @ t.pose_simnibs[:3, :3]
+        for suffix, point in (("", t.target_ras_mm), (" scalp entry", t.entry_ras_mm)):
+            points.append({
+                "id": str(len(points) + 1), "label": f"{t.name}{suffix}", "description": _provenance_text(prov),
+                "associatedNodeID": "", "position": ras_to_lps(point).tolist(),
+                "orientation": axes_lps.reshape(-1).tolist(), "selected": True, "locked": True,
+                "visibility": True, "positionStatus": "defined"})
+    doc = {"@schema": SLICER_SCHEMA_URL,
+           "markups": [{"type": "Fiducial", "coordinateSystem": "LPS", "coordinateUnits": "mm",
+                        "locked": True, "labelFormat": "%N-%d", "name": "tmstarget", "controlPoints": points}]}
+    return write_json(doc, path)
+
+
+def read_slicer(path) -> dict:
+    """``{"points": [{"label", "position_ras_mm" (3,), "axes_simnibs_ras" (3, 3)}]}`` (LPS or RAS files)."""
+    doc = json.loads(Path(path).read_text())
+    points = []
+    for markup in doc["markups"]:
+        lps = markup.get("coordinateSystem", "LPS") == "LPS"
+        for cp in markup.get("controlPoints", []):
+            position = np.asarray(cp["position"], float)
+            axes = np.asarray(cp.get("orientation", np.eye(3).ravel()), float).reshape(3, 3)
+            points.append({"label": cp.get("label", ""),
+                           "position_ras_mm": lps_to_ras(position) if lps else position,
+                           "axes_simnibs_ras": _RAS_TO_LPS_3X3 @ axes if lps else axes})
+    return {"points": points}
+
+
+# ----------------------------------------------------------------------------- generic: TSV, sphere
+
+MARKERS_TSV_COLUMNS = ["name", "x", "y", "z", "mni_x", "mni_y", "mni_z", "i", "j", "k", "description"]
+
+
+def write_markers_tsv(path, rows: list[dict], t1w_img: nib.Nifti1Image) -> Path:
+    """BEP037-style markers TSV: one row per point; x, y, z T1w world RAS mm, MNI RAS mm, T1w voxel ijk.
+
+    Parameters
+    ----------
+    rows : dicts with ``name``, ``t1w_ras_mm`` (3,), ``mni_ras_mm`` (3,) and optional ``description``.
+    t1w_img : the T1w whose grid gives i, j, k (nearest voxel, 0-based).
+    """
+    lines = ["\t".join(MARKERS_TSV_COLUMNS)]
+    for row in rows:
+        t1w = np.asarray(row["t1w_ras_mm"], float)
+        mni = np.asarray(row["mni_ras_mm"], float)
+        ijk = np.rint(world_ras_mm_to_ijk(t1w_img.affine, t1w)).astype(int)
+        values = ([row["name"]] + [f"{v:.3f}" for v in t1w] + [f"{v:.3f}" for v in mni]
+                  + [str(v) for v in ijk] + [row.get("description", "n/a") or "n/a"])
+        lines.append("\t".join(str(v).replace("\t", " ") for v in values))
+    return _write_text(path, "\n".join(lines) + "\n")
+
+
+def read_markers_tsv(path) -> list[dict]:
+    """Rows of a markers TSV with ``t1w_ras_mm``, ``mni_ras_mm`` (float arrays) and ``ijk`` (int array)."""
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    return [{"name": r["name"], "description": r["description"],
+             "t1w_ras_mm": np.array([float(r[k]) for k in ("x", "y", "z")]),
+             "mni_ras_mm": np.array([float(r[k]) for k in ("mni_x", "mni_y", "mni_z")]),
+             "ijk": np.array([int(r[k]) for k in ("i", "j", "k")])} for r in rows]
+
+
+def sphere_mask_img(center_ras_mm, reference_img: nib.Nifti1Image, radius_mm: float) -> nib.Nifti1Image:
+    """uint8 mask of the voxels whose centres lie within ``radius_mm`` of a point, in a reference grid.
+
+    The voxel containing the point is always included, so a radius smaller than a voxel still marks it.
+    """
+    shape = reference_img.shape[:3]
+    centre = np.asarray(center_ras_mm, float).reshape(3)
+    centre_ijk = world_ras_mm_to_ijk(reference_img.affine, centre)
+    zooms = np.linalg.norm(reference_img.affine[:3, :3], axis=0)
+    half = np.ceil(radius_mm / zooms).astype(int) + 1
+    lo = np.maximum(np.floor(centre_ijk).astype(int) - half, 0)
+    hi = np.minimum(np.ceil(centre_ijk).astype(int) + half + 1, shape)
+    data = np.zeros(shape, np.uint8)
+    if np.all(hi > lo):
+        ijk = np.stack(np.meshgrid(*[np.arange(a, b) for a, b in zip(lo, hi)], indexing="ij"), -1).reshape(-1, 3)
+        inside = np.linalg.norm(ijk_to_world_ras_mm(reference_img.affine, ijk) - centre, axis=1) <= radius_mm
+        data[tuple(ijk[inside].T)] = 1
+    own = np.rint(centre_ijk).astype(int)
+    if np.all((own >= 0) & (own < shape)):
+        data[tuple(own)] = 1
+    else:
+        raise InputError(f"target {np.round(centre, 1).tolist()} mm lies outside the T1w grid; cannot mark it")
+    img = nib.Nifti1Image(data, reference_img.affine)
+    img.set_qform(reference_img.affine, 1)
+    img.set_sform(reference_img.affine, 1)
+    return img
+
+
+def save_sphere(path, center_ras_mm, reference_img: nib.Nifti1Image, radius_mm: float) -> Path:
+    """Write :func:`sphere_mask_img` atomically."""
+    return save_img(sphere_mask_img(center_ras_mm, reference_img, radius_mm), path)
+
+
+# ----------------------------------------------------------------------------- adapter
+
+WRITERS = {
+    "brainsight": write_brainsight,
+    "localite_instrument": write_localite_instrument,
+    "localite_entrytarget": write_localite_entrytarget,
+    "visor2": write_visor2,
+    "slicer": write_slicer,
+}
+
+
+def run_exports(native_json, t1w_path, out_paths: dict) -> dict:
+    """Write the neuronavigation files for the targets of a native JSON.
+
+    Parameters
+    ----------
+    native_json : ``*_space-T1w_desc-target_markers.json`` from :func:`tmstarget.spaces.run_native`.
+    t1w_path : the T1w to be loaded into the navigator; must be the file the native JSON was computed
+        for (same SHA-256) and have agreeing qform and sform.
+    out_paths : ``{key: path}`` with keys among ``brainsight``, ``localite_instrument``,
+        ``localite_entrytarget``, ``visor2``, ``slicer``.
+
+    Returns
+    -------
+    ``{key: path written}``.
+    """
+    unknown = sorted(set(out_paths) - set(WRITERS))
+    if unknown:
+        raise InputError(f"unknown export key(s) {unknown}; allowed: {sorted(WRITERS)}")
+    native = read_json(native_json)
+    t1w_path = Path(t1w_path)
+    t1w_img = load_img_checked(t1w_path, ndim=3, what="T1w image")
+    check_qform_sform(t1w_img, name=t1w_path.name)
+    recorded = native.get("t1w_sha256")
+    if recorded and recorded != sha256_file(t1w_path):
+        raise InputError(
+            f"{t1w_path.name}: this is not the T1w the target was mapped to ({native_json} records "
+            f"{native.get('t1w_path')} with sha256 {recorded[:12]}...); export for that file or rerun the native step"
+        )
+    markers = native.get("markers_t1w")
+    if not markers:
+        raise InputError(f"{native_json}: no 'markers_t1w'; rerun the native step")
+    targets = [NavTarget.from_marker(m) for m in markers]
+    written = {}
+    for key, path in out_paths.items():
+        written[key] = str(WRITERS[key](path, targets, t1w_img, t1w_path=t1w_path))
+        log.info("wrote %s: %s", key, path)
+    return written

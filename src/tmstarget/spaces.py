@@ -1,0 +1,471 @@
+"""Coordinate spaces: RAS/LPS, world/voxel, qform/sform checks, ANTs point transforms MNI <-> T1w.
+
+Conventions
+-----------
+- World coordinates are NIfTI RAS+ millimetres (+x right, +y anterior, +z superior) unless a name
+  says ``lps``. ITK/ANTs work in LPS (+x left, +y posterior): ``lps = (-x, -y, z)``.
+- ``ijk`` are 0-based voxel indices (continuous unless rounded by the caller).
+
+Which transform file maps a point which way
+-------------------------------------------
+ANTs writes *image* transforms: ``from-T1w_to-MNI..._mode-image_xfm.h5`` resamples a T1w image onto the
+MNI grid. To do that it needs, for every MNI voxel, the T1w position to sample, so the file is a
+**point** map from MNI to T1w. Hence (METHOD.md; ANTs issues 1079, 1193):
+
+- MNI point -> T1w point: apply ``from-T1w_to-MNI`` (:func:`mni_ras_mm_to_t1w_ras_mm`);
+- T1w point -> MNI point: apply ``from-MNI_to-T1w`` (:func:`t1w_ras_mm_to_mni_ras_mm`);
+
+both with points converted to LPS first and back to RAS afterwards.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from .errors import InputError
+from .io import load_img_checked, read_json, sha256_file, write_json
+
+log = logging.getLogger(__name__)
+
+_RAS_LPS_FLIP = np.array([-1.0, -1.0, 1.0])
+
+
+# ----------------------------------------------------------------------------- RAS / LPS, world / voxel
+
+
+def ras_to_lps(points_ras_mm) -> np.ndarray:
+    """World RAS+ mm -> LPS mm (ITK/ANTs/DICOM); shape (3,) or (N, 3) kept."""
+    return np.asarray(points_ras_mm, dtype=float) * _RAS_LPS_FLIP
+
+
+def lps_to_ras(points_lps_mm) -> np.ndarray:
+    """LPS mm -> world RAS+ mm; shape (3,) or (N, 3) kept (the flip is its own inverse)."""
+    return np.asarray(points_lps_mm, dtype=float) * _RAS_LPS_FLIP
+
+
+def world_ras_mm_to_ijk(affine, points) -> np.ndarray:
+    """World RAS mm -> continuous voxel indices with an image affine.
+
+    Parameters
+    ----------
+    affine : (4, 4) array, voxel ijk -> world RAS mm.
+    points : (3,) or (N, 3) world RAS mm.
+
+    Returns
+    -------
+    ijk : same shape as ``points``, float (round with ``np.rint`` for the containing voxel).
+    """
+    affine = np.asarray(affine, dtype=float)
+    points = np.asarray(points, dtype=float)
+    inv = np.linalg.inv(affine)
+    return points @ inv[:3, :3].T + inv[:3, 3]
+
+
+def ijk_to_world_ras_mm(affine, ijk) -> np.ndarray:
+    """Voxel indices (3,) or (N, 3) -> world RAS mm of the voxel centres, same shape."""
+    affine = np.asarray(affine, dtype=float)
+    ijk = np.asarray(ijk, dtype=float)
+    return ijk @ affine[:3, :3].T + affine[:3, 3]
+
+
+def _grid_corners_ijk(shape) -> np.ndarray:
+    """(8, 3) voxel indices of the corners of a 3D grid."""
+    last = np.asarray(shape[:3], dtype=float) - 1
+    return np.array([[i, j, k] for i in (0, last[0]) for j in (0, last[1]) for k in (0, last[2])])
+
+
+def check_qform_sform(img_or_path, tol_mm: float = 0.1, name: str | None = None) -> dict:
+    """Refuse a T1w whose qform and sform disagree (navigators differ in which one they read).
+
+    The disagreement is measured in millimetres: the largest distance between the world positions
+    that qform and sform give to the 8 corners of the grid (so a tiny rotation far from the origin
+    counts as what it does to the head).
+
+    Parameters
+    ----------
+    img_or_path : nibabel image or path to a NIfTI file.
+    tol_mm : largest accepted disagreement in mm (qform is stored as float32 quaternions, so exact
+        equality is not expected).
+    name : file name used in messages (default: the image's file name).
+
+    Returns
+    -------
+    dict with ``qform_code``, ``sform_code``, ``affine_used`` ("sform" or "qform", what nibabel and
+    the navigators read first), ``intent_code`` (the code of that transform) and
+    ``max_difference_mm`` (0.0 when only one is set).
+
+    Raises
+    ------
+    InputError : both codes are 0 (no world space at all), or both are set and disagree.
+    """
+    if isinstance(img_or_path, (str, os.PathLike)):
+        name = name or Path(img_or_path).name
+        img = load_img_checked(img_or_path, ndim=3, what="T1w image")
+    else:
+        img = img_or_path
+        if name is None:
+            name = Path(img.get_filename()).name if img.get_filename() else "the T1w image"
+    header = img.header
+    qform, qcode = header.get_qform(coded=True)
+    sform, scode = header.get_sform(coded=True)
+    qcode = int(qcode or 0)
+    scode = int(scode or 0)
+    if qcode == 0 and scode == 0:
+        raise InputError(
+            f"{name}: neither qform nor sform is set (both codes 0), so it has no scanner world space; "
+            "re-export the T1w from DICOM (e.g. with dcm2niix) so positions mean the same to every navigator"
+        )
+    diff_mm = 0.0
+    if qcode > 0 and scode > 0:
+        corners = _grid_corners_ijk(img.shape)
+        diff_mm = float(np.max(np.linalg.norm(
+            ijk_to_world_ras_mm(qform, corners) - ijk_to_world_ras_mm(sform, corners), axis=1)))
+        if diff_mm > tol_mm:
+            raise InputError(
+                f"{name}: qform and sform disagree by up to {diff_mm:.2f} mm (tolerance {tol_mm} mm); "
+                "neuronavigators differ in which one they read, so a target would land in different places. "
+                "Make them agree (e.g. `fslorient -copysform2qform` or nibabel "
+                "`img.set_qform(img.get_sform()); nib.save(img, path)`) and rerun"
+            )
+    used, code = ("sform", scode) if scode > 0 else ("qform", qcode)
+    return {"qform_code": qcode, "sform_code": scode, "affine_used": used, "intent_code": code,
+            "max_difference_mm": diff_mm}
+
+
+# ----------------------------------------------------------------------------- ANTs point transforms
+
+
+def check_transform_file(xfm_path, role: str = "") -> Path:
+    """Check that a file looks like an ITK/ANTs transform before ITK reads it.
+
+    ITK can crash the interpreter (segmentation fault) on a file that is not a transform, so the
+    format is checked here first: HDF5 (``.h5``) must hold ITK's ``TransformGroup``; text transforms
+    (``.txt``, ``.tfm``) must start with ``#Insight Transform File``; ``.mat`` must be non-empty.
+
+    Raises
+    ------
+    InputError : missing file, unknown suffix or not a transform, naming the file and the fix.
+    """
+    import h5py
+
+    xfm_path = Path(xfm_path)
+    what = f"{role} transform" if role else "transform"
+    if not xfm_path.exists():
+        raise InputError(f"{xfm_path}: {what} not found; check the path or rerun preprocessing")
+    fix = ("it must be an ITK/ANTs transform (a composite .h5 as written by fMRIPrep or "
+           "antsRegistration --write-composite-transform); regenerate it")
+    suffix = xfm_path.suffix.lower()
+    if suffix in (".h5", ".hdf5"):
+        ok = h5py.is_hdf5(xfm_path)
+        if ok:
+            with h5py.File(xfm_path, "r") as f:
+                ok = "TransformGroup" in f and len(f["TransformGroup"]) > 0
+    elif suffix in (".txt", ".tfm"):
+        with open(xfm_path, "rb") as f:
+            ok = f.read(24).startswith(b"#Insight Transform File")
+    elif suffix == ".mat":
+        ok = xfm_path.stat().st_size > 0
+    else:
+        raise InputError(f"{xfm_path.name}: unknown transform format {suffix!r}; {fix}")
+    if not ok:
+        raise InputError(f"{xfm_path.name}: not a readable {what}; {fix}")
+    return xfm_path
+
+
+def _apply_ants_to_points_ras(points_ras_mm, xfm_path, role: str) -> np.ndarray:
+    """Map RAS mm points with one ANTs/ITK transform file used as a *point* transform."""
+    import ants
+    import pandas as pd
+
+    xfm_path = Path(xfm_path)
+    check_transform_file(xfm_path, role)
+    points = np.asarray(points_ras_mm, dtype=float)
+    single = points.ndim == 1
+    points_2d = np.atleast_2d(points)
+    if points_2d.shape[1] != 3:
+        raise ValueError(f"points must have shape (3,) or (N, 3), got {points.shape}")
+    frame = pd.DataFrame(ras_to_lps(points_2d), columns=["x", "y", "z"])
+    try:
+        mapped = ants.apply_transforms_to_points(3, frame, [str(xfm_path)], whichtoinvert=[False])
+    except Exception as exc:  # ITK raises plain RuntimeErrors for unreadable files
+        raise InputError(
+            f"{xfm_path.name}: cannot read this {role} transform ({type(exc).__name__}: {exc}); it must be "
+            "an ITK/ANTs transform (.h5 composite as written by fMRIPrep or antsRegistration)"
+        ) from None
+    out_ras = lps_to_ras(mapped[["x", "y", "z"]].to_numpy(dtype=float))
+    if not np.all(np.isfinite(out_ras)):
+        raise InputError(f"{xfm_path.name}: mapping the points gave non-finite values; the transform is broken")
+    return out_ras[0] if single else out_ras
+
+
+def mni_ras_mm_to_t1w_ras_mm(points_mni_ras_mm, xfm_t1w_to_mni) -> np.ndarray:
+    """Map points from MNI world RAS mm to the subject's T1w world RAS mm.
+
+    Uses the **T1w -> MNI image transform** (``*_from-T1w_to-MNI..._mode-image_xfm.h5``): an image
+    transform from T1w to MNI is, point-wise, the map from MNI positions to T1w positions (it tells,
+    for each MNI voxel, where to sample the T1w). Points are converted to LPS for ANTs and back.
+
+    Parameters
+    ----------
+    points_mni_ras_mm : (3,) or (N, 3) MNI RAS mm.
+    xfm_t1w_to_mni : path of the ``from-T1w_to-<MNI>`` ANTs/ITK transform (composite .h5 or other).
+
+    Returns
+    -------
+    points_t1w_ras_mm : same shape, T1w world RAS mm.
+    """
+    return _apply_ants_to_points_ras(points_mni_ras_mm, xfm_t1w_to_mni, "T1w->MNI")
+
+
+def t1w_ras_mm_to_mni_ras_mm(points_t1w_ras_mm, xfm_mni_to_t1w) -> np.ndarray:
+    """Map points from the subject's T1w world RAS mm to MNI world RAS mm.
+
+    Uses the **MNI -> T1w image transform** (``*_from-MNI..._to-T1w_mode-image_xfm.h5``), which point-wise
+    maps T1w positions to MNI positions (see the module docstring).
+
+    Parameters
+    ----------
+    points_t1w_ras_mm : (3,) or (N, 3) T1w RAS mm.
+    xfm_mni_to_t1w : path of the ``from-<MNI>_to-T1w`` ANTs/ITK transform.
+
+    Returns
+    -------
+    points_mni_ras_mm : same shape, MNI RAS mm.
+    """
+    return _apply_ants_to_points_ras(points_t1w_ras_mm, xfm_mni_to_t1w, "MNI->T1w")
+
+
+# ----------------------------------------------------------------------------- masks
+
+
+def snap_into_mask(point_ras_mm, mask_img: nib.Nifti1Image) -> tuple[np.ndarray, float]:
+    """Move a point to the nearest voxel centre of a mask when its own voxel is outside the mask.
+
+    Parameters
+    ----------
+    point_ras_mm : (3,) world RAS mm.
+    mask_img : binary mask (any grid in the same world space).
+
+    Returns
+    -------
+    point_ras_mm : (3,) the point itself (inside) or the nearest mask voxel centre.
+    distance_mm : how far it moved (0.0 when it was inside).
+    """
+    point = np.asarray(point_ras_mm, dtype=float).reshape(3)
+    mask = np.asanyarray(mask_img.dataobj) > 0
+    if not mask.any():
+        raise InputError(f"{mask_img.get_filename() or 'mask'}: the mask is empty; regenerate it")
+    ijk = np.rint(world_ras_mm_to_ijk(mask_img.affine, point)).astype(int)
+    if np.all((ijk >= 0) & (ijk < mask.shape)) and mask[tuple(ijk)]:
+        return point, 0.0
+    centres = ijk_to_world_ras_mm(mask_img.affine, np.argwhere(mask))
+    dist = np.linalg.norm(centres - point, axis=1)
+    best = int(np.argmin(dist))
+    return centres[best], float(dist[best])
+
+
+# ----------------------------------------------------------------------------- adapter
+
+#: Keys of ``cfg`` (config section ``native``) with their defaults.
+NATIVE_DEFAULTS: dict = {
+    "handle_angle_deg": 45.0,        # handle direction: degrees from posterior towards lateral (scalp tangent plane)
+    "target_sphere_radius_mm": 5.0,  # radius of the NIfTI sphere marking the target in the T1w grid
+    "skin_distance_mm": 0.0,         # coil centre this far outside the scalp (hair, casing)
+    "qform_sform_tol_mm": 0.1,       # largest accepted qform/sform disagreement of the T1w
+    "normal_smoothing_mm": 4.0,      # Gaussian sigma for the scalp normal
+}
+
+PRIMARY_NAME = "sgACC-anticorrelation"
+
+
+def _native_cfg(cfg: dict | None) -> dict:
+    cfg = dict(cfg or {})
+    unknown = sorted(set(cfg) - set(NATIVE_DEFAULTS))
+    if unknown:
+        raise InputError(f"config section 'native': unknown key(s) {unknown}; allowed: {sorted(NATIVE_DEFAULTS)}")
+    out = {**NATIVE_DEFAULTS, **cfg}
+    if not out["target_sphere_radius_mm"] > 0:
+        raise InputError("config native.target_sphere_radius_mm must be > 0 (mm)")
+    return out
+
+
+def _finite_or_none(value: float):
+    return None if value is None or not np.isfinite(value) else float(value)
+
+
+def _place_coil(name: str, target_t1w_ras_mm, head_img, brain_mask_img, head_centre_ras_mm, cfg) -> dict:
+    """Scalp entry, coil pose and distances for one T1w target."""
+    from . import scalp
+
+    entry, normal = scalp.scalp_entry(target_t1w_ras_mm, head_img, normal_smoothing_mm=cfg["normal_smoothing_mm"])
+    pose = scalp.coil_pose_simnibs(entry, normal, handle_angle_deg=cfg["handle_angle_deg"],
+                                   head_centre_ras_mm=head_centre_ras_mm,
+                                   skin_distance_mm=cfg["skin_distance_mm"])
+    depth_mm = scalp.scalp_to_cortex_mm(entry, normal, brain_mask_img)
+    return {
+        "name": name,
+        "target_t1w_ras_mm": np.asarray(target_t1w_ras_mm, float).tolist(),
+        "entry_t1w_ras_mm": entry.tolist(),
+        "inward_normal_t1w_ras": normal.tolist(),
+        "coil_pose_t1w_ras": pose.tolist(),
+        "scalp_to_cortex_mm": _finite_or_none(depth_mm),
+        "entry_to_target_mm": scalp.entry_to_target_mm(entry, target_t1w_ras_mm),
+        "target_offset_from_coil_axis_mm": scalp.target_offset_from_axis_mm(pose, target_t1w_ras_mm),
+    }
+
+
+def _ijk_in_grid(img, point_ras_mm, name: str) -> list[int]:
+    ijk = np.rint(world_ras_mm_to_ijk(img.affine, point_ras_mm)).astype(int)
+    if not np.all((ijk >= 0) & (ijk < img.shape[:3])):
+        raise InputError(
+            f"{name}: the target maps to {np.round(point_ras_mm, 1).tolist()} mm, outside this T1w's field "
+            "of view; check that the transforms belong to this T1w"
+        )
+    return ijk.tolist()
+
+
+def run_native(target_json, t1w_path, xfm_t1w_to_mni, xfm_mni_to_t1w, brain_mask_path, cfg: dict,
+               out_tsv, out_json, out_coordsystem, out_sphere) -> dict:
+    """Map the MNI target to the subject's T1w, place the coil on the scalp, write the native files.
+
+    Parameters
+    ----------
+    target_json : ``*_desc-target_markers.json`` from targeting (``target_mni_ras_mm``, optional
+        ``uncertainty.targets_mni_ras_mm`` and ``gsr_comparison.target_mni_ras_mm``).
+    t1w_path : the T1w that will be loaded into the navigator; its world RAS mm is the output space.
+    xfm_t1w_to_mni : ``from-T1w_to-<MNI>`` transform, used to map MNI points to T1w.
+    xfm_mni_to_t1w : ``from-<MNI>_to-T1w`` transform, used to map back (round-trip check, entry in MNI).
+    brain_mask_path : brain mask in the T1w world space (target snapping, scalp-to-cortex depth).
+    cfg : config section ``native`` (keys and defaults in :data:`NATIVE_DEFAULTS`).
+    out_tsv, out_json, out_coordsystem, out_sphere : output paths (markers TSV, sidecar JSON,
+        ``_coordsystem.json``, NIfTI sphere in the T1w grid).
+
+    Returns
+    -------
+    The JSON written to ``out_json`` as a dict.
+    """
+    from . import navigation, scalp
+
+    cfg = _native_cfg(cfg)
+    t1w_path = Path(t1w_path)
+    target = read_json(target_json)
+    if "target_mni_ras_mm" not in target:
+        raise InputError(f"{target_json}: no 'target_mni_ras_mm'; rerun the targeting step")
+    t1w_img = load_img_checked(t1w_path, ndim=3, what="T1w image")
+    qform_sform = check_qform_sform(t1w_img, tol_mm=cfg["qform_sform_tol_mm"], name=t1w_path.name)
+    brain_img = load_img_checked(brain_mask_path, ndim=3, what="brain mask")
+
+    # 1. every MNI point in one ANTs call: target, no-GSR target, bootstrap cloud
+    target_mni = np.asarray(target["target_mni_ras_mm"], float).reshape(3)
+    gsr = target.get("gsr_comparison") or {}
+    nogsr_mni = np.asarray(gsr["target_mni_ras_mm"], float).reshape(3) if gsr.get("target_mni_ras_mm") else None
+    unc = target.get("uncertainty") or {}
+    cloud_mni = np.asarray(unc.get("targets_mni_ras_mm") or np.zeros((0, 3)), float).reshape(-1, 3)
+    points_mni = np.vstack([target_mni[None], nogsr_mni[None] if nogsr_mni is not None else np.zeros((0, 3)),
+                            cloud_mni])
+    log.info("mapping %d MNI points to T1w with %s", len(points_mni), Path(xfm_t1w_to_mni).name)
+    points_t1w = np.atleast_2d(mni_ras_mm_to_t1w_ras_mm(points_mni, xfm_t1w_to_mni))
+    target_t1w_unsnapped = points_t1w[0]
+    nogsr_t1w = points_t1w[1] if nogsr_mni is not None else None
+    cloud_t1w = points_t1w[1 + (nogsr_mni is not None):]
+
+    # 2. snap into the T1w brain mask when the mapped target lands outside it
+    target_t1w, snap_mm = snap_into_mask(target_t1w_unsnapped, brain_img)
+    if snap_mm > 0:
+        log.warning("target mapped outside the T1w brain mask; snapped %.1f mm to the nearest brain voxel", snap_mm)
+    target_ijk = _ijk_in_grid(t1w_img, target_t1w, t1w_path.name)
+
+    # 3. scalp: head mask, entry, coil pose, depths
+    head_img = scalp.head_mask_img(t1w_img)
+    head_centre = ijk_to_world_ras_mm(t1w_img.affine, np.argwhere(np.asanyarray(head_img.dataobj) > 0).mean(axis=0))
+    primary = _place_coil(PRIMARY_NAME, target_t1w, head_img, brain_img, head_centre, cfg)
+    markers = [primary]
+    if nogsr_t1w is not None:
+        nogsr_snapped, _ = snap_into_mask(nogsr_t1w, brain_img)
+        markers.append(_place_coil(f"{PRIMARY_NAME}-noGSR", nogsr_snapped, head_img, brain_img, head_centre, cfg))
+
+    # 4. back to MNI: round-trip check of the target and MNI positions of the entries
+    back = np.atleast_2d(t1w_ras_mm_to_mni_ras_mm(
+        np.vstack([target_t1w_unsnapped] + [m["entry_t1w_ras_mm"] for m in markers]), xfm_mni_to_t1w))
+    roundtrip_mm = float(np.linalg.norm(back[0] - target_mni))
+    if roundtrip_mm > 1.0:
+        log.warning("MNI->T1w->MNI round trip of the target is off by %.2f mm (> 1 mm): the two transforms "
+                    "may not be inverses of each other", roundtrip_mm)
+
+    # 5. files
+    t1w_sha = sha256_file(t1w_path)
+    rows = [{"name": "target", "t1w_ras_mm": target_t1w, "mni_ras_mm": target_mni,
+             "description": "sgACC-anticorrelation target"
+                            + (f" (snapped {snap_mm:.1f} mm into the brain mask)" if snap_mm else "")},
+            {"name": "scalp_entry", "t1w_ras_mm": primary["entry_t1w_ras_mm"], "mni_ras_mm": back[1],
+             "description": "nearest scalp point to the target (coil centre)"}]
+    if nogsr_t1w is not None:
+        rows += [{"name": "target_nogsr", "t1w_ras_mm": markers[1]["target_t1w_ras_mm"], "mni_ras_mm": nogsr_mni,
+                  "description": f"target without global signal regression ({gsr.get('strategy', '')})"},
+                 {"name": "scalp_entry_nogsr", "t1w_ras_mm": markers[1]["entry_t1w_ras_mm"],
+                  "mni_ras_mm": back[2], "description": "nearest scalp point to the no-GSR target"}]
+    navigation.write_markers_tsv(out_tsv, rows, t1w_img)
+    navigation.save_sphere(out_sphere, target_t1w, t1w_img, cfg["target_sphere_radius_mm"])
+    write_json({
+        "NIBSCoordinateSystem": "Other",
+        "NIBSCoordinateUnits": "mm",
+        "NIBSCoordinateSystemDescription": (
+            "World RAS+ millimetres of the T1w image in IntendedFor (its NIfTI "
+            f"{qform_sform['affine_used']}, intent code {qform_sform['intent_code']}); x right, y anterior, "
+            "z superior. MNI columns are MNI152 world RAS mm of the template."),
+        "IntendedFor": str(t1w_path),
+        "IntendedForSha256": t1w_sha,
+    }, out_coordsystem)
+
+    native = dict(target)
+    native.update({
+        "target_t1w_ras_mm": target_t1w.tolist(),
+        "target_t1w_ijk": target_ijk,
+        "target_t1w_ras_mm_before_snap": target_t1w_unsnapped.tolist(),
+        "target_snapped_to_brain_mask": bool(snap_mm > 0),
+        "target_snap_distance_mm": snap_mm,
+        "entry_t1w_ras_mm": primary["entry_t1w_ras_mm"],
+        "entry_mni_ras_mm": back[1].tolist(),
+        "inward_normal_t1w_ras": primary["inward_normal_t1w_ras"],
+        "coil_pose_t1w_ras": primary["coil_pose_t1w_ras"],
+        "coil_axes_convention": "simnibs: columns x, y, z, centre; z into the head, y towards the handle, x = y cross z",
+        "handle_angle_deg": float(cfg["handle_angle_deg"]),
+        "handle_angle_convention": "degrees from posterior towards lateral in the scalp tangent plane (unverified)",
+        "scalp_to_cortex_mm": primary["scalp_to_cortex_mm"],
+        "entry_to_target_mm": primary["entry_to_target_mm"],
+        "target_offset_from_coil_axis_mm": primary["target_offset_from_coil_axis_mm"],
+        "roundtrip_error_mm": roundtrip_mm,
+        "markers_t1w": markers,
+        "native_parameters": cfg,
+        "t1w_path": str(t1w_path),
+        "t1w_sha256": t1w_sha,
+        "t1w_qform_sform": qform_sform,
+        "transform_path": str(xfm_t1w_to_mni),
+        "transform_sha256": sha256_file(xfm_t1w_to_mni),
+        "inverse_transform_path": str(xfm_mni_to_t1w),
+        "inverse_transform_sha256": sha256_file(xfm_mni_to_t1w),
+        "brain_mask_path": str(brain_mask_path),
+        "target_sphere_radius_mm": float(cfg["target_sphere_radius_mm"]),
+        "Sources": list(target.get("Sources", [])) + [str(target_json), str(t1w_path), str(xfm_t1w_to_mni),
+                                                     str(xfm_mni_to_t1w), str(brain_mask_path)],
+    })
+    if unc:
+        native["uncertainty"] = {**unc, "targets_t1w_ras_mm": cloud_t1w.tolist()}
+        if len(cloud_t1w):
+            dists = np.linalg.norm(cloud_t1w - target_t1w_unsnapped, axis=1)
+            native["uncertainty"]["median_distance_t1w_mm"] = float(np.median(dists))
+            native["uncertainty"]["p95_distance_t1w_mm"] = float(np.percentile(dists, 95))
+    if nogsr_t1w is not None:
+        native["gsr_comparison"] = {**gsr, "target_t1w_ras_mm": markers[1]["target_t1w_ras_mm"],
+                                    "entry_t1w_ras_mm": markers[1]["entry_t1w_ras_mm"],
+                                    "shift_t1w_mm": float(np.linalg.norm(nogsr_t1w - target_t1w_unsnapped))}
+    write_json(native, out_json)
+    log.info("target T1w %s mm (voxel %s), entry %s mm, scalp-to-cortex %s mm, round trip %.2f mm",
+             np.round(target_t1w, 1).tolist(), target_ijk, np.round(primary["entry_t1w_ras_mm"], 1).tolist(),
+             primary["scalp_to_cortex_mm"], roundtrip_mm)
+    return native
