@@ -66,7 +66,8 @@ def target(input, output, params):
     return run_target(
         input["npz"], input["seed"], input["search"], input["z"], dict(params["cfg"]), output["json"],
         comparison_npz=input.get("compare_npz"), group_map_paths=list(input.get("group_maps", [])),
-        seed_definition=dict(params["seed"]),
+        seed_definition=dict(params["seed"]), search_definition=dict(params["search"]),
+        template_space=params["space"],
     )
 
 

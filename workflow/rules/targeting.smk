@@ -28,6 +28,8 @@ rule target:
         step="target",
         cfg=config["targeting"],
         seed=config["seed"],
+        search=config["search"],
+        space=SPACE,
     log:
         LOGS / "target" / "{subdir}" / "{unit}.log",
     threads: 1
