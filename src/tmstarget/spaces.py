@@ -462,6 +462,7 @@ def run_native(target_json, t1w_path, xfm_t1w_to_mni, xfm_mni_to_t1w, brain_mask
             native["uncertainty"]["p95_distance_t1w_mm"] = float(np.percentile(dists, 95))
     if nogsr_t1w is not None:
         native["gsr_comparison"] = {**gsr, "target_t1w_ras_mm": markers[1]["target_t1w_ras_mm"],
+                                    "target_t1w_ras_mm_before_snap": nogsr_t1w.tolist(),
                                     "entry_t1w_ras_mm": markers[1]["entry_t1w_ras_mm"],
                                     "shift_t1w_mm": float(np.linalg.norm(nogsr_t1w - target_t1w_unsnapped))}
     write_json(native, out_json)
