@@ -272,7 +272,8 @@ def _target_json(path, target_mni, nogsr_mni=None, cloud=None):
     if nogsr_mni is not None:
         doc["gsr_comparison"] = {"strategy": "acompcor", "target_mni_ras_mm": list(nogsr_mni), "shift_mm": 5.0}
     if cloud is not None:
-        doc["uncertainty"] = {"method": "block-bootstrap", "n": len(cloud), "targets_mni_ras_mm": cloud}
+        doc["uncertainty"] = {"method": "block-bootstrap", "n": len(cloud), "targets_mni_ras_mm": cloud,
+                              "split_half_targets_mni_ras_mm": [cloud[0], None]}
     path.write_text(json.dumps(doc))
     return path
 
@@ -285,7 +286,7 @@ def _outputs(tmp_path):
 def test_run_native_on_the_registration(registration, tmp_path):
     target_mni = [-20.0, 25.0, 10.0]
     nogsr_mni = [-18.0, 20.0, 10.0]
-    cloud = [[-21.0, 25.0, 10.0], [-19.0, 26.0, 9.0], [-20.0, 24.0, 12.0]]
+    cloud = [[-21.0, 25.0, 10.0], None, [-19.0, 26.0, 9.0], [-20.0, 24.0, 12.0]]  # None: a resample without target
     tjson = _target_json(tmp_path / "target.json", target_mni, nogsr_mni, cloud)
     out_tsv, out_json, out_cs, out_sphere = _outputs(tmp_path)
     result = run_native(tjson, registration["t1w"], registration["to_mni"], registration["to_t1w"],
@@ -309,8 +310,14 @@ def test_run_native_on_the_registration(registration, tmp_path):
     assert written["entry_to_target_mm"] == pytest.approx(np.linalg.norm(entry - target_t1w))
     assert 0 < written["scalp_to_cortex_mm"] < written["entry_to_target_mm"]
     # bootstrap cloud and no-GSR target mapped with the same transform
-    np.testing.assert_allclose(written["uncertainty"]["targets_t1w_ras_mm"],
-                               mni_ras_mm_to_t1w_ras_mm(cloud, registration["to_mni"]), atol=1e-6)
+    cloud_t1w = written["uncertainty"]["targets_t1w_ras_mm"]
+    assert cloud_t1w[1] is None and len(cloud_t1w) == 4
+    valid = [p for p in cloud if p is not None]
+    np.testing.assert_allclose([p for p in cloud_t1w if p is not None],
+                               mni_ras_mm_to_t1w_ras_mm(valid, registration["to_mni"]), atol=1e-6)
+    np.testing.assert_allclose(written["uncertainty"]["split_half_targets_t1w_ras_mm"][0],
+                               mni_ras_mm_to_t1w_ras_mm(valid[0], registration["to_mni"]), atol=1e-6)
+    assert written["uncertainty"]["split_half_targets_t1w_ras_mm"][1] is None
     np.testing.assert_allclose(written["gsr_comparison"]["target_t1w_ras_mm"],
                                mni_ras_mm_to_t1w_ras_mm(nogsr_mni, registration["to_mni"]), atol=1e-6)
     assert [m["name"] for m in written["markers_t1w"]] == ["sgACC-anticorrelation", "sgACC-anticorrelation-noGSR"]

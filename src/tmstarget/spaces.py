@@ -365,14 +365,19 @@ def run_native(target_json, t1w_path, xfm_t1w_to_mni, xfm_mni_to_t1w, brain_mask
     gsr = target.get("gsr_comparison") or {}
     nogsr_mni = np.asarray(gsr["target_mni_ras_mm"], float).reshape(3) if gsr.get("target_mni_ras_mm") else None
     unc = target.get("uncertainty") or {}
-    cloud_mni = np.asarray(unc.get("targets_mni_ras_mm") or np.zeros((0, 3)), float).reshape(-1, 3)
-    points_mni = np.vstack([target_mni[None], nogsr_mni[None] if nogsr_mni is not None else np.zeros((0, 3)),
-                            cloud_mni])
+    # bootstrap / split-half lists may hold None for resamples without a target: keep their places
+    cloud_lists = {key: unc[key] for key in ("targets_mni_ras_mm", "split_half_targets_mni_ras_mm")
+                   if unc.get(key)}
+    cloud_valid = [np.asarray(p, float).reshape(3) for pts in cloud_lists.values() for p in pts if p is not None]
+    points_mni = np.vstack([target_mni[None], nogsr_mni[None] if nogsr_mni is not None else np.zeros((0, 3))]
+                           + [p[None] for p in cloud_valid])
     log.info("mapping %d MNI points to T1w with %s", len(points_mni), Path(xfm_t1w_to_mni).name)
     points_t1w = np.atleast_2d(mni_ras_mm_to_t1w_ras_mm(points_mni, xfm_t1w_to_mni))
     target_t1w_unsnapped = points_t1w[0]
     nogsr_t1w = points_t1w[1] if nogsr_mni is not None else None
-    cloud_t1w = points_t1w[1 + (nogsr_mni is not None):]
+    mapped_iter = iter(points_t1w[1 + (nogsr_mni is not None):].tolist())
+    clouds_t1w = {key.replace("_mni_", "_t1w_"): [None if p is None else next(mapped_iter) for p in pts]
+                  for key, pts in cloud_lists.items()}
 
     # 2. snap into the T1w brain mask when the mapped target lands outside it
     target_t1w, snap_mm = snap_into_mask(target_t1w_unsnapped, brain_img)
@@ -455,9 +460,10 @@ def run_native(target_json, t1w_path, xfm_t1w_to_mni, xfm_mni_to_t1w, brain_mask
                                                      str(xfm_mni_to_t1w), str(brain_mask_path)],
     })
     if unc:
-        native["uncertainty"] = {**unc, "targets_t1w_ras_mm": cloud_t1w.tolist()}
-        if len(cloud_t1w):
-            dists = np.linalg.norm(cloud_t1w - target_t1w_unsnapped, axis=1)
+        native["uncertainty"] = {**unc, **clouds_t1w}
+        boots = [p for p in clouds_t1w.get("targets_t1w_ras_mm", []) if p is not None]
+        if boots:
+            dists = np.linalg.norm(np.asarray(boots) - target_t1w_unsnapped, axis=1)
             native["uncertainty"]["median_distance_t1w_mm"] = float(np.median(dists))
             native["uncertainty"]["p95_distance_t1w_mm"] = float(np.percentile(dists, 95))
     if nogsr_t1w is not None:
