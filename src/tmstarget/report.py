@@ -1,0 +1,1457 @@
+"""Self-contained HTML QC reports for clinicians: one per subject (unit) and one per dataset.
+
+A report is assembled from *reportlets*: small figures or HTML fragments listed in one declarative
+spec (:data:`SUBJECT_REPORTLETS`), each with a title and a caption saying what good looks like.
+Adding a figure is adding one entry. Every figure is drawn with matplotlib (Agg) or
+``nilearn.plotting`` and embedded in the HTML as a base64 ``data:`` PNG or SVG, so the page needs
+no network, no JavaScript and no external CSS; a Content-Security-Policy in the page forbids any
+other resource. :func:`write_reportlets` writes the same figures as separate files (for Snakemake's
+``--report``).
+
+Privacy and safety
+------------------
+- Text taken from inputs (JSON values, warnings, file names) is HTML-escaped; absolute paths are cut
+  to their file name (:func:`scrub_paths`), so the BIDS dataset's location never appears.
+- NIfTI header text fields (``descrip``, ``db_name``, ``aux_file``, ``intent_name``) are never read.
+
+Readers are tolerant: a missing or unreadable optional input gives a "not available" note in its
+section (and, where it matters for safety, a QC reason) instead of a crash.
+
+QC thresholds (:func:`assess_qc`, all parameters with defaults)
+---------------------------------------------------------------
+====================================  =======  =====================================================
+check                                 level    default
+====================================  =======  =====================================================
+no T1w-space target (native stage)    fail     (the MNI coordinate alone is not usable at the bedside)
+minutes kept after censoring          fail     < 5 min (METHOD.md: minimum retained data)
+minutes kept after censoring          warn     < 10 min (reliability drops below ~10 min)
+mean framewise displacement (Power)   fail     > 0.5 mm
+mean framewise displacement (Power)   warn     > 0.2 mm
+seed voxels with low tSNR (dropout)   warn     fraction > 0.5 (tSNR threshold from the seed sidecar)
+seed voxels inside the BOLD mask      warn     fraction < 0.8
+seed-map value at the target          fail     z >= 0 (not anticorrelated)
+seed-map value at the target          warn     abs(z) < 0.1
+bootstrap p95 distance to target      warn     > 10 mm
+GSR vs no-GSR target shift            warn     > 10 mm
+target outside BA46 (HCPex label)     warn     ``in_ba46`` false
+target outside the search mask        warn     ``in_search_mask`` false
+MNI->T1w->MNI round trip              warn     > 1 mm
+====================================  =======  =====================================================
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import datetime as _dt
+import html
+import io as _io
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import nibabel as nib  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .io import atomic_path  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+STATUS_ORDER = {"pass": 0, "warn": 1, "fail": 2}
+STATUS_COLOURS = {"pass": "#1b7f3b", "warn": "#b06f00", "fail": "#b3261e", "info": "#555555"}
+MAX_CARPET_VOXELS = 1200
+
+CAVEATS = (
+    "This coordinate is a research target, not a clinical verdict. It is the left-DLPFC spot whose "
+    "resting-state signal is most anticorrelated with the subgenual cingulate (Fox et al. 2012).",
+    "Evidence that individualized sgACC-anticorrelation targets improve outcomes is mixed: a 2025 "
+    "prospective study (n = 66) found no benefit, and part of the anticorrelation can be driven by "
+    "global-signal fluctuations (Elbau 2023) or created by global signal regression (Murphy 2009).",
+    "Single-subject targets move with the data: compare the uncertainty cloud and the GSR/no-GSR shift "
+    "with your coil's spatial precision (about 1 cm); with less than 20-30 minutes of data, targets are "
+    "rarely reproducible to below 1 cm (Cao 2024).",
+    "Neuronavigation must use the T1w-space coordinate with the very T1w file named in the provenance "
+    "(check its SHA-256); the MNI coordinate is for comparison only.",
+)
+
+
+# ----------------------------------------------------------------------------- small helpers
+
+
+_ABS_PATH = re.compile(r"(?<![\w.])(?:[A-Za-z]:)?(?:[/\\][^\s/\\:;,'\"<>()\[\]{}]+){2,}")
+
+
+def scrub_paths(text) -> str:
+    """``text`` with every absolute file path cut to its last component (privacy).
+
+    ``/data/site/bids/sub-01/anat/sub-01_T1w.nii.gz`` becomes ``sub-01_T1w.nii.gz``; URLs and
+    relative names are kept.
+    """
+    s = str(text)
+    return _ABS_PATH.sub(lambda m: re.split(r"[/\\]", m.group(0))[-1], s)
+
+
+def esc(text) -> str:
+    """Input text made safe for HTML: absolute paths cut to file names, then ``html.escape``."""
+    return html.escape(scrub_paths(text), quote=True)
+
+
+def _fmt(value, digits: int = 1, unit: str = "") -> str:
+    """A number for display (``n/a`` for missing), with an optional unit."""
+    if value is None:
+        return "n/a"
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return esc(value)
+    if not np.isfinite(v):
+        return "n/a"
+    return f"{v:.{digits}f}{(' ' + unit) if unit else ''}"
+
+
+def _fmt_mm3(point) -> str:
+    """A point (3,) in mm as ``(x, y, z)`` with one decimal, or ``n/a``."""
+    p = _point(point)
+    return "n/a" if p is None else "(" + ", ".join(f"{v:.1f}" for v in p) + ")"
+
+
+def _point(value) -> np.ndarray | None:
+    """A finite (3,) float array from a JSON list, else None."""
+    try:
+        p = np.asarray(value, dtype=float).reshape(-1)
+    except (TypeError, ValueError):
+        return None
+    return p if p.shape == (3,) and np.all(np.isfinite(p)) else None
+
+
+def _points(values) -> np.ndarray:
+    """An (N, 3) array of the finite points in a JSON list (None entries dropped)."""
+    pts = [p for p in (_point(v) for v in (values or [])) if p is not None]
+    return np.asarray(pts, dtype=float).reshape(-1, 3)
+
+
+def _num(d: dict | None, *keys):
+    """``d[k1][k2]...`` as float, or None when missing or not a finite number."""
+    cur = d
+    for k in keys:
+        if not isinstance(cur, dict) or k not in cur:
+            return None
+        cur = cur[k]
+    try:
+        v = float(cur)
+    except (TypeError, ValueError):
+        return None
+    return v if np.isfinite(v) else None
+
+
+def read_json_tolerant(path) -> tuple[dict | None, str | None]:
+    """(content, None) or (None, reason) for a JSON file that may be missing or broken."""
+    if path is None or str(path) == "":
+        return None, "not given"
+    p = Path(path)
+    if not p.exists():
+        return None, f"{p.name} not found"
+    try:
+        obj = json.loads(p.read_text())
+    except (OSError, ValueError) as exc:
+        return None, f"{p.name} is not readable JSON ({type(exc).__name__})"
+    if not isinstance(obj, dict):
+        return None, f"{p.name} does not hold a JSON object"
+    return obj, None
+
+
+def mean_fd_mm(denoise_qc: dict | None) -> float | None:
+    """Mean framewise displacement (mm) over the included runs, weighted by run length.
+
+    Uses each run's ``mean_fd_mm``; falls back to the mean of ``framewise_displacement_mm`` (after
+    the dummy volumes, first value dropped).
+    """
+    runs = (denoise_qc or {}).get("runs") or []
+    total, weight = 0.0, 0
+    for run in runs:
+        if run.get("included") is False:
+            continue
+        fd = run.get("framewise_displacement_mm")
+        n = int(run.get("volumes_total") or (len(fd) if fd else 0) or 1)
+        m = _num(run, "mean_fd_mm")
+        if m is None and fd:
+            vals = np.asarray([np.nan if v is None else v for v in fd], dtype=float)[int(run.get("dummy_volumes") or 0):][1:]
+            vals = vals[np.isfinite(vals)]
+            m = float(vals.mean()) if vals.size else None
+        if m is not None:
+            total += m * n
+            weight += n
+    return total / weight if weight else None
+
+
+# ----------------------------------------------------------------------------- QC assessment
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One QC check result: ``level`` is pass, warn, fail or info; ``text`` says why."""
+
+    level: str
+    text: str
+
+
+def qc_findings(target_json: dict | None, native_json: dict | None, denoise_qc: dict | None,
+                seed_json: dict | None, *, fail_minutes: float = 5.0, warn_minutes: float = 10.0,
+                fail_mean_fd_mm: float = 0.5, warn_mean_fd_mm: float = 0.2,
+                warn_seed_low_tsnr_fraction: float = 0.5, warn_seed_in_mask_fraction: float = 0.8,
+                warn_abs_z: float = 0.1, warn_bootstrap_p95_mm: float = 10.0,
+                warn_gsr_shift_mm: float = 10.0, warn_roundtrip_mm: float = 1.0) -> list[Finding]:
+    """Every QC check with its level (see the module docstring for the thresholds).
+
+    Parameters
+    ----------
+    target_json, native_json, denoise_qc, seed_json : dict or None
+        Contents of ``*_desc-target_markers.json`` (MNI), its T1w-space ``.json``, the
+        ``*_desc-denoise_qc.json`` and the seed-map sidecar (docs/architecture.md). ``None`` when a
+        file is missing.
+    fail_minutes, warn_minutes : float
+        Minutes of data kept after censoring below which the unit fails / warns.
+    fail_mean_fd_mm, warn_mean_fd_mm : float
+        Mean framewise displacement (Power, mm) above which the unit fails / warns.
+    warn_seed_low_tsnr_fraction : float
+        Fraction of seed voxels below the sidecar's ``min_seed_tsnr`` above which to warn (dropout).
+    warn_seed_in_mask_fraction : float
+        Fraction of seed voxels inside the BOLD mask below which to warn (seed outside the FOV).
+    warn_abs_z : float
+        Fisher z at the target whose magnitude is below this gives a warning (weak anticorrelation);
+        z >= 0 fails.
+    warn_bootstrap_p95_mm, warn_gsr_shift_mm, warn_roundtrip_mm : float
+        Distances in mm above which to warn.
+
+    Returns
+    -------
+    list of Finding
+        Level ``info`` marks checks that could not be made (value not recorded).
+    """
+    out: list[Finding] = []
+    t = target_json or {}
+    if target_json is None:
+        out.append(Finding("fail", "no target file: the targeting stage did not produce a target"))
+    if native_json is None:
+        out.append(Finding("fail", "no T1w-space target: the native-space stage failed or did not run; the MNI "
+                                   "coordinate alone cannot be used for neuronavigation"))
+
+    # data quantity and motion
+    minutes = _num(denoise_qc, "minutes_kept")
+    if minutes is None:
+        minutes = _num(t, "denoising", "minutes_kept")
+    if minutes is None:
+        out.append(Finding("warn", "minutes of data kept after censoring not recorded: cannot check data quantity"))
+    elif minutes < fail_minutes:
+        out.append(Finding("fail", f"only {minutes:.1f} min of data kept after censoring (minimum {fail_minutes:g} min)"))
+    elif minutes < warn_minutes:
+        out.append(Finding("warn", f"only {minutes:.1f} min of data kept after censoring (below {warn_minutes:g} min "
+                                   "targets are less reliable)"))
+    else:
+        out.append(Finding("pass", f"{minutes:.1f} min of data kept after censoring"))
+    fd = mean_fd_mm(denoise_qc)
+    if fd is None:
+        out.append(Finding("info", "mean framewise displacement not recorded"))
+    elif fd > fail_mean_fd_mm:
+        out.append(Finding("fail", f"mean framewise displacement {fd:.2f} mm (above {fail_mean_fd_mm:g} mm)"))
+    elif fd > warn_mean_fd_mm:
+        out.append(Finding("warn", f"mean framewise displacement {fd:.2f} mm (above {warn_mean_fd_mm:g} mm)"))
+    else:
+        out.append(Finding("pass", f"mean framewise displacement {fd:.2f} mm"))
+
+    # seed
+    if seed_json is None:
+        out.append(Finding("warn", "seed-map sidecar missing: seed signal dropout cannot be checked"))
+    else:
+        low = _num(seed_json, "seed_low_tsnr_fraction")
+        thr = _num(seed_json, "min_seed_tsnr")
+        med = _num(seed_json, "seed_median_tsnr")
+        if low is None:
+            out.append(Finding("info", "seed tSNR not recorded"))
+        elif low > warn_seed_low_tsnr_fraction:
+            out.append(Finding("warn", f"{100 * low:.0f}% of seed voxels have tSNR below "
+                                       f"{_fmt(thr, 0)} (median {_fmt(med)}): possible sgACC signal dropout"))
+        else:
+            out.append(Finding("pass", f"seed median tSNR {_fmt(med)}, {100 * low:.0f}% of seed voxels below {_fmt(thr, 0)}"))
+        total, inside = _num(seed_json, "seed_voxels_total"), _num(seed_json, "seed_voxels_in_mask")
+        if total and inside is not None and inside / total < warn_seed_in_mask_fraction:
+            out.append(Finding("warn", f"only {inside:.0f} of {total:.0f} seed voxels lie inside the BOLD mask "
+                                       "(seed partly outside the field of view)"))
+
+    if target_json is not None:
+        z = _num(t, "z_at_target")
+        if z is None:
+            out.append(Finding("info", "seed-map value at the target not recorded"))
+        elif z >= 0:
+            out.append(Finding("fail", f"the target is not anticorrelated with the seed (z = {z:.2f})"))
+        elif abs(z) < warn_abs_z:
+            out.append(Finding("warn", f"weak anticorrelation at the target (z = {z:.2f}, |z| below {warn_abs_z:g})"))
+        else:
+            out.append(Finding("pass", f"anticorrelation at the target z = {z:.2f}"))
+
+        unc = t.get("uncertainty") if isinstance(t.get("uncertainty"), dict) else {}
+        p95 = _num(unc, "p95_distance_mm")
+        if p95 is None:
+            out.append(Finding("info", "bootstrap uncertainty not computed"))
+        elif p95 > warn_bootstrap_p95_mm:
+            out.append(Finding("warn", f"bootstrap targets spread widely: 95% lie within {p95:.1f} mm of the target "
+                                       f"(above {warn_bootstrap_p95_mm:g} mm)"))
+        else:
+            out.append(Finding("pass", f"95% of bootstrap targets within {p95:.1f} mm"))
+        if unc.get("confident") is False:
+            out.append(Finding("warn", "the targeting stage flagged the target as uncertain (see Uncertainty)"))
+
+        gsr = t.get("gsr_comparison") if isinstance(t.get("gsr_comparison"), dict) else None
+        shift = _num(gsr, "shift_mm")
+        if gsr is None:
+            out.append(Finding("info", "no GSR / no-GSR comparison computed"))
+        elif shift is None:
+            out.append(Finding("warn", "the no-GSR comparison gave no target: "
+                                       + str(gsr.get("note") or "reason not recorded")))
+        elif shift > warn_gsr_shift_mm:
+            out.append(Finding("warn", f"the target moves {shift:.1f} mm without global signal regression "
+                                       f"(above {warn_gsr_shift_mm:g} mm): it depends on GSR"))
+        else:
+            out.append(Finding("pass", f"target moves {shift:.1f} mm without global signal regression"))
+
+        if t.get("in_ba46") is False:
+            out.append(Finding("warn", "target lies outside BA46 (HCPex label)"))
+        elif t.get("in_ba46") is None:
+            out.append(Finding("info", "BA46 membership not recorded"))
+        if t.get("in_search_mask") is False:
+            out.append(Finding("warn", "target lies outside the search mask"))
+
+    if native_json is not None:
+        rt = _num(native_json, "roundtrip_error_mm")
+        if rt is not None and rt > warn_roundtrip_mm:
+            out.append(Finding("warn", f"MNI->T1w->MNI round trip error {rt:.2f} mm (above {warn_roundtrip_mm:g} mm): "
+                                       "check the transforms"))
+    return out
+
+
+def assess_qc(target_json: dict | None, native_json: dict | None, denoise_qc: dict | None, seed_json: dict | None,
+              **thresholds) -> tuple[str, list[str]]:
+    """Overall QC status of one unit and the reasons for it.
+
+    Parameters
+    ----------
+    target_json, native_json, denoise_qc, seed_json : dict or None
+        As in :func:`qc_findings`; ``native_json`` is None when the T1w stage failed.
+    **thresholds
+        Keyword thresholds of :func:`qc_findings` (``fail_minutes=5``, ``warn_minutes=10``,
+        ``fail_mean_fd_mm=0.5``, ``warn_mean_fd_mm=0.2``, ``warn_seed_low_tsnr_fraction=0.5``,
+        ``warn_seed_in_mask_fraction=0.8``, ``warn_abs_z=0.1``, ``warn_bootstrap_p95_mm=10``,
+        ``warn_gsr_shift_mm=10``, ``warn_roundtrip_mm=1``).
+
+    Returns
+    -------
+    status : {"pass", "warn", "fail"}
+        The worst level among the checks.
+    reasons : list of str
+        The fail reasons first, then the warnings; empty when the status is pass.
+    """
+    findings = qc_findings(target_json, native_json, denoise_qc, seed_json, **thresholds)
+    fails = [f.text for f in findings if f.level == "fail"]
+    warns = [f.text for f in findings if f.level == "warn"]
+    status = "fail" if fails else "warn" if warns else "pass"
+    return status, fails + warns
+
+
+# ----------------------------------------------------------------------------- inputs of one unit
+
+
+class Unavailable(Exception):
+    """A reportlet cannot be drawn because an input is missing; the message says which."""
+
+
+class SubjectContext:
+    """Lazy, tolerant access to the inputs of one subject report (keys as in :func:`build_subject_report`)."""
+
+    def __init__(self, inputs: dict):
+        self.inputs = dict(inputs or {})
+        self._cache: dict = {}
+        self.missing: list[str] = []
+
+    def _note(self, what: str) -> None:
+        if what not in self.missing:
+            self.missing.append(what)
+
+    def json(self, key: str) -> dict | None:
+        if key not in self._cache:
+            obj, problem = read_json_tolerant(self.inputs.get(key))
+            if problem:
+                self._note(f"{key}: {problem}")
+            self._cache[key] = obj
+        return self._cache[key]
+
+    def path(self, key: str) -> Path | None:
+        value = self.inputs.get(key)
+        if isinstance(value, (list, tuple)):
+            value = value[0] if value else None
+        if value is None or str(value) == "":
+            return None
+        p = Path(value)
+        if not p.exists():
+            self._note(f"{key}: {p.name} not found")
+            return None
+        return p
+
+    def paths(self, key: str) -> list[Path]:
+        value = self.inputs.get(key) or []
+        if isinstance(value, (str, os.PathLike)):
+            value = [value]
+        out = []
+        for v in value:
+            p = Path(v)
+            if p.exists():
+                out.append(p)
+            else:
+                self._note(f"{key}: {p.name} not found")
+        return out
+
+    def img(self, key: str) -> nib.Nifti1Image:
+        """A 3D image of ``key`` (first volume of a 4D image); raises Unavailable when missing."""
+        cache_key = ("img", key)
+        if cache_key not in self._cache:
+            p = self.path(key)
+            if p is None:
+                raise Unavailable(f"{key} not available")
+            try:
+                img = nib.load(str(p))
+                data = np.asanyarray(img.dataobj, dtype=np.float32)
+            except Exception as exc:  # unreadable image: say so in the section
+                raise Unavailable(f"{p.name} is not readable ({type(exc).__name__})") from None
+            if data.ndim == 4:
+                data = data[..., 0]
+            data = np.nan_to_num(data)
+            self._cache[cache_key] = _clean_img(data, img.affine)
+        return self._cache[cache_key]
+
+    def npz(self) -> dict:
+        if "npz" not in self._cache:
+            p = self.path("denoised_npz")
+            if p is None:
+                raise Unavailable("denoised time series (work/*_denoised.npz) not available")
+            try:
+                with np.load(p, allow_pickle=False) as d:
+                    self._cache["npz"] = {k: d[k] for k in d.files}
+            except Exception as exc:
+                raise Unavailable(f"{p.name} is not readable ({type(exc).__name__})") from None
+        return self._cache["npz"]
+
+    @property
+    def target(self) -> dict | None:
+        return self.json("target_json")
+
+    @property
+    def native(self) -> dict | None:
+        return self.json("native_json")
+
+    @property
+    def denoise_qc(self) -> dict | None:
+        return self.json("denoise_qc_json")
+
+    @property
+    def seed(self) -> dict | None:
+        return self.json("seed_json")
+
+    def target_mni(self) -> np.ndarray | None:
+        return _point((self.target or {}).get("target_mni_ras_mm"))
+
+    def target_t1w(self) -> np.ndarray | None:
+        return _point((self.native or {}).get("target_t1w_ras_mm"))
+
+
+def _clean_img(data: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
+    """A new image with only data and affine: no header text (descrip, db_name, ...) survives."""
+    img = nib.Nifti1Image(np.asarray(data, dtype=np.float32), np.asarray(affine, dtype=float))
+    img.set_qform(img.affine, 1)
+    img.set_sform(img.affine, 1)
+    return img
+
+
+# ----------------------------------------------------------------------------- reportlet spec
+
+
+@dataclass(frozen=True)
+class Reportlet:
+    """One section of the subject report.
+
+    ``render(ctx)`` returns a matplotlib Figure (embedded as ``fmt``: "png" or "svg") or an HTML
+    fragment string (already escaped), and raises :class:`Unavailable` when an input is missing.
+    """
+
+    name: str
+    title: str
+    caption: str
+    render: Callable[[SubjectContext], object]
+    fmt: str = "png"
+
+
+def _figure(width_in: float = 9.0, height_in: float = 3.0):
+    return plt.figure(figsize=(width_in, height_in), dpi=100)
+
+
+def _kv_table(rows: list[tuple[str, str]], cls: str = "kv") -> str:
+    """A two-column HTML table from already-escaped (label, value) pairs."""
+    body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
+    return f'<table class="{cls}">{body}</table>'
+
+
+def render_summary(ctx: SubjectContext) -> str:
+    """The one-screen summary: status with reasons, target in T1w and MNI mm, method, key numbers."""
+    t, n = ctx.target, ctx.native
+    findings = qc_findings(t, n, ctx.denoise_qc, ctx.seed)
+    status, reasons = assess_qc(t, n, ctx.denoise_qc, ctx.seed)
+    space = esc((t or {}).get("TemplateSpace") or "MNI")
+    unc = (t or {}).get("uncertainty") if isinstance((t or {}).get("uncertainty"), dict) else {}
+    gsr = (t or {}).get("gsr_comparison") if isinstance((t or {}).get("gsr_comparison"), dict) else {}
+    t1w_name = esc(Path(str(n.get("t1w_path"))).name) if n and n.get("t1w_path") else "n/a"
+    rows = [
+        ("Target, subject T1w (RAS mm)", f"<b>{_fmt_mm3((n or {}).get('target_t1w_ras_mm'))}</b>"
+                                         f" in {t1w_name}"),
+        ("Scalp entry, T1w (RAS mm)", _fmt_mm3((n or {}).get("entry_t1w_ras_mm"))),
+        ("Scalp-to-cortex distance", _fmt((n or {}).get("scalp_to_cortex_mm"), 1, "mm")),
+        (f"Target, {space} (RAS mm)", _fmt_mm3((t or {}).get("target_mni_ras_mm"))),
+        ("Method", esc((t or {}).get("method") or "n/a")),
+        ("r / z at target", f"{_fmt((t or {}).get('r_at_target'), 2)} / {_fmt((t or {}).get('z_at_target'), 2)}"),
+        ("Cluster size", _fmt((t or {}).get("cluster_size_voxels"), 0, "voxels")),
+        ("In BA46", esc({True: "yes", False: "no"}.get((t or {}).get("in_ba46"), "n/a"))),
+        ("Minutes kept", _fmt(_num(ctx.denoise_qc, "minutes_kept") or _num(t, "denoising", "minutes_kept"), 1, "min")),
+        ("Mean FD", _fmt(mean_fd_mm(ctx.denoise_qc), 2, "mm")),
+        ("Bootstrap spread (median / p95)",
+         f"{_fmt(unc.get('median_distance_mm'), 1, 'mm')} / {_fmt(unc.get('p95_distance_mm'), 1, 'mm')}"),
+        ("Shift without GSR", _fmt(gsr.get("shift_mm"), 1, "mm")),
+    ]
+    reason_html = "".join(f"<li class='{f.level}'><b>{f.level}</b>: {esc(f.text)}</li>"
+                          for f in sorted(findings, key=lambda f: -STATUS_ORDER.get(f.level, -1))
+                          if f.level in ("fail", "warn"))
+    ok_html = "".join(f"<li class='pass'>{esc(f.text)}</li>" for f in findings if f.level == "pass")
+    info_html = "".join(f"<li class='info'>{esc(f.text)}</li>" for f in findings if f.level == "info")
+    verdict = {"pass": "all QC checks passed", "warn": f"{len(reasons)} warning(s): review before use",
+               "fail": "do not use this target without review"}[status]
+    return (
+        f'<div class="status status-{status}" id="qc-status">QC: {status.upper()} '
+        f'<span class="verdict">{esc(verdict)}</span></div>'
+        '<p class="caveat-short">Research coordinate, not a clinical verdict: evidence for this targeting is '
+        'mixed (see Caveats).</p>'
+        '<div class="summary-grid">'
+        + _kv_table(rows)
+        + "<div>"
+        + (f"<h4>Reasons</h4><ul class='reasons'>{reason_html}</ul>" if reason_html else "")
+        + (f"<h4>Checks passed</h4><ul class='reasons'>{ok_html}</ul>" if ok_html else "")
+        + (f"<h4>Not checked</h4><ul class='reasons'>{info_html}</ul>" if info_html else "")
+        + "</div></div>"
+    )
+
+
+def _fd_runs(ctx: SubjectContext) -> list[dict]:
+    """Per run: ``fd_mm`` (T,), ``censored`` indices, ``dummy`` count, ``name`` (file name only)."""
+    qc = ctx.denoise_qc or {}
+    runs = []
+    for i, run in enumerate(qc.get("runs") or []):
+        fd = run.get("framewise_displacement_mm")
+        if not fd:
+            continue
+        runs.append({"fd_mm": np.asarray([np.nan if v is None else v for v in fd], dtype=float),
+                     "censored": [int(c) for c in (run.get("censored_volumes") or [])],
+                     "dummy": int(run.get("dummy_volumes") or 0),
+                     "name": Path(str(run.get("bold") or f"run {i + 1}")).name,
+                     "minutes_kept": run.get("minutes_kept"), "included": run.get("included", True)})
+    if runs:
+        return runs
+    # fallback: the confounds TSVs (no censoring information)
+    for p in ctx.paths("confounds"):
+        try:
+            import pandas as pd
+
+            df = pd.read_csv(p, sep="\t", na_values="n/a")
+        except Exception:
+            continue
+        if "framewise_displacement" in df:
+            runs.append({"fd_mm": df["framewise_displacement"].to_numpy(float), "censored": [], "dummy": 0,
+                         "name": p.name, "minutes_kept": None, "included": True})
+    return runs
+
+
+def render_motion(ctx: SubjectContext):
+    """FD trace of every run (concatenated), threshold line, censored volumes shaded."""
+    runs = _fd_runs(ctx)
+    if not runs:
+        raise Unavailable("no framewise displacement in the denoising QC JSON or the confounds TSVs")
+    qc = ctx.denoise_qc or {}
+    thr = _num(qc, "fd_threshold_mm")
+    fig = _figure(9, 2.6)
+    ax = fig.add_subplot(111)
+    start = 0
+    for i, run in enumerate(runs):
+        fd = run["fd_mm"]
+        x = np.arange(start, start + len(fd))
+        ax.plot(x, fd, lw=0.9, color="#1f4e79")
+        for c in run["censored"]:
+            ax.axvspan(start + c - 0.5, start + c + 0.5, color="#d62728", alpha=0.35, lw=0)
+        if run["dummy"]:
+            ax.axvspan(start - 0.5, start + run["dummy"] - 0.5, color="#999999", alpha=0.3, lw=0)
+        if i:
+            ax.axvline(start - 0.5, color="k", lw=0.8, ls=":")
+        ax.text(start + 1, 1.0, run["name"].split("_space-")[0], transform=ax.get_xaxis_transform(),
+                fontsize=7, va="top", color="#333333")
+        start += len(fd)
+    if thr is not None:
+        ax.axhline(thr, color="#d62728", lw=0.8, ls="--", label=f"censoring threshold {thr:g} mm")
+        ax.legend(loc="upper right", fontsize=7, frameon=False)
+    ax.set_xlim(-0.5, start - 0.5)
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("volume (runs concatenated; red = censored, grey = dummy scans)")
+    ax.set_ylabel("FD (mm)")
+    fig.tight_layout()
+    return fig
+
+
+def motion_text(ctx: SubjectContext) -> str:
+    qc = ctx.denoise_qc or {}
+    rows = []
+    for run in qc.get("runs") or []:
+        rows.append((esc(Path(str(run.get("bold", "run"))).name),
+                     f"{_fmt(run.get('volumes_kept'), 0)} of {_fmt(run.get('volumes_total'), 0)} volumes kept, "
+                     f"{_fmt(run.get('minutes_kept'), 1, 'min')}, mean FD {_fmt(run.get('mean_fd_mm'), 2, 'mm')}, "
+                     f"{len(run.get('censored_volumes') or [])} censored"
+                     + ("" if run.get("included", True) else " (run excluded)")))
+    rows.append(("Total", f"{_fmt(qc.get('volumes_kept'), 0)} of {_fmt(qc.get('volumes_total'), 0)} volumes, "
+                          f"<b>{_fmt(qc.get('minutes_kept'), 1, 'min')}</b> kept; strategy {esc(qc.get('strategy', 'n/a'))}"))
+    return _kv_table(rows)
+
+
+def _carpet_rows(n_voxels: int, max_rows: int = MAX_CARPET_VOXELS) -> np.ndarray:
+    """Evenly spaced column indices (at most ``max_rows``) of ``n_voxels`` masked voxels."""
+    if n_voxels <= max_rows:
+        return np.arange(n_voxels)
+    return np.unique(np.linspace(0, n_voxels - 1, max_rows).round().astype(int))
+
+
+def read_masked_timeseries(bold_path, mask_3d: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """(T, len(columns)) float32 of a 4D BOLD file at ``mask_3d`` voxels (C order) picked by ``columns``.
+
+    Reads one volume at a time with the file kept open, so memory stays at one volume.
+    """
+    img = nib.load(str(bold_path), keep_file_open=True)
+    if len(img.shape) != 4 or img.shape[:3] != mask_3d.shape:
+        raise Unavailable(f"{Path(bold_path).name} is not a 4D image on the grid of the mask")
+    flat = np.flatnonzero(mask_3d.reshape(-1))[columns]
+    out = np.empty((img.shape[3], flat.size), dtype=np.float32)
+    proxy = img.dataobj
+    for t in range(img.shape[3]):
+        out[t] = np.asarray(proxy[..., t], dtype=np.float32).reshape(-1)[flat]
+    return np.nan_to_num(out)
+
+
+def _zscore_detrended(ts_tv: np.ndarray) -> np.ndarray:
+    """Linear detrend and z-score over time, per column."""
+    t = np.arange(len(ts_tv), dtype=float)
+    design = np.column_stack([np.ones_like(t), t - t.mean()])
+    beta, *_ = np.linalg.lstsq(design, ts_tv.astype(float), rcond=None)
+    res = ts_tv - design @ beta
+    sd = res.std(axis=0)
+    sd[sd == 0] = 1.0
+    return (res / sd).astype(np.float32)
+
+
+def _draw_carpet(fig, carpet_vt: np.ndarray, boundaries: list[int], marks: list[int], title: str) -> None:
+    gs = fig.add_gridspec(2, 1, height_ratios=[1, 4], hspace=0.05)
+    ax_gs = fig.add_subplot(gs[0])
+    ax = fig.add_subplot(gs[1], sharex=ax_gs)
+    ax_gs.plot(carpet_vt.mean(axis=0), color="#1f4e79", lw=0.8)
+    ax_gs.set_ylabel("mean", fontsize=7)
+    ax_gs.tick_params(labelbottom=False, labelsize=7)
+    ax_gs.set_title(title, fontsize=9, loc="left")
+    ax.imshow(carpet_vt, aspect="auto", cmap="gray", vmin=-2, vmax=2, interpolation="nearest")
+    for b in boundaries:
+        ax.axvline(b - 0.5, color="#ffd700", lw=1)
+    for m in marks:
+        ax.plot([m, m], [-0.5, carpet_vt.shape[0] * 0.03], color="#d62728", lw=1.2, clip_on=False)
+    ax.set_xlabel("volume")
+    ax.set_ylabel(f"{carpet_vt.shape[0]} brain voxels")
+    ax.set_yticks([])
+
+
+def _run_mask(ctx: SubjectContext, masks: list[Path], i: int) -> np.ndarray:
+    """Boolean 3D brain mask of run ``i``: its own mask file, else the denoised npz's mask."""
+    if masks:
+        p = masks[min(i, len(masks) - 1)]
+        try:
+            return np.asanyarray(nib.load(str(p)).dataobj) > 0
+        except Exception as exc:
+            raise Unavailable(f"{p.name} is not readable ({type(exc).__name__})") from None
+    d = ctx.npz()
+    if "mask" not in d:
+        raise Unavailable("no BOLD brain mask given")
+    return np.asarray(d["mask"]) > 0
+
+
+def render_carpet_before(ctx: SubjectContext):
+    """Carpet plot (voxels x time, detrended z-scores) of the preprocessed BOLD before denoising."""
+    bolds = ctx.paths("preproc_bold")
+    if not bolds:
+        raise Unavailable("preprocessed BOLD runs not available")
+    masks = ctx.paths("bold_mask")
+    qc_runs = (ctx.denoise_qc or {}).get("runs") or []
+    blocks, boundaries, marks, start = [], [], [], 0
+    columns = None
+    for i, bold in enumerate(bolds):
+        mask_3d = _run_mask(ctx, masks, i)
+        if columns is None:
+            columns = _carpet_rows(int(mask_3d.sum()))
+        cols = columns[columns < int(mask_3d.sum())]
+        ts = read_masked_timeseries(bold, mask_3d, cols)
+        blocks.append(_zscore_detrended(ts).T)
+        if i:
+            boundaries.append(start)
+        run = qc_runs[i] if i < len(qc_runs) else {}
+        marks += [start + int(c) for c in (run.get("censored_volumes") or [])]
+        start += ts.shape[0]
+    n_rows = min(b.shape[0] for b in blocks)
+    carpet = np.concatenate([b[:n_rows] for b in blocks], axis=1)
+    fig = _figure(9, 3.4)
+    _draw_carpet(fig, carpet, boundaries, marks, "before denoising (preprocessed BOLD; red ticks = censored volumes)")
+    return fig
+
+
+def render_carpet_after(ctx: SubjectContext):
+    """Carpet plot of the denoised time series (``data_tv`` of the npz, censored volumes removed)."""
+    d = ctx.npz()
+    if "data_tv" not in d:
+        raise Unavailable("the denoised npz has no data_tv")
+    data_tv = np.asarray(d["data_tv"], dtype=np.float32)
+    cols = _carpet_rows(data_tv.shape[1])
+    carpet = np.clip(data_tv[:, cols].T, -4, 4)
+    lengths = np.asarray(d.get("run_lengths", [data_tv.shape[0]]), dtype=int).reshape(-1)
+    boundaries = [int(b) for b in np.cumsum(lengths)[:-1] if 0 < b < data_tv.shape[0]]
+    fig = _figure(9, 3.4)
+    _draw_carpet(fig, carpet, boundaries, [], "after denoising (censored volumes removed; yellow = run boundary)")
+    return fig
+
+
+def _unmask(values_v: np.ndarray, mask_3d: np.ndarray, affine) -> nib.Nifti1Image:
+    vol = np.zeros(mask_3d.shape, dtype=np.float32)
+    vol[mask_3d] = values_v
+    return _clean_img(vol, affine)
+
+
+def _centre_of_mass_ras_mm(img: nib.Nifti1Image) -> np.ndarray | None:
+    ijk = np.argwhere(np.asarray(img.dataobj) > 0)
+    if not len(ijk):
+        return None
+    return nib.affines.apply_affine(img.affine, ijk.mean(axis=0))
+
+
+def render_seed_tsnr(ctx: SubjectContext):
+    """tSNR map (before denoising) through the seed, with the seed outline; histogram of seed tSNR."""
+    from nilearn import plotting
+
+    d = ctx.npz()
+    if "tsnr_v" not in d or "mask" not in d:
+        raise Unavailable("the denoised npz has no tsnr_v / mask")
+    mask_3d = np.asarray(d["mask"]) > 0
+    affine = np.asarray(d.get("affine", np.eye(4)), dtype=float)
+    tsnr_v = np.asarray(d["tsnr_v"], dtype=float)
+    tsnr_img = _unmask(tsnr_v, mask_3d, affine)
+    try:
+        seed_img = ctx.img("seed_mask")
+    except Unavailable:
+        seed_img = None
+    cut = _centre_of_mass_ras_mm(seed_img) if seed_img is not None else None
+    fig = _figure(9, 3.0)
+    gs = fig.add_gridspec(1, 4)
+    ax_map = fig.add_subplot(gs[0, :3])
+    vmax = float(np.percentile(tsnr_v, 99)) if tsnr_v.size else 1.0
+    disp = plotting.plot_img(tsnr_img, display_mode="ortho", cut_coords=None if cut is None else tuple(cut),
+                             cmap="viridis", vmin=0, vmax=vmax, colorbar=True, axes=ax_map, figure=fig,
+                             black_bg=True, annotate=True, title="tSNR")
+    seed_vals = None
+    if seed_img is not None:
+        disp.add_contours(seed_img, levels=[0.5], colors="r", linewidths=1.2)
+        from nilearn.image import resample_to_img
+
+        seed_on = np.asarray(resample_to_img(seed_img, tsnr_img, interpolation="nearest",
+                                             force_resample=True, copy_header=True).dataobj) > 0
+        seed_vals = np.asarray(tsnr_img.dataobj)[seed_on & mask_3d]
+    ax_h = fig.add_subplot(gs[0, 3])
+    ax_h.hist(tsnr_v, bins=40, color="#999999", density=True, label="brain")
+    if seed_vals is not None and seed_vals.size:
+        ax_h.hist(seed_vals, bins=20, color="#d62728", alpha=0.7, density=True, label="seed")
+    thr = _num(ctx.seed, "min_seed_tsnr")
+    if thr is not None:
+        ax_h.axvline(thr, color="k", ls="--", lw=0.8)
+    ax_h.set_xlabel("tSNR", fontsize=8)
+    ax_h.set_yticks([])
+    ax_h.tick_params(labelsize=7)
+    ax_h.legend(fontsize=7, frameon=False)
+    return fig
+
+
+def seed_tsnr_text(ctx: SubjectContext) -> str:
+    s = ctx.seed or {}
+    return _kv_table([
+        ("Seed voxels in BOLD mask", f"{_fmt(s.get('seed_voxels_in_mask'), 0)} of {_fmt(s.get('seed_voxels_total'), 0)}"),
+        ("Seed median tSNR", _fmt(s.get("seed_median_tsnr"), 1)),
+        ("Seed voxels with tSNR below threshold",
+         f"{_fmt(100 * s['seed_low_tsnr_fraction'] if _num(s, 'seed_low_tsnr_fraction') is not None else None, 0)}% "
+         f"(threshold {_fmt(s.get('min_seed_tsnr'), 0)})"),
+    ])
+
+
+def render_bold_to_t1w(ctx: SubjectContext):
+    """Subject T1w with the edges of the BOLD reference registered to it."""
+    from nilearn import plotting
+
+    refs = ctx.paths("boldref_t1w")
+    if not refs:
+        raise Unavailable("no BOLD reference in T1w space (boldref_t1w) was given")
+    t1w = ctx.img("t1w")
+    ref = ctx.img("boldref_t1w")
+    fig = _figure(9, 3.0)
+    disp = plotting.plot_anat(t1w, display_mode="ortho", figure=fig, title="T1w + BOLD reference edges",
+                              dim=-0.5, draw_cross=False)
+    disp.add_edges(ref, color="r")
+    return fig
+
+
+def _template_img(template_space: str | None) -> tuple[nib.Nifti1Image, str]:
+    """nilearn's bundled MNI152 template (no network) and a note on how it relates to ``template_space``."""
+    from nilearn import datasets
+
+    img = datasets.load_mni152_template(resolution=2)
+    note = "nilearn's bundled MNI152 (ICBM 2009) template"
+    if template_space and not str(template_space).startswith("MNI152NLin2009"):
+        note += f", a stand-in for {template_space}"
+    return _clean_img(np.asanyarray(img.dataobj), img.affine), note
+
+
+def render_t1w_to_mni(ctx: SubjectContext):
+    """T1w normalised to MNI with the template's edges on top."""
+    from nilearn import plotting
+
+    t1w_mni = ctx.img("t1w_mni")
+    template, note = _template_img(ctx.inputs.get("template_space"))
+    fig = _figure(9, 3.0)
+    disp = plotting.plot_anat(t1w_mni, display_mode="ortho", cut_coords=(0, 0, 10), figure=fig, dim=-0.5,
+                              title=f"T1w in MNI + edges of {note}", draw_cross=False)
+    disp.add_edges(template, color="r")
+    return fig
+
+
+def render_seed_map(ctx: SubjectContext):
+    """Seed-correlation z map with the search region (green), seed (yellow) and target (cross)."""
+    from nilearn import plotting
+
+    z_img = ctx.img("z_map")
+    target = ctx.target_mni()
+    fig = _figure(9, 6.0)
+    ax1 = fig.add_axes([0, 0.5, 1, 0.5])
+    ax2 = fig.add_axes([0, 0, 1, 0.5])
+    data = np.asarray(z_img.dataobj)
+    vmax = float(np.percentile(np.abs(data[data != 0]), 99)) if np.any(data != 0) else 1.0
+    search_img = seed_img = None
+    try:
+        search_img = ctx.img("search_mask")
+    except Unavailable:
+        pass
+    try:
+        seed_img = ctx.img("seed_mask")
+    except Unavailable:
+        pass
+    bg, _ = _template_img(ctx.inputs.get("template_space"))
+    cut1 = tuple(target) if target is not None else None
+    d1 = plotting.plot_stat_map(z_img, bg_img=bg, cut_coords=cut1, display_mode="ortho", axes=ax1, figure=fig,
+                                cmap="RdBu_r", vmax=vmax, colorbar=True, draw_cross=False,
+                                title="seed map (Fisher z) at the target")
+    if search_img is not None:
+        d1.add_contours(search_img, levels=[0.5], colors="lime", linewidths=1.0)
+    if target is not None:
+        d1.add_markers([target], marker_color="yellow", marker_size=60, marker="X")
+    seed_cut = _centre_of_mass_ras_mm(seed_img) if seed_img is not None else None
+    d2 = plotting.plot_stat_map(z_img, bg_img=bg, cut_coords=None if seed_cut is None else tuple(seed_cut),
+                                display_mode="ortho", axes=ax2, figure=fig, cmap="RdBu_r", vmax=vmax,
+                                colorbar=True, draw_cross=False, title="seed map at the sgACC seed")
+    if seed_img is not None:
+        d2.add_contours(seed_img, levels=[0.5], colors="yellow", linewidths=1.0)
+    return fig
+
+
+def render_target_t1w(ctx: SubjectContext):
+    """The target and scalp entry on the subject's own T1w (what the navigator will show)."""
+    from nilearn import plotting
+
+    target = ctx.target_t1w()
+    if target is None:
+        raise Unavailable("no T1w-space target (the native-space stage failed or did not run)")
+    t1w = ctx.img("t1w")
+    fig = _figure(9, 3.0)
+    disp = plotting.plot_anat(t1w, cut_coords=tuple(target), display_mode="ortho", figure=fig, dim=-0.3,
+                              draw_cross=False, title="target (yellow) and scalp entry (cyan), T1w")
+    disp.add_markers([target], marker_color="yellow", marker_size=60, marker="X")
+    entry = _point((ctx.native or {}).get("entry_t1w_ras_mm"))
+    if entry is not None:
+        disp.add_markers([entry], marker_color="cyan", marker_size=40, marker="o")
+    return fig
+
+
+_PROJECTIONS = (("sagittal (y, z)", 1, 2, "y anterior (mm)", "z superior (mm)"),
+                ("coronal (x, z)", 0, 2, "x right (mm)", "z superior (mm)"),
+                ("axial (x, y)", 0, 1, "x right (mm)", "y anterior (mm)"))
+
+
+def render_uncertainty(ctx: SubjectContext):
+    """Bootstrap and split-half targets around the target, three projections, p95 circle (MNI mm)."""
+    target = ctx.target_mni()
+    unc = (ctx.target or {}).get("uncertainty")
+    if target is None or not isinstance(unc, dict):
+        raise Unavailable("no uncertainty estimate in the target JSON")
+    boots = _points(unc.get("targets_mni_ras_mm"))
+    halves = _points(unc.get("split_half_targets_mni_ras_mm"))
+    if not len(boots) and not len(halves):
+        raise Unavailable("the target JSON lists no bootstrap or split-half targets")
+    p95 = _num(unc, "p95_distance_mm")
+    fig = _figure(9, 3.0)
+    span = max(10.0, float(np.abs(np.vstack([boots, halves]) - target).max()) + 3 if len(boots) + len(halves) else 10)
+    for k, (name, a, b, xl, yl) in enumerate(_PROJECTIONS):
+        ax = fig.add_subplot(1, 3, k + 1)
+        if len(boots):
+            ax.scatter(boots[:, a], boots[:, b], s=12, color="#1f77b4", alpha=0.5, label=f"bootstrap (n={len(boots)})")
+        if len(halves):
+            ax.scatter(halves[:, a], halves[:, b], s=30, marker="^", color="#ff7f0e", label="split halves")
+        ax.scatter([target[a]], [target[b]], s=90, marker="X", color="#d62728", label="target", zorder=5)
+        if p95 is not None:
+            ax.add_patch(plt.Circle((target[a], target[b]), p95, fill=False, ls="--", color="k", lw=0.8))
+        ax.set_xlim(target[a] - span, target[a] + span)
+        ax.set_ylim(target[b] - span, target[b] + span)
+        ax.set_aspect("equal")
+        ax.set_title(name, fontsize=8)
+        ax.set_xlabel(xl, fontsize=7)
+        ax.set_ylabel(yl, fontsize=7)
+        ax.tick_params(labelsize=7)
+        if k == 0:
+            ax.legend(fontsize=6, loc="lower left", frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def uncertainty_text(ctx: SubjectContext) -> str:
+    unc = (ctx.target or {}).get("uncertainty") or {}
+    if not isinstance(unc, dict):
+        return ""
+    conf = {True: "yes", False: "no", None: "not assessed"}.get(unc.get("confident"), "not assessed")
+    return _kv_table([
+        ("Method", f"{esc(unc.get('method', 'n/a'))}, n = {_fmt(unc.get('n'), 0)}, blocks of "
+                   f"{_fmt(unc.get('block_length_s'), 0, 's')}"),
+        ("Distance of bootstrap targets (median / p95)",
+         f"{_fmt(unc.get('median_distance_mm'), 1, 'mm')} / {_fmt(unc.get('p95_distance_mm'), 1, 'mm')}"),
+        ("Split-half distance (first vs second half / median of repeats)",
+         f"{_fmt(unc.get('split_half_distance_mm'), 1, 'mm')} / {_fmt(unc.get('split_half_median_distance_mm'), 1, 'mm')}"),
+        ("Judged reproducible by the targeting stage", esc(conf)),
+    ])
+
+
+def _literature_sites() -> dict[str, np.ndarray]:
+    try:
+        from .regions import literature_sites_mni_ras_mm
+
+        return {k: np.asarray(v, float) for k, v in literature_sites_mni_ras_mm().items()}
+    except Exception:  # regions' atlas data missing: the table still shows the recorded distances
+        return {}
+
+
+def render_gsr(ctx: SubjectContext):
+    """Target with GSR (main) and without GSR (comparison strategy), three projections, MNI mm."""
+    target = ctx.target_mni()
+    gsr = (ctx.target or {}).get("gsr_comparison")
+    other = _point(gsr.get("target_mni_ras_mm")) if isinstance(gsr, dict) else None
+    if target is None or other is None:
+        note = gsr.get("note") if isinstance(gsr, dict) else None
+        raise Unavailable("no no-GSR target in the target JSON" + (f" ({note})" if note else ""))
+    fig = _figure(9, 3.0)
+    span = max(10.0, float(np.abs(other - target).max()) + 5)
+    centre = (target + other) / 2
+    for k, (name, a, b, xl, yl) in enumerate(_PROJECTIONS):
+        ax = fig.add_subplot(1, 3, k + 1)
+        ax.scatter([target[a]], [target[b]], s=90, marker="X", color="#d62728", label="with GSR (target)", zorder=5)
+        ax.scatter([other[a]], [other[b]], s=70, marker="o", color="#2ca02c", label=f"without GSR ({gsr.get('strategy', '')})")
+        ax.annotate("", xy=(other[a], other[b]), xytext=(target[a], target[b]),
+                    arrowprops={"arrowstyle": "->", "color": "#555555"})
+        ax.set_xlim(centre[a] - span, centre[a] + span)
+        ax.set_ylim(centre[b] - span, centre[b] + span)
+        ax.set_aspect("equal")
+        ax.set_title(name, fontsize=8)
+        ax.set_xlabel(xl, fontsize=7)
+        ax.set_ylabel(yl, fontsize=7)
+        ax.tick_params(labelsize=7)
+        if k == 0:
+            ax.legend(fontsize=6, loc="lower left", frameon=False)
+    fig.suptitle(f"shift {_fmt(gsr.get('shift_mm'), 1, 'mm')}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def render_literature(ctx: SubjectContext):
+    """The target and the published DLPFC sites, sagittal and axial projections on a glass brain."""
+    from nilearn import plotting
+
+    target = ctx.target_mni()
+    if target is None:
+        raise Unavailable("no MNI target")
+    sites = _literature_sites()
+    fig = _figure(9, 3.2)
+    disp = plotting.plot_glass_brain(None, display_mode="lzr", figure=fig, title="target (red) and literature sites")
+    if sites:
+        disp.add_markers(np.vstack(list(sites.values())), marker_color="#1f77b4", marker_size=40)
+    disp.add_markers([target], marker_color="#d62728", marker_size=80, marker="X")
+    return fig
+
+
+def literature_text(ctx: SubjectContext) -> str:
+    dists = (ctx.target or {}).get("literature_distances_mm")
+    sites = _literature_sites()
+    if not isinstance(dists, dict) or not dists:
+        return "<p class='na'>Distances to literature sites not recorded in the target JSON.</p>"
+    rows = [(esc(k), f"{_fmt(v, 1, 'mm')}" + (f" &nbsp; (site at {_fmt_mm3(sites[k])})" if k in sites else ""))
+            for k, v in dists.items()]
+    return _kv_table(rows)
+
+
+def render_caveats(ctx: SubjectContext) -> str:
+    warnings = []
+    for key in ("target_json", "native_json", "denoise_qc_json", "seed_json"):
+        obj = ctx.json(key)
+        for w in (obj or {}).get("warnings") or []:
+            if str(w) not in warnings:
+                warnings.append(str(w))
+    items = "".join(f"<li>{esc(c)}</li>" for c in CAVEATS)
+    out = f"<ul class='caveats'>{items}</ul>"
+    if warnings:
+        out += "<h4>Warnings recorded by the pipeline</h4><ul class='reasons'>" + "".join(
+            f"<li class='warn'>{esc(w)}</li>" for w in warnings) + "</ul>"
+    return out
+
+
+def _json_pre(obj) -> str:
+    return "<pre>" + esc(json.dumps(obj, indent=1, sort_keys=True, default=str)) + "</pre>"
+
+
+def render_provenance(ctx: SubjectContext) -> str:
+    t, n, q = ctx.target or {}, ctx.native or {}, ctx.denoise_qc or {}
+    rows = []
+    if n:
+        rows += [("T1w used for navigation", esc(Path(str(n.get("t1w_path", "n/a"))).name)),
+                 ("T1w SHA-256", f"<code>{esc(n.get('t1w_sha256', 'n/a'))}</code>"),
+                 ("T1w->MNI transform", esc(Path(str(n.get("transform_path", "n/a"))).name)),
+                 ("Transform SHA-256", f"<code>{esc(n.get('transform_sha256', 'n/a'))}</code>"),
+                 ("MNI->T1w->MNI round trip", _fmt(n.get("roundtrip_error_mm"), 2, "mm"))]
+    rows += [("Template space", esc(t.get("TemplateSpace", "n/a"))),
+             ("Denoising strategy", esc(q.get("strategy") or (t.get("denoising") or {}).get("strategy", "n/a"))),
+             ("Repetition time", _fmt(q.get("t_r"), 2, "s"))]
+    sources = []
+    for obj in (t, n, ctx.seed or {}):
+        for s in obj.get("Sources") or []:
+            s = str(s)
+            if s not in sources:
+                sources.append(s)
+    rows.append(("Sources", "<br>".join(esc(s) for s in sources) or "n/a"))
+    sw = t.get("software") or {}
+    if isinstance(sw, dict) and sw:
+        rows.append(("Software", ", ".join(f"{esc(k)} {esc(v)}" for k, v in sw.items())))
+    rows.append(("Report generated", esc(_dt.datetime.now().strftime("%Y-%m-%d %H:%M"))))
+    out = _kv_table(rows)
+    params = {"method": t.get("method"), "method_parameters": t.get("method_parameters"),
+              "seed": t.get("seed"), "search_region": t.get("search_region"),
+              "denoising": q.get("strategy_parameters") or t.get("denoising"),
+              "targeting_parameters": t.get("targeting_parameters")}
+    params = {k: v for k, v in params.items() if v}
+    if params:
+        out += "<details><summary>All parameters</summary>" + _json_pre(params) + "</details>"
+    if ctx.missing:
+        out += "<h4>Inputs not available</h4><ul>" + "".join(f"<li>{esc(m)}</li>" for m in ctx.missing) + "</ul>"
+    return out
+
+
+SUBJECT_REPORTLETS: tuple[Reportlet, ...] = (
+    Reportlet("summary", "Summary",
+              "Good: status PASS, a T1w-space target, at least 10 minutes kept, low motion, a clear "
+              "anticorrelation (z well below 0) and a target inside BA46.", render_summary),
+    Reportlet("target_t1w", "Target on the subject's T1w",
+              "Good: the yellow cross sits in the grey matter of the left middle frontal gyrus and the cyan "
+              "scalp entry lies on the scalp above it. This is the coordinate the navigator uses.",
+              render_target_t1w),
+    Reportlet("motion", "Head motion",
+              "Framewise displacement (FD, mm) of each volume. Good: FD mostly below the dashed threshold, few "
+              "censored (red) volumes, and at least 10 minutes kept in total.", render_motion, fmt="svg"),
+    Reportlet("carpet_before", "Carpet plot before denoising",
+              "Each row is a brain voxel, each column a volume (detrended z-scores). Vertical bands that "
+              "coincide with red ticks are motion artefacts; they should disappear after denoising.",
+              render_carpet_before),
+    Reportlet("carpet_after", "Carpet plot after denoising",
+              "Good: a uniform texture with no vertical bands or stripes; censored volumes are removed.",
+              render_carpet_after),
+    Reportlet("seed_tsnr", "Seed tSNR (sgACC signal dropout)",
+              "Temporal SNR before denoising with the sgACC seed outlined in red. Good: the seed lies in bright "
+              "(high tSNR) tissue, not in the dark dropout near the sinuses; the red histogram sits right of the "
+              "dashed threshold.", render_seed_tsnr),
+    Reportlet("bold_to_t1w", "BOLD to T1w registration",
+              "Good: the red edges of the BOLD reference follow the brain outline and ventricles of the T1w.",
+              render_bold_to_t1w),
+    Reportlet("t1w_to_mni", "T1w to MNI normalisation",
+              "Good: the red template edges follow the normalised T1w's brain outline, ventricles and sulci.",
+              render_t1w_to_mni),
+    Reportlet("seed_map", "Seed map, search region and target",
+              "sgACC seed correlation (blue = anticorrelated). Good: the target (yellow X) lies in a blue "
+              "region inside the green search outline; the seed (yellow outline, bottom) is in the subgenual "
+              "cingulate and correlates positively with its surroundings.", render_seed_map),
+    Reportlet("uncertainty", "Uncertainty cloud",
+              "Targets from block-bootstrap resamples (blue) and split halves (orange) of the time series around "
+              "the target (red X); dashed circle = 95% of bootstrap targets. Good: a tight cloud (within ~10 mm).",
+              render_uncertainty, fmt="svg"),
+    Reportlet("gsr", "Global signal regression: target with and without GSR",
+              "GSR can create anticorrelations. Good: the target without GSR is close (< 10 mm) to the target "
+              "with GSR.", render_gsr, fmt="svg"),
+    Reportlet("literature", "Distance to literature sites",
+              "The target (red) against published left-DLPFC sites (blue). Good: near the BA46 site; far from "
+              "all of them means an atypical target worth a second look.", render_literature),
+    Reportlet("caveats", "Caveats", "Read before using the target.", render_caveats),
+    Reportlet("provenance", "Provenance",
+              "Which files and software produced this target; check the T1w checksum against the file loaded "
+              "into the navigator.", render_provenance),
+)
+
+#: Extra HTML (tables) shown under a reportlet's figure.
+_EXTRA_TEXT: dict[str, Callable[[SubjectContext], str]] = {
+    "motion": motion_text, "seed_tsnr": seed_tsnr_text, "uncertainty": uncertainty_text,
+    "literature": literature_text,
+}
+
+
+# ----------------------------------------------------------------------------- rendering
+
+
+def figure_bytes(fig, fmt: str = "png") -> bytes:
+    """Bytes of a matplotlib figure as PNG (100 dpi) or SVG; closes the figure."""
+    buf = _io.BytesIO()
+    try:
+        fig.savefig(buf, format=fmt, dpi=100, bbox_inches="tight", metadata=_figure_metadata(fmt))
+    finally:
+        plt.close(fig)
+    return buf.getvalue()
+
+
+def _figure_metadata(fmt: str) -> dict:
+    # no creation dates or paths in the files: reproducible bytes and nothing identifying
+    return {"Date": None} if fmt == "svg" else {"Software": None}
+
+
+def _img_tag(data: bytes, fmt: str, alt: str) -> str:
+    mime = "image/svg+xml" if fmt == "svg" else "image/png"
+    b64 = base64.b64encode(data).decode("ascii")
+    return f'<img class="fig" alt="{html.escape(alt)}" src="data:{mime};base64,{b64}">'
+
+
+def render_reportlet(r: Reportlet, ctx: SubjectContext) -> tuple[str, bytes | None]:
+    """(HTML body of the section, figure bytes or None) for one reportlet; never raises."""
+    try:
+        result = r.render(ctx)
+    except Unavailable as exc:
+        return f"<p class='na'>Not available: {esc(exc)}</p>", None
+    except Exception as exc:  # a broken figure must not lose the whole report
+        log.warning("reportlet %s failed: %s: %s", r.name, type(exc).__name__, scrub_paths(exc))
+        plt.close("all")
+        return (f"<p class='na'>This figure could not be drawn ({esc(type(exc).__name__)}: {esc(exc)}).</p>",
+                None)
+    if isinstance(result, str):
+        return result, None
+    data = figure_bytes(result, r.fmt)
+    return _img_tag(data, r.fmt, r.title), data
+
+
+def _section(r_name: str, title: str, caption: str, body: str) -> str:
+    return (f'<section id="{html.escape(r_name)}"><h2>{esc(title)}</h2>'
+            f'<p class="caption">{esc(caption)}</p>{body}</section>')
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Arial,sans-serif;margin:0;color:#1a1a1a;background:#fff}
+header{background:#20334d;color:#fff;padding:10px 24px}header h1{margin:0;font-size:1.4em}
+header p{margin:2px 0 0;font-size:.85em;color:#d0d8e4}
+nav{padding:6px 24px;background:#eef1f5;font-size:.85em;position:sticky;top:0;z-index:2}
+nav a{margin-right:12px;color:#20334d;text-decoration:none}nav a:hover{text-decoration:underline}
+main{padding:0 24px 40px;max-width:1100px}section{border-bottom:1px solid #ddd;padding:8px 0 16px}
+h2{font-size:1.15em;margin:12px 0 4px}h4{margin:10px 0 4px;font-size:.95em}
+.caption{color:#555;font-size:.88em;margin:0 0 8px}img.fig{max-width:100%;height:auto;display:block}
+table.kv{border-collapse:collapse;font-size:.9em}table.kv th{text-align:left;font-weight:600;padding:3px 14px 3px 0;
+vertical-align:top;color:#333}table.kv td{padding:3px 0;vertical-align:top}
+table.grid{border-collapse:collapse;font-size:.85em}table.grid th,table.grid td{border:1px solid #ccc;padding:3px 6px;
+text-align:left;vertical-align:top}table.grid th{background:#eef1f5}
+.status{font-size:1.4em;font-weight:700;color:#fff;padding:8px 14px;border-radius:4px;margin:10px 0 6px}
+.status .verdict{font-size:.65em;font-weight:400;margin-left:12px}
+.status-pass{background:#1b7f3b}.status-warn{background:#b06f00}.status-fail{background:#b3261e}
+.badge{color:#fff;padding:1px 6px;border-radius:3px;font-weight:600;font-size:.85em}
+.badge.pass{background:#1b7f3b}.badge.warn{background:#b06f00}.badge.fail{background:#b3261e}
+.summary-grid{display:grid;grid-template-columns:minmax(320px,1fr) minmax(320px,1fr);gap:18px}
+ul.reasons{margin:0;padding-left:18px;font-size:.88em}ul.reasons li.fail{color:#b3261e}
+ul.reasons li.warn{color:#8a5600}ul.reasons li.pass{color:#1b7f3b}ul.reasons li.info{color:#555}
+.caveat-short{font-size:.9em;color:#8a5600;margin:4px 0 10px}.na{color:#777;font-style:italic}
+pre{font-size:.78em;background:#f6f6f6;padding:6px;overflow-x:auto}code{font-size:.85em;word-break:break-all}
+"""
+
+_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+
+
+def _page(title: str, subtitle: str, nav: list[tuple[str, str]], body: str) -> str:
+    nav_html = "".join(f'<a href="#{html.escape(a)}">{esc(t)}</a>' for a, t in nav)
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>"
+        f"<header><h1>{esc(title)}</h1><p>{esc(subtitle)}</p></header>"
+        f"<nav>{nav_html}</nav><main>{body}</main></body></html>\n"
+    )
+
+
+def _unit_name(inputs: dict) -> str:
+    p = inputs.get("target_json") or inputs.get("denoise_qc_json") or ""
+    m = re.match(r"(sub-[A-Za-z0-9]+(?:_ses-[A-Za-z0-9]+)?)", Path(str(p)).name)
+    return m.group(1) if m else "subject"
+
+
+def render_subject_html(inputs: dict, title: str | None = None,
+                        reportlets: tuple[Reportlet, ...] = SUBJECT_REPORTLETS) -> str:
+    """The subject report as one self-contained HTML string (see :func:`build_subject_report`)."""
+    ctx = SubjectContext(inputs)
+    title = title or f"tmstarget QC report: {_unit_name(inputs)}"
+    sections = []
+    # provenance last so that it lists every input found missing by the other sections
+    for r in reportlets:
+        body, _ = render_reportlet(r, ctx)
+        extra = _EXTRA_TEXT.get(r.name)
+        if extra is not None:
+            try:
+                body += extra(ctx)
+            except Exception as exc:
+                log.warning("table of %s failed: %s", r.name, scrub_paths(exc))
+        sections.append(_section(r.name, r.title, r.caption, body))
+    return _page(title, "TMS target from resting-state fMRI (sgACC anticorrelation) - research use only",
+                 [(r.name, r.title) for r in reportlets], "".join(sections))
+
+
+def build_subject_report(inputs: dict, out_html, title: str | None = None) -> Path:
+    """Write the self-contained QC report of one unit (subject or subject+session).
+
+    Parameters
+    ----------
+    inputs : dict
+        Paths (str or PathLike; missing files are tolerated and reported):
+        ``target_json`` (MNI target), ``native_json`` (T1w target, may be missing),
+        ``denoise_qc_json``, ``seed_json`` (seed map sidecar), ``z_map``, ``seed_mask``, ``search_mask``
+        (template space), ``preproc_bold`` (list of MNI preprocessed BOLD runs), ``bold_mask`` (list),
+        ``denoised_npz``, ``boldref_t1w`` (list, may be empty), ``t1w`` (preprocessed T1w, native),
+        ``t1w_mni``, ``template_space`` (a name, e.g. "MNI152NLin2009aSym"), ``confounds`` (list of TSVs).
+    out_html : path
+        The HTML file to write (atomically).
+    title : str, optional
+        Page title; default "tmstarget QC report: <unit>".
+
+    Returns
+    -------
+    Path
+        ``out_html``.
+    """
+    page = render_subject_html(inputs, title)
+    out_html = Path(out_html)
+    with atomic_path(out_html) as tmp:
+        tmp.write_text(page, encoding="utf-8")
+    log.info("wrote subject report %s (%d kB)", out_html.name, len(page) // 1024)
+    return out_html
+
+
+def write_reportlets(inputs: dict, out_dir) -> list[Path]:
+    """Write each subject reportlet to its own file in ``out_dir`` (for Snakemake ``--report``).
+
+    Figures become ``<name>.png`` or ``<name>.svg``; HTML fragments (summary, caveats, provenance)
+    become small self-contained ``<name>.html`` pages. A reportlet whose inputs are missing is
+    written as an HTML page saying so, so the set of files is always the same.
+
+    Returns
+    -------
+    list of Path
+        The files written, in report order.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ctx = SubjectContext(inputs)
+    written = []
+    for r in SUBJECT_REPORTLETS:
+        body, data = render_reportlet(r, ctx)
+        if data is not None:
+            path = out_dir / f"{r.name}.{r.fmt}"
+            with atomic_path(path) as tmp:
+                tmp.write_bytes(data)
+        else:
+            extra = _EXTRA_TEXT.get(r.name)
+            if extra is not None:
+                body += extra(ctx)
+            path = out_dir / f"{r.name}.html"
+            with atomic_path(path) as tmp:
+                tmp.write_text(_page(r.title, r.caption, [], _section(r.name, r.title, r.caption, body)),
+                               encoding="utf-8")
+        written.append(path)
+    return written
+
+
+def reportlet_captions() -> dict[str, str]:
+    """Caption of each subject reportlet by name (for Snakemake report captions)."""
+    return {r.name: r.caption for r in SUBJECT_REPORTLETS}
+
+
+# ----------------------------------------------------------------------------- dataset report
+
+GROUP_COLUMNS = ("unit", "status", "reasons", "method", "target_mni_x", "target_mni_y", "target_mni_z",
+                 "target_t1w_x", "target_t1w_y", "target_t1w_z", "r_at_target", "z_at_target", "in_ba46",
+                 "minutes_kept", "mean_fd_mm", "bootstrap_p95_mm", "gsr_shift_mm", "scalp_to_cortex_mm",
+                 "report_html")
+
+
+def group_row(entry: dict) -> dict:
+    """One dataset-table row (values as Python numbers/strings, None when missing) for one unit entry."""
+    t, _ = read_json_tolerant(entry.get("target_json"))
+    n, _ = read_json_tolerant(entry.get("native_json"))
+    q, _ = read_json_tolerant(entry.get("denoise_qc_json"))
+    s, _ = read_json_tolerant(entry.get("seed_json"))
+    status, reasons = assess_qc(t, n, q, s)
+    mni = _point((t or {}).get("target_mni_ras_mm"))
+    t1w = _point((n or {}).get("target_t1w_ras_mm"))
+    minutes = _num(q, "minutes_kept")
+    return {
+        "unit": str(entry.get("unit", "")), "status": status, "reasons": "; ".join(reasons),
+        "method": (t or {}).get("method"),
+        **{f"target_mni_{a}": (None if mni is None else float(mni[i])) for i, a in enumerate("xyz")},
+        **{f"target_t1w_{a}": (None if t1w is None else float(t1w[i])) for i, a in enumerate("xyz")},
+        "r_at_target": _num(t, "r_at_target"), "z_at_target": _num(t, "z_at_target"),
+        "in_ba46": (t or {}).get("in_ba46"),
+        "minutes_kept": minutes if minutes is not None else _num(t, "denoising", "minutes_kept"),
+        "mean_fd_mm": mean_fd_mm(q), "bootstrap_p95_mm": _num(t, "uncertainty", "p95_distance_mm"),
+        "gsr_shift_mm": _num(t, "gsr_comparison", "shift_mm"), "scalp_to_cortex_mm": _num(n, "scalp_to_cortex_mm"),
+        "report_html": entry.get("report_html"),
+    }
+
+
+def _tsv_value(v) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return f"{v:.4g}" if abs(v) < 1e-3 and v != 0 else f"{v:.3f}".rstrip("0").rstrip(".")
+    return scrub_paths(v).replace("\t", " ").replace("\n", " ")
+
+
+def _relative_href(link, out_html: Path) -> str | None:
+    """A relative link to a subject report from the group page, never an absolute path or URL."""
+    if not link:
+        return None
+    s = str(link)
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", s):
+        return None
+    p = Path(s)
+    if p.is_absolute():
+        try:
+            s = os.path.relpath(p, out_html.parent)
+        except ValueError:
+            s = p.name
+    return "/".join(html.escape(part) for part in Path(s).parts)
+
+
+def render_group_targets(rows: list[dict]):
+    """Glass-brain plot of every unit's MNI target coloured by QC status, with the literature sites."""
+    from nilearn import plotting
+
+    fig = _figure(10, 3.4)
+    disp = plotting.plot_glass_brain(None, display_mode="lzr", figure=fig,
+                                     title="targets by QC status (green pass, orange warn, red fail); blue = literature")
+    sites = _literature_sites()
+    if sites:
+        disp.add_markers(np.vstack(list(sites.values())), marker_color="#1f77b4", marker_size=30)
+    for status in ("pass", "warn", "fail"):
+        pts = [[r[f"target_mni_{a}"] for a in "xyz"] for r in rows if r["status"] == status
+               and r["target_mni_x"] is not None]
+        if pts:
+            disp.add_markers(np.asarray(pts), marker_color=STATUS_COLOURS[status], marker_size=50, marker="X")
+    return fig
+
+
+def build_group_report(subject_entries: list[dict], out_html, out_tsv) -> Path:
+    """Write the dataset report (table of all units with QC status and targets, a target plot) and a TSV.
+
+    Parameters
+    ----------
+    subject_entries : list of dict
+        One per unit with keys ``unit``, ``target_json``, ``native_json``, ``denoise_qc_json``,
+        ``seed_json`` (paths; missing files tolerated) and ``report_html`` (link to the subject
+        report, relative to ``out_html``).
+    out_html, out_tsv : path
+        Outputs (written atomically). The TSV has the columns of :data:`GROUP_COLUMNS`, ``n/a`` for
+        missing values, coordinates in RAS mm.
+
+    Returns
+    -------
+    Path
+        ``out_html``.
+    """
+    out_html, out_tsv = Path(out_html), Path(out_tsv)
+    rows = [group_row(e) for e in subject_entries]
+    with atomic_path(out_tsv) as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f, delimiter="\t", lineterminator="\n")
+            w.writerow(GROUP_COLUMNS)
+            for r in rows:
+                w.writerow([_tsv_value(r[c]) for c in GROUP_COLUMNS])
+
+    counts = {s: sum(r["status"] == s for r in rows) for s in ("pass", "warn", "fail")}
+    head = ("<tr><th>unit</th><th>QC</th><th>target MNI (RAS mm)</th><th>target T1w (RAS mm)</th>"
+            "<th>method</th><th>z</th><th>min kept</th><th>mean FD (mm)</th><th>bootstrap p95 (mm)</th>"
+            "<th>GSR shift (mm)</th><th>reasons</th></tr>")
+    body = []
+    for r in rows:
+        href = _relative_href(r["report_html"], out_html)
+        unit = esc(r["unit"])
+        unit_cell = f'<a href="{href}">{unit}</a>' if href else unit
+        mni = [r[f"target_mni_{a}"] for a in "xyz"]
+        t1w = [r[f"target_t1w_{a}"] for a in "xyz"]
+        body.append(
+            f"<tr><td>{unit_cell}</td><td><span class='badge {r['status']}'>{r['status']}</span></td>"
+            f"<td>{_fmt_mm3(mni if None not in mni else None)}</td><td>{_fmt_mm3(t1w if None not in t1w else None)}</td>"
+            f"<td>{esc(r['method'] or 'n/a')}</td><td>{_fmt(r['z_at_target'], 2)}</td>"
+            f"<td>{_fmt(r['minutes_kept'], 1)}</td><td>{_fmt(r['mean_fd_mm'], 2)}</td>"
+            f"<td>{_fmt(r['bootstrap_p95_mm'], 1)}</td><td>{_fmt(r['gsr_shift_mm'], 1)}</td>"
+            f"<td>{esc(r['reasons']) or '-'}</td></tr>")
+    table = f"<table class='grid' id='units'>{head}{''.join(body)}</table>"
+    summary = (f"<p>{len(rows)} unit(s): {counts['pass']} pass, {counts['warn']} warn, {counts['fail']} fail. "
+               "Targets are research coordinates; see each subject report for caveats. Table also in "
+               f"{esc(out_tsv.name)}.</p>")
+    fig_r = Reportlet("targets", "Targets", "", lambda ctx: render_group_targets(rows))
+    fig_html, _ = render_reportlet(fig_r, SubjectContext({}))
+    sections = (_section("table", "All units", "QC status and target of every unit; click a unit for its report.",
+                         summary + table)
+                + _section("targets", "Targets in MNI space",
+                           "Good: targets cluster in the left DLPFC near the BA46 site; outliers deserve a look at "
+                           "their reports.", fig_html))
+    page = _page("tmstarget dataset QC report", "TMS targets from resting-state fMRI - research use only",
+                 [("table", "All units"), ("targets", "Targets")], sections)
+    with atomic_path(out_html) as tmp:
+        tmp.write_text(page, encoding="utf-8")
+    log.info("wrote dataset report %s (%d units)", out_html.name, len(rows))
+    return out_html

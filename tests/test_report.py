@@ -1,0 +1,458 @@
+"""Tests of the QC reports: QC thresholds, privacy/escaping, tolerant readers, figure files, dataset table.
+
+Fixtures follow the file contracts of docs/architecture.md exactly (target JSON, T1w target JSON,
+denoising QC JSON, seed sidecar, denoised npz) on a coarse 6 mm MNI grid so the file runs in seconds.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from tmstarget import report
+from tmstarget.report import (SUBJECT_REPORTLETS, assess_qc, build_group_report, build_subject_report,
+                              mean_fd_mm, read_masked_timeseries, scrub_paths, write_reportlets)
+
+SECRET_DIR = "SECRETSITE_Hospital"          # part of the absolute dataset path: must never reach a report
+SECRET_DESCRIP = "PATIENT^DOE^JOHN"         # NIfTI header text: must never reach a report
+HOSTILE = "<script>alert('x')</script>"     # input text that must be escaped
+
+MNI_AFFINE = np.array([[6.0, 0, 0, -78], [0, 6, 0, -114], [0, 0, 6, -66], [0, 0, 0, 1]])
+MNI_SHAPE = (27, 32, 27)
+T1W_AFFINE = np.array([[4.0, 0, 0, -70], [0, 4, 0, -90], [0, 0, 4, -60], [0, 0, 0, 1]])
+T1W_SHAPE = (36, 50, 40)
+TARGET_MNI = [-42.0, 42.0, 30.0]
+TARGET_T1W = [-40.5, 47.25, 35.0]
+SEED_MNI = [6.0, 16.0, -10.0]
+T_R = 2.0
+
+
+def _save(path: Path, data, affine, descrip: str = SECRET_DESCRIP) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = nib.Nifti1Image(np.asarray(data), affine)
+    img.header["descrip"] = descrip.encode()
+    img.header["db_name"] = b"SECRETDB"
+    img.header["aux_file"] = b"SECRETAUX"
+    img.header.set_intent("none", name="SECRETINTENT")
+    img.set_qform(affine, 1)
+    img.set_sform(affine, 1)
+    nib.save(img, path)
+    return path
+
+
+def _centres_ras_mm(shape, affine) -> np.ndarray:
+    ijk = np.indices(shape).reshape(3, -1).T
+    return nib.affines.apply_affine(affine, ijk).reshape(*shape, 3)
+
+
+def _ball(shape, affine, centre, radius_mm) -> np.ndarray:
+    return np.linalg.norm(_centres_ras_mm(shape, affine) - np.asarray(centre), axis=-1) <= radius_mm
+
+
+def _brain(shape, affine) -> np.ndarray:
+    xyz = _centres_ras_mm(shape, affine)
+    return ((xyz[..., 0] / 70) ** 2 + ((xyz[..., 1] + 18) / 95) ** 2 + ((xyz[..., 2] - 10) / 75) ** 2) <= 1
+
+
+def _head_t1(shape, affine) -> np.ndarray:
+    """Bright brain with dark ventricles inside a dimmer scalp shell (a crude T1w)."""
+    xyz = _centres_ras_mm(shape, affine)
+    r = ((xyz[..., 0] / 70) ** 2 + ((xyz[..., 1] + 18) / 95) ** 2 + ((xyz[..., 2] - 10) / 75) ** 2)
+    img = np.where(r <= 1, 100.0, 0.0) + np.where((r > 1.1) & (r <= 1.35), 60.0, 0.0)
+    vent = (np.abs(xyz[..., 0]) > 3) & (np.abs(xyz[..., 0]) < 15) & (np.abs(xyz[..., 1] + 10) < 20) & (np.abs(xyz[..., 2] - 12) < 8)
+    return np.where(vent, 25.0, img).astype(np.float32)
+
+
+def target_markers(**overrides) -> dict:
+    """A ``*_desc-target_markers.json`` as in docs/architecture.md."""
+    rng = np.random.default_rng(3)
+    boots = (np.asarray(TARGET_MNI) + rng.normal(0, 2.5, (50, 3))).round(1).tolist()
+    boots[7] = None                                   # a failed resample, allowed by the contract
+    t = {
+        "TemplateSpace": "MNI152NLin2009aSym",
+        "target_mni_ras_mm": TARGET_MNI,
+        "target_ijk": [6, 26, 16],
+        "method": "cluster", "method_parameters": {"rule": "cluster", "percentile": 10.0},
+        "r_at_target": -0.41, "z_at_target": -0.44,
+        "cluster_size_voxels": 57,
+        "in_ba46": True, "in_search_mask": True,
+        "seed": {"type": "sphere", "center_mni_ras_mm": SEED_MNI, "radius_mm": 10, "label": HOSTILE},
+        "search_region": {"type": "ba46"},
+        "uncertainty": {"method": "block-bootstrap", "n": 50, "block_length_s": 60,
+                        "targets_mni_ras_mm": boots, "median_distance_mm": 3.1, "p95_distance_mm": 7.9,
+                        "split_half_targets_mni_ras_mm": [[-44.0, 40.0, 28.0], [-40.0, 45.0, 31.0]],
+                        "split_half_distance_mm": 4.2, "confident": True},
+        "gsr_comparison": {"strategy": "acompcor", "target_mni_ras_mm": [-38.0, 46.0, 27.0], "shift_mm": 6.4},
+        "literature_distances_mm": {"BA46 site": 2.4, "BA9 site": 14.2, "5-cm rule site": 41.9,
+                                    "Beam F3 site": 26.0, "Fox 2012 optimized target (unverified)": 5.7},
+        "denoising": {"strategy": "fox", "volumes_total": 80, "volumes_kept": 76, "minutes_kept": 12.5},
+        "warnings": [f"note from {HOSTILE} at /data/{SECRET_DIR}/bids/sub-01/func/x.nii.gz"],
+        "Sources": ["bids:preproc:sub-01/func/sub-01_task-rest_bold.nii.gz"],
+        "software": {"tmstarget": "0.1.0", "nilearn": "0.14.1"},
+    }
+    t.update(overrides)
+    return t
+
+
+def native_markers(target: dict, root: Path) -> dict:
+    n = dict(target)
+    n.update({"target_t1w_ras_mm": TARGET_T1W, "target_t1w_ijk": [7, 34, 24],
+              "entry_t1w_ras_mm": [-58.0, 52.0, 52.0], "coil_pose_t1w_ras": np.eye(4).tolist(),
+              "scalp_to_cortex_mm": 18.3, "roundtrip_error_mm": 0.3,
+              "t1w_path": str(root / SECRET_DIR / "sub-01_desc-preproc_T1w.nii.gz"), "t1w_sha256": "ab" * 32,
+              "transform_path": str(root / SECRET_DIR / "sub-01_from-T1w_to-MNI_xfm.h5"),
+              "transform_sha256": "cd" * 32})
+    return n
+
+
+def denoise_qc(root: Path, minutes_kept=12.5, fd_scale=1.0) -> dict:
+    runs = []
+    rng = np.random.default_rng(5)
+    for k in range(2):
+        fd = (np.abs(rng.normal(0.08, 0.04, 40)) * fd_scale)
+        fd[0] = 0.0
+        fd[[12, 13]] = [0.9, 0.7]
+        runs.append({"bold": str(root / SECRET_DIR / f"sub-01_task-rest_run-{k + 1}_space-MNI_desc-preproc_bold.nii.gz"),
+                     "volumes_total": 40, "dummy_volumes": 0, "censored_volumes": [12, 13], "volumes_kept": 38,
+                     "minutes_kept": 1.27, "framewise_displacement_mm": fd.round(4).tolist(),
+                     "mean_fd_mm": float(fd[1:].mean())})
+    return {"strategy": "fox", "strategy_parameters": {"global_signal": True}, "t_r": T_R, "runs": runs,
+            "volumes_total": 80, "volumes_kept": 76, "minutes_kept": minutes_kept, "fd_threshold_mm": 0.5,
+            "warnings": []}
+
+
+def seed_sidecar(**overrides) -> dict:
+    s = {"seed": {"type": "sphere"}, "seed_voxels_total": 19, "seed_voxels_in_mask": 19,
+         "seed_median_tsnr": 42.0, "seed_low_tsnr_fraction": 0.1, "min_seed_tsnr": 20.0, "volumes": 76,
+         "Sources": ["sub-01_desc-fox_denoised.npz"]}
+    s.update(overrides)
+    return s
+
+
+def make_subject_inputs(root: Path, unit: str = "sub-01") -> dict:
+    """All files of one unit's report, following docs/architecture.md; returns the ``inputs`` dict."""
+    d = root / SECRET_DIR / unit
+    rng = np.random.default_rng(11)
+    brain = _brain(MNI_SHAPE, MNI_AFFINE)
+    seed = _ball(MNI_SHAPE, MNI_AFFINE, SEED_MNI, 10) & brain
+    search = _ball(MNI_SHAPE, MNI_AFFINE, [-44, 40, 29], 20) & brain
+    bolds, masks, confounds = [], [], []
+    for k in range(2):
+        ts = 100 + rng.normal(0, 2, brain.shape + (40,))
+        ts[..., 12:14] += 15                          # a motion burst at the censored volumes
+        ts *= brain[..., None]
+        bolds.append(_save(d / f"{unit}_task-rest_run-{k + 1}_space-MNI_desc-preproc_bold.nii.gz",
+                           ts.astype(np.float32), MNI_AFFINE))
+        masks.append(_save(d / f"{unit}_task-rest_run-{k + 1}_space-MNI_desc-brain_mask.nii.gz",
+                           brain.astype(np.uint8), MNI_AFFINE))
+        c = d / f"{unit}_task-rest_run-{k + 1}_desc-confounds_timeseries.tsv"
+        fd = np.abs(rng.normal(0.1, 0.05, 40)).round(4).astype(str)
+        fd[0] = "n/a"
+        pd.DataFrame({"framewise_displacement": fd, "global_signal": 100.0}).to_csv(c, sep="\t", index=False)
+        confounds.append(c)
+    n_vox = int(brain.sum())
+    data_tv = rng.normal(0, 1, (76, n_vox)).astype(np.float32)
+    tsnr_v = rng.uniform(40, 80, n_vox).astype(np.float32)
+    tsnr_v[seed[brain]] = 15                          # dropout in half of the seed...
+    tsnr_v[np.flatnonzero(seed[brain])[::2]] = 45     # ...the other half fine
+    npz = d / f"{unit}_desc-fox_denoised.npz"
+    np.savez(npz, data_tv=data_tv, mask=brain.astype(np.uint8), affine=MNI_AFFINE, t_r=T_R,
+             run_lengths=np.array([38, 38]), tsnr_v=tsnr_v)
+    z = np.where(brain, rng.normal(0, 0.05, MNI_SHAPE), 0.0)
+    z += 0.8 * np.exp(-np.sum((_centres_ras_mm(MNI_SHAPE, MNI_AFFINE) - SEED_MNI) ** 2, -1) / (2 * 12 ** 2))
+    z -= 0.5 * np.exp(-np.sum((_centres_ras_mm(MNI_SHAPE, MNI_AFFINE) - TARGET_MNI) ** 2, -1) / (2 * 10 ** 2))
+    z *= brain
+    target = target_markers()
+    files = {
+        "target_json": d / f"{unit}_task-rest_space-MNI152NLin2009aSym_desc-target_markers.json",
+        "native_json": d / f"{unit}_space-T1w_desc-target_markers.json",
+        "denoise_qc_json": d / f"{unit}_task-rest_desc-denoise_qc.json",
+        "seed_json": d / f"{unit}_task-rest_space-MNI152NLin2009aSym_desc-sgacc_stat-r_boldmap.json",
+    }
+    for key, obj in (("target_json", target), ("native_json", native_markers(target, root)),
+                     ("denoise_qc_json", denoise_qc(root)), ("seed_json", seed_sidecar())):
+        files[key].write_text(json.dumps(obj))
+    t1w_data = _head_t1(T1W_SHAPE, T1W_AFFINE)
+    bref = _head_t1((18, 25, 20), T1W_AFFINE @ np.diag([2, 2, 2, 1.0]))
+    return {
+        **{k: str(v) for k, v in files.items()},
+        "z_map": str(_save(d / f"{unit}_space-MNI_desc-sgacc_stat-z_boldmap.nii.gz", z.astype(np.float32), MNI_AFFINE)),
+        "seed_mask": str(_save(d / f"{unit}_space-MNI_desc-sgacc_mask.nii.gz", seed.astype(np.uint8), MNI_AFFINE)),
+        "search_mask": str(_save(d / f"{unit}_space-MNI_desc-search_mask.nii.gz", search.astype(np.uint8), MNI_AFFINE)),
+        "preproc_bold": [str(p) for p in bolds], "bold_mask": [str(p) for p in masks],
+        "denoised_npz": str(npz),
+        "boldref_t1w": [str(_save(d / f"{unit}_space-T1w_boldref.nii.gz", bref, T1W_AFFINE @ np.diag([2, 2, 2, 1.0])))],
+        "t1w": str(_save(d / f"{unit}_desc-preproc_T1w.nii.gz", t1w_data, T1W_AFFINE)),
+        "t1w_mni": str(_save(d / f"{unit}_space-MNI_desc-preproc_T1w.nii.gz", _head_t1(MNI_SHAPE, MNI_AFFINE), MNI_AFFINE)),
+        "template_space": "MNI152NLin2009aSym",
+        "confounds": [str(p) for p in confounds],
+    }
+
+
+def assert_private_and_escaped(text: str) -> None:
+    for secret in (SECRET_DIR, SECRET_DESCRIP, "SECRETDB", "SECRETAUX", "SECRETINTENT"):
+        assert secret not in text, secret
+    assert "<script" not in text.lower()
+    assert re.search(r"(src|href)=\"(https?:)?//", text) is None       # no network resource
+
+
+# ----------------------------------------------------------------------------- QC rules
+
+
+def _qc(target=None, native="default", qc=None, seed=None, **kw):
+    t = target_markers() if target is None else target
+    n = native_markers(t, Path("/x")) if native == "default" else native
+    return assess_qc(t, n, denoise_qc(Path("/x")) if qc is None else qc, seed_sidecar() if seed is None else seed, **kw)
+
+
+def test_good_unit_passes_with_no_reasons():
+    assert _qc() == ("pass", [])
+
+
+@pytest.mark.parametrize("minutes, expected", [(4.9, "fail"), (5.0, "warn"), (9.9, "warn"), (10.0, "pass")])
+def test_minutes_kept_thresholds(minutes, expected):
+    status, reasons = _qc(qc=denoise_qc(Path("/x"), minutes_kept=minutes))
+    assert status == expected
+    if expected != "pass":
+        assert any(f"{minutes:.1f} min" in r for r in reasons)
+
+
+def test_thresholds_are_parameters():
+    assert _qc(qc=denoise_qc(Path("/x"), minutes_kept=7.0))[0] == "warn"
+    assert _qc(qc=denoise_qc(Path("/x"), minutes_kept=7.0), warn_minutes=6.0)[0] == "pass"
+    assert _qc(qc=denoise_qc(Path("/x"), minutes_kept=7.0), fail_minutes=8.0)[0] == "fail"
+
+
+def test_mean_fd_is_weighted_by_run_length():
+    qc = {"runs": [{"volumes_total": 100, "mean_fd_mm": 0.1}, {"volumes_total": 300, "mean_fd_mm": 0.4},
+                   {"volumes_total": 50, "mean_fd_mm": 9.0, "included": False}]}
+    assert mean_fd_mm(qc) == pytest.approx((100 * 0.1 + 300 * 0.4) / 400, abs=1e-12)
+    # fallback: mean of the FD trace after the dummy volumes, first value dropped
+    qc = {"runs": [{"dummy_volumes": 2, "framewise_displacement_mm": [5, 5, 0, 0.2, 0.4, None]}]}
+    assert mean_fd_mm(qc) == pytest.approx(0.3, abs=1e-12)
+    assert mean_fd_mm({}) is None
+
+
+@pytest.mark.parametrize("scale, expected", [(1.0, "pass"), (3.0, "warn"), (8.0, "fail")])
+def test_motion_threshold(scale, expected):
+    qc = denoise_qc(Path("/x"), fd_scale=scale)
+    fd = mean_fd_mm(qc)
+    assert (fd <= 0.2) == (expected == "pass") and (fd > 0.5) == (expected == "fail")
+    status, reasons = _qc(qc=qc)
+    assert status == expected
+    if expected != "pass":
+        assert reasons == [f"mean framewise displacement {fd:.2f} mm (above {0.5 if expected == 'fail' else 0.2:g} mm)"]
+
+
+@pytest.mark.parametrize("change, expected, words", [
+    ({"z_at_target": 0.05}, "fail", "not anticorrelated"),
+    ({"z_at_target": -0.05}, "warn", "weak anticorrelation"),
+    ({"in_ba46": False}, "warn", "outside BA46"),
+    ({"in_search_mask": False}, "warn", "outside the search mask"),
+    ({"gsr_comparison": {"strategy": "acompcor", "target_mni_ras_mm": [-30, 30, 40], "shift_mm": 12.0}}, "warn",
+     "moves 12.0 mm without global signal"),
+    ({"gsr_comparison": {"strategy": "acompcor", "target_mni_ras_mm": None, "shift_mm": None, "note": "no voxel"}},
+     "warn", "no-GSR comparison gave no target: no voxel"),
+])
+def test_target_checks(change, expected, words):
+    status, reasons = _qc(target=target_markers(**change))
+    assert status == expected
+    assert len(reasons) == 1 and words in reasons[0]
+
+
+def test_bootstrap_spread_and_unconfident_flag_warn():
+    t = target_markers()
+    t["uncertainty"] = dict(t["uncertainty"], p95_distance_mm=10.5)
+    status, reasons = _qc(target=t)
+    assert status == "warn" and "within 10.5 mm" in reasons[0]
+    t["uncertainty"] = dict(t["uncertainty"], p95_distance_mm=9.5, confident=False)
+    status, reasons = _qc(target=t)
+    assert status == "warn" and reasons == ["the targeting stage flagged the target as uncertain (see Uncertainty)"]
+
+
+def test_seed_dropout_and_fov_warn():
+    status, reasons = _qc(seed=seed_sidecar(seed_low_tsnr_fraction=0.7))
+    assert status == "warn" and "70% of seed voxels have tSNR below 20" in reasons[0]
+    status, reasons = _qc(seed=seed_sidecar(seed_voxels_in_mask=10))
+    assert status == "warn" and "only 10 of 19 seed voxels" in reasons[0]
+
+
+def test_missing_native_target_fails_and_missing_files_do_not_crash():
+    status, reasons = _qc(native=None)
+    assert status == "fail" and "no T1w-space target" in reasons[0]
+    status, reasons = assess_qc(None, None, None, None)
+    assert status == "fail"
+    assert any("no target file" in r for r in reasons) and any("minutes of data" in r for r in reasons)
+    # optional keys absent: no crash, the minutes fall back to the target JSON's denoising block
+    t = target_markers()
+    for k in ("uncertainty", "gsr_comparison", "in_ba46", "z_at_target"):
+        t.pop(k)
+    status, reasons = assess_qc(t, native_markers(t, Path("/x")), {}, seed_sidecar())
+    assert status == "pass", reasons
+    findings = report.qc_findings(t, native_markers(t, Path("/x")), {}, seed_sidecar())
+    assert sum(f.level == "info" for f in findings) == 5
+
+
+def test_roundtrip_warns():
+    t = target_markers()
+    n = native_markers(t, Path("/x"))
+    n["roundtrip_error_mm"] = 1.6
+    status, reasons = assess_qc(t, n, denoise_qc(Path("/x")), seed_sidecar())
+    assert status == "warn" and "round trip error 1.60 mm" in reasons[0]
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def test_scrub_paths_keeps_only_file_names():
+    assert scrub_paths("/data/SITE/bids/sub-01/anat/sub-01_T1w.nii.gz") == "sub-01_T1w.nii.gz"
+    assert scrub_paths("cannot read /a/b/c.json: bad; see /x/y") == "cannot read c.json: bad; see y"
+    assert scrub_paths("bids:preproc:sub-01/func/run.nii.gz") == "bids:preproc:sub-01/func/run.nii.gz"
+    assert scrub_paths("C:\\Users\\me\\scan.nii") == "scan.nii"
+    assert scrub_paths("FD > 0.5 mm, 3/4 runs") == "FD > 0.5 mm, 3/4 runs"
+
+
+def test_read_masked_timeseries_matches_direct_indexing(tmp_path):
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(5, 6, 7, 9)).astype(np.float32)
+    mask = rng.random((5, 6, 7)) > 0.5
+    p = tmp_path / "bold.nii.gz"
+    nib.save(nib.Nifti1Image(data, np.eye(4)), p)
+    cols = report._carpet_rows(int(mask.sum()), max_rows=20)
+    assert len(cols) == 20 and cols[0] == 0 and cols[-1] == mask.sum() - 1
+    got = read_masked_timeseries(p, mask, cols)
+    np.testing.assert_allclose(got, data[mask][cols].T, atol=0)
+
+
+# ----------------------------------------------------------------------------- subject report
+
+
+@pytest.fixture(scope="module")
+def subject(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rep")
+    inputs = make_subject_inputs(root)
+    out = build_subject_report(inputs, root / "out" / "sub-01.html")
+    return root, inputs, out, out.read_text()
+
+
+def test_subject_report_has_every_section_with_a_figure(subject):
+    _, _, out, text = subject
+    for r in SUBJECT_REPORTLETS:
+        assert f'<section id="{r.name}">' in text
+    assert "Not available" not in text and "could not be drawn" not in text
+    n_png = text.count('src="data:image/png;base64,')
+    n_svg = text.count('src="data:image/svg+xml;base64,')
+    n_figs = sum(1 for r in SUBJECT_REPORTLETS if r.name not in ("summary", "caveats", "provenance"))
+    assert (n_png, n_svg) == (sum(r.fmt == "png" for r in SUBJECT_REPORTLETS) - 3,
+                              sum(r.fmt == "svg" for r in SUBJECT_REPORTLETS))
+    assert n_png + n_svg == n_figs == 11
+    assert not list(out.parent.glob(".*tmp*"))                    # atomic write left nothing behind
+
+
+def test_subject_summary_shows_targets_status_and_numbers(subject):
+    _, _, _, text = subject
+    summary = text.split('<section id="summary">')[1].split("</section>")[0]
+    assert 'class="status status-pass"' in summary
+    assert "(-40.5, 47.2, 35.0)" in summary            # T1w target (numpy rounds 47.25 to even)
+    assert "(-42.0, 42.0, 30.0)" in summary            # MNI target
+    assert "12.5 min" in summary and "18.3 mm" in summary and "-0.41 / -0.44" in summary
+    assert "sub-01_desc-preproc_T1w.nii.gz" in summary
+    assert "research" in summary.lower()
+
+
+def test_subject_report_is_private_and_escaped(subject):
+    _, _, _, text = subject
+    assert_private_and_escaped(text)
+    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in text  # the hostile label, escaped
+    assert "Content-Security-Policy" in text
+    # embedded figures carry no path either
+    import base64
+    for b64 in re.findall(r'data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)', text):
+        svg = base64.b64decode(b64).decode()
+        assert SECRET_DIR not in svg
+        ET.fromstring(svg)
+
+
+def test_subject_report_with_missing_inputs(tmp_path):
+    inputs = make_subject_inputs(tmp_path)
+    Path(inputs["native_json"]).unlink()
+    Path(inputs["denoised_npz"]).unlink()
+    Path(inputs["seed_json"]).write_text("{not json")
+    inputs["boldref_t1w"] = []
+    inputs.pop("t1w_mni")
+    t = json.loads(Path(inputs["target_json"]).read_text())
+    for k in ("uncertainty", "gsr_comparison", "literature_distances_mm"):
+        t.pop(k)
+    Path(inputs["target_json"]).write_text(json.dumps(t))
+    text = build_subject_report(inputs, tmp_path / "r.html", title="Patient <b>").read_text()
+    assert 'class="status status-fail"' in text and "no T1w-space target" in text
+    assert "<title>Patient &lt;b&gt;</title>" in text
+    na = {r.name for r in SUBJECT_REPORTLETS
+          if "Not available" in text.split(f'<section id="{r.name}">')[1].split("</section>")[0]}
+    assert na == {"target_t1w", "carpet_after", "seed_tsnr", "bold_to_t1w", "t1w_to_mni", "uncertainty", "gsr"}
+    assert "could not be drawn" not in text
+    assert "seed_json: sub-01_task-rest_space-MNI152NLin2009aSym_desc-sgacc_stat-r_boldmap.json is not readable JSON" in text
+    assert_private_and_escaped(text)
+
+
+def test_write_reportlets_writes_one_file_each(subject, tmp_path):
+    _, inputs, _, _ = subject
+    paths = write_reportlets(inputs, tmp_path / "figs")
+    assert [p.stem for p in paths] == [r.name for r in SUBJECT_REPORTLETS]
+    for r, p in zip(SUBJECT_REPORTLETS, paths):
+        data = p.read_bytes()
+        if r.name in ("summary", "caveats", "provenance"):
+            assert p.suffix == ".html" and b"<section" in data
+            assert_private_and_escaped(data.decode())
+        elif r.fmt == "png":
+            assert p.suffix == ".png" and data[:8] == b"\x89PNG\r\n\x1a\n"
+            w, h = np.frombuffer(data[16:24], dtype=">u4")
+            assert w >= 600 and h >= 150
+        else:
+            assert p.suffix == ".svg"
+            ET.fromstring(data)
+            assert SECRET_DIR.encode() not in data
+
+
+# ----------------------------------------------------------------------------- dataset report
+
+
+def test_group_report_table_and_tsv(tmp_path):
+    base = tmp_path / SECRET_DIR
+    base.mkdir()
+    entries = []
+    variants = {"sub-01": {}, "sub-02": {"in_ba46": False}, "sub-03<i>": {}}
+    for k, (unit, change) in enumerate(variants.items()):
+        t = target_markers(**change, target_mni_ras_mm=[-40.0 - k, 40.0, 30.0])
+        paths = {key: base / f"u{k}_{key}.json" for key in ("target_json", "native_json", "denoise_qc_json", "seed_json")}
+        paths["target_json"].write_text(json.dumps(t))
+        if unit != "sub-03<i>":                          # native stage failed for the third unit
+            paths["native_json"].write_text(json.dumps(native_markers(t, tmp_path)))
+        paths["denoise_qc_json"].write_text(json.dumps(denoise_qc(tmp_path)))
+        paths["seed_json"].write_text(json.dumps(seed_sidecar()))
+        entries.append({"unit": unit, **{k2: str(v) for k2, v in paths.items()}, "report_html": f"{unit}.html"})
+    entries[0]["report_html"] = str(tmp_path / "out" / "sub-01.html")   # absolute link -> made relative
+    out = build_group_report(entries, tmp_path / "out" / "group.html", tmp_path / "out" / "group_targets.tsv")
+    tsv = pd.read_csv(tmp_path / "out" / "group_targets.tsv", sep="\t", na_values="n/a", keep_default_na=False)
+    assert list(tsv.columns) == list(report.GROUP_COLUMNS)
+    assert tsv["status"].tolist() == ["pass", "warn", "fail"]
+    np.testing.assert_allclose(tsv["target_mni_x"], [-40, -41, -42], atol=1e-9)
+    np.testing.assert_allclose(tsv["target_t1w_y"].iloc[:2], [47.25, 47.25], atol=1e-9)
+    assert np.isnan(tsv["target_t1w_y"].iloc[2])
+    np.testing.assert_allclose(tsv["minutes_kept"], 12.5, atol=1e-9)
+    assert tsv["reasons"].iloc[1] == "target lies outside BA46 (HCPex label)"
+    assert tsv["in_ba46"].tolist() == [True, False, True]
+    text = out.read_text()
+    assert_private_and_escaped(text)
+    assert 'href="sub-01.html"' in text and 'href="sub-03&lt;i&gt;.html"' in text
+    assert ">sub-03&lt;i&gt;</a>" in text
+    assert "3 unit(s): 1 pass, 1 warn, 1 fail" in text
+    assert text.count("data:image/png;base64,") == 1 and "Not available" not in text
