@@ -1,0 +1,650 @@
+"""Built-in preprocessing with antspyx (no FSL, AFNI or FreeSurfer): raw BIDS in, fMRIPrep-layout out.
+
+Anatomy (:func:`preprocess_anat`): N4 bias correction, affine registration of the whole head to
+the brain-only MNI152NLin2009aSym template shipped with nilearn (template brain mask as the metric
+mask), skull stripping with the template brain mask pulled back to the T1w, SyN registration of the
+skull-stripped T1w to the template, and a three-class Atropos segmentation (CSF, GM, WM) with the
+template tissue maps as priors.
+
+BOLD (:func:`preprocess_bold`): non-steady-state volumes dropped (``dummy_scans``), optional
+slice-timing correction, rigid motion correction of every volume to a median reference (antspyx),
+rigid BOLD reference -> T1w registration (mutual information inside the T1w brain), confounds in
+the native BOLD grid, and ONE resampling of every raw volume to the MNI 2 mm grid: the
+MNI -> T1w -> BOLD-reference mapping is composed once into a displacement field, each volume's
+rigid motion is applied to those points analytically, and the raw volume is sampled there, so no
+volume is interpolated twice. The 4D output is streamed to disk in chunks of ``chunk_volumes``.
+
+Spaces: every image is read with nibabel and handed to ANTs through
+:func:`tmstarget.preproc_headers.nifti_to_ants` (ANTs physical space is LPS); all outputs carry
+qform = sform (code 1).
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import ants
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+
+from . import preproc_confounds as pc
+from .errors import InputError
+from .io import atomic_path, save_img, write_json
+from .preproc_headers import (RAS_TO_LPS, ants_affine_ras, choose_affine, is_oblique, nifti_img,
+                              nifti_to_ants)
+
+log = logging.getLogger(__name__)
+
+TEMPLATE_SPACE = "MNI152NLin2009aSym"
+
+#: every preprocessing parameter with its default (config key ``preprocessing``)
+DEFAULT_PARAMS = {
+    "dummy_scans": "auto",          # "auto" (detect from the global signal) or a number of volumes
+    "slice_timing": False,          # slice-timing correction from the sidecar's SliceTiming
+    "registration": "default",      # "default" or "fast" (coarser template and fewer SyN iterations)
+    "output_resolution_mm": 2,      # MNI grid of the BOLD outputs (nilearn's template grid)
+    "fd_head_radius_mm": 50,        # Power FD: radius turning rotations (rad) into mm
+    "n_acompcor": 5,                # aCompCor components (WM + CSF mask)
+    "chunk_volumes": 50,            # volumes resampled and written per chunk (memory)
+}
+
+#: registration settings per mode: template resolution (mm), SyN iterations per level
+#: (coarsest first, each level halves the shrink factor), affine iterations, Atropos iterations
+REGISTRATION_MODES = {
+    "default": {"template_resolution_mm": 1, "syn_iterations": (100, 70, 50, 20),
+                "affine_iterations": (1000, 500, 250, 100), "atropos_iterations": 5},
+    "fast": {"template_resolution_mm": 2, "syn_iterations": (60, 30, 10),
+             "affine_iterations": (500, 250, 100, 0), "atropos_iterations": 3},
+}
+
+
+def resolve_params(params: dict | None) -> dict:
+    """Defaults completed with ``params``; unknown keys or bad values raise :class:`InputError`."""
+    params = dict(params or {})
+    unknown = sorted(set(params) - set(DEFAULT_PARAMS))
+    if unknown:
+        raise InputError(f"preprocessing: unknown setting(s) {unknown}; known: {sorted(DEFAULT_PARAMS)}")
+    out = {**DEFAULT_PARAMS, **params}
+    if out["registration"] not in REGISTRATION_MODES:
+        raise InputError(f"preprocessing.registration must be one of {sorted(REGISTRATION_MODES)}, "
+                         f"not {out['registration']!r}")
+    if out["dummy_scans"] != "auto" and not (isinstance(out["dummy_scans"], (int, np.integer))
+                                             and out["dummy_scans"] >= 0):
+        raise InputError(f"preprocessing.dummy_scans must be 'auto' or a number >= 0, not {out['dummy_scans']!r}")
+    if float(out["output_resolution_mm"]) != 2:
+        raise InputError("preprocessing.output_resolution_mm: only 2 (the MNI152 2 mm grid downstream "
+                         "steps expect) is supported")
+    if int(out["chunk_volumes"]) < 1:
+        raise InputError("preprocessing.chunk_volumes must be >= 1")
+    return out
+
+
+# ----------------------------------------------------------------------------- template
+
+
+def load_template(resolution_mm: int = 2) -> dict:
+    """nilearn's MNI152NLin2009aSym template (brain-only T1), brain mask and GM/WM maps.
+
+    Returns
+    -------
+    dict of nibabel images
+        ``t1``, ``mask``, ``gm``, ``wm`` on nilearn's template grid (99x117x95 at 2 mm,
+        197x233x189 at 1 mm); no network access (the files ship with nilearn).
+    """
+    from nilearn import datasets
+
+    return {
+        "t1": datasets.load_mni152_template(resolution=resolution_mm),
+        "mask": datasets.load_mni152_brain_mask(resolution=resolution_mm),
+        "gm": datasets.load_mni152_gm_template(resolution=resolution_mm),
+        "wm": datasets.load_mni152_wm_template(resolution=resolution_mm),
+    }
+
+
+def _to_ants(img: nib.Nifti1Image) -> "ants.ANTsImage":
+    return nifti_to_ants(np.asarray(img.get_fdata(dtype=np.float32)), img.affine)
+
+
+def image_correlation(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
+    """Pearson correlation of two images inside a boolean mask (same shape)."""
+    x, y = np.asarray(a, float)[mask], np.asarray(b, float)[mask]
+    x, y = x - x.mean(), y - y.mean()
+    denom = np.sqrt((x ** 2).sum() * (y ** 2).sum())
+    return float((x * y).sum() / denom) if denom > 0 else 0.0
+
+
+# ----------------------------------------------------------------------------- anatomy
+
+
+def load_t1w(t1w_path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """T1w voxels (X, Y, Z) float32 and the checked RAS affine; qform/sform disagreement raises."""
+    from .io import load_img_checked
+
+    img = load_img_checked(t1w_path, ndim=3, what="T1w")
+    affine, warnings = choose_affine(img, t1w_path, what="T1w", disagreement="error")
+    return np.asarray(img.get_fdata(dtype=np.float32)), affine, warnings
+
+
+def register_t1w_to_template(t1w: "ants.ANTsImage", template: dict, mode: str, workdir: Path) -> dict:
+    """Skull-strip the T1w and register it to the template with SyN.
+
+    Parameters
+    ----------
+    t1w : ANTsImage
+        Bias-corrected whole-head T1w.
+    template : dict
+        From :func:`load_template` (nibabel images).
+    mode : {"default", "fast"}
+    workdir : Path
+        Scratch folder for ANTs transform files.
+
+    Returns
+    -------
+    dict
+        ``fwd_h5`` (composite: maps template points to T1w points, i.e. warps the T1w into MNI),
+        ``inv_h5`` (the inverse), ``brain_mask`` (ANTsImage on the T1w grid, 0/1),
+        ``t1w_brain`` (skull-stripped T1w).
+    """
+    settings = REGISTRATION_MODES[mode]
+    template_t1 = _to_ants(template["t1"])
+    template_mask = _to_ants(template["mask"])
+    dilated_mask = ants.iMath(template_mask, "MD", 4 if settings["template_resolution_mm"] == 1 else 2)
+    t0 = time.time()
+    # stage 1: whole head -> brain-only template, affine, metric restricted to the (dilated) template brain
+    affine_reg = ants.registration(
+        fixed=template_t1, moving=t1w, type_of_transform="Affine", mask=dilated_mask,
+        aff_iterations=settings["affine_iterations"], aff_shrink_factors=(8, 4, 2, 1),
+        aff_smoothing_sigmas=(3, 2, 1, 0), outprefix=str(workdir / "affine_"))
+    mask0 = ants.apply_transforms(fixed=t1w, moving=template_mask, transformlist=affine_reg["invtransforms"],
+                                  whichtoinvert=[True], interpolator="linear")
+    mask0 = ants.iMath(ants.threshold_image(mask0, 0.5, 2.0), "MD", 3)
+    log.info("T1w -> template affine done in %.0f s", time.time() - t0)
+    # stage 2: SyN of the roughly stripped T1w, started from the affine
+    t0 = time.time()
+    syn = ants.registration(
+        fixed=template_t1, moving=t1w * mask0, type_of_transform="SyN",
+        initial_transform=affine_reg["fwdtransforms"][0], mask=dilated_mask,
+        aff_iterations=settings["affine_iterations"], aff_shrink_factors=(8, 4, 2, 1),
+        aff_smoothing_sigmas=(3, 2, 1, 0), reg_iterations=settings["syn_iterations"],
+        write_composite_transform=True, outprefix=str(workdir / "syn_"))
+    log.info("T1w -> template SyN done in %.0f s", time.time() - t0)
+    brain = ants.apply_transforms(fixed=t1w, moving=template_mask, transformlist=syn["invtransforms"],
+                                  interpolator="linear")
+    brain_mask = ants.iMath(ants.threshold_image(brain, 0.5, 2.0), "FillHoles")
+    return {"fwd_h5": syn["fwdtransforms"], "inv_h5": syn["invtransforms"], "brain_mask": brain_mask,
+            "t1w_brain": t1w * brain_mask}
+
+
+def segment_tissues(t1w: "ants.ANTsImage", brain_mask: "ants.ANTsImage", template: dict, inv_h5: str,
+                    iterations: int = 5) -> dict:
+    """CSF/GM/WM probability maps in the T1w grid (Atropos with template priors).
+
+    Returns
+    -------
+    dict of ANTsImage
+        ``csf``, ``gm``, ``wm``: probabilities in [0, 1], zero outside ``brain_mask``.
+    """
+    priors = {}
+    for name in ("gm", "wm"):
+        priors[name] = ants.apply_transforms(fixed=t1w, moving=_to_ants(template[name]), transformlist=inv_h5,
+                                             interpolator="linear")
+    gm, wm = priors["gm"].numpy(), priors["wm"].numpy()
+    mask = brain_mask.numpy() > 0
+    csf = np.clip(1.0 - gm - wm, 0, 1) * mask
+    prior_imgs = [t1w.new_image_like(np.clip(p, 0, 1) * mask) for p in (csf, gm, wm)]
+    seg = ants.atropos(a=t1w, x=brain_mask, i=prior_imgs, m="[0.1,1x1x1]", c=f"[{iterations},0]",
+                       priorweight=0.25)
+    probs = seg["probabilityimages"]
+    return {"csf": probs[0] * brain_mask, "gm": probs[1] * brain_mask, "wm": probs[2] * brain_mask}
+
+
+def preprocess_anat(t1w_path, out_paths: dict, params: dict) -> dict:
+    """Anatomical preprocessing of one T1w; writes fMRIPrep-named files.
+
+    Parameters
+    ----------
+    t1w_path : path-like
+        Raw T1w NIfTI.
+    out_paths : dict
+        Keys ``preproc_t1w`` (bias-corrected, same grid and affine as the input), ``brain_mask``,
+        ``gm_probseg``, ``wm_probseg``, ``csf_probseg`` (T1w grid), ``t1w_mni`` (MNI 2 mm grid),
+        ``xfm_t1w_to_mni`` and ``xfm_mni_to_t1w`` (ITK composite .h5; the first warps the T1w
+        image into MNI, i.e. maps MNI points to T1w points).
+    params : dict
+        Preprocessing settings (see :data:`DEFAULT_PARAMS`).
+
+    Returns
+    -------
+    dict
+        QC numbers: ``template_correlation`` (T1w in MNI vs template inside the template brain),
+        ``brain_volume_ml``, ``header_warnings``, ``seconds`` per step.
+    """
+    params = resolve_params(params)
+    settings = REGISTRATION_MODES[params["registration"]]
+    seconds = {}
+    t0 = time.time()
+    data, affine, warnings = load_t1w(t1w_path)
+    t1w_raw = nifti_to_ants(data, affine)
+    head = ants.get_mask(t1w_raw, cleanup=2)
+    t1w = ants.n4_bias_field_correction(t1w_raw, mask=head, shrink_factor=4)
+    seconds["n4"] = time.time() - t0
+    template = load_template(settings["template_resolution_mm"])
+    with tempfile.TemporaryDirectory(prefix="tmstarget_anat_") as tmp:
+        t0 = time.time()
+        reg = register_t1w_to_template(t1w, template, params["registration"], Path(tmp))
+        seconds["registration"] = time.time() - t0
+        t0 = time.time()
+        tissues = segment_tissues(t1w, reg["brain_mask"], template, reg["inv_h5"], settings["atropos_iterations"])
+        seconds["segmentation"] = time.time() - t0
+        mni2 = load_template(2)
+        mni2_t1 = _to_ants(mni2["t1"])
+        t1w_mni = ants.apply_transforms(fixed=mni2_t1, moving=reg["t1w_brain"], transformlist=reg["fwd_h5"],
+                                        interpolator="linear")
+        for key in ("xfm_t1w_to_mni", "xfm_mni_to_t1w"):
+            src = reg["fwd_h5"] if key == "xfm_t1w_to_mni" else reg["inv_h5"]
+            with atomic_path(out_paths[key]) as dst:
+                shutil.copyfile(src, dst)
+    save_img(nifti_img(t1w.numpy(), affine), out_paths["preproc_t1w"])
+    save_img(nifti_img(reg["brain_mask"].numpy(), affine, dtype=np.uint8), out_paths["brain_mask"])
+    for name in ("gm", "wm", "csf"):
+        save_img(nifti_img(tissues[name].numpy(), affine), out_paths[f"{name}_probseg"])
+    save_img(nifti_img(t1w_mni.numpy(), mni2["t1"].affine), out_paths["t1w_mni"])
+    template_mask = mni2["mask"].get_fdata() > 0
+    corr = image_correlation(t1w_mni.numpy(), mni2["t1"].get_fdata(), template_mask)
+    voxel_ml = abs(np.linalg.det(affine[:3, :3])) / 1000.0
+    qc = {"template_correlation": corr, "brain_volume_ml": float(reg["brain_mask"].numpy().sum() * voxel_ml),
+          "header_warnings": warnings, "seconds": seconds, "template": TEMPLATE_SPACE,
+          "registration": params["registration"]}
+    log.info("anat done: T1w-template correlation %.3f, brain %.0f ml", corr, qc["brain_volume_ml"])
+    return qc
+
+
+# ----------------------------------------------------------------------------- BOLD
+
+
+def load_bold(bold_path: str | os.PathLike, metadata: dict) -> tuple[np.ndarray, np.ndarray, float, list[str]]:
+    """Raw BOLD voxels (X, Y, Z, T) float32, checked RAS affine, repetition time (s), warnings.
+
+    Raises
+    ------
+    InputError
+        Missing or non-positive ``RepetitionTime`` in the sidecar (names the JSON to fix), 3D
+        image, unreadable file.
+    """
+    from .io import load_img_checked
+
+    bold_path = Path(bold_path)
+    sidecar = bold_path.name.replace(".nii.gz", ".json").replace(".nii", ".json")
+    t_r = (metadata or {}).get("RepetitionTime")
+    if t_r is None:
+        raise InputError(f"{sidecar}: RepetitionTime is missing for {bold_path.name}; add "
+                         "\"RepetitionTime\": <seconds> to the BIDS sidecar JSON")
+    try:
+        t_r = float(t_r)
+    except (TypeError, ValueError):
+        t_r = -1.0
+    if not t_r > 0:
+        raise InputError(f"{sidecar}: RepetitionTime must be a positive number of seconds, "
+                         f"not {metadata.get('RepetitionTime')!r}")
+    img = load_img_checked(bold_path, ndim=4, what="BOLD run", min_volumes=10)
+    affine, warnings = choose_affine(img, bold_path, what="BOLD run", disagreement="warn")
+    header_tr = float(img.header.get_zooms()[3]) if len(img.header.get_zooms()) > 3 else 0.0
+    units = img.header.get_xyzt_units()[1]
+    header_tr_s = header_tr / 1000.0 if units == "msec" else header_tr
+    if header_tr_s > 0 and abs(header_tr_s - t_r) > 0.01:
+        msg = (f"{bold_path.name}: header TR {header_tr_s:g} s differs from the sidecar's RepetitionTime "
+               f"{t_r:g} s; using the sidecar (BIDS rule)")
+        log.warning(msg)
+        warnings.append(msg)
+    if is_oblique(affine):
+        log.info("%s is oblique; handled through its affine (no reslicing before registration)", bold_path.name)
+    return np.asarray(img.get_fdata(dtype=np.float32)), affine, t_r, warnings
+
+
+def head_global_signal(data_xyzt: np.ndarray) -> np.ndarray:
+    """Mean of each volume inside a rough head mask (voxels above 1/8 of the robust max of the mean)."""
+    mean = data_xyzt.mean(axis=3)
+    mask = mean > np.percentile(mean, 98) / 8
+    return data_xyzt[mask].mean(axis=0)
+
+
+def _lps_matrix(transform_file: str) -> np.ndarray:
+    """4x4 LPS matrix of an ITK affine/rigid transform file (maps fixed points to moving points)."""
+    tx = ants.read_transform(transform_file)
+    p = np.asarray(tx.parameters, dtype=float)
+    centre = np.asarray(tx.fixed_parameters, dtype=float)
+    m = p[:9].reshape(3, 3)
+    out = np.eye(4)
+    out[:3, :3] = m
+    out[:3, 3] = p[9:12] + centre - m @ centre
+    return out
+
+
+def estimate_motion(data_xyzt: np.ndarray, affine_ras: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Rigid head motion of every volume relative to ``reference`` (antspyx, mean squares).
+
+    Parameters
+    ----------
+    data_xyzt : array (X, Y, Z, T)
+    affine_ras : array (4, 4)
+    reference : array (X, Y, Z)
+        Same grid.
+
+    Returns
+    -------
+    array (T, 4, 4)
+        RAS mm transforms mapping a point of the reference head to the same point in volume t.
+    """
+    ref = nifti_to_ants(reference, affine_ras)
+    n_t = data_xyzt.shape[3]
+    out = np.empty((n_t, 4, 4))
+    t0 = time.time()
+    with tempfile.TemporaryDirectory(prefix="tmstarget_hmc_") as tmp:
+        for t in range(n_t):
+            moving = nifti_to_ants(data_xyzt[..., t], affine_ras)
+            reg = ants.registration(fixed=ref, moving=moving, type_of_transform="Rigid",
+                                    initial_transform="Identity", aff_metric="meansquares",
+                                    aff_iterations=(40, 20), aff_shrink_factors=(2, 1),
+                                    aff_smoothing_sigmas=(1, 0), outprefix=f"{tmp}/v{t}_")
+            out[t] = RAS_TO_LPS @ _lps_matrix(reg["fwdtransforms"][0]) @ RAS_TO_LPS
+            for f in reg["fwdtransforms"]:
+                os.remove(f)
+    log.info("motion correction of %d volumes: %.0f s", n_t, time.time() - t0)
+    return out
+
+
+def coregister_bold_to_t1w(boldref: "ants.ANTsImage", t1w_brain: "ants.ANTsImage",
+                           t1w_mask: "ants.ANTsImage", out_txt: str | os.PathLike) -> dict:
+    """Rigid BOLD reference -> T1w registration (Mattes MI, metric inside the dilated T1w brain).
+
+    Writes the ITK text transform (maps T1w points to BOLD-reference points, i.e. resamples the
+    BOLD reference into the T1w) to ``out_txt`` atomically.
+
+    Returns
+    -------
+    dict
+        ``transform`` (path written) and ``correlation`` (absolute correlation of the resampled
+        BOLD reference with the T1w inside the brain; T2* vs T1 contrast, so a rough check).
+    """
+    mask = ants.iMath(t1w_mask, "MD", 2)
+    reg = ants.registration(fixed=t1w_brain, moving=boldref, type_of_transform="Rigid", mask=mask,
+                            aff_metric="mattes", aff_iterations=(1000, 500, 250, 100),
+                            aff_shrink_factors=(8, 4, 2, 1), aff_smoothing_sigmas=(3, 2, 1, 0))
+    tx = ants.read_transform(reg["fwdtransforms"][0])
+    with atomic_path(out_txt) as tmp:
+        txt = str(tmp) + ".txt" if not str(tmp).endswith(".txt") else str(tmp)
+        ants.write_transform(tx, txt)
+        if txt != str(tmp):
+            os.replace(txt, tmp)
+    warped = reg["warpedmovout"].numpy()
+    brain = t1w_mask.numpy() > 0
+    corr = abs(image_correlation(warped, t1w_brain.numpy(), brain & (warped > 0)))
+    return {"transform": str(out_txt), "correlation": corr}
+
+
+def mni_to_boldref_points_lps(mni_ref: "ants.ANTsImage", boldref: "ants.ANTsImage", xfm_t1w_to_mni: str,
+                              xfm_bold_to_t1w: str) -> np.ndarray:
+    """BOLD-reference LPS mm position of every MNI voxel centre, composed once by ANTs.
+
+    Returns
+    -------
+    array (X, Y, Z, 3)
+        On the MNI grid of ``mni_ref``.
+    """
+    with tempfile.TemporaryDirectory(prefix="tmstarget_compose_") as tmp:
+        field_path = ants.apply_transforms(fixed=mni_ref, moving=boldref,
+                                           transformlist=[str(xfm_t1w_to_mni), str(xfm_bold_to_t1w)],
+                                           whichtoinvert=[False, False], compose=f"{tmp}/comp_")
+        field = nib.load(field_path)
+        disp_lps = np.asarray(field.dataobj, dtype=np.float64).reshape(mni_ref.shape + (3,))
+    ijk = np.indices(mni_ref.shape, dtype=np.float64).reshape(3, -1)
+    affine_lps = RAS_TO_LPS @ ants_affine_ras(mni_ref)
+    points_lps = (affine_lps[:3, :3] @ ijk + affine_lps[:3, 3:4]).T.reshape(mni_ref.shape + (3,))
+    return points_lps + disp_lps
+
+
+def sample_volume(volume: np.ndarray, ijk_3n: np.ndarray, order: int = 1) -> np.ndarray:
+    """Values of a 3D volume at fractional voxel indices (3, N); 0 outside the volume."""
+    return ndimage.map_coordinates(volume, ijk_3n, order=order, mode="constant", cval=0.0, prefilter=False)
+
+
+def world_to_voxel_indices(points_lps: np.ndarray, transform_lps: np.ndarray, affine_ras: np.ndarray) -> np.ndarray:
+    """Voxel indices (3, N) in a volume of the points (N, 3) moved by a 4x4 LPS transform."""
+    to_ijk = np.linalg.inv(RAS_TO_LPS @ affine_ras) @ transform_lps
+    return to_ijk[:3, :3] @ points_lps.T + to_ijk[:3, 3:4]
+
+
+def write_nifti_streamed(path: str | os.PathLike, shape_xyz: tuple, affine_ras: np.ndarray, t_r: float,
+                         volumes, n_volumes: int, compresslevel: int = 4) -> Path:
+    """Write a float32 4D NIfTI (.nii.gz) volume by volume, atomically, without holding it in memory.
+
+    NIfTI stores x fastest and time slowest, so each volume is one contiguous block after the
+    352-byte header; ``volumes`` yields arrays (X, Y, Z) in order.
+    """
+    header = nib.Nifti1Header()
+    header.set_data_shape(tuple(shape_xyz) + (n_volumes,))
+    header.set_data_dtype(np.float32)
+    header.set_qform(affine_ras, 1)
+    header.set_sform(affine_ras, 1)
+    header.set_xyzt_units("mm", "sec")
+    zooms = np.linalg.norm(np.asarray(affine_ras)[:3, :3], axis=0)
+    header.set_zooms(tuple(zooms) + (t_r,))
+    header["vox_offset"] = 352
+    written = 0
+    with atomic_path(path) as tmp:
+        with gzip.open(tmp, "wb", compresslevel=compresslevel) as f:
+            header.write_to(f)  # 348 bytes + the 4-byte extension flag
+            f.write(b"\x00" * (352 - f.tell()))
+            for vol in volumes:
+                f.write(np.asarray(vol, dtype="<f4").tobytes(order="F"))
+                written += 1
+        if written != n_volumes:
+            raise RuntimeError(f"wrote {written} volumes, expected {n_volumes}")
+    return Path(path)
+
+
+def _to_bold_grid(image: "ants.ANTsImage", boldref: "ants.ANTsImage", xfm_bold_to_t1w: str) -> np.ndarray:
+    """A T1w-grid image pulled into the BOLD reference grid (inverse of the coregistration)."""
+    return ants.apply_transforms(fixed=boldref, moving=image, transformlist=[str(xfm_bold_to_t1w)],
+                                 whichtoinvert=[True], interpolator="linear").numpy()
+
+
+def _tissue_mask(prob: np.ndarray, thresholds=(0.95, 0.9, 0.75, 0.5), min_voxels: int = 10) -> np.ndarray:
+    for thr in thresholds:
+        mask = prob > thr
+        if mask.sum() >= min_voxels:
+            return mask
+    return prob > thresholds[-1]
+
+
+def preprocess_bold(bold_path, metadata: dict, anat: dict, out_paths: dict, params: dict) -> dict:
+    """Preprocess one resting-state run into MNI152NLin2009aSym 2 mm with fMRIPrep naming.
+
+    Parameters
+    ----------
+    bold_path : path-like
+        Raw 4D BOLD NIfTI.
+    metadata : dict
+        BIDS sidecar (``RepetitionTime`` required; ``SliceTiming``, ``SliceEncodingDirection`` used
+        when ``slice_timing`` is on).
+    anat : dict
+        Outputs of :func:`preprocess_anat` (keys as its ``out_paths``).
+    out_paths : dict
+        ``bold_mni`` (+ .json sidecar beside it), ``mask_mni``, ``boldref_mni``, ``boldref_t1w``,
+        ``confounds`` (.tsv, + .json beside it), ``xfm_bold_to_t1w`` (ITK text).
+    params : dict
+        See :data:`DEFAULT_PARAMS`.
+
+    Returns
+    -------
+    dict
+        QC numbers: ``dummy_volumes``, ``volumes``, ``t_r``, ``mean_fd_mm``, ``max_fd_mm``,
+        ``coreg_correlation``, ``header_warnings``, ``seconds`` per step.
+    """
+    params = resolve_params(params)
+    seconds = {}
+    t_start = time.time()
+    data, affine, t_r, warnings = load_bold(bold_path, metadata)
+    n_total = data.shape[3]
+    # --- non-steady-state volumes
+    if params["dummy_scans"] == "auto":
+        n_dummy = pc.detect_nonsteady_volumes(head_global_signal(data))
+    else:
+        n_dummy = int(params["dummy_scans"])
+    if n_total - n_dummy < 10:
+        raise InputError(f"{Path(bold_path).name}: only {n_total - n_dummy} volumes left after dropping "
+                         f"{n_dummy} non-steady-state volumes; set preprocessing.dummy_scans lower")
+    data = data[..., n_dummy:]
+    log.info("%s: %d volumes, %d non-steady-state dropped, TR %.3f s", Path(bold_path).name, n_total,
+             n_dummy, t_r)
+    # --- slice timing
+    stc_applied = False
+    if params["slice_timing"]:
+        data, stc_applied = _maybe_slice_timing(data, metadata, t_r, bold_path, warnings)
+    seconds["load"] = time.time() - t_start
+    # --- motion
+    t0 = time.time()
+    n_ref = min(10, data.shape[3])
+    reference = np.median(data[..., :n_ref], axis=3)
+    transforms_ras = estimate_motion(data, affine, reference)
+    centre_ras = (affine @ np.append((np.asarray(data.shape[:3]) - 1) / 2.0, 1.0))[:3]
+    motion = np.array([pc.rigid_to_motion_params(m, centre_ras) for m in transforms_ras])
+    # a sharper reference: the mean of the motion-corrected volumes
+    native = motion_correct_native(data, affine, transforms_ras)
+    boldref_native = native.mean(axis=3)
+    seconds["motion"] = time.time() - t0
+    # --- coregistration
+    t0 = time.time()
+    boldref = nifti_to_ants(boldref_native, affine)
+    t1w = _to_ants(nib.load(anat["preproc_t1w"]))
+    t1w_mask = _to_ants(nib.load(anat["brain_mask"]))
+    coreg = coregister_bold_to_t1w(boldref, t1w * t1w_mask, t1w_mask, out_paths["xfm_bold_to_t1w"])
+    boldref_t1w = ants.apply_transforms(fixed=t1w, moving=boldref, transformlist=[coreg["transform"]])
+    save_img(nifti_img(boldref_t1w.numpy(), ants_affine_ras(t1w)), out_paths["boldref_t1w"])
+    seconds["coregistration"] = time.time() - t0
+    # --- confounds in the native grid
+    t0 = time.time()
+    brain_native = _to_bold_grid(t1w_mask, boldref, coreg["transform"]) > 0.5
+    wm_native = _tissue_mask(_to_bold_grid(_to_ants(nib.load(anat["wm_probseg"])), boldref, coreg["transform"]))
+    csf_native = _tissue_mask(_to_bold_grid(_to_ants(nib.load(anat["csf_probseg"])), boldref, coreg["transform"]))
+    fd = pc.framewise_displacement(motion, params["fd_head_radius_mm"])
+    brain_tv = native[brain_native].T
+    dvars_t, std_dvars_t = pc.dvars(brain_tv)
+    noise_tv = native[wm_native | csf_native].T
+    table = pc.confounds_table(motion, fd, dvars_t, std_dvars_t, brain_tv.mean(axis=1),
+                               native[wm_native].T.mean(axis=1), native[csf_native].T.mean(axis=1),
+                               pc.acompcor(noise_tv, int(params["n_acompcor"]), t_r))
+    del native, brain_tv, noise_tv
+    with atomic_path(out_paths["confounds"]) as tmp:
+        table.to_csv(tmp, sep="\t", index=False, na_rep="n/a", float_format="%.6g")
+    write_json(_confounds_sidecar(params, n_dummy, int(wm_native.sum()), int(csf_native.sum())),
+               _sidecar_path(out_paths["confounds"]))
+    seconds["confounds"] = time.time() - t0
+    # --- one resampling to MNI
+    t0 = time.time()
+    mni = load_template(2)
+    mni_ref = _to_ants(mni["t1"])
+    points_lps = mni_to_boldref_points_lps(mni_ref, boldref, anat["xfm_t1w_to_mni"], coreg["transform"])
+    shape_mni = mni_ref.shape
+    flat_points = points_lps.reshape(-1, 3)
+    ijk_ref = world_to_voxel_indices(flat_points, np.eye(4), affine)
+    in_fov = np.all((ijk_ref > -0.5) & (ijk_ref < np.asarray(data.shape[:3])[:, None] - 0.5), axis=0)
+    idx = np.flatnonzero(in_fov)
+    boldref_mni = np.zeros(flat_points.shape[0], np.float32)
+    boldref_mni[idx] = sample_volume(boldref_native, ijk_ref[:, idx])
+    save_img(nifti_img(boldref_mni.reshape(shape_mni), mni["t1"].affine), out_paths["boldref_mni"])
+    anat_mask_mni = ants.apply_transforms(fixed=mni_ref, moving=t1w_mask, transformlist=anat["xfm_t1w_to_mni"],
+                                          interpolator="linear").numpy() > 0.5
+    mask_mni = anat_mask_mni & in_fov.reshape(shape_mni)
+    save_img(nifti_img(mask_mni, mni["t1"].affine, dtype=np.uint8), out_paths["mask_mni"])
+    pts = flat_points[idx]
+
+    def volumes():
+        chunk = int(params["chunk_volumes"])
+        for start in range(0, data.shape[3], chunk):
+            block = []
+            for t in range(start, min(start + chunk, data.shape[3])):
+                vol = np.zeros(flat_points.shape[0], np.float32)
+                transform_lps = RAS_TO_LPS @ transforms_ras[t] @ RAS_TO_LPS
+                vol[idx] = sample_volume(data[..., t], world_to_voxel_indices(pts, transform_lps, affine))
+                block.append(vol.reshape(shape_mni, order="C"))
+            yield from block
+
+    write_nifti_streamed(out_paths["bold_mni"], shape_mni, mni["t1"].affine, t_r, volumes(), data.shape[3])
+    seconds["resample_mni"] = time.time() - t0
+    qc = {"bold": str(bold_path), "volumes_total": n_total, "dummy_volumes": n_dummy, "volumes": int(data.shape[3]),
+          "t_r": t_r, "mean_fd_mm": float(np.nanmean(fd)), "max_fd_mm": float(np.nanmax(fd)) if len(fd) > 1 else 0.0,
+          "coreg_correlation": coreg["correlation"], "slice_timing_corrected": stc_applied,
+          "header_warnings": warnings, "seconds": seconds}
+    write_json({"RepetitionTime": t_r, "SkullStripped": False, "SliceTimingCorrected": stc_applied,
+                "NumberOfVolumesDiscardedByTmstarget": n_dummy, "VolumesInRawRun": n_total,
+                "TemplateSpace": TEMPLATE_SPACE, "Resolution": "2 mm (nilearn MNI152 2 mm grid)",
+                "Sources": [str(bold_path)], "HeaderWarnings": warnings},
+               _sidecar_path(out_paths["bold_mni"]))
+    log.info("BOLD done in %.0f s: mean FD %.3f mm", time.time() - t_start, qc["mean_fd_mm"])
+    return qc
+
+
+def motion_correct_native(data_xyzt: np.ndarray, affine_ras: np.ndarray, transforms_ras: np.ndarray) -> np.ndarray:
+    """Every volume resampled onto the reference grid (for confounds only; not an output)."""
+    shape = data_xyzt.shape[:3]
+    ijk = np.indices(shape, dtype=np.float64).reshape(3, -1)
+    points_lps = ((RAS_TO_LPS @ affine_ras)[:3, :3] @ ijk + (RAS_TO_LPS @ affine_ras)[:3, 3:4]).T
+    out = np.empty(data_xyzt.shape, np.float32)
+    for t in range(data_xyzt.shape[3]):
+        transform_lps = RAS_TO_LPS @ transforms_ras[t] @ RAS_TO_LPS
+        out[..., t] = sample_volume(data_xyzt[..., t], world_to_voxel_indices(points_lps, transform_lps,
+                                                                             affine_ras)).reshape(shape)
+    return out
+
+
+def _maybe_slice_timing(data, metadata, t_r, bold_path, warnings):
+    slice_times = (metadata or {}).get("SliceTiming")
+    name = Path(bold_path).name
+    if not slice_times:
+        msg = f"{name}: slice_timing is on but the sidecar has no SliceTiming; skipped slice-timing correction"
+        log.warning(msg)
+        warnings.append(msg)
+        return data, False
+    direction = str((metadata or {}).get("SliceEncodingDirection", "k"))
+    axis = "ijk".index(direction[0])
+    slice_times = list(slice_times)
+    if direction.endswith("-"):
+        slice_times = slice_times[::-1]
+    if len(slice_times) != data.shape[axis]:
+        raise InputError(f"{name}: SliceTiming has {len(slice_times)} entries but the image has "
+                         f"{data.shape[axis]} slices along {direction}; fix the sidecar")
+    if max(slice_times) >= t_r:
+        raise InputError(f"{name}: SliceTiming values must be below RepetitionTime ({t_r} s); fix the sidecar")
+    return pc.slice_timing_correct(data, slice_times, t_r, slice_axis=axis), True
+
+
+def _sidecar_path(path) -> Path:
+    path = Path(path)
+    name = path.name
+    for ext in (".nii.gz", ".nii", ".tsv"):
+        if name.endswith(ext):
+            return path.with_name(name[: -len(ext)] + ".json")
+    return path.with_suffix(".json")
+
+
+def _confounds_sidecar(params: dict, n_dummy: int, n_wm: int, n_csf: int) -> dict:
+    return {
+        "Description": "Confounds of the built-in antspyx preprocessing (fMRIPrep column names).",
+        "NumberOfVolumesDiscardedByTmstarget": n_dummy,
+        "trans_x": {"Units": "mm", "Description": "rigid head motion relative to the BOLD reference, world RAS, "
+                    "about the BOLD grid centre"},
+        "rot_x": {"Units": "rad", "Description": "rotations about x, y, z (R = Rz Ry Rx)"},
+        "framewise_displacement": {"Units": "mm", "Method": "Power 2012",
+                                   "HeadRadius_mm": params["fd_head_radius_mm"]},
+        "dvars": {"Description": "RMS of the temporal difference over brain voxels (native grid)"},
+        "a_comp_cor": {"Method": "aCompCor on the combined WM+CSF mask, cosine high-pass 1/128 Hz",
+                       "WMVoxels": n_wm, "CSFVoxels": n_csf, "NComponents": params["n_acompcor"]},
+    }

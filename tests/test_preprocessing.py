@@ -1,0 +1,232 @@
+"""Built-in preprocessing: headers, motion, confounds, one-step resampling, streamed output.
+
+Fast tests use small generated images (the MNI template downsampled to 4 mm as a "head"); the demo
+acceptance test (slow) runs the whole anat + BOLD preprocessing on one demo subject and compares
+with the planted motion and the known T1w -> MNI map.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import ants
+import nibabel as nib
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from tmstarget import preproc_confounds as pc
+from tmstarget import preprocessing as pp
+from tmstarget.errors import InputError
+from tmstarget.preproc_headers import (RAS_TO_LPS, ants_affine_ras, choose_affine, is_oblique,
+                                       nifti_to_ants)
+
+
+def oblique_lps_affine(voxel_mm=4.0, angle_deg=20.0) -> np.ndarray:
+    """An LPS-stored (x and y axes flipped) grid tilted ``angle_deg`` about x, voxel ``voxel_mm``."""
+    a = np.deg2rad(angle_deg)
+    rot = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
+    affine = np.eye(4)
+    affine[:3, :3] = rot @ np.diag([-voxel_mm, -voxel_mm, voxel_mm])
+    affine[:3, 3] = [80.0, 90.0, -60.0]
+    return affine
+
+
+@pytest.fixture(scope="module")
+def small_head():
+    """MNI template (brain) downsampled to 4 mm: array (X, Y, Z) and its RAS affine."""
+    tpl = pp.load_template(2)["t1"]
+    data = ndimage.zoom(tpl.get_fdata(), 0.5, order=1).astype(np.float32)
+    affine = tpl.affine.copy()
+    affine[:3, :3] *= 2
+    return data * 1000, affine
+
+
+# ----------------------------------------------------------------------------- headers
+
+
+def test_nifti_to_ants_keeps_world_for_oblique_lps_grid():
+    affine = oblique_lps_affine()
+    data = np.random.default_rng(0).random((10, 12, 8)).astype(np.float32)
+    image = nifti_to_ants(data, affine)
+    np.testing.assert_allclose(image.numpy(), data)
+    np.testing.assert_allclose(ants_affine_ras(image), affine, atol=1e-4)
+    ijk = (3, 7, 5)
+    point_lps = ants.transform_index_to_physical_point(image, ijk)
+    np.testing.assert_allclose(point_lps, (RAS_TO_LPS @ affine @ (*ijk, 1))[:3], atol=1e-3)
+    assert is_oblique(affine) and not is_oblique(np.diag([2.0, 2, 2, 1]))
+
+
+def _img_with_forms(qform, sform, qcode=1, scode=1):
+    img = nib.Nifti1Image(np.zeros((5, 6, 7), np.float32), sform)
+    img.set_qform(qform, qcode)
+    img.set_sform(sform, scode)
+    return img
+
+
+def test_qform_sform_disagreement_errors_for_t1w_and_warns_for_bold(caplog):
+    sform = np.diag([1.0, 1, 1, 1])
+    qform = sform.copy()
+    qform[0, 3] = 3.0  # 3 mm shift
+    img = _img_with_forms(qform, sform)
+    with pytest.raises(InputError, match=r"sub-01_T1w.nii.gz: the qform and sform .* disagree .*3.00 mm"):
+        choose_affine(img, "sub-01_T1w.nii.gz", what="T1w", disagreement="error")
+    with caplog.at_level(logging.WARNING):
+        affine, warnings = choose_affine(img, "bold.nii.gz", what="BOLD run", disagreement="warn")
+    np.testing.assert_allclose(affine, sform)
+    assert len(warnings) == 1 and "using the sform" in warnings[0]
+    # within tolerance: no warning
+    qform[0, 3] = 0.01
+    _, warnings = choose_affine(_img_with_forms(qform, sform), "x.nii.gz", disagreement="error")
+    assert warnings == []
+
+
+def test_zero_codes_warn_and_use_voxel_sizes():
+    img = _img_with_forms(oblique_lps_affine(), oblique_lps_affine(), qcode=0, scode=0)
+    affine, warnings = choose_affine(img, "happy.nii.gz", what="BOLD run")
+    np.testing.assert_allclose(np.linalg.norm(affine[:3, :3], axis=0), 4.0, atol=1e-5)
+    assert "both 0" in warnings[0]
+
+
+def test_missing_repetition_time_names_the_sidecar(tmp_path):
+    path = tmp_path / "sub-01_task-rest_bold.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((4, 4, 4, 12), np.float32), np.eye(4)), path)
+    with pytest.raises(InputError, match=r"sub-01_task-rest_bold.json: RepetitionTime is missing"):
+        pp.load_bold(path, {"TaskName": "rest"})
+    with pytest.raises(InputError, match="positive number"):
+        pp.load_bold(path, {"RepetitionTime": 0})
+
+
+def test_params_defaults_and_validation():
+    assert pp.resolve_params({}) == pp.DEFAULT_PARAMS
+    with pytest.raises(InputError, match="unknown setting"):
+        pp.resolve_params({"dumy_scans": 3})
+    with pytest.raises(InputError, match="registration"):
+        pp.resolve_params({"registration": "slow"})
+    with pytest.raises(InputError, match="dummy_scans"):
+        pp.resolve_params({"dummy_scans": -1})
+
+
+# ----------------------------------------------------------------------------- time series
+
+
+def test_motion_parameter_round_trip_and_fd():
+    centre = np.array([1.0, -18.0, 12.0])
+    params = np.array([0.5, -0.3, 1.2, 0.01, -0.02, 0.015])
+    matrix = pc.motion_params_to_rigid(params, centre)
+    np.testing.assert_allclose(pc.rigid_to_motion_params(matrix, centre), params, atol=1e-12)
+    # the centre moves by exactly the translation
+    np.testing.assert_allclose((matrix @ np.append(centre, 1))[:3], centre + params[:3], atol=1e-12)
+    motion = np.array([[0, 0, 0, 0, 0, 0], [0.1, -0.2, 0.0, 0.001, 0, -0.002]], float)
+    fd = pc.framewise_displacement(motion, head_radius_mm=50)
+    assert np.isnan(fd[0])
+    assert fd[1] == pytest.approx(0.3 + 50 * 0.003, abs=1e-12)
+
+
+def test_dummy_detection():
+    rng = np.random.default_rng(1)
+    gs = 1000 + rng.normal(0, 2, 100)
+    gs[:3] *= [1.9, 1.27, 1.08]
+    assert pc.detect_nonsteady_volumes(gs) == 3
+    assert pc.detect_nonsteady_volumes(1000 + rng.normal(0, 2, 100)) == 0
+
+
+def test_slice_timing_aligns_slices():
+    t_r, n_t = 2.0, 60
+    slice_times = np.array([0.0, 1.0, 0.5, 1.5])
+    freq_hz = 0.05
+    # every slice sees the same signal, sampled at its own acquisition time
+    data = np.empty((2, 2, 4, n_t), np.float32)
+    for s, ts in enumerate(slice_times):
+        data[:, :, s, :] = np.sin(2 * np.pi * freq_hz * (np.arange(n_t) * t_r + ts))
+    out = pc.slice_timing_correct(data, slice_times, t_r)
+    expected = np.sin(2 * np.pi * freq_hz * (np.arange(n_t) * t_r + 0.75))
+    interior = slice(2, n_t - 2)
+    for s in range(4):
+        np.testing.assert_allclose(out[0, 0, s, interior], expected[interior], atol=2e-3)
+    assert np.max(np.abs(data[0, 0, 0, interior] - expected[interior])) > 0.1  # it did need correcting
+
+
+def test_acompcor_recovers_planted_noise_and_dvars():
+    rng = np.random.default_rng(2)
+    n_t, t_r = 150, 2.0
+    noise = rng.normal(size=n_t)
+    data = rng.normal(0, 0.3, (n_t, 400)) + np.outer(noise, rng.uniform(1, 2, 400)) + 100
+    comps = pc.acompcor(data, 3, t_r)
+    assert comps.shape == (n_t, 3)
+    assert abs(np.corrcoef(comps[:, 0], noise)[0, 1]) > 0.95
+    d, std_d = pc.dvars(np.array([[1.0, 1.0], [2.0, 4.0], [2.0, 4.0]]))
+    assert np.isnan(d[0]) and d[1] == pytest.approx(np.sqrt((1 + 9) / 2)) and d[2] == 0
+
+
+# ----------------------------------------------------------------------------- motion correction
+
+
+def test_motion_estimates_match_planted_motion(small_head):
+    head, affine = small_head
+    rng = np.random.default_rng(3)
+    n_t = 8
+    centre = (affine @ np.append((np.asarray(head.shape) - 1) / 2, 1))[:3]
+    planted = np.zeros((n_t, 6))
+    planted[1:, :3] = rng.uniform(-1.5, 1.5, (n_t - 1, 3))
+    planted[1:, 3:] = np.deg2rad(rng.uniform(-1.5, 1.5, (n_t - 1, 3)))
+    data = np.empty(head.shape + (n_t,), np.float32)
+    for t in range(n_t):
+        # voxel x of volume t shows the reference head at M_t^-1 x
+        vox = np.linalg.inv(affine) @ np.linalg.inv(pc.motion_params_to_rigid(planted[t], centre)) @ affine
+        data[..., t] = ndimage.affine_transform(head, vox[:3, :3], offset=vox[:3, 3], order=3)
+    data += rng.normal(0, 5, data.shape).astype(np.float32)
+    transforms = pp.estimate_motion(data, affine, data[..., 0])
+    est = np.array([pc.rigid_to_motion_params(m, centre) for m in transforms])
+    err_trans_mm = np.abs(est[:, :3] - planted[:, :3])
+    err_rot_deg = np.degrees(np.abs(est[:, 3:] - planted[:, 3:]))
+    assert err_trans_mm.max() < 0.25, err_trans_mm.max()
+    assert err_rot_deg.max() < 0.25, err_rot_deg.max()
+    for k in range(6):
+        assert np.corrcoef(est[:, k], planted[:, k])[0, 1] > 0.98
+
+
+# ----------------------------------------------------------------------------- resampling and output
+
+
+def test_streamed_nifti_round_trip(tmp_path):
+    rng = np.random.default_rng(4)
+    data = rng.normal(size=(5, 6, 7, 9)).astype(np.float32)
+    affine = oblique_lps_affine(2.0)
+    path = tmp_path / "x.nii.gz"
+    pp.write_nifti_streamed(path, data.shape[:3], affine, 1.5, (data[..., t] for t in range(9)), 9)
+    img = nib.load(path)
+    np.testing.assert_array_equal(np.asarray(img.dataobj), data)
+    np.testing.assert_allclose(img.affine, affine, atol=1e-5)
+    assert img.header.get_zooms()[3] == pytest.approx(1.5)
+    assert int(img.header["qform_code"]) == 1 and int(img.header["sform_code"]) == 1
+    with pytest.raises(RuntimeError):
+        pp.write_nifti_streamed(tmp_path / "y.nii.gz", data.shape[:3], affine, 1.5, iter([data[..., 0]]), 9)
+    assert not (tmp_path / "y.nii.gz").exists()
+
+
+def test_composed_points_equal_ants_two_step_resampling(tmp_path, small_head):
+    """MNI <- T1w <- BOLD composed once matches antsApplyTransforms with both transforms."""
+    head, affine = small_head
+    boldref = nifti_to_ants(head, oblique_lps_affine(4.0, 10.0) @ np.linalg.inv(oblique_lps_affine(4.0, 0.0))
+                            @ affine)
+    mni = nifti_to_ants(head, affine)
+    t1w_to_mni = ants.create_ants_transform(transform_type="AffineTransform", dimension=3,
+                                            matrix=np.array([[1.02, 0.03, 0], [-0.02, 0.98, 0.01], [0, 0.02, 1.01]]),
+                                            translation=(3.0, -2.0, 4.0), center=(0.0, 10.0, 5.0))
+    coreg = ants.create_ants_transform(transform_type="AffineTransform", dimension=3,
+                                       matrix=pc.motion_params_to_rigid([0, 0, 0, 0.05, -0.03, 0.02], np.zeros(3))[:3, :3],
+                                       translation=(-4.0, 2.0, 1.0))
+    ants.write_transform(t1w_to_mni, str(tmp_path / "anat.mat"))
+    ants.write_transform(coreg, str(tmp_path / "coreg.txt"))
+    expected = ants.apply_transforms(fixed=mni, moving=boldref,
+                                     transformlist=[str(tmp_path / "anat.mat"), str(tmp_path / "coreg.txt")],
+                                     whichtoinvert=[False, False]).numpy()
+    points = pp.mni_to_boldref_points_lps(mni, boldref, str(tmp_path / "anat.mat"), str(tmp_path / "coreg.txt"))
+    ijk = pp.world_to_voxel_indices(points.reshape(-1, 3), np.eye(4), ants_affine_ras(boldref))
+    ours = pp.sample_volume(boldref.numpy(), ijk).reshape(mni.shape)
+    inside = expected > 50
+    assert inside.sum() > 1000
+    # same points, same linear interpolation: agreement to a small fraction of the intensity range
+    assert np.percentile(np.abs(ours - expected)[inside], 99) < 0.01 * head.max()
