@@ -44,6 +44,7 @@ from __future__ import annotations
 import base64
 import csv
 import datetime as _dt
+import functools
 import html
 import io as _io
 import json
@@ -773,7 +774,7 @@ def render_seed_tsnr(ctx: SubjectContext):
     ax_map = fig.add_subplot(gs[0, :3])
     vmax = float(np.percentile(tsnr_v, 99)) if tsnr_v.size else 1.0
     disp = plotting.plot_img(tsnr_img, display_mode="ortho", cut_coords=None if cut is None else tuple(cut),
-                             cmap="viridis", vmin=0, vmax=vmax, colorbar=True, axes=ax_map, figure=fig,
+                             cmap="viridis", vmin=0, vmax=vmax, colorbar=True, axes=ax_map, figure=fig, draw_cross=False,
                              black_bg=True, annotate=True, title="tSNR")
     seed_vals = None
     if seed_img is not None:
@@ -818,21 +819,29 @@ def render_bold_to_t1w(ctx: SubjectContext):
     t1w = ctx.img("t1w")
     ref = ctx.img("boldref_t1w")
     fig = _figure(9, 3.0)
-    disp = plotting.plot_anat(t1w, display_mode="ortho", figure=fig, title="T1w + BOLD reference edges",
-                              dim=-0.5, draw_cross=False)
+    cut = ctx.target_t1w()
+    if cut is None:
+        cut = nib.affines.apply_affine(t1w.affine, (np.asarray(t1w.shape[:3]) - 1) / 2)
+    disp = plotting.plot_anat(t1w, display_mode="ortho", cut_coords=tuple(cut), figure=fig, dim=-0.5,
+                              title="T1w + BOLD reference edges (through the target)", draw_cross=False)
     disp.add_edges(ref, color="r")
     return fig
 
 
-def _template_img(template_space: str | None) -> tuple[nib.Nifti1Image, str]:
-    """nilearn's bundled MNI152 template (no network) and a note on how it relates to ``template_space``."""
+@functools.lru_cache(maxsize=1)
+def _bundled_template() -> nib.Nifti1Image:
     from nilearn import datasets
 
     img = datasets.load_mni152_template(resolution=2)
+    return _clean_img(np.asanyarray(img.dataobj), img.affine)
+
+
+def _template_img(template_space: str | None) -> tuple[nib.Nifti1Image, str]:
+    """nilearn's bundled MNI152 template (no network) and a note on how it relates to ``template_space``."""
     note = "nilearn's bundled MNI152 (ICBM 2009) template"
     if template_space and not str(template_space).startswith("MNI152NLin2009"):
         note += f", a stand-in for {template_space}"
-    return _clean_img(np.asanyarray(img.dataobj), img.affine), note
+    return _bundled_template(), note
 
 
 def render_t1w_to_mni(ctx: SubjectContext):
@@ -1195,6 +1204,7 @@ table.kv{border-collapse:collapse;font-size:.9em}table.kv th{text-align:left;fon
 vertical-align:top;color:#333}table.kv td{padding:3px 0;vertical-align:top}
 table.grid{border-collapse:collapse;font-size:.85em}table.grid th,table.grid td{border:1px solid #ccc;padding:3px 6px;
 text-align:left;vertical-align:top}table.grid th{background:#eef1f5}
+table.grid td:not(:last-child){white-space:nowrap}
 .status{font-size:1.4em;font-weight:700;color:#fff;padding:8px 14px;border-radius:4px;margin:10px 0 6px}
 .status .verdict{font-size:.65em;font-weight:400;margin-left:12px}
 .status-pass{background:#1b7f3b}.status-warn{background:#b06f00}.status-fail{background:#b3261e}

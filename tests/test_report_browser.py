@@ -1,0 +1,227 @@
+"""The reports in a real browser: headless Debian Chromium loads them from file://, with no failed
+request, no request other than file:/data:, no console error, every image decoded, and a screenshot.
+
+Talks to Chromium through the DevTools protocol (``--remote-debugging-port``) with the
+``websocket-client`` package. CI installs Debian's ``chromium`` (.ci/run); the test skips only when
+no chromium binary exists.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tmstarget.report import build_group_report, build_subject_report
+
+from test_report import make_subject_inputs
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian package 'chromium' is not installed")
+websocket = pytest.importorskip("websocket", reason="install the websocket-client package")
+
+
+class Browser:
+    """A headless Chromium with a fresh profile, driven over one page's DevTools websocket."""
+
+    def __init__(self, profile_dir: Path, width: int = 1280, height: int = 1000):
+        self.proc = subprocess.Popen(
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--no-first-run", "--no-default-browser-check",
+             "--disable-extensions", "--disable-sync", "--mute-audio", f"--user-data-dir={profile_dir}",
+             f"--window-size={width},{height}", "--remote-debugging-port=0", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        port_file = profile_dir / "DevToolsActivePort"
+        deadline = time.time() + 60
+        while not (port_file.exists() and len(port_file.read_text().splitlines()) >= 2):
+            if time.time() > deadline or self.proc.poll() is not None:
+                self.close()
+                raise RuntimeError("chromium did not start its DevTools endpoint")
+            time.sleep(0.1)
+        port = int(port_file.read_text().splitlines()[0])
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as r:
+            pages = [t for t in json.load(r) if t.get("type") == "page"]
+        self.ws = websocket.create_connection(pages[0]["webSocketDebuggerUrl"], timeout=60,
+                                              suppress_origin=True)
+        self.next_id = 0
+        self.events: list[dict] = []
+        for domain in ("Page", "Runtime", "Log", "Network"):
+            self.call(f"{domain}.enable")
+
+    def call(self, method: str, **params) -> dict:
+        self.next_id += 1
+        my_id = self.next_id
+        self.ws.send(json.dumps({"id": my_id, "method": method, "params": params}))
+        while True:
+            msg = json.loads(self.ws.recv())
+            if msg.get("id") == my_id:
+                if "error" in msg:
+                    raise RuntimeError(f"{method}: {msg['error']}")
+                return msg.get("result", {})
+            if "method" in msg:
+                self.events.append(msg)
+
+    def wait_for(self, event: str, timeout_s: float = 60.0) -> None:
+        deadline = time.time() + timeout_s
+        while not any(e["method"] == event for e in self.events):
+            self.ws.settimeout(max(0.1, deadline - time.time()))
+            try:
+                msg = json.loads(self.ws.recv())
+            except websocket.WebSocketTimeoutException:
+                raise TimeoutError(event) from None
+            if "method" in msg:
+                self.events.append(msg)
+        self.ws.settimeout(60)
+
+    def drain(self, seconds: float) -> None:
+        """Collect events for ``seconds`` (late console messages, lazy requests)."""
+        end = time.time() + seconds
+        while time.time() < end:
+            self.ws.settimeout(max(0.05, end - time.time()))
+            try:
+                msg = json.loads(self.ws.recv())
+            except websocket.WebSocketTimeoutException:
+                break
+            if "method" in msg:
+                self.events.append(msg)
+        self.ws.settimeout(60)
+
+    def load(self, url: str) -> None:
+        self.events.clear()
+        self.call("Page.navigate", url=url)
+        self.wait_for("Page.loadEventFired")
+        self.drain(1.0)
+
+    def evaluate(self, expression: str):
+        return self.call("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value")
+
+    def screenshot(self, path: Path, full_page: bool = True) -> bytes:
+        params = {"format": "png"}
+        if full_page:
+            size = self.call("Page.getLayoutMetrics")["cssContentSize"]
+            params.update(captureBeyondViewport=True,
+                          clip={"x": 0, "y": 0, "width": size["width"], "height": min(size["height"], 12000),
+                                "scale": 1})
+        data = base64.b64decode(self.call("Page.captureScreenshot", **params)["data"])
+        path.write_bytes(data)
+        return data
+
+    def problems(self) -> list[str]:
+        """Failed requests, non-local requests, console errors and uncaught exceptions seen so far."""
+        out = []
+        for e in self.events:
+            m, p = e["method"], e.get("params", {})
+            if m == "Network.loadingFailed":
+                out.append(f"failed request: {p.get('errorText')} {p.get('blockedReason', '')}")
+            elif m == "Network.requestWillBeSent":
+                url = p["request"]["url"]
+                if not url.startswith(("file:", "data:")):
+                    out.append(f"network request: {url[:120]}")
+            elif m == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert", "warning"):
+                out.append(f"console {p['type']}: {[a.get('value') for a in p.get('args', [])]}")
+            elif m == "Runtime.exceptionThrown":
+                out.append(f"exception: {p['exceptionDetails'].get('text')}")
+            elif m == "Log.entryAdded" and p["entry"].get("level") in ("error", "warning"):
+                out.append(f"log {p['entry']['level']}: {p['entry'].get('text')}")
+        return out
+
+    def close(self) -> None:
+        try:
+            self.ws.close()
+        except Exception:
+            pass
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+def _colour_fraction(png: bytes, rgb_hex: str) -> float:
+    """Fraction of screenshot pixels within 3/255 of the colour ``rgb_hex``."""
+    import io
+
+    import matplotlib.image as mpimg
+
+    img = mpimg.imread(io.BytesIO(png), format="png")[..., :3]
+    rgb = np.array([int(rgb_hex[i:i + 2], 16) for i in (1, 3, 5)]) / 255.0
+    return float(np.mean(np.all(np.abs(img - rgb) <= 3 / 255, axis=-1)))
+
+
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory):
+    root = tmp_path_factory.mktemp("browser")
+    inputs = make_subject_inputs(root)
+    out_dir = root / "out"
+    subject_html = build_subject_report(inputs, out_dir / "sub-01.html")
+    entry = {"unit": "sub-01", "target_json": inputs["target_json"], "native_json": inputs["native_json"],
+             "denoise_qc_json": inputs["denoise_qc_json"], "seed_json": inputs["seed_json"],
+             "report_html": "sub-01.html"}
+    missing = dict(entry, unit="sub-02", native_json=str(root / "nope.json"), report_html="sub-02.html")
+    group_html = build_group_report([entry, missing], out_dir / "group.html", out_dir / "group_targets.tsv")
+    return subject_html, group_html
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    b = Browser(tmp_path_factory.mktemp("chromium-profile"))
+    yield b
+    b.close()
+
+
+def _keep_screenshot(path: Path) -> None:
+    keep = os.environ.get("TMSTARGET_SCREENSHOT_DIR")
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, Path(keep) / path.name)
+
+
+def test_subject_report_in_chromium(reports, browser, tmp_path):
+    subject_html, _ = reports
+    browser.load(subject_html.resolve().as_uri())
+    assert browser.problems() == []
+    requested = [e["params"]["request"]["url"][:5] for e in browser.events if e["method"] == "Network.requestWillBeSent"]
+    assert requested and set(requested) <= {"file:", "data:"}
+    images = browser.evaluate("Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.naturalHeight])")
+    assert len(images) == 11
+    assert all(done and w >= 300 and h >= 100 for done, w, h in images), images
+    assert browser.evaluate("document.querySelector('#qc-status').textContent").startswith("QC: PASS")
+    assert browser.evaluate("getComputedStyle(document.querySelector('#qc-status')).backgroundColor") == "rgb(27, 127, 59)"
+    shot = tmp_path / "subject_report.png"
+    png = browser.screenshot(shot)
+    _keep_screenshot(shot)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert _colour_fraction(png, "#1b7f3b") > 0.001       # the green PASS banner is drawn
+    assert _colour_fraction(png, "#20334d") > 0.005       # the header bar
+    browser.evaluate("document.querySelector('nav a[href=\"#seed_map\"]').click()")
+    browser.drain(0.5)
+    assert browser.evaluate("window.scrollY") > 500                # the table of contents jumps
+    assert browser.problems() == []
+
+
+def test_group_report_in_chromium(reports, browser, tmp_path):
+    _, group_html = reports
+    browser.load(group_html.resolve().as_uri())
+    assert browser.problems() == []
+    rows = browser.evaluate("Array.from(document.querySelectorAll('#units tr')).slice(1)"
+                            ".map(r => [r.cells[0].textContent, r.cells[1].textContent])")
+    assert rows == [["sub-01", "pass"], ["sub-02", "fail"]]
+    href = browser.evaluate("document.querySelector('#units a').href")
+    assert href == (group_html.parent / "sub-01.html").resolve().as_uri()
+    assert browser.evaluate("Array.from(document.images).every(i => i.complete && i.naturalWidth > 300)")
+    shot = tmp_path / "group_report.png"
+    png = browser.screenshot(shot)
+    _keep_screenshot(shot)
+    assert _colour_fraction(png, "#b3261e") > 0.0001      # the red fail badge
+    browser.load(href)                                     # the link opens the subject report
+    assert browser.evaluate("document.title") == "tmstarget QC report: sub-01"
+    assert browser.problems() == []
