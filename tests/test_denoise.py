@@ -406,3 +406,43 @@ def test_load_denoised_npz_roundtrip(tmp_path):
     assert np.array_equal(got["mask_img"].affine, res.mask_img.affine)
     with pytest.raises(InputError, match="run the denoise step"):
         dn.load_denoised_npz(tmp_path / "nothing.npz")
+
+
+def test_smoothing_equals_ndimage_normalised_convolution():
+    from scipy import ndimage
+
+    rng = np.random.default_rng(5)
+    shape = (14, 12, 10)
+    mask = np.zeros(shape, bool)
+    mask[2:12, 3:10, 1:9] = True
+    data = rng.standard_normal((3, mask.sum())).astype(np.float32)
+    voxel_mm = (2.0, 2.5, 3.0)
+    sigma_vox = 6.0 / math.sqrt(8 * math.log(2)) / np.array(voxel_mm)
+    expected = []
+    for row in data:
+        vol = np.zeros(shape)
+        vol[mask] = row
+        num = ndimage.gaussian_filter(vol, sigma_vox, mode="constant", truncate=4.0)
+        den = ndimage.gaussian_filter(mask.astype(float), sigma_vox, mode="constant", truncate=4.0)
+        expected.append(num[mask] / den[mask])
+    dn.smooth_masked(data, mask, voxel_mm, 6.0)
+    assert np.max(np.abs(data - np.array(expected))) < 1e-5
+
+
+def test_load_masked_bold_scaled_int16_and_truncated(tmp_path):
+    rng = np.random.default_rng(2)
+    vol = rng.integers(0, 3000, (5, 4, 3, 40)).astype(np.int16)
+    img = nib.Nifti1Image(vol, np.eye(4))
+    img.header.set_slope_inter(0.5, 10.0)
+    path = tmp_path / "bold.nii.gz"
+    nib.save(img, path)
+    mask = np.zeros((5, 4, 3), bool)
+    mask[1:4, 1:3, :] = True
+    got = dn.load_masked_bold(nib.load(path), mask, first_volume=3)
+    expected = (vol.astype(np.float64) * 0.5 + 10.0)[mask].T[3:]
+    assert got.dtype == np.float32 and got.shape == (37, mask.sum())
+    assert np.max(np.abs(got - expected)) < 1e-3
+    raw = path.read_bytes()
+    (tmp_path / "cut.nii.gz").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(InputError, match="cut.nii.gz: cannot read .*truncated"):
+        dn.load_masked_bold(nib.load(tmp_path / "cut.nii.gz"), mask)

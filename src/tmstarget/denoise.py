@@ -464,12 +464,15 @@ def _same_grid(a, b) -> bool:
 
 
 def load_masked_bold(img: nib.Nifti1Image, mask_3d: np.ndarray, first_volume: int = 0) -> np.ndarray:
-    """Read the in-mask voxels of a 4D image, a few volumes at a time (peak memory ~ output).
+    """Read the in-mask voxels of a 4D image, streaming a few volumes at a time (peak memory ~ output).
+
+    The file is read once from start to end (a ``.nii.gz`` cannot be sliced without decompressing
+    from its start, so slicing volume blocks would cost quadratic time).
 
     Parameters
     ----------
     img : Nifti1Image
-        4D BOLD (file-backed; read lazily).
+        4D BOLD loaded from a NIfTI file (read lazily).
     mask_3d : ndarray of bool, shape (X, Y, Z)
     first_volume : int
         Volumes before this are skipped (dummy scans).
@@ -479,28 +482,74 @@ def load_masked_bold(img: nib.Nifti1Image, mask_3d: np.ndarray, first_volume: in
     ndarray float32, shape (T, V)
         T = volumes from ``first_volume`` on, V = voxels of the mask in C order.
     """
-    name = Path(img.get_filename() or "BOLD").name
-    n_total = img.shape[3]
+    filename = img.get_filename()
+    name = Path(filename or "BOLD").name
+    proxy = img.dataobj
+    if filename is None or not hasattr(proxy, "offset"):
+        return np.asarray(img.dataobj, dtype=np.float32)[mask_3d].T[first_volume:].copy()
+    shape = img.shape
+    n_total = shape[3]
+    disk_dtype = np.dtype(proxy.dtype)
+    slope = float(proxy.slope) if np.isfinite(proxy.slope) and proxy.slope != 0 else 1.0
+    inter = float(proxy.inter) if np.isfinite(proxy.inter) else 0.0
+    vol_bytes = int(np.prod(shape[:3])) * disk_dtype.itemsize
     data_tv = np.empty((n_total - first_volume, int(mask_3d.sum())), dtype=np.float32)
+    mask_f = np.asfortranarray(mask_3d)
     try:
-        for t0 in range(first_volume, n_total, _VOLUME_CHUNK):
-            t1 = min(n_total, t0 + _VOLUME_CHUNK)
-            block = np.asarray(img.dataobj[..., t0:t1], dtype=np.float32)
-            vals = block[mask_3d]                      # (V, n)
-            if not np.isfinite(vals).all():
-                raise InputError(f"{name} contains NaN or infinite values inside the brain mask "
-                                 f"(volumes {t0}-{t1 - 1}); replace them before running tmstarget")
-            data_tv[t0 - first_volume: t1 - first_volume] = vals.T
-    except (EOFError, OSError, zlib.error, gzip.BadGzipFile, ValueError) as exc:
-        if isinstance(exc, InputError):
-            raise
+        with nib.openers.ImageOpener(filename, "rb") as f:
+            f.seek(int(proxy.offset))
+            for t0 in range(0, n_total, _VOLUME_CHUNK):
+                n = min(_VOLUME_CHUNK, n_total - t0)
+                buf = f.read(vol_bytes * n)
+                if len(buf) < vol_bytes * n:
+                    raise EOFError(f"file ends in volume {t0 + len(buf) // vol_bytes} of {n_total}")
+                block = np.frombuffer(buf, dtype=disk_dtype).reshape(shape[:3] + (n,), order="F")
+                vals = block[mask_f].astype(np.float32)          # (V, n), C order of the mask
+                if slope != 1.0 or inter != 0.0:
+                    vals = vals * np.float32(slope) + np.float32(inter)
+                if not np.isfinite(vals).all():
+                    raise InputError(f"{name} contains NaN or infinite values inside the brain mask "
+                                     f"(volumes {t0}-{t0 + n - 1}); replace them before running tmstarget")
+                lo = max(t0, first_volume)
+                if lo < t0 + n:
+                    data_tv[lo - first_volume: t0 + n - first_volume] = vals[:, lo - t0:].T
+    except (EOFError, OSError, zlib.error, gzip.BadGzipFile) as exc:
         raise InputError(f"{name}: cannot read this BOLD run ({type(exc).__name__}: {exc}); the file is "
                          "truncated or corrupt: copy or convert it again") from None
     return data_tv
 
 
+def gaussian_matrix(n: int, sigma_vox: float, truncate: float = 4.0) -> np.ndarray:
+    """(n, n) float32 matrix of a 1D Gaussian filter with zero padding.
+
+    Identical to :func:`scipy.ndimage.gaussian_filter1d` with ``mode="constant"``: the kernel is
+    truncated at ``int(truncate * sigma + 0.5)`` samples and normalised to sum 1.
+    """
+    radius = int(truncate * sigma_vox + 0.5)
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    kernel = np.exp(-0.5 * (x / sigma_vox) ** 2)
+    kernel /= kernel.sum()
+    idx = np.arange(n)
+    offset = idx[None, :] - idx[:, None]
+    g = np.where(np.abs(offset) <= radius, kernel[np.clip(offset + radius, 0, 2 * radius)], 0.0)
+    return g.astype(np.float32)
+
+
+def _smooth_block(vols: np.ndarray, mats) -> np.ndarray:
+    """Separable smoothing of (B, X, Y, Z) volumes with one matrix per spatial axis (BLAS products)."""
+    out = vols
+    for axis, g in zip((1, 2, 3), mats):
+        out = np.moveaxis(np.tensordot(out, g, axes=([axis], [1])), -1, axis)
+    return out
+
+
 def smooth_masked(data_tv: np.ndarray, mask_3d: np.ndarray, voxel_size_mm, fwhm_mm: float | None) -> np.ndarray:
     """Gaussian smoothing of each volume inside the mask (normalised convolution), in place.
+
+    Each volume is put back on its grid (zeros outside the mask), smoothed with a Gaussian of FWHM
+    ``fwhm_mm`` (sigma in voxels = FWHM / sqrt(8 ln 2) / voxel size, per axis; kernel truncated at 4
+    sigma, as scipy.ndimage) and divided by the smoothed mask, so border voxels are weighted averages
+    of brain voxels only (no darkening by the zeros outside the brain).
 
     Parameters
     ----------
@@ -517,21 +566,20 @@ def smooth_masked(data_tv: np.ndarray, mask_3d: np.ndarray, voxel_size_mm, fwhm_
     if not fwhm_mm:
         return data_tv
     sigma_vox = fwhm_mm / math.sqrt(8 * math.log(2)) / np.asarray(voxel_size_mm, dtype=np.float64)
-    # work on the bounding box of the mask plus the kernel reach
-    reach = np.ceil(4.0 * sigma_vox).astype(int) + 1
+    reach = np.array([int(4.0 * s + 0.5) for s in sigma_vox])
     nz = np.nonzero(mask_3d)
     lo = [max(0, int(a.min()) - r) for a, r in zip(nz, reach)]
     hi = [min(s, int(a.max()) + r + 1) for a, s, r in zip(nz, mask_3d.shape, reach)]
-    box = tuple(slice(a, b) for a, b in zip(lo, hi))
-    mask_box = mask_3d[box]
-    weight = ndimage.gaussian_filter(mask_box.astype(np.float32), sigma_vox, mode="constant", truncate=4.0)
+    mask_box = mask_3d[tuple(slice(a, b) for a, b in zip(lo, hi))]
+    mats = [gaussian_matrix(n, s) for n, s in zip(mask_box.shape, sigma_vox)]
+    weight = _smooth_block(mask_box[None].astype(np.float32), mats)[0]
     inv_weight = (1.0 / weight[mask_box]).astype(np.float32)
-    vol = np.zeros(mask_box.shape, np.float32)
-    out = np.empty_like(vol)
-    for t in range(data_tv.shape[0]):
-        vol[mask_box] = data_tv[t]
-        ndimage.gaussian_filter(vol, sigma_vox, output=out, mode="constant", truncate=4.0)
-        data_tv[t] = out[mask_box] * inv_weight
+    batch = max(1, int(2 ** 22 // mask_box.size))      # ~16 MB of float32 volumes per product
+    vols = np.zeros((batch,) + mask_box.shape, np.float32)
+    for t0 in range(0, data_tv.shape[0], batch):
+        n = min(batch, data_tv.shape[0] - t0)
+        vols[:n][:, mask_box] = data_tv[t0: t0 + n]
+        data_tv[t0: t0 + n] = _smooth_block(vols[:n], mats)[:, mask_box] * inv_weight
     return data_tv
 
 
