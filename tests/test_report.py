@@ -350,7 +350,7 @@ def test_subject_report_has_every_section_with_a_figure(subject):
     assert "Not available" not in text and "could not be drawn" not in text
     n_png = text.count('src="data:image/png;base64,')
     n_svg = text.count('src="data:image/svg+xml;base64,')
-    n_figs = sum(1 for r in SUBJECT_REPORTLETS if r.name not in ("summary", "caveats", "provenance"))
+    n_figs = sum(1 for r in SUBJECT_REPORTLETS if r.name not in report.HTML_REPORTLETS)
     assert (n_png, n_svg) == (sum(r.fmt == "png" for r in SUBJECT_REPORTLETS) - 3,
                               sum(r.fmt == "svg" for r in SUBJECT_REPORTLETS))
     assert n_png + n_svg == n_figs == 11
@@ -401,15 +401,21 @@ def test_subject_report_with_missing_inputs(tmp_path):
     assert "could not be drawn" not in text
     assert "seed_json: sub-01_task-rest_space-MNI152NLin2009aSym_desc-sgacc_stat-r_boldmap.json is not readable JSON" in text
     assert_private_and_escaped(text)
+    # the figure files keep their names: missing figures become placeholder images
+    paths = write_reportlets(inputs, tmp_path / "figs")
+    assert [p.name for p in paths] == report.reportlet_filenames()
+    assert paths[1].name == "target_t1w.png" and paths[1].read_bytes()[:4] == b"\x89PNG"
+    assert ET.fromstring((tmp_path / "figs" / "gsr.svg").read_bytes()) is not None
 
 
 def test_write_reportlets_writes_one_file_each(subject, tmp_path):
     _, inputs, _, _ = subject
     paths = write_reportlets(inputs, tmp_path / "figs")
     assert [p.stem for p in paths] == [r.name for r in SUBJECT_REPORTLETS]
+    assert [p.name for p in paths] == report.reportlet_filenames()
     for r, p in zip(SUBJECT_REPORTLETS, paths):
         data = p.read_bytes()
-        if r.name in ("summary", "caveats", "provenance"):
+        if r.name in report.HTML_REPORTLETS:
             assert p.suffix == ".html" and b"<section" in data
             assert_private_and_escaped(data.decode())
         elif r.fmt == "png":

@@ -184,7 +184,8 @@ def mean_fd_mm(denoise_qc: dict | None) -> float | None:
         n = int(run.get("volumes_total") or (len(fd) if fd else 0) or 1)
         m = _num(run, "mean_fd_mm")
         if m is None and fd:
-            vals = np.asarray([np.nan if v is None else v for v in fd], dtype=float)[int(run.get("dummy_volumes") or 0):][1:]
+            vals = np.asarray([np.nan if v is None else v for v in fd], dtype=float)
+            vals = vals[int(run.get("dummy_volumes") or 0):][1:]
             vals = vals[np.isfinite(vals)]
             m = float(vals.mean()) if vals.size else None
         if m is not None:
@@ -252,7 +253,8 @@ def qc_findings(target_json: dict | None, native_json: dict | None, denoise_qc: 
     if minutes is None:
         out.append(Finding("warn", "minutes of data kept after censoring not recorded: cannot check data quantity"))
     elif minutes < fail_minutes:
-        out.append(Finding("fail", f"only {minutes:.1f} min of data kept after censoring (minimum {fail_minutes:g} min)"))
+        out.append(Finding("fail", f"only {minutes:.1f} min of data kept after censoring "
+                                   f"(minimum {fail_minutes:g} min)"))
     elif minutes < warn_minutes:
         out.append(Finding("warn", f"only {minutes:.1f} min of data kept after censoring (below {warn_minutes:g} min "
                                    "targets are less reliable)"))
@@ -281,7 +283,8 @@ def qc_findings(target_json: dict | None, native_json: dict | None, denoise_qc: 
             out.append(Finding("warn", f"{100 * low:.0f}% of seed voxels have tSNR below "
                                        f"{_fmt(thr, 0)} (median {_fmt(med)}): possible sgACC signal dropout"))
         else:
-            out.append(Finding("pass", f"seed median tSNR {_fmt(med)}, {100 * low:.0f}% of seed voxels below {_fmt(thr, 0)}"))
+            out.append(Finding("pass", f"seed median tSNR {_fmt(med)}, {100 * low:.0f}% of seed voxels "
+                                       f"below {_fmt(thr, 0)}"))
         total, inside = _num(seed_json, "seed_voxels_total"), _num(seed_json, "seed_voxels_in_mask")
         if total and inside is not None and inside / total < warn_seed_in_mask_fraction:
             out.append(Finding("warn", f"only {inside:.0f} of {total:.0f} seed voxels lie inside the BOLD mask "
@@ -774,8 +777,8 @@ def render_seed_tsnr(ctx: SubjectContext):
     ax_map = fig.add_subplot(gs[0, :3])
     vmax = float(np.percentile(tsnr_v, 99)) if tsnr_v.size else 1.0
     disp = plotting.plot_img(tsnr_img, display_mode="ortho", cut_coords=None if cut is None else tuple(cut),
-                             cmap="viridis", vmin=0, vmax=vmax, colorbar=True, axes=ax_map, figure=fig, draw_cross=False,
-                             black_bg=True, annotate=True, title="tSNR")
+                             cmap="viridis", vmin=0, vmax=vmax, colorbar=True, axes=ax_map, figure=fig,
+                             draw_cross=False, black_bg=True, annotate=True, title="tSNR")
     seed_vals = None
     if seed_img is not None:
         disp.add_contours(seed_img, levels=[0.5], colors="r", linewidths=1.2)
@@ -992,7 +995,8 @@ def render_gsr(ctx: SubjectContext):
     for k, (name, a, b, xl, yl) in enumerate(_PROJECTIONS):
         ax = fig.add_subplot(1, 3, k + 1)
         ax.scatter([target[a]], [target[b]], s=90, marker="X", color="#d62728", label="with GSR (target)", zorder=5)
-        ax.scatter([other[a]], [other[b]], s=70, marker="o", color="#2ca02c", label=f"without GSR ({gsr.get('strategy', '')})")
+        ax.scatter([other[a]], [other[b]], s=70, marker="o", color="#2ca02c",
+                   label=f"without GSR ({gsr.get('strategy', '')})")
         ax.annotate("", xy=(other[a], other[b]), xytext=(target[a], target[b]),
                     arrowprops={"arrowstyle": "->", "color": "#555555"})
         ax.set_xlim(centre[a] - span, centre[a] + span)
@@ -1288,12 +1292,34 @@ def build_subject_report(inputs: dict, out_html, title: str | None = None) -> Pa
     return out_html
 
 
+HTML_REPORTLETS = ("summary", "caveats", "provenance")
+
+
+def reportlet_filenames() -> list[str]:
+    """File names :func:`write_reportlets` writes, in report order (fixed, so a rule can declare them)."""
+    return [f"{r.name}.html" if r.name in HTML_REPORTLETS else f"{r.name}.{r.fmt}" for r in SUBJECT_REPORTLETS]
+
+
+def _placeholder_figure(message: str):
+    """A small figure that says why the real one is missing (keeps file names fixed)."""
+    fig = _figure(6, 1.2)
+    fig.text(0.02, 0.5, scrub_paths(message)[:150], fontsize=10, va="center", color="#555555")
+    return fig
+
+
 def write_reportlets(inputs: dict, out_dir) -> list[Path]:
     """Write each subject reportlet to its own file in ``out_dir`` (for Snakemake ``--report``).
 
-    Figures become ``<name>.png`` or ``<name>.svg``; HTML fragments (summary, caveats, provenance)
-    become small self-contained ``<name>.html`` pages. A reportlet whose inputs are missing is
-    written as an HTML page saying so, so the set of files is always the same.
+    Figures become ``<name>.png`` or ``<name>.svg`` (a placeholder figure saying what is missing when
+    an input is absent); the summary, caveats and provenance become small self-contained
+    ``<name>.html`` pages. The names are always :func:`reportlet_filenames`.
+
+    Parameters
+    ----------
+    inputs : dict
+        As in :func:`build_subject_report`.
+    out_dir : path
+        Folder to write into (created if needed).
 
     Returns
     -------
@@ -1304,20 +1330,22 @@ def write_reportlets(inputs: dict, out_dir) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     ctx = SubjectContext(inputs)
     written = []
-    for r in SUBJECT_REPORTLETS:
+    for r, name in zip(SUBJECT_REPORTLETS, reportlet_filenames()):
+        path = out_dir / name
         body, data = render_reportlet(r, ctx)
-        if data is not None:
-            path = out_dir / f"{r.name}.{r.fmt}"
-            with atomic_path(path) as tmp:
-                tmp.write_bytes(data)
-        else:
+        if name.endswith(".html"):
             extra = _EXTRA_TEXT.get(r.name)
             if extra is not None:
                 body += extra(ctx)
-            path = out_dir / f"{r.name}.html"
             with atomic_path(path) as tmp:
                 tmp.write_text(_page(r.title, r.caption, [], _section(r.name, r.title, r.caption, body)),
                                encoding="utf-8")
+        else:
+            if data is None:
+                text = re.sub(r"<[^>]+>", "", body)
+                data = figure_bytes(_placeholder_figure(html.unescape(text)), r.fmt)
+            with atomic_path(path) as tmp:
+                tmp.write_bytes(data)
         written.append(path)
     return written
 
