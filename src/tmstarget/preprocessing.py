@@ -614,7 +614,11 @@ def _maybe_slice_timing(data, metadata, t_r, bold_path, warnings):
         warnings.append(msg)
         return data, False
     direction = str((metadata or {}).get("SliceEncodingDirection", "k"))
-    axis = "ijk".index(direction[0])
+    axes = {"i": 0, "j": 1, "k": 2, "x": 0, "y": 1, "z": 2}  # x/y/z: seen in older converters' sidecars
+    if direction[:1] not in axes:
+        raise InputError(f"{name}: SliceEncodingDirection {direction!r} is not one of i, j, k (optionally "
+                         "followed by -); fix the sidecar")
+    axis = axes[direction[0]]
     slice_times = list(slice_times)
     if direction.endswith("-"):
         slice_times = slice_times[::-1]
