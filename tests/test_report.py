@@ -332,6 +332,18 @@ def test_read_masked_timeseries_matches_direct_indexing(tmp_path):
     np.testing.assert_allclose(got, data[mask][cols].T, atol=0)
 
 
+def test_a_failing_figure_is_reported_without_paths_and_the_rest_survives():
+    def broken(ctx):
+        raise ValueError(f"/data/{SECRET_DIR}/sub-01/anat/bad.nii.gz: header is odd")
+
+    bad = report.Reportlet("broken", "Broken", "cap", broken)
+    ok = report.Reportlet("fine", "Fine", "cap", lambda ctx: "<p>fine</p>")
+    text = report.render_subject_html({}, reportlets=(bad, ok))
+    assert "could not be drawn (ValueError: bad.nii.gz: header is odd)" in text
+    assert "<p>fine</p>" in text
+    assert_private_and_escaped(text)
+
+
 # ----------------------------------------------------------------------------- subject report
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import websocket  # the websocket-client package (a test dependency): a missing install must fail, not skip
 
 from tmstarget.report import build_group_report, build_subject_report
 
@@ -26,7 +27,6 @@ from test_report import make_subject_inputs
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian package 'chromium' is not installed")
-websocket = pytest.importorskip("websocket", reason="install the websocket-client package")
 
 
 class Browser:

@@ -153,6 +153,11 @@ def _num(d: dict | None, *keys):
     return v if np.isfinite(v) else None
 
 
+def _first_number(*values):
+    """The first value that is not None (None if all are)."""
+    return next((v for v in values if v is not None), None)
+
+
 def read_json_tolerant(path) -> tuple[dict | None, str | None]:
     """(content, None) or (None, reason) for a JSON file that may be missing or broken."""
     if path is None or str(path) == "":
@@ -529,7 +534,8 @@ def render_summary(ctx: SubjectContext) -> str:
         ("r / z at target", f"{_fmt((t or {}).get('r_at_target'), 2)} / {_fmt((t or {}).get('z_at_target'), 2)}"),
         ("Cluster size", _fmt((t or {}).get("cluster_size_voxels"), 0, "voxels")),
         ("In BA46", esc({True: "yes", False: "no"}.get((t or {}).get("in_ba46"), "n/a"))),
-        ("Minutes kept", _fmt(_num(ctx.denoise_qc, "minutes_kept") or _num(t, "denoising", "minutes_kept"), 1, "min")),
+        ("Minutes kept", _fmt(_first_number(_num(ctx.denoise_qc, "minutes_kept"),
+                                            _num(t, "denoising", "minutes_kept")), 1, "min")),
         ("Mean FD", _fmt(mean_fd_mm(ctx.denoise_qc), 2, "mm")),
         ("Bootstrap spread (median / p95)",
          f"{_fmt(unc.get('median_distance_mm'), 1, 'mm')} / {_fmt(unc.get('p95_distance_mm'), 1, 'mm')}"),
