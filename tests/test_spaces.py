@@ -372,3 +372,96 @@ def test_run_native_refuses_bad_headers_and_config(registration, tmp_path):
         run_native(tjson, registration["t1w"], registration["to_mni"], registration["to_t1w"],
                    registration["brain"], {"handle_angle": 45}, *out)
     assert not any(Path(p).exists() for p in out)
+
+
+# ----------------------------------------------------------------------------- demo: the known warp (slow)
+
+# cortical and seed points (MNI RAS mm): literature DLPFC sites and the sgACC seed centre
+DEMO_POINTS_MNI = np.array([[-44.0, 40.0, 29.0], [-38.0, 44.0, 26.0], [-36.0, 39.0, 43.0], [-41.0, 16.0, 54.0],
+                            [-37.0, 26.0, 49.0], [6.0, 16.0, -10.0]])
+
+
+def _sample_vector_map(map_img, points_ras_mm):
+    """Trilinear samples (N, 3) of a 3-vector map image (last axis 3) at world RAS mm points."""
+    from scipy import ndimage
+
+    data = np.asarray(map_img.dataobj, dtype=np.float64)
+    ijk = world_ras_mm_to_ijk(map_img.affine, np.atleast_2d(points_ras_mm)).T
+    return np.stack([ndimage.map_coordinates(data[..., a], ijk, order=1) for a in range(3)], axis=1)
+
+
+@pytest.fixture(scope="module")
+def demo_anat(tmp_path_factory):
+    """One demo subject through the built-in anatomical preprocessing (fast registration mode)."""
+    from tmstarget.bids_inputs import preproc_anat_paths
+    from tmstarget.demo import load_ground_truth, make_demo_dataset
+    from tmstarget.preprocessing import preprocess_anat
+
+    root = tmp_path_factory.mktemp("demo_native")
+    bids = make_demo_dataset(root / "bids", n_subjects=1, n_volumes=20, seed=0)
+    anat = preproc_anat_paths(root / "preproc", "sub-01/anat/sub-01")
+    t1w = bids / "sub-01" / "anat" / "sub-01_T1w.nii.gz"
+    preprocess_anat(t1w, anat, {"registration": "fast"})
+    return {"root": root, "t1w": t1w, "anat": anat, "truth": load_ground_truth(bids, "01")}
+
+
+@pytest.mark.slow
+def test_demo_point_mapping_matches_the_known_warp(demo_anat):
+    anat, truth = demo_anat["anat"], demo_anat["truth"]
+    points_mni = np.vstack([truth["target_mni_ras_mm"], DEMO_POINTS_MNI])
+    true_t1w = _sample_vector_map(nib.load(truth["mni_to_t1w_map"]), points_mni)
+    np.testing.assert_allclose(true_t1w[0], truth["target_t1w_ras_mm"], atol=0.5)  # the map and the JSON agree
+    ours_t1w = mni_ras_mm_to_t1w_ras_mm(points_mni, anat["xfm_t1w_to_mni"])
+    errors = np.linalg.norm(ours_t1w - true_t1w, axis=1)
+    print("MNI->T1w point error vs demo truth (mm):", np.round(errors, 2))
+    assert np.max(errors) < 2.0, errors
+    back = t1w_ras_mm_to_mni_ras_mm(ours_t1w, anat["xfm_mni_to_t1w"])
+    assert np.max(np.linalg.norm(back - points_mni, axis=1)) < 1.0
+
+
+@pytest.mark.slow
+def test_demo_marker_image_through_the_true_warp(demo_anat):
+    """A blob at the MNI target, carried into the T1w grid by the demo's true warp, is centred where
+    our point mapping (through the estimated registration) puts the target."""
+    anat, truth = demo_anat["anat"], demo_anat["truth"]
+    target_mni = truth["target_mni_ras_mm"]
+    t1w_to_mni = nib.load(truth["t1w_to_mni_map"])  # T1w grid; MNI position of each voxel centre
+    mni_of_voxel = np.asarray(t1w_to_mni.dataobj, dtype=np.float64)
+    blob = np.exp(-np.sum((mni_of_voxel - target_mni) ** 2, axis=-1) / (2 * 3.0 ** 2))
+    ijk = np.argwhere(blob > 0.5)
+    weights = blob[tuple(ijk.T)]
+    centroid_t1w = ijk_to_world_ras_mm(t1w_to_mni.affine, (ijk * weights[:, None]).sum(0) / weights.sum())
+    mapped = mni_ras_mm_to_t1w_ras_mm(target_mni, anat["xfm_t1w_to_mni"])
+    assert np.linalg.norm(centroid_t1w - mapped) < 2.0
+
+
+@pytest.mark.slow
+def test_demo_run_native_and_exports(demo_anat):
+    from tmstarget.navigation import read_localite_entrytarget, run_exports
+
+    anat, truth, root = demo_anat["anat"], demo_anat["truth"], demo_anat["root"]
+    tjson = _target_json(root / "target.json", truth["target_mni_ras_mm"].tolist())
+    out = _outputs(root / "native")
+    result = run_native(tjson, demo_anat["t1w"], anat["xfm_t1w_to_mni"], anat["xfm_mni_to_t1w"],
+                        anat["brain_mask"], {"handle_angle_deg": 45, "target_sphere_radius_mm": 5}, *out)
+    target_t1w = np.array(result["target_t1w_ras_mm"])
+    assert np.linalg.norm(target_t1w - truth["target_t1w_ras_mm"]) < 2.0 + result["target_snap_distance_mm"]
+    assert result["roundtrip_error_mm"] < 1.0
+    entry = np.array(result["entry_t1w_ras_mm"])
+    # the entry is on the skin: just outside it the T1w is air, just inside it is tissue
+    t1w_img = nib.load(demo_anat["t1w"])
+    normal = np.array(result["inward_normal_t1w_ras"])
+    data = np.asarray(t1w_img.dataobj, dtype=np.float64)
+    tissue_level = np.percentile(data, 90)  # skin/fat/brain; air is the bottom half of the FOV
+
+    def value(p):
+        return data[tuple(np.rint(world_ras_mm_to_ijk(t1w_img.affine, p)).astype(int))]
+
+    assert value(entry - 3 * normal) < 0.2 * tissue_level
+    assert value(entry + 2 * normal) > 0.5 * tissue_level
+    assert 3.0 < result["scalp_to_cortex_mm"] < result["entry_to_target_mm"]
+    keys = ["brainsight", "localite_instrument", "localite_entrytarget", "visor2", "slicer"]
+    written = run_exports(out[1], demo_anat["t1w"], {k: root / "nav" / k for k in keys})
+    pair = read_localite_entrytarget(written["localite_entrytarget"])["pairs"][0]
+    np.testing.assert_allclose(pair["target_ras_mm"], target_t1w, atol=1e-3)
+    np.testing.assert_allclose(pair["entry_ras_mm"], entry, atol=1e-3)
