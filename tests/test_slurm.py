@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import importlib.util
 import subprocess
 import sys
 import time
@@ -50,6 +51,8 @@ def local_slurm():
     """A running single-node SLURM; stopped afterwards only if this fixture started it."""
     if os.geteuid() != 0:
         pytest.skip("starting munged/slurmctld/slurmd needs root (CI runs as root)")
+    assert importlib.util.find_spec("snakemake_executor_plugin_slurm") is not None, (
+        "snakemake-executor-plugin-slurm is not installed: pip install -e '.[slurm]'")
     if shutil.which("slurmctld") is None or shutil.which("munged") is None:
         _install_debian_packages()
     first = _run_script(START)
@@ -91,7 +94,7 @@ def test_start_script_is_idempotent_and_node_idle(local_slurm):
                           text=True, check=True).stdout.split()
     partition, state, cpus, memory_mb = node[:4]
     assert partition == "debug*"  # the default partition
-    assert state == "idle"
+    assert state in {"idle", "mix", "alloc"}  # usable (mix/alloc only if other jobs are running)
     assert int(cpus) == os.cpu_count()
     # RealMemory comes from `free -m`: within 1% of the kernel's total.
     total_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20

@@ -12,7 +12,9 @@
 #
 # Settings (environment):
 #   SLURM_CONF                 slurm.conf to write and use (default /etc/slurm/slurm.conf). An existing
-#                              file not written by this script is never overwritten.
+#                              file not written by this script is never overwritten. Snakemake jobs need
+#                              the default path: snakemake-executor-plugin-slurm-jobstep 0.6.1 drops
+#                              SLURM_CONF from the environment of the srun inside each job.
 #   TMSTARGET_SLURM_STATE_DIR  spool, pid and log files (default /var/spool/tmstarget-slurm)
 #   TMSTARGET_SLURM_TIMEOUT_S  seconds to wait for the node to become idle (default 60)
 # Needs root and: apt-get install -y slurm-wlm munge
@@ -37,6 +39,8 @@ for cmd in munged munge unmunge slurmctld slurmd sinfo scontrol; do
     || die "'$cmd' not found. Install the Debian packages: apt-get update && apt-get install -y slurm-wlm munge"
 done
 [ -f "$TEMPLATE" ] || die "template $TEMPLATE is missing; restore it from the repository."
+[ "$SLURM_CONF" = /etc/slurm/slurm.conf ] \
+  || log "warning: SLURM_CONF=$SLURM_CONF is not the default; sbatch/squeue work, but Snakemake's slurm jobs fail (their inner srun reads /etc/slurm/slurm.conf)."
 
 node_state() {  # compact state of our node (idle, mix, alloc, down*, drain, ...) or empty
   timeout 10 sinfo --noheader --nodes="$NODE_NAME" --format=%t 2>/dev/null | head -n1 | tr -d ' '
