@@ -49,12 +49,14 @@ TARGET_DEFAULTS: dict = {
     "bootstrap_samples": 50,          # block-bootstrap resamples of time (0: skip)
     "block_length_s": 60.0,           # block length of the bootstrap, seconds
     "split_half": True,               # also a target from each half of the time series
+    "split_half_repeats": 20,         # random disjoint block halves (0: only first vs second half)
     "random_seed": 0,
-    "confident_median_distance_mm": 6.0,  # median bootstrap distance above which a target is flagged
+    "confident_median_distance_mm": 6.0,  # bootstrap median above which a target is flagged
+    "confident_split_half_median_mm": 8.0,  # repeated split-half median above which it is flagged
     "peak": {},
     "cluster": {"percentile": 10.0, "weight_by_abs_r": True, "connectivity": 26},
     "seedmap": {"normative_map": None, "selection": "cluster"},
-    "hierarchical": {"distance_threshold": 0.5, "min_cluster_voxels": 50,
+    "hierarchical": {"distance_threshold": 0.5, "min_cluster_voxels": 50, "linkage": "single",
                      "weights": {"size": 1.0, "concentration": 1.0, "net_correlation": 1.0}},
 }
 
@@ -234,10 +236,26 @@ def select_cluster(r_search: np.ndarray, space: SearchSpace, percentile: float =
     return Selection(i, com, int(members.sum()), float(r_search[i]))
 
 
-def _single_linkage(rho: np.ndarray, distance_threshold: float) -> np.ndarray:
-    """Cluster labels of single-linkage clustering on 1 - rho cut at ``distance_threshold``."""
-    adjacency = sparse.csr_matrix((1.0 - rho) < distance_threshold)
-    return connected_components(adjacency, directed=False)[1]
+def cluster_labels(rho: np.ndarray, distance_threshold: float, linkage: str = "single") -> np.ndarray:
+    """Agglomerative clustering of voxels on the distance 1 - rho, cut at ``distance_threshold``.
+
+    ``single`` linkage (contarg's choice) is computed exactly as the connected components of the
+    graph whose edges have 1 - rho < threshold; ``average`` / ``complete`` use scipy's hierarchy.
+
+    Returns
+    -------
+    numpy.ndarray of int, shape (V,)
+    """
+    if linkage == "single":
+        adjacency = sparse.csr_matrix((1.0 - rho) < distance_threshold)
+        return connected_components(adjacency, directed=False)[1]
+    from scipy.cluster.hierarchy import fcluster, linkage as hlinkage
+    from scipy.spatial.distance import squareform
+
+    dist = np.clip(1.0 - rho.astype(np.float64), 0.0, 2.0)
+    np.fill_diagonal(dist, 0.0)
+    tree = hlinkage(squareform(dist, checks=False), method=linkage)
+    return fcluster(tree, t=distance_threshold - 1e-9, criterion="distance") - 1
 
 
 def _cluster_medians(ts_tv: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -249,7 +267,7 @@ def _cluster_medians(ts_tv: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray,
 
 def select_hierarchical(ts_search: np.ndarray, ts_seed: np.ndarray, space: SearchSpace,
                         distance_threshold: float = 0.5, min_cluster_voxels: int = 50,
-                        weights: dict | None = None) -> Selection:
+                        weights: dict | None = None, linkage: str = "single") -> Selection:
     """SAINT-like clustering of search voxels by time-series similarity (contarg's reimplementation).
 
     Parameters
@@ -271,8 +289,8 @@ def select_hierarchical(ts_search: np.ndarray, ts_seed: np.ndarray, space: Searc
     from scipy.stats import rankdata
 
     weights = {"size": 1.0, "concentration": 1.0, "net_correlation": 1.0, **(weights or {})}
-    s_labels = _single_linkage(spearman_matrix(ts_search), distance_threshold)
-    r_labels = _single_linkage(spearman_matrix(ts_seed), distance_threshold)
+    s_labels = cluster_labels(spearman_matrix(ts_search), distance_threshold, linkage)
+    r_labels = cluster_labels(spearman_matrix(ts_seed), distance_threshold, linkage)
     s_ids, s_n, s_med = _cluster_medians(ts_search, s_labels)
     _, r_n, r_med = _cluster_medians(ts_seed, r_labels)
     big = s_n > min_cluster_voxels
@@ -404,15 +422,54 @@ def bootstrap_targets(method: str, params: dict, ts_search, ref_t, space: Search
 
 
 def split_half_targets(method: str, params: dict, ts_search, ref_t, space: SearchSpace,
-                       ts_seed=None) -> tuple[np.ndarray, np.ndarray]:
-    """Targets from the first and the second half of the time series, each (3,) MNI RAS mm (NaN if none)."""
+                       ts_seed=None, rows_a=None, rows_b=None) -> tuple[np.ndarray, np.ndarray]:
+    """Targets from two disjoint sets of volumes, each (3,) MNI RAS mm (NaN if a half gives none).
+
+    Default halves: the first and the second half of the concatenated time series.
+    """
     half = len(ref_t) // 2
+    rows_a = np.arange(half) if rows_a is None else rows_a
+    rows_b = np.arange(half, len(ref_t)) if rows_b is None else rows_b
     out = []
-    for rows in (slice(0, half), slice(half, None)):
+    for rows in (rows_a, rows_b):
         sel = _safe_select(method, params, ts_search[rows], ref_t[rows], space,
                            None if ts_seed is None else ts_seed[rows])
         out.append(space.xyz_mm[sel.index] if sel is not None else np.full(3, np.nan))
     return out[0], out[1]
+
+
+def random_block_halves(run_lengths, block_volumes: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Split the volumes into two disjoint halves made of whole blocks, assigned at random.
+
+    Blocks are consecutive ``block_volumes`` volumes within a run (the last block of a run may be
+    shorter). Returns the sorted row indices of each half.
+    """
+    blocks, offset = [], 0
+    for n in np.asarray(run_lengths, int):
+        blocks += [np.arange(s, min(s + block_volumes, offset + n)) for s in range(offset, offset + n, block_volumes)]
+        offset += n
+    order = rng.permutation(len(blocks))
+    a = np.sort(np.concatenate([blocks[i] for i in order[0::2]]))
+    b = np.sort(np.concatenate([blocks[i] for i in order[1::2]]))
+    return a, b
+
+
+def repeated_split_half_distances(method: str, params: dict, ts_search, ref_t, space: SearchSpace,
+                                  run_lengths, t_r: float, ts_seed=None) -> np.ndarray:
+    """Distances (mm) between the targets of ``params['split_half_repeats']`` random disjoint block halves.
+
+    Unlike the bootstrap, the two halves share no volume, so a target driven by noise does not
+    reproduce: this is the number that separates a real effect from none. NaN where a half gave
+    no target.
+    """
+    rng = np.random.default_rng(int(params["random_seed"]) + 1)
+    block = max(1, int(round(params["block_length_s"] / t_r)))
+    out = np.full(int(params["split_half_repeats"]), np.nan)
+    for k in range(len(out)):
+        a, b = split_half_targets(method, params, ts_search, ref_t, space, ts_seed,
+                                  *random_block_halves(run_lengths, block, rng))
+        out[k] = np.linalg.norm(a - b)
+    return out
 
 
 def summarize_spread(targets_mni_ras_mm: np.ndarray, target_mni_ras_mm: np.ndarray) -> dict:
@@ -535,6 +592,11 @@ def run_target(denoised_npz, seed_mask_path, search_mask_path, z_map_path, cfg: 
     target_ijk = space.ijk[sel.index]
     log.info("%s target at MNI %s (cluster %s voxels)", method, np.round(target_mm, 1), sel.cluster_size_voxels)
 
+    if method == "hierarchical" and sel.cluster_size_voxels > 0.5 * len(space.ijk):
+        warnings.append(f"the hierarchical cluster holds {sel.cluster_size_voxels} of {len(space.ijk)} search "
+                        "voxels: single linkage chains spatially smoothed voxels into one cluster, so the "
+                        "target is the region's centre; use unsmoothed data (denoising smoothing_fwhm_mm: 0) "
+                        "or targeting.hierarchical.linkage: average")
     z_at = float(np.asanyarray(z_img.dataobj)[tuple(target_ijk)])
     r_seed = float(pearson_r(prob.ts_search[:, [sel.index]], prob.seed_ref_t)[0])
     if abs(np.tanh(z_at) - r_seed) > 0.1:
@@ -555,14 +617,18 @@ def run_target(denoised_npz, seed_mask_path, search_mask_path, z_map_path, cfg: 
             x.tolist() if np.all(np.isfinite(x)) else None for x in (a, b)]
         d = float(np.linalg.norm(a - b))
         uncertainty["split_half_distance_mm"] = d if np.isfinite(d) else None
-    median = uncertainty.get("median_distance_mm")
-    limit = float(params["confident_median_distance_mm"])
-    uncertainty["confident_median_distance_mm"] = limit
-    uncertainty["confident"] = None if median is None else bool(median <= limit and uncertainty["n_failed"] == 0)
-    if uncertainty["confident"] is False:
-        warnings.append(f"uncertain target: bootstrap targets lie a median {median:.1f} mm from it (limit "
-                        f"{limit:g} mm; {uncertainty['n_failed']} resamples gave no target); collect more "
-                        "data or use the group/literature site")
+        if params["split_half_repeats"] > 0:
+            reps = repeated_split_half_distances(method, params, prob.ts_search, prob.ref_t, space,
+                                                 den.run_lengths, den.t_r, prob.ts_seed)
+            ok = np.isfinite(reps)
+            uncertainty["split_half_repeats"] = int(len(reps))
+            uncertainty["split_half_distances_mm"] = [float(x) if np.isfinite(x) else None for x in reps]
+            uncertainty["split_half_median_distance_mm"] = float(np.median(reps[ok])) if ok.any() else None
+            uncertainty["split_half_n_failed"] = int((~ok).sum())
+    uncertainty["confident"], reasons = _confidence(uncertainty, params)
+    if reasons:
+        warnings.append("uncertain target: " + "; ".join(reasons) + "; collect more data or use the "
+                        "group/literature site")
 
     # GSR comparison
     gsr = None
@@ -622,6 +688,34 @@ def run_target(denoised_npz, seed_mask_path, search_mask_path, z_map_path, cfg: 
     }
     write_json(result, out_json)
     return result
+
+
+def _confidence(uncertainty: dict, params: dict) -> tuple[bool | None, list[str]]:
+    """Whether the target is reproducible enough to call confident, and the reasons if not.
+
+    None when neither the bootstrap nor the repeated split-half was run.
+    """
+    reasons, checked = [], False
+    nan = float("nan")
+    uncertainty["confident_median_distance_mm"] = float(params["confident_median_distance_mm"])
+    uncertainty["confident_split_half_median_mm"] = float(params["confident_split_half_median_mm"])
+    if uncertainty.get("n", 0) > 0:
+        checked = True
+        median, limit = uncertainty.get("median_distance_mm"), float(params["confident_median_distance_mm"])
+        if median is None or median > limit:
+            reasons.append(f"bootstrap targets lie a median {median if median is not None else nan:.1f} mm "
+                           f"from it (limit {limit:g} mm)")
+        if uncertainty.get("n_failed"):
+            reasons.append(f"{uncertainty['n_failed']} bootstrap resamples gave no target")
+    if "split_half_median_distance_mm" in uncertainty:
+        checked = True
+        split, limit = uncertainty["split_half_median_distance_mm"], float(params["confident_split_half_median_mm"])
+        if split is None or split > limit:
+            reasons.append(f"targets of disjoint halves of the data lie a median "
+                           f"{split if split is not None else nan:.1f} mm apart (limit {limit:g} mm)")
+        if uncertainty.get("split_half_n_failed"):
+            reasons.append(f"{uncertainty['split_half_n_failed']} split halves gave no target")
+    return (not reasons) if checked else None, reasons
 
 
 def _software() -> dict:
