@@ -378,6 +378,7 @@ def coregister_bold_to_t1w(boldref: "ants.ANTsImage", t1w_brain: "ants.ANTsImage
                             aff_metric="mattes", aff_iterations=(1000, 500, 250, 100),
                             aff_shrink_factors=(8, 4, 2, 1), aff_smoothing_sigmas=(3, 2, 1, 0))
     tx = ants.read_transform(reg["fwdtransforms"][0])
+    out_mat = Path(reg["fwdtransforms"][0])  # antspyx inverts only files named .mat
     with atomic_path(out_txt) as tmp:
         txt = str(tmp) + ".txt" if not str(tmp).endswith(".txt") else str(tmp)
         ants.write_transform(tx, txt)
@@ -386,7 +387,7 @@ def coregister_bold_to_t1w(boldref: "ants.ANTsImage", t1w_brain: "ants.ANTsImage
     warped = reg["warpedmovout"].numpy()
     brain = t1w_mask.numpy() > 0
     corr = abs(image_correlation(warped, t1w_brain.numpy(), brain & (warped > 0)))
-    return {"transform": str(out_txt), "correlation": corr}
+    return {"transform": str(out_txt), "transform_mat": str(out_mat), "correlation": corr}
 
 
 def mni_to_boldref_points_lps(mni_ref: "ants.ANTsImage", boldref: "ants.ANTsImage", xfm_t1w_to_mni: str,
@@ -451,7 +452,9 @@ def write_nifti_streamed(path: str | os.PathLike, shape_xyz: tuple, affine_ras: 
 
 
 def _to_bold_grid(image: "ants.ANTsImage", boldref: "ants.ANTsImage", xfm_bold_to_t1w: str) -> np.ndarray:
-    """A T1w-grid image pulled into the BOLD reference grid (inverse of the coregistration)."""
+    """A T1w-grid image pulled into the BOLD reference grid (inverse of the coregistration).
+
+    ``xfm_bold_to_t1w`` must be named ``.mat`` (antspyx only inverts such files)."""
     return ants.apply_transforms(fixed=boldref, moving=image, transformlist=[str(xfm_bold_to_t1w)],
                                  whichtoinvert=[True], interpolator="linear").numpy()
 
@@ -531,9 +534,9 @@ def preprocess_bold(bold_path, metadata: dict, anat: dict, out_paths: dict, para
     seconds["coregistration"] = time.time() - t0
     # --- confounds in the native grid
     t0 = time.time()
-    brain_native = _to_bold_grid(t1w_mask, boldref, coreg["transform"]) > 0.5
-    wm_native = _tissue_mask(_to_bold_grid(_to_ants(nib.load(anat["wm_probseg"])), boldref, coreg["transform"]))
-    csf_native = _tissue_mask(_to_bold_grid(_to_ants(nib.load(anat["csf_probseg"])), boldref, coreg["transform"]))
+    brain_native = _to_bold_grid(t1w_mask, boldref, coreg["transform_mat"]) > 0.5
+    wm_native = _tissue_mask(_to_bold_grid(_to_ants(nib.load(anat["wm_probseg"])), boldref, coreg["transform_mat"]))
+    csf_native = _tissue_mask(_to_bold_grid(_to_ants(nib.load(anat["csf_probseg"])), boldref, coreg["transform_mat"]))
     fd = pc.framewise_displacement(motion, params["fd_head_radius_mm"])
     brain_tv = native[brain_native].T
     dvars_t, std_dvars_t = pc.dvars(brain_tv)
