@@ -274,7 +274,7 @@ def test_pure_noise_reports_large_uncertainty(grid, tmp_path):
 def test_seedmap_leave_one_out(grid, tmp_path):
     # three subjects with different planted targets; each one's target from the other two's maps
     planted = {"01": PLANTED_MNI_RAS_MM, "02": np.array([-40.0, 46.0, 22.0]), "03": np.array([-46.0, 36.0, 32.0])}
-    units = {s: make_unit(grid, tmp_path / s, planted=p, strength=0.5, rng_seed=10 + i)
+    units = {s: make_unit(grid, tmp_path / s, planted=p, strength=0.5, rng_seed=10 + i, n_vols=160)
              for i, (s, p) in enumerate(planted.items())}
     for sub, (npz, z_map) in units.items():
         others = [tmp_path / o / "r_map.nii.gz" for o in units if o != sub]
