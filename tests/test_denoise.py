@@ -442,7 +442,14 @@ def test_load_masked_bold_scaled_int16_and_truncated(tmp_path):
     expected = (vol.astype(np.float64) * 0.5 + 10.0)[mask].T[3:]
     assert got.dtype == np.float32 and got.shape == (37, mask.sum())
     assert np.max(np.abs(got - expected)) < 1e-3
+    nib.save(img, tmp_path / "bold.nii")                      # uncompressed: nibabel's opener
+    assert np.max(np.abs(dn.load_masked_bold(nib.load(tmp_path / "bold.nii"), mask, 3) - expected)) < 1e-3
     raw = path.read_bytes()
+    half = len(vol.tobytes()) // 2                           # a .nii.gz made of two gzip members
+    import gzip as _gzip
+    plain = _gzip.decompress(raw)
+    (tmp_path / "two.nii.gz").write_bytes(_gzip.compress(plain[:half]) + _gzip.compress(plain[half:]))
+    assert np.max(np.abs(dn.load_masked_bold(nib.load(tmp_path / "two.nii.gz"), mask, 3) - expected)) < 1e-3
     (tmp_path / "cut.nii.gz").write_bytes(raw[: len(raw) // 2])
     with pytest.raises(InputError, match="cut.nii.gz: cannot read .*truncated"):
         dn.load_masked_bold(nib.load(tmp_path / "cut.nii.gz"), mask)
