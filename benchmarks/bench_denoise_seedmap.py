@@ -179,7 +179,6 @@ def stage_nilearn_denoise(a):
 
 
 def stage_nilearn_seedmap(a):
-    import nibabel as nib
     from nilearn.maskers import NiftiMasker
 
     masker = NiftiMasker(mask_img=a.mask).fit()

@@ -16,7 +16,6 @@ and the clinician decides.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import nibabel as nib

@@ -46,7 +46,6 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 from scipy import linalg
-from scipy import ndimage
 from scipy import signal as sp_signal
 from scipy.interpolate import CubicSpline
 
@@ -724,7 +723,8 @@ def common_mask(mask_paths, bold_imgs) -> nib.Nifti1Image:
                 f"{Path(mpath).name} is on a different grid from the first run's mask; all runs of one "
                 "target must be in the same space and resolution (e.g. res-2)"
             )
-        ref = ref or mimg
+        if ref is None:
+            ref = mimg
         m = np.asarray(mimg.dataobj) > 0
         mask = m if mask is None else (mask & m)
     if not mask.any():
