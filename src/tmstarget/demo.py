@@ -524,7 +524,10 @@ def synthesize_bold(mapping: NativeToMniMap, rng: np.random.Generator, n_volumes
     weights = [a["seed"] * sphere * gm]
     courses = [seed_signal]
     if target_mni_ras_mm is not None:
-        weights.append(-a["target"] * _gaussian_weight(points_mni, target_mni_ras_mm, TARGET_SIGMA_MM) * gm)
+        # grey-matter weighted, normalised so that the target point itself gets the full amplitude
+        gm_at_target = max(float(head.sample("gm", np.asarray(target_mni_ras_mm)[None])[0]), 0.3)
+        weights.append(-a["target"] * _gaussian_weight(points_mni, target_mni_ras_mm, TARGET_SIGMA_MM)
+                       * np.minimum(gm / gm_at_target, 1.0))
         courses.append(seed_signal)
     if plant_decoy:
         weights.append(-a["decoy"] * _gaussian_weight(points_mni, DECOY_MNI_RAS_MM, DECOY_SIGMA_MM) * gm)
@@ -535,6 +538,12 @@ def synthesize_bold(mapping: NativeToMniMap, rng: np.random.Generator, n_volumes
     networks = _smooth_random_fields(rng, BOLD_SHAPE, N_NETWORKS, 2.0, brain_mask) * (a["network"] * gm)
     weights_kv = np.vstack([np.asarray(weights, dtype=np.float32), networks])
     courses_tk = np.column_stack(courses + [band_limited_signal(rng, n_total, t_r, n_signals=N_NETWORKS)])
+    # shared nuisance and network courses carry no chance correlation with the seed signal, so the
+    # planted seed-target correlation does not depend on the luck of the draw (per-voxel noise does)
+    n_planted = len(weights) - 3
+    nuisance = courses_tk[:, n_planted:]
+    nuisance -= np.outer(seed_signal, seed_signal @ nuisance) / (seed_signal @ seed_signal)
+    nuisance /= nuisance.std(axis=0)
     pct_tv = courses_tk.astype(np.float32) @ weights_kv
     drift_shape = np.linspace(-1.0, 1.0, n_total)
     drift_tk = np.column_stack([drift_shape, drift_shape ** 2 - 1.0 / 3.0]).astype(np.float32)
