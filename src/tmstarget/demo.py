@@ -490,6 +490,26 @@ def _smooth_random_fields(rng, shape, n_fields, sigma_vox, mask) -> np.ndarray:
     return out
 
 
+def _trilinear(volume: np.ndarray, ijk_3n: np.ndarray) -> np.ndarray:
+    """Trilinear interpolation of a 3D volume at voxel coordinates (3, N); 0 beyond the edge."""
+    shape = np.asarray(volume.shape)
+    padded = np.pad(volume, 1).ravel()
+    strides = np.array([(shape[1] + 2) * (shape[2] + 2), shape[2] + 2, 1])
+    floor = np.floor(ijk_3n)
+    frac = (ijk_3n - floor).astype(np.float32)
+    idx = np.clip(floor.astype(np.int64) + 1, 0, shape[:, None])  # padded index of the lower corner
+    base = strides @ idx
+    out = np.zeros(ijk_3n.shape[1], dtype=np.float32)
+    for dx in (0, 1):
+        wx = frac[0] if dx else 1.0 - frac[0]
+        for dy in (0, 1):
+            wxy = wx * (frac[1] if dy else 1.0 - frac[1])
+            for dz in (0, 1):
+                w = wxy * (frac[2] if dz else 1.0 - frac[2])
+                out += w * padded[base + dx * strides[0] + dy * strides[1] + dz]
+    return out
+
+
 def synthesize_bold(mapping: NativeToMniMap, rng: np.random.Generator, n_volumes: int, t_r: float,
                     target_mni_ras_mm: np.ndarray | None, plant_decoy: bool = True):
     """Native-space resting BOLD (int16, 3 mm) with motion; see the module docstring for the model.
@@ -550,29 +570,45 @@ def synthesize_bold(mapping: NativeToMniMap, rng: np.random.Generator, n_volumes
     drift_map = _smooth_random_fields(rng, BOLD_SHAPE, 2, 6.0, brain_mask) * (0.5 * a["drift"])
     pct_tv += drift_tk @ drift_map
     phys_sigma = a["physiological"] * (gm + 0.3 * wm)
-    pct_tv += rng.standard_normal(pct_tv.shape, dtype=np.float32) * phys_sigma.astype(np.float32)
-    head_tv = baseline.astype(np.float32) * (1.0 + 0.01 * pct_tv)
+    noise = rng.standard_normal(pct_tv.shape, dtype=np.float32)
+    noise *= phys_sigma.astype(np.float32)
+    pct_tv += noise
+    del noise
+    pct_tv *= 0.01
+    pct_tv += 1.0
+    pct_tv *= baseline.astype(np.float32)
+    head_tv = pct_tv  # (T, V) head-fixed images
     del pct_tv
 
     motion, spike_volumes = synthesize_motion(rng, n_total, N_DUMMY_SCANS, t_r)
     thermal_sigma = THERMAL_NOISE_PCT_OF_GM / 100.0 * BOLD_BASELINE["gm"]
     inv_aff = np.linalg.inv(affine)
-    data = np.empty(BOLD_SHAPE + (n_total,), dtype=np.int16)
+    # voxels that can show head content after a sub-voxel move; all others stay background
+    head_vox = ndi.binary_dilation((baseline > 1.0).reshape(BOLD_SHAPE), iterations=2).ravel()
+    ijk_head = np.argwhere(head_vox.reshape(BOLD_SHAPE)).T.astype(np.float64)  # (3, H)
     for t in range(n_total):
-        vol = head_tv[t].reshape(BOLD_SHAPE)
         if np.any(motion[t] != 0):
             # scanner voxel x shows the head content at reference position M_t^-1 x
             vox_map = inv_aff @ np.linalg.inv(rigid_matrix(motion[t], grid_center)) @ affine
-            vol = ndi.affine_transform(vol, vox_map[:3, :3], offset=vox_map[:3, 3], order=1,
-                                       mode="constant", cval=0.0)
-        if t < N_DUMMY_SCANS:
-            vol = vol * (1.0 + 0.9 * np.exp(-1.2 * t))
-        if t in spike_volumes:
-            vol = vol.copy()
-            vol[:, :, 1::2] *= 0.9  # interleaved slices hit by spin-history effects
-        noisy = np.hypot(vol + rng.normal(0.0, thermal_sigma, BOLD_SHAPE),
-                         rng.normal(0.0, thermal_sigma, BOLD_SHAPE))
-        data[..., t] = np.clip(np.rint(noisy), 0, 32767).astype(np.int16)
+            ijk_src = vox_map[:3, :3] @ ijk_head + vox_map[:3, 3:4]
+            moved = _trilinear(head_tv[t].reshape(BOLD_SHAPE), ijk_src)
+            head_tv[t] = 0.0
+            head_tv[t, head_vox] = moved
+    head_tv[:N_DUMMY_SCANS] *= (1.0 + 0.9 * np.exp(-1.2 * np.arange(N_DUMMY_SCANS, dtype=np.float32)))[:, None]
+    for t in spike_volumes:
+        head_tv[t].reshape(BOLD_SHAPE)[:, :, 1::2] *= 0.9  # interleaved slices hit by spin history
+    # thermal noise in the scanner frame; magnitude image (Rician in the background)
+    noise = rng.standard_normal(head_tv.shape, dtype=np.float32)
+    noise *= thermal_sigma
+    head_tv += noise
+    rng.standard_normal(out=noise, dtype=np.float32)
+    noise *= thermal_sigma
+    np.hypot(head_tv, noise, out=head_tv)
+    del noise
+    np.rint(head_tv, out=head_tv)
+    np.clip(head_tv, 0, 32767, out=head_tv)
+    data = np.ascontiguousarray(head_tv.astype(np.int16).T).reshape(BOLD_SHAPE + (n_total,))
+    del head_tv
     img = _with_header(nib.Nifti1Image(data, affine), zooms_extra=float(t_r))
     info = {"motion": motion, "spike_volumes": spike_volumes, "bold_center_ras_mm": grid_center,
             "seed_signal": seed_signal}
