@@ -82,7 +82,7 @@ N_DUMMY_SCANS = 3
 #: Fluctuation amplitudes in per cent of the voxel baseline (see ``_bold_fluctuations``).
 AMPLITUDES_PCT = {
     "seed": 1.5,          # sgACC signal in the seed sphere (x grey matter)
-    "target": 1.0,        # its negative at the target (x Gaussian x grey matter)
+    "target": 0.9,        # its negative at the target (x Gaussian x grey matter)
     "decoy": 2.0,         # its negative at the decoy
     "global": 0.5,        # global signal (grey matter 1, white matter 0.4, CSF 0.5)
     "csf": 2.0,           # CSF pulsation/respiration signal
