@@ -27,7 +27,7 @@ sgACC signal in an 11 mm sphere at MNI (6, 16, -10); its negative in a Gaussian 
 weighted by grey matter) at the planted target inside HCPex Area_46_L and >= 9 mm from the literature
 DLPFC sites; a stronger anticorrelated decoy blob in the left inferior parietal lobule (outside every
 DLPFC search region); global, CSF and white-matter signals; smooth spatial "network" noise; per-voxel
-physiological noise; slow drift; thermal noise in the scanner frame (cortex tSNR ~60-80). The head
+physiological noise; slow drift; thermal noise in the scanner frame (cortex tSNR ~60). The head
 moves rigidly (smooth drift plus a few one-volume jerks with FD > 0.5 mm and an interleaved-slice
 intensity disruption); each volume is resampled accordingly and the motion is recorded.
 
