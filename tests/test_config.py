@@ -47,3 +47,49 @@ def test_bad_yaml_names_the_file(tmp_path):
 
 def test_deep_merge_keeps_siblings():
     assert deep_merge({"a": {"b": 1, "c": 2}}, {"a": {"c": 3}}) == {"a": {"b": 1, "c": 3}}
+
+
+def _schema_key_paths(node: dict, prefix: str = "") -> list[str]:
+    """Dotted key paths of the schema's named properties (strategy keys under their $def)."""
+    paths = []
+    for key, sub in (node.get("properties") or {}).items():
+        path = f"{prefix}.{key}" if prefix else key
+        paths.append(path)
+        paths += _schema_key_paths(sub, path)
+    return paths
+
+
+def test_every_schema_key_is_documented_in_config_readme():
+    import yaml
+
+    from tmstarget.config import REPO_ROOT
+
+    schema = yaml.safe_load((REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    readme = (REPO_ROOT / "config" / "README.md").read_text()
+    paths = _schema_key_paths(schema) + _schema_key_paths(schema["$defs"]["strategy"])
+    sections = {"preprocessing", "denoising", "seed", "search", "targeting", "native", "exports"}
+    missing = []
+    for path in paths:
+        parts = path.split(".")
+        if len(parts) == 1 and parts[0] in sections:
+            assert f"## `{parts[0]}`" in readme, parts[0]
+            continue
+        # documented as `key` in its section's table, or `parent.key` for nested method options
+        local = ".".join(parts[1:]) if len(parts) > 1 else parts[0]
+        if f"`{local}`" not in readme and f"`{local}." not in readme and f"`{parts[-1]}`" not in readme:
+            missing.append(path)
+    assert not missing, f"config keys without documentation in config/README.md: {missing}"
+    assert len(paths) > 60
+
+
+def test_module_defaults_pass_the_schema():
+    """Every key a step understands can be set in the config file (no hidden parameters)."""
+    from tmstarget.regions import SEARCH_DEFAULTS, SEED_DEFAULTS
+    from tmstarget.spaces import NATIVE_DEFAULTS
+    from tmstarget.targeting import TARGET_DEFAULTS
+
+    c = load_config(overrides={"seed": dict(SEED_DEFAULTS), "search": dict(SEARCH_DEFAULTS),
+                               "targeting": dict(TARGET_DEFAULTS), "native": dict(NATIVE_DEFAULTS)})
+    assert c["targeting"]["hierarchical"]["linkage"] == "single"
+    with pytest.raises(InputError, match=r"`targeting.cluster.percentile`"):
+        load_config(overrides={"targeting": {"cluster": {"percentile": 150}}})

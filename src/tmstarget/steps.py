@@ -56,8 +56,13 @@ def masks(input, output, params):
 def seedmap(input, output, params):
     from .connectivity import run_seedmap
 
+    from .connectivity import DEFAULT_MAX_LOW_TSNR_FRACTION, DEFAULT_MIN_SEED_TSNR
+
+    seed = dict(params["seed"])
     return run_seedmap(input["npz"], input["seed"], output["r"], output["z"], output["json"],
-                       seed_definition=dict(params["seed"]))
+                       seed_definition=seed,
+                       min_seed_tsnr=seed.get("min_seed_tsnr") or DEFAULT_MIN_SEED_TSNR,
+                       max_low_tsnr_fraction=seed.get("max_low_tsnr_fraction") or DEFAULT_MAX_LOW_TSNR_FRACTION)
 
 
 def target(input, output, params):
