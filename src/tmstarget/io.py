@@ -34,10 +34,35 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.exists():
+            # mkstemp creates 0600; give the file the permissions a plain open() would (0666 & ~umask)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp_path, 0o666 & ~umask)
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+TEMP_GLOB = ".*.tmp*"  # names made by atomic_path: .<final name>.<random>.tmp<suffix>
+
+
+def remove_stale_temporaries(root: str | os.PathLike) -> list[Path]:
+    """Delete temporary files that a killed run left behind (``atomic_path`` never finished them).
+
+    Call it only while no other job writes under ``root`` (the workflow does so at start, after
+    Snakemake has locked the output directory). Returns the files removed.
+    """
+    removed = []
+    root = Path(root)
+    if not root.is_dir():
+        return removed
+    for path in root.rglob(TEMP_GLOB):
+        if path.is_file() and ".snakemake" not in path.parts:
+            path.unlink()
+            removed.append(path)
+    return removed
 
 
 def save_img(img: nib.spatialimages.SpatialImage, path: str | os.PathLike) -> Path:
