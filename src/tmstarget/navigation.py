@@ -106,7 +106,7 @@ def _t1w_provenance(t1w_img: nib.Nifti1Image, t1w_path=None, tol_mm: float = 0.1
     path = Path(t1w_path) if t1w_path is not None else (
         Path(t1w_img.get_filename()) if t1w_img.get_filename() else None)
     info = check_qform_sform(t1w_img, tol_mm=tol_mm, name=path.name if path else None)
-    info["t1w_path"] = str(path) if path else None
+    info["t1w_path"] = path.name if path else None  # file name only (a folder can name the patient)
     info["t1w_sha256"] = sha256_file(path) if path and path.exists() else None
     return info
 

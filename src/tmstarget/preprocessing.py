@@ -582,14 +582,14 @@ def preprocess_bold(bold_path, metadata: dict, anat: dict, out_paths: dict, para
 
     write_nifti_streamed(out_paths["bold_mni"], shape_mni, mni["t1"].affine, t_r, volumes(), data.shape[3])
     seconds["resample_mni"] = time.time() - t0
-    qc = {"bold": str(bold_path), "volumes_total": n_total, "dummy_volumes": n_dummy, "volumes": int(data.shape[3]),
+    qc = {"bold": Path(bold_path).name, "volumes_total": n_total, "dummy_volumes": n_dummy, "volumes": int(data.shape[3]),
           "t_r": t_r, "mean_fd_mm": float(np.nanmean(fd)), "max_fd_mm": float(np.nanmax(fd)) if len(fd) > 1 else 0.0,
           "coreg_correlation": coreg["correlation"], "slice_timing_corrected": stc_applied,
           "header_warnings": warnings, "seconds": seconds}
     write_json({"RepetitionTime": t_r, "SkullStripped": False, "SliceTimingCorrected": stc_applied,
                 "NumberOfVolumesDiscardedByTmstarget": n_dummy, "VolumesInRawRun": n_total,
                 "TemplateSpace": TEMPLATE_SPACE, "Resolution": "2 mm (nilearn MNI152 2 mm grid)",
-                "Sources": [str(bold_path)], "HeaderWarnings": warnings},
+                "Sources": [_raw_bids_uri(bold_path)], "HeaderWarnings": warnings},
                _sidecar_path(out_paths["bold_mni"]))
     log.info("BOLD done in %.0f s: mean FD %.3f mm", time.time() - t_start, qc["mean_fd_mm"])
     return qc
@@ -631,6 +631,13 @@ def _maybe_slice_timing(data, metadata, t_r, bold_path, warnings):
     if max(slice_times) >= t_r:
         raise InputError(f"{name}: SliceTiming values must be below RepetitionTime ({t_r} s); fix the sidecar")
     return pc.slice_timing_correct(data, slice_times, t_r, slice_axis=axis), True
+
+
+def _raw_bids_uri(path) -> str:
+    """``bids:raw:sub-XX/.../file`` (relative to the BIDS root), never an absolute path."""
+    parts = Path(path).parts
+    starts = [i for i, p in enumerate(parts) if p.startswith("sub-")]
+    return "bids:raw:" + ("/".join(parts[starts[0]:]) if starts else Path(path).name)
 
 
 def _sidecar_path(path) -> Path:

@@ -447,17 +447,18 @@ def run_native(target_json, t1w_path, xfm_t1w_to_mni, xfm_mni_to_t1w, brain_mask
         "roundtrip_error_mm": roundtrip_mm,
         "markers_t1w": markers,
         "native_parameters": cfg,
-        "t1w_path": str(t1w_path),
+        # file names only: absolute paths can carry a patient's name; the SHA-256 pins the exact file
+        "t1w_path": Path(t1w_path).name,
         "t1w_sha256": t1w_sha,
         "t1w_qform_sform": qform_sform,
-        "transform_path": str(xfm_t1w_to_mni),
+        "transform_path": Path(xfm_t1w_to_mni).name,
         "transform_sha256": sha256_file(xfm_t1w_to_mni),
-        "inverse_transform_path": str(xfm_mni_to_t1w),
+        "inverse_transform_path": Path(xfm_mni_to_t1w).name,
         "inverse_transform_sha256": sha256_file(xfm_mni_to_t1w),
-        "brain_mask_path": str(brain_mask_path),
+        "brain_mask_path": Path(brain_mask_path).name,
         "target_sphere_radius_mm": float(cfg["target_sphere_radius_mm"]),
-        "Sources": list(target.get("Sources", [])) + [str(target_json), str(t1w_path), str(xfm_t1w_to_mni),
-                                                     str(xfm_mni_to_t1w), str(brain_mask_path)],
+        "Sources": list(target.get("Sources", [])) + [Path(p).name for p in (target_json, t1w_path, xfm_t1w_to_mni,
+                                                                            xfm_mni_to_t1w, brain_mask_path)],
     })
     if unc:
         native["uncertainty"] = {**unc, **clouds_t1w}
