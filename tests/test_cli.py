@@ -77,3 +77,38 @@ def test_bad_config_key_exits_2(tmp_path, capsys):
     assert code == 2
     assert "my.yaml: invalid setting at `targeting`" in text and "'methd' was unexpected" in text
     assert not (tmp_path / "out").exists()
+
+
+def test_second_run_on_the_same_output_is_refused(tmp_path, capsys):
+    """A live run holds OUT/logs/.tmstarget.lock; a second run must not touch its outputs."""
+    import fcntl
+    import subprocess
+    import sys
+
+    bids = make_raw_bids(tmp_path / "bids", n_vols=200)
+    out = tmp_path / "out"
+    (out / "logs").mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, sys, time; f = open(sys.argv[1], 'w'); fcntl.flock(f, fcntl.LOCK_EX); "
+        "print('locked', flush=True); time.sleep(60)"), str(out / "logs" / ".tmstarget.lock")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        code, text = run_cli(capsys, bids, out, "participant", "--dry-run")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert code == 2
+    assert "another tmstarget run is using this output folder" in text
+    assert not (out / "logs" / "config.yaml").exists()
+
+
+def test_stale_snakemake_lock_of_a_killed_run_is_removed(tmp_path, capsys):
+    bids = make_raw_bids(tmp_path / "bids", n_vols=200)
+    out = tmp_path / "out"
+    locks = out / ".snakemake" / "locks"
+    locks.mkdir(parents=True)
+    (locks / "0.output.lock").write_text("stale")
+    code, text = run_cli(capsys, bids, out, "participant", "--dry-run")
+    assert code == 0, text
+    assert "removed the Snakemake lock of an interrupted run" in text

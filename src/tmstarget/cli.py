@@ -155,6 +155,33 @@ def _failed_job_errors(log_dir: Path, since: float) -> list[str]:
     return lines
 
 
+def _hold_output_lock(out: Path):
+    """Take an exclusive lock on ``OUT/logs/.tmstarget.lock`` for the life of this process.
+
+    The kernel drops it when the process dies, even on SIGKILL, so holding it proves that no other
+    tmstarget run uses ``OUT``: Snakemake's own lock files left by a killed run are then stale and
+    are removed, so the same command resumes. Returns the open file (keep it referenced).
+    """
+    import fcntl
+
+    from .errors import InputError
+
+    handle = open(out / "logs" / ".tmstarget.lock", "w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise InputError(f"{out}: another tmstarget run is using this output folder; wait for it to end "
+                         "or choose another output folder") from None
+    locks = out / ".snakemake" / "locks"
+    stale = sorted(locks.glob("*.lock")) if locks.is_dir() else []
+    for path in stale:
+        path.unlink()
+    if stale:
+        print(f"tmstarget: removed the Snakemake lock of an interrupted run in {out}", flush=True)
+    return handle
+
+
 def run_bids_app(argv: list[str]) -> int:
     from .bids_inputs import make_plan
     from .config import SNAKEFILE
@@ -168,6 +195,7 @@ def run_bids_app(argv: list[str]) -> int:
     out = Path(config["output_dir"])
     log_dir = out / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
+    lock = _hold_output_lock(out)  # noqa: F841 (held until this process exits)
     config_path = log_dir / "config.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     n_runs = sum(len(u.runs) for u in plan.units.values())

@@ -1,0 +1,218 @@
+"""The whole downstream workflow on a small complete fMRIPrep tree (real antspyx .h5 transforms):
+fMRIPrep route end to end, kill-and-resume with identical outputs, and job-level bad input
+(each with its exact error, a non-zero exit, and no output of the failed step).
+
+The tree (``tests/mini_fmriprep.py``) is small enough that a full run takes well under a minute.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import make_raw_bids
+from mini_fmriprep import NATIVE_SHIFT_RAS_MM, PLANTED_TARGET_MNI_RAS_MM, SPACE, make_mini_fmriprep
+
+pytestmark = pytest.mark.slow
+
+FUNC = Path("derivatives/fmriprep/sub-01/func")
+BOLD = f"sub-01_task-rest_space-{SPACE}_res-2_desc-preproc_bold.nii.gz"
+MASK = f"sub-01_task-rest_space-{SPACE}_res-2_desc-brain_mask.nii.gz"
+CONFOUNDS = "sub-01_task-rest_desc-confounds_timeseries.tsv"
+FAST = "targeting:\n  bootstrap_samples: 10\n  split_half_repeats: 4\n"
+
+
+def cli(bids, out, config, *extra, **popen):
+    cmd = [sys.executable, "-m", "tmstarget.cli", str(bids), str(out), "participant", "--config", str(config),
+           "--cores", "2", *extra]
+    if popen:
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
+    return subprocess.run(cmd, capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def mini(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mini")
+    bids = make_raw_bids(root / "bids", n_vols=160)
+    make_mini_fmriprep(bids / "derivatives" / "fmriprep")
+    config = root / "fast.yaml"
+    config.write_text(FAST)
+    return root, bids, config
+
+
+@pytest.fixture(scope="module")
+def clean_run(mini):
+    root, bids, config = mini
+    out = root / "out_clean"
+    result = cli(bids, out, config)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return out, result
+
+
+def copy_variant(mini, name) -> Path:
+    root, bids, _ = mini
+    dst = root / name
+    shutil.copytree(bids, dst)
+    return dst
+
+
+def output_files(out: Path) -> dict[str, Path]:
+    return {p.relative_to(out).as_posix(): p for p in sorted((out / "tmstarget").rglob("*")) if p.is_file()}
+
+
+# ----------------------------------------------------------------------------- the fMRIPrep route
+
+
+def test_fmriprep_route_recovers_target_and_maps_it_with_the_h5_transforms(clean_run):
+    out, result = clean_run
+    target = json.loads((out / "tmstarget" / "sub-01" / "func" /
+                         f"sub-01_task-rest_space-{SPACE}_desc-target_markers.json").read_text())
+    native = json.loads((out / "tmstarget" / "sub-01" / "anat" /
+                         "sub-01_space-T1w_desc-target_markers.json").read_text())
+    mni = np.asarray(target["target_mni_ras_mm"])
+    # planted 6 mm-wide effect on a 4 mm grid: within one voxel diagonal
+    assert np.linalg.norm(mni - PLANTED_TARGET_MNI_RAS_MM) < 7.0, mni
+    # the tree's T1w world is MNI + a known shift; the .h5 transforms must reproduce it exactly
+    t1w = np.asarray(native["target_t1w_ras_mm"])
+    assert np.allclose(t1w, mni + NATIVE_SHIFT_RAS_MM, atol=0.05), (t1w, mni)
+    assert native["roundtrip_error_mm"] < 0.1
+    assert f"sub-01: target MNI RAS mm ({mni[0]:.1f}, {mni[1]:.1f}, {mni[2]:.1f})" in result.stdout
+
+
+def test_snakemake_report_holds_every_reportlet(mini, clean_run, tmp_path):
+    from tmstarget.report import reportlet_titles
+
+    root, bids, config = mini
+    out, _ = clean_run
+    report = tmp_path / "snakemake_report.html"
+    result = cli(bids, out, config, "--", "--report", str(report))
+    assert result.returncode == 0, result.stdout + result.stderr
+    html = report.read_text(errors="replace")
+    assert report.stat().st_size > 500_000
+    for name, title, _ in reportlet_titles():
+        assert name in html and title.split(",")[0] in html, name
+
+
+# ----------------------------------------------------------------------------- kill and resume
+
+
+def _same_json(a: Path, b: Path) -> bool:
+    return json.loads(a.read_text()) == json.loads(b.read_text())
+
+
+def test_killed_run_resumes_to_identical_outputs(mini, clean_run):
+    root, bids, config = mini
+    clean_out, _ = clean_run
+    out = root / "out_killed"
+    proc = cli(bids, out, config, start_new_session=True)
+    # kill the whole process group (CLI, snakemake, running jobs) once the first denoised data exist
+    marker = out / "work" / "sub-01" / "sub-01_desc-fox_denoised.npz"
+    deadline = time.time() + 300
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run ended before it could be interrupted:\n" + proc.stdout.read()
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_state = output_files(out)
+    # what the killed run left under final names is complete: every image and JSON reads
+    for rel, path in killed_state.items():
+        if path.name.endswith(".nii.gz"):
+            np.asarray(nib.load(path).dataobj)
+        elif path.suffix == ".json":
+            json.loads(path.read_text())
+    assert not (out / "tmstarget" / "sub-01.html").exists()
+
+    result = cli(bids, out, config)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not list(out.rglob(".*.tmp*")), "temporary files of the killed run were left behind"
+    clean, resumed = output_files(clean_out), output_files(out)
+    assert sorted(clean) == sorted(resumed)
+    differ = []
+    for rel in clean:
+        a, b = clean[rel], resumed[rel]
+        if rel.endswith(".nii.gz"):
+            same = np.array_equal(np.asarray(nib.load(a).dataobj), np.asarray(nib.load(b).dataobj),
+                                  equal_nan=True) and np.allclose(nib.load(a).affine, nib.load(b).affine)
+        elif rel.endswith(".json"):
+            same = _same_json(a, b)
+        elif rel.endswith(".html"):
+            continue  # embeds the report's creation time; its numbers come from the JSON compared here
+        else:
+            same = a.read_bytes() == b.read_bytes()
+        if not same:
+            differ.append(rel)
+    assert not differ, f"outputs differ between the clean and the resumed run: {differ}"
+
+
+# ----------------------------------------------------------------------------- job-level bad input
+
+
+def _censor_everything(bids: Path) -> None:
+    path = bids / FUNC / CONFOUNDS
+    table = pd.read_csv(path, sep="\t", na_values="n/a")
+    table.loc[1:, "framewise_displacement"] = 2.0
+    table.to_csv(path, sep="\t", index=False, na_rep="n/a")
+
+
+def _put_nans(bids: Path) -> None:
+    img = nib.load(bids / FUNC / BOLD)
+    data = img.get_fdata(dtype=np.float32)
+    data[20, 30, 20:25, :] = np.nan  # inside the brain
+    nib.save(nib.Nifti1Image(data, img.affine, img.header), bids / FUNC / BOLD)
+
+
+def _truncate(bids: Path) -> None:
+    raw = (bids / FUNC / BOLD).read_bytes()
+    (bids / FUNC / BOLD).write_bytes(raw[: len(raw) // 2])
+
+
+def _cut_seed_from_fov(bids: Path) -> None:
+    img = nib.load(bids / FUNC / MASK)
+    mask = np.asarray(img.dataobj).copy()
+    mask[:, :, :18] = 0  # below z = 2 mm: the field of view misses the sgACC at z = -10
+    nib.save(nib.Nifti1Image(mask, img.affine, img.header), bids / FUNC / MASK)
+
+
+@pytest.mark.parametrize("kind, damage, message, failed_output", [
+    ("censored", _censor_everything,
+     rf"{BOLD}: only 0.0 min of data kept after censoring \(FD > 0.5 mm, 0 of 160 volumes\); at least 5 min",
+     "work/sub-01/sub-01_desc-fox_denoised.npz"),
+    ("nans", _put_nans,
+     rf"{BOLD} contains NaN or infinite values inside the brain mask \(volumes 0-\d+\); replace them",
+     "work/sub-01/sub-01_desc-fox_denoised.npz"),
+    ("truncated", _truncate,
+     rf"{BOLD}: cannot read this BOLD run \(EOFError: file ends in volume \d+ of 160\); the file is truncated",
+     "work/sub-01/sub-01_desc-fox_denoised.npz"),
+    ("seed_outside_fov", _cut_seed_from_fov,
+     rf"{MASK}: only 0 of \d+ seed voxels are inside the BOLD brain mask \(field of view or sgACC signal dropout\)",
+     f"tmstarget/sub-01/func/sub-01_space-{SPACE}_desc-sgacc_mask.nii.gz"),
+])
+def test_job_level_bad_input_stops_with_its_error(mini, kind, damage, message, failed_output):
+    import re
+
+    root, _, config = mini
+    bids = copy_variant(mini, f"bids_{kind}")
+    damage(bids)
+    out = root / f"out_{kind}"
+    result = cli(bids, out, config)
+    assert result.returncode != 0
+    assert "tmstarget: the workflow stopped." in result.stderr
+    assert re.search(message, result.stderr), result.stderr[-3000:]
+    assert "Traceback" not in result.stderr.split("tmstarget: the workflow stopped.")[1]
+    # nothing of the failed step, and nothing downstream, exists under a final name
+    assert not (out / failed_output).exists()
+    assert not list((out / "tmstarget").rglob("*_desc-target_markers.json"))
+    assert not list((out / "tmstarget").rglob("*.html"))
+    assert not list(out.rglob(".*.tmp*"))
