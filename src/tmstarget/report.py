@@ -1306,6 +1306,11 @@ def reportlet_filenames() -> list[str]:
     return [f"{r.name}.html" if r.name in HTML_REPORTLETS else f"{r.name}.{r.fmt}" for r in SUBJECT_REPORTLETS]
 
 
+def reportlet_titles() -> list[tuple[str, str, str]]:
+    """``(file name, title, what good looks like)`` of every subject reportlet, in report order."""
+    return [(name, r.title, r.caption) for r, name in zip(SUBJECT_REPORTLETS, reportlet_filenames())]
+
+
 def _placeholder_figure(message: str):
     """A small figure that says why the real one is missing (keeps file names fixed)."""
     fig = _figure(6, 1.2)

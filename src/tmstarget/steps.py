@@ -97,6 +97,13 @@ def report(input, output, params):
     return build_subject_report(inputs, output["html"])
 
 
+def reportlets(input, output, params):
+    """One file per reportlet (for ``snakemake --report``), in the folder of the declared outputs."""
+    from .report import write_reportlets
+
+    return write_reportlets(dict(params["inputs"]), params["out_dir"])
+
+
 def group_report(input, output, params):
     from .report import build_group_report
 
@@ -112,7 +119,8 @@ def dataset_files(input, output, params):
 
 
 STEPS = {f.__name__: f for f in (preprocess_anat, preprocess_bold, denoise, masks, seedmap, target,
-                                 native, exports, report, group_report, dataset_files)}
+                                 native, exports, report, reportlets, group_report,
+                                 dataset_files)}
 
 
 # ----------------------------------------------------------------------------- Snakemake glue

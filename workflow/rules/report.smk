@@ -1,3 +1,5 @@
+from tmstarget.report import reportlet_titles
+
 # QC reports (self-contained HTML) and the derivative's dataset files.
 
 
@@ -43,6 +45,37 @@ rule report:
         inputs=report_inputs,
     log:
         LOGS / "report" / "{unit}.log",
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=15,
+    script:
+        "../scripts/run_step.py"
+
+
+REPORTLETS = reportlet_titles()
+
+
+# One file per report section, for `snakemake --report` (tmstarget BIDS OUT participant -- --report r.html).
+rule reportlets:
+    input:
+        report_file_inputs,
+    output:
+        [
+            report(
+                str(WORK / "reportlets" / "{unit}" / name),
+                caption="../report/reportlet.rst",
+                category="{unit}",
+                labels={"subject": "{unit}", "section": title},
+            )
+            for name, title, _ in REPORTLETS
+        ],
+    params:
+        step="reportlets",
+        inputs=report_inputs,
+        out_dir=lambda w: str(WORK / "reportlets" / w.unit),
+    log:
+        LOGS / "reportlets" / "{unit}.log",
     threads: 1
     resources:
         mem_mb=3000,
