@@ -230,3 +230,112 @@ def test_composed_points_equal_ants_two_step_resampling(tmp_path, small_head):
     assert inside.sum() > 1000
     # same points, same linear interpolation: agreement to a small fraction of the intensity range
     assert np.percentile(np.abs(ours - expected)[inside], 99) < 0.01 * head.max()
+
+
+# ----------------------------------------------------------------------------- demo acceptance (slow)
+
+
+def t1w_to_mni_error_mm(t1w_path, xfm_mni_to_t1w, truth_map_path, brain_mask_path) -> np.ndarray:
+    """Distance (mm) between our and the true MNI position of every brain voxel of the T1w.
+
+    ``xfm_mni_to_t1w`` pulls MNI images into the T1w grid, i.e. maps T1w points to MNI points; ANTs
+    composes it into a displacement field on the T1w grid (LPS).
+    """
+    t1w_img = nib.load(t1w_path)
+    t1w = nifti_to_ants(t1w_img.get_fdata(dtype=np.float32), t1w_img.affine)
+    mni = pp._to_ants(pp.load_template(2)["t1"])
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        field = ants.apply_transforms(fixed=t1w, moving=mni, transformlist=[str(xfm_mni_to_t1w)],
+                                      compose=f"{tmp}/c_")
+        disp_lps = np.asarray(nib.load(field).dataobj, dtype=np.float64).reshape(t1w.shape + (3,))
+    ijk = np.indices(t1w.shape, dtype=np.float64).reshape(3, -1)
+    points_lps = ((RAS_TO_LPS @ t1w_img.affine)[:3, :3] @ ijk + (RAS_TO_LPS @ t1w_img.affine)[:3, 3:4]).T
+    ours_mni_ras = (points_lps + disp_lps.reshape(-1, 3)) * [-1, -1, 1]
+    truth_mni_ras = np.asarray(nib.load(truth_map_path).dataobj, dtype=np.float64).reshape(-1, 3)
+    brain = np.asarray(nib.load(brain_mask_path).dataobj).reshape(-1) > 0
+    return np.linalg.norm(ours_mni_ras[brain] - truth_mni_ras[brain], axis=1)
+
+
+@pytest.fixture(scope="module")
+def demo_preprocessed(tmp_path_factory):
+    from tmstarget.bids_inputs import preproc_anat_paths, preproc_bold_paths
+    from tmstarget.demo import load_ground_truth, make_demo_dataset
+
+    root = tmp_path_factory.mktemp("preproc_demo")
+    bids = make_demo_dataset(root / "bids", n_subjects=1, n_volumes=120, seed=0)
+    anat_paths = preproc_anat_paths(root / "preproc", "sub-01/anat/sub-01")
+    bold_paths = preproc_bold_paths(root / "preproc", "sub-01/func/sub-01_task-rest")
+    params = {"registration": "fast", "chunk_volumes": 25}
+    anat_qc = pp.preprocess_anat(bids / "sub-01" / "anat" / "sub-01_T1w.nii.gz", anat_paths, params)
+    bold = bids / "sub-01" / "func" / "sub-01_task-rest_bold.nii.gz"
+    metadata = json.loads(bold.with_name("sub-01_task-rest_bold.json").read_text())
+    bold_qc = pp.preprocess_bold(bold, metadata, anat_paths, bold_paths, params)
+    return {"bids": bids, "anat": anat_paths, "bold": bold_paths, "anat_qc": anat_qc, "bold_qc": bold_qc,
+            "truth": load_ground_truth(bids, "01"), "bold_path": bold}
+
+
+@pytest.mark.slow
+def test_demo_motion_and_dummy_scans_recovered(demo_preprocessed):
+    truth, qc = demo_preprocessed["truth"], demo_preprocessed["bold_qc"]
+    n_dummy = int(truth["n_dummy_scans"])
+    assert qc["dummy_volumes"] == n_dummy
+    planted = truth["motion"]
+    if len(planted) == qc["volumes_total"]:
+        planted = planted[n_dummy:]
+    table = __import__("pandas").read_csv(demo_preprocessed["bold"]["confounds"], sep="\t", na_values="n/a")
+    assert len(table) == qc["volumes"] == len(planted)
+    ours = table[list(pc.MOTION_COLUMNS)].to_numpy()
+    # ours are relative to the median reference, the truth to the first steady-state volume: re-express
+    # ours relative to volume 0 (T_t o T_0^-1, same convention x' = R (x - c) + c + t, R = Rz Ry Rx)
+    img = nib.load(demo_preprocessed["bold_path"])
+    centre = (img.affine @ np.append((np.asarray(img.shape[:3]) - 1) / 2, 1))[:3]
+    first_inv = np.linalg.inv(pc.motion_params_to_rigid(ours[0], centre))
+    ours_rel = np.array([pc.rigid_to_motion_params(pc.motion_params_to_rigid(p, centre) @ first_inv, centre)
+                         for p in ours])
+    corr = [np.corrcoef(ours_rel[:, k], planted[:, k])[0, 1] for k in range(6)]
+    print("motion correlation per parameter", dict(zip(pc.MOTION_COLUMNS, np.round(corr, 3))))
+    assert min(corr) > 0.9, corr
+    assert np.median(np.abs(ours_rel[:, :3] - planted[:, :3])) < 0.2
+    fd = table["framewise_displacement"].to_numpy()
+    assert np.isnan(fd[0]) and np.all(fd[1:] >= 0)
+
+
+@pytest.mark.slow
+def test_demo_t1w_to_mni_error_below_2mm(demo_preprocessed):
+    anat, truth = demo_preprocessed["anat"], demo_preprocessed["truth"]
+    err = t1w_to_mni_error_mm(anat["preproc_t1w"], anat["xfm_mni_to_t1w"], truth["t1w_to_mni_map"],
+                              anat["brain_mask"])
+    print(f"T1w->MNI error: median {np.median(err):.2f} mm, p95 {np.percentile(err, 95):.2f} mm")
+    assert np.median(err) < 2.0
+
+
+@pytest.mark.slow
+def test_demo_outputs_follow_fmriprep_layout(demo_preprocessed):
+    anat, bold, qc = demo_preprocessed["anat"], demo_preprocessed["bold"], demo_preprocessed["bold_qc"]
+    t1w_in = nib.load(demo_preprocessed["bids"] / "sub-01" / "anat" / "sub-01_T1w.nii.gz")
+    t1w_out = nib.load(anat["preproc_t1w"])
+    assert t1w_out.shape == t1w_in.shape and np.allclose(t1w_out.affine, t1w_in.affine, atol=1e-5)
+    mni_img = pp.load_template(2)["t1"]
+    bold_img = nib.load(bold["bold_mni"])
+    assert bold_img.shape == mni_img.shape + (qc["volumes"],)
+    assert np.allclose(bold_img.affine, mni_img.affine)
+    sidecar = json.loads(open(bold["bold_mni"].replace(".nii.gz", ".json")).read())
+    assert sidecar["RepetitionTime"] == pytest.approx(2.0)
+    mask = np.asarray(nib.load(bold["mask_mni"]).dataobj) > 0
+    template_mask = pp.load_template(2)["mask"].get_fdata() > 0
+    dice = 2 * (mask & template_mask).sum() / (mask.sum() + template_mask.sum())
+    assert dice > 0.85, dice
+    # registration check: mean EPI in MNI correlates with the template inside the brain
+    boldref = np.asarray(nib.load(bold["boldref_mni"]).dataobj)
+    corr = abs(pp.image_correlation(boldref, mni_img.get_fdata(), template_mask & mask))
+    print(f"boldref-template correlation {corr:.3f}, mask dice {dice:.3f}")
+    assert corr > 0.4
+    cols = open(bold["confounds"]).readline().rstrip("\n").split("\t")
+    for c in ("trans_x", "rot_z_derivative1_power2", "framewise_displacement", "dvars", "global_signal",
+              "white_matter", "csf", "a_comp_cor_04"):
+        assert c in cols
+    for key in ("xfm_t1w_to_mni", "xfm_mni_to_t1w"):
+        assert open(anat[key], "rb").read(8) == b"\x89HDF\r\n\x1a\n"
+    assert open(bold["xfm_bold_to_t1w"]).readline().startswith("#Insight Transform File")
