@@ -88,6 +88,20 @@ def test_fmriprep_route_recovers_target_and_maps_it_with_the_h5_transforms(clean
     t1w = np.asarray(native["target_t1w_ras_mm"])
     assert np.allclose(t1w, mni + NATIVE_SHIFT_RAS_MM, atol=0.05), (t1w, mni)
     assert native["roundtrip_error_mm"] < 0.1
+    # the z map in T1w space is the MNI map moved by the same shift: equal values at matching points
+    func, anat = out / "tmstarget" / "sub-01" / "func", out / "tmstarget" / "sub-01" / "anat"
+    z_mni = nib.load(func / f"sub-01_task-rest_space-{SPACE}_desc-sgaccFox_stat-z_boldmap.nii.gz")
+    z_t1w = nib.load(anat / "sub-01_task-rest_space-T1w_desc-sgaccFox_stat-z_boldmap.nii.gz")
+    t1w = nib.load(Path(out).parent / "bids" / "derivatives" / "fmriprep" / "sub-01" / "anat" /
+                   "sub-01_desc-preproc_T1w.nii.gz")
+    assert z_t1w.shape == t1w.shape and np.allclose(z_t1w.affine, t1w.affine)
+    ijk_mni = np.round(nib.affines.apply_affine(np.linalg.inv(z_mni.affine), mni)).astype(int)
+    voxel_centre_mni = nib.affines.apply_affine(z_mni.affine, ijk_mni)
+    ijk_t1w = nib.affines.apply_affine(np.linalg.inv(z_t1w.affine), voxel_centre_mni + NATIVE_SHIFT_RAS_MM)
+    assert np.allclose(ijk_t1w, np.round(ijk_t1w), atol=1e-3)  # the 4 mm centre falls on a 2 mm T1w voxel
+    expected = z_mni.get_fdata()[tuple(ijk_mni)]
+    got = z_t1w.get_fdata()[tuple(np.round(ijk_t1w).astype(int))]
+    assert expected < -0.3 and got == pytest.approx(expected, abs=1e-4)
     assert f"sub-01: target MNI RAS mm ({mni[0]:.1f}, {mni[1]:.1f}, {mni[2]:.1f})" in result.stdout
 
 

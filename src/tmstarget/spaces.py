@@ -477,3 +477,45 @@ def run_native(target_json, t1w_path, xfm_t1w_to_mni, xfm_mni_to_t1w, brain_mask
              np.round(target_t1w, 1).tolist(), target_ijk, np.round(primary["entry_t1w_ras_mm"], 1).tolist(),
              primary["scalp_to_cortex_mm"], roundtrip_mm)
     return native
+
+
+# ----------------------------------------------------------------------------- maps in T1w space
+
+
+def resample_mni_map_to_t1w(map_mni_path, t1w_path, xfm_mni_to_t1w, out_path) -> Path:
+    """A 3D MNI-space statistical map resampled (linear) into the subject's T1w grid.
+
+    ``xfm_mni_to_t1w`` is the ``from-<MNI>_to-T1w_mode-image`` transform: it resamples MNI images
+    into the T1w (ANTs maps each T1w voxel centre to its MNI position). Voxels outside the map's
+    field of view, and non-finite map values, become 0.
+    """
+    import ants
+
+    from .io import save_img
+    from .preproc_headers import ants_affine_ras, nifti_img, nifti_to_ants
+
+    check_transform_file(xfm_mni_to_t1w, "MNI->T1w")
+    map_img = load_img_checked(map_mni_path, ndim=3, what="statistical map")
+    t1w_img = load_img_checked(t1w_path, ndim=3, what="T1w")
+    values = np.nan_to_num(np.asarray(map_img.get_fdata(dtype=np.float32)), nan=0.0, posinf=0.0, neginf=0.0)
+    moving = nifti_to_ants(values, map_img.affine)
+    fixed = nifti_to_ants(np.zeros(t1w_img.shape[:3], np.float32), t1w_img.affine)
+    warped = ants.apply_transforms(fixed=fixed, moving=moving, transformlist=[str(xfm_mni_to_t1w)],
+                                   interpolator="linear", defaultvalue=0.0)
+    assert np.allclose(ants_affine_ras(warped), t1w_img.affine, atol=1e-3)
+    return save_img(nifti_img(warped.numpy(), t1w_img.affine), out_path)
+
+
+def run_maps_to_t1w(maps_mni: dict, t1w_path, xfm_mni_to_t1w, outputs: dict, out_json=None) -> dict:
+    """Workflow adapter: every MNI map of ``maps_mni`` (name -> path) into the T1w grid at ``outputs[name]``,
+    and a JSON sidecar naming the sources and the transform (file names, SHA-256)."""
+    written = {}
+    for name, path in maps_mni.items():
+        written[name] = str(resample_mni_map_to_t1w(path, t1w_path, xfm_mni_to_t1w, outputs[name]))
+        log.info("%s map in T1w space: %s", name, Path(outputs[name]).name)
+    if out_json:
+        write_json({"Description": "sgACC seed maps resampled from MNI into the subject's T1w grid (linear)",
+                    "Sources": [Path(p).name for p in maps_mni.values()] + [Path(t1w_path).name],
+                    "Transform": Path(xfm_mni_to_t1w).name, "TransformSha256": sha256_file(xfm_mni_to_t1w),
+                    "T1wSha256": sha256_file(t1w_path), "Interpolation": "linear"}, out_json)
+    return written

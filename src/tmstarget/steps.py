@@ -84,6 +84,13 @@ def native(input, output, params):
                       output["tsv"], output["json"], output["coordsystem"], output["sphere"])
 
 
+def maps_to_t1w(input, output, params):
+    from .spaces import run_maps_to_t1w
+
+    return run_maps_to_t1w({"r": input["r"], "z": input["z"]}, input["t1w"], input["xfm_mni_to_t1w"],
+                           {"r": output["r"], "z": output["z"]}, output["json"])
+
+
 def exports(input, output, params):
     from .navigation import run_exports
 
@@ -119,7 +126,7 @@ def dataset_files(input, output, params):
 
 
 STEPS = {f.__name__: f for f in (preprocess_anat, preprocess_bold, denoise, masks, seedmap, target,
-                                 native, exports, report, reportlets, group_report,
+                                 native, maps_to_t1w, exports, report, reportlets, group_report,
                                  dataset_files)}
 
 

@@ -26,10 +26,36 @@ rule native:
         t1w_navigation=lambda w: UNITS[w.unit].t1w_navigation,
     log:
         LOGS / "native" / "{subdir}" / "{unit}.log",
+    benchmark:
+        LOGS / "benchmarks" / "native" / "{subdir}" / "{unit}.tsv"
     threads: 1
     resources:
         mem_mb=3000,
         runtime=15,
+    script:
+        "../scripts/run_step.py"
+
+
+rule maps_to_t1w:
+    input:
+        r=D("r_map"),
+        z=D("z_map"),
+        xfm_mni_to_t1w=lambda w: UNITS[w.unit].anat["xfm_mni_to_t1w"],
+        t1w=lambda w: UNITS[w.unit].t1w_navigation,
+    output:
+        r=D("r_map_t1w"),
+        z=D("z_map_t1w"),
+        json=D("maps_t1w_json"),
+    params:
+        step="maps_to_t1w",
+    log:
+        LOGS / "maps_to_t1w" / "{subdir}" / "{unit}_{Strategy}.log",
+    benchmark:
+        LOGS / "benchmarks" / "maps_to_t1w" / "{subdir}" / "{unit}_{Strategy}.tsv"
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=10,
     script:
         "../scripts/run_step.py"
 
@@ -45,6 +71,8 @@ rule exports:
         t1w_navigation=lambda w: UNITS[w.unit].t1w_navigation,
     log:
         LOGS / "exports" / "{subdir}" / "{unit}.log",
+    benchmark:
+        LOGS / "benchmarks" / "exports" / "{subdir}" / "{unit}.tsv"
     threads: 1
     resources:
         mem_mb=1000,
