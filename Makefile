@@ -30,9 +30,13 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -q -ra -m "not slow"
 
-benchmark: install
-	$(BIN)/python benchmarks/bench_denoise_seedmap.py
+# Wall time and peak memory: every stage of the demo run (Snakemake benchmark files), the built-in
+# preprocessing step by step, and denoise + seed map next to plain nilearn on a demo-sized and a
+# 600-volume 2 mm MNI run.
+benchmark: demo
+	$(BIN)/python benchmarks/workflow_stages.py $(DEMO_OUT)
 	$(BIN)/python benchmarks/bench_preprocessing.py
+	$(BIN)/python benchmarks/bench_denoise_seedmap.py
 
 clean:
 	rm -rf demo .pytest_cache

@@ -23,6 +23,8 @@ rule denoise:
         warn_retained_minutes=config["denoising"]["warn_retained_minutes"],
     log:
         LOGS / "denoise" / "{subdir}" / "{unit}_{strategy}.log",
+    benchmark:
+        LOGS / "benchmarks" / "denoise" / "{subdir}" / "{unit}_{strategy}.tsv"
     threads: 1
     resources:
         mem_mb=4000,
@@ -44,6 +46,8 @@ rule masks:
         search=config["search"],
     log:
         LOGS / "masks" / "{subdir}" / "{unit}.log",
+    benchmark:
+        LOGS / "benchmarks" / "masks" / "{subdir}" / "{unit}.tsv"
     threads: 1
     resources:
         mem_mb=2000,
@@ -65,6 +69,8 @@ rule seedmap:
         seed=config["seed"],
     log:
         LOGS / "seedmap" / "{subdir}" / "{unit}_{Strategy}.log",
+    benchmark:
+        LOGS / "benchmarks" / "seedmap" / "{subdir}" / "{unit}_{Strategy}.tsv"
     threads: 1
     resources:
         mem_mb=3000,

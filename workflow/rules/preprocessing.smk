@@ -13,6 +13,8 @@ if PLAN.route == "raw":
             generated_by="tmstarget-preproc",
         log:
             LOGS / "preproc_description.log",
+        benchmark:
+            LOGS / "benchmarks" / "preproc_description.tsv"
         localrule: True
         script:
             "../scripts/run_step.py"
@@ -27,6 +29,8 @@ if PLAN.route == "raw":
             cfg=config["preprocessing"],
         log:
             LOGS / "preprocess_anat" / "{anat}.log",
+        benchmark:
+            LOGS / "benchmarks" / "preprocess_anat" / "{anat}.tsv"
         threads: 2
         resources:
             mem_mb=6000,
@@ -48,6 +52,8 @@ if PLAN.route == "raw":
             cfg=config["preprocessing"],
         log:
             LOGS / "preprocess_bold" / "{run}.log",
+        benchmark:
+            LOGS / "benchmarks" / "preprocess_bold" / "{run}.tsv"
         threads: 2
         resources:
             mem_mb=4000,

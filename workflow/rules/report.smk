@@ -45,6 +45,8 @@ rule report:
         inputs=report_inputs,
     log:
         LOGS / "report" / "{unit}.log",
+    benchmark:
+        LOGS / "benchmarks" / "report" / "{unit}.tsv"
     threads: 1
     resources:
         mem_mb=3000,
@@ -76,6 +78,8 @@ rule reportlets:
         out_dir=lambda w: str(WORK / "reportlets" / w.unit),
     log:
         LOGS / "reportlets" / "{unit}.log",
+    benchmark:
+        LOGS / "benchmarks" / "reportlets" / "{unit}.tsv"
     threads: 1
     resources:
         mem_mb=3000,
@@ -110,6 +114,8 @@ rule group_report:
         entries=lambda w: group_entries(),
     log:
         LOGS / "group_report.log",
+    benchmark:
+        LOGS / "benchmarks" / "group_report.tsv"
     threads: 1
     resources:
         mem_mb=2000,
@@ -126,6 +132,8 @@ rule dataset_description:
         sources={"raw": PLAN.bids_dir} if PLAN.route == "raw" else {"fmriprep": str(Path(UNITS[next(iter(UNITS))].runs[0].bold).parents[2])},
     log:
         LOGS / "dataset_description.log",
+    benchmark:
+        LOGS / "benchmarks" / "dataset_description.tsv"
     localrule: True
     script:
         "../scripts/run_step.py"

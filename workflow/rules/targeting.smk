@@ -32,6 +32,8 @@ rule target:
         space=SPACE,
     log:
         LOGS / "target" / "{subdir}" / "{unit}.log",
+    benchmark:
+        LOGS / "benchmarks" / "target" / "{subdir}" / "{unit}.tsv"
     threads: 1
     resources:
         mem_mb=4000,
