@@ -96,9 +96,11 @@ def choose_affine(img: nib.Nifti1Image, path: str | os.PathLike, what: str = "im
     else:
         affine = header.get_base_affine()
         msg = (f"{name}: qform_code and sform_code are both 0, so the {what}'s orientation in the "
-               "scanner is not recorded; using voxel sizes only (NIfTI method 1) and letting the "
-               "registration find the orientation. Set sform_code/qform_code to 1 if the stored "
-               "matrices are right (e.g. re-convert the DICOMs with dcm2niix)")
+               "scanner is not recorded; using voxel sizes only with x stored right to left (the "
+               "Analyze convention FSL and nibabel assume) and letting the rigid registration find any "
+               "tilt. A left-right flip cannot be detected this way: check the BOLD->T1w figure, and set "
+               "sform_code/qform_code to 1 if the stored matrices are right (e.g. re-convert the DICOMs "
+               "with dcm2niix)")
         log.warning(msg)
         warnings.append(msg)
     affine = np.asarray(affine, dtype=float)

@@ -120,6 +120,20 @@ def image_correlation(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
     return float((x * y).sum() / denom) if denom > 0 else 0.0
 
 
+def edge_correlation(a: np.ndarray, b: np.ndarray, mask: np.ndarray, sigma_vox: float = 1.0) -> float:
+    """Correlation of the gradient magnitudes of two Gaussian-smoothed images inside ``mask``.
+
+    A registration check across contrasts (T2* EPI vs T1 template): intensities correlate weakly
+    and barely change with misregistration, edges do. On the real HAPPYTEST run: 0.42 registered,
+    0.15 after a 10 mm shift (plain intensity correlation: 0.20 and 0.16).
+    """
+
+    def edges(v):
+        return np.linalg.norm(np.gradient(ndimage.gaussian_filter(np.asarray(v, float), sigma_vox)), axis=0)
+
+    return image_correlation(edges(a), edges(b), mask)
+
+
 # ----------------------------------------------------------------------------- anatomy
 
 

