@@ -112,6 +112,23 @@ def _to_ants(img: nib.Nifti1Image) -> "ants.ANTsImage":
     return nifti_to_ants(np.asarray(img.get_fdata(dtype=np.float32)), img.affine)
 
 
+#: Seed of the random metric sampling in every antspyx registration. Unseeded, ANTs draws new
+#: samples each run and the same input gives different motion estimates (up to 0.3 mm seen) and
+#: transforms, so an interrupted and resumed run would not reproduce an uninterrupted one.
+ANTS_RANDOM_SEED = 20120901
+
+
+def make_ants_repeatable(seed: int = ANTS_RANDOM_SEED) -> None:
+    """Fix the random seed antspyx passes to antsRegistration (``--random-seed``).
+
+    ``ants.set_ants_deterministic`` would also force a single ITK thread; only the seed is set
+    here (``ants.config._random_seed`` is what ``ants.registration`` reads), so threads still help.
+    """
+    import ants.config
+
+    ants.config._random_seed = int(seed)
+
+
 def image_correlation(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
     """Pearson correlation of two images inside a boolean mask (same shape)."""
     x, y = np.asarray(a, float)[mask], np.asarray(b, float)[mask]
@@ -241,6 +258,7 @@ def preprocess_anat(t1w_path, out_paths: dict, params: dict) -> dict:
         ``brain_volume_ml``, ``header_warnings``, ``seconds`` per step.
     """
     params = resolve_params(params)
+    make_ants_repeatable()
     settings = REGISTRATION_MODES[params["registration"]]
     seconds = {}
     t0 = time.time()
@@ -506,6 +524,7 @@ def preprocess_bold(bold_path, metadata: dict, anat: dict, out_paths: dict, para
         ``coreg_correlation``, ``header_warnings``, ``seconds`` per step.
     """
     params = resolve_params(params)
+    make_ants_repeatable()
     seconds = {}
     t_start = time.time()
     data, affine, t_r, warnings = load_bold(bold_path, metadata)
