@@ -53,15 +53,17 @@ def mni_json(out, sub):
 
 
 @pytest.mark.parametrize("sub", SUBJECTS)
-def test_planted_target_recovered_within_8mm(demo_run, sub):
+def test_planted_target_recovered_within_6mm(demo_run, sub):
+    """Issue 5's acceptance (issue 2 asked for 8 mm). Measured on a clean clone: sub-01 0.0 mm,
+    sub-02 1.4 mm in MNI; 0.1 and 1.4 mm in T1w."""
     bids, out, _ = demo_run
     truth = load_ground_truth(bids, sub)
     target = mni_json(out, sub)
     err_mni = np.linalg.norm(np.subtract(target["target_mni_ras_mm"], truth["target_mni_ras_mm"]))
     native = native_json(out, sub)
     err_t1w = np.linalg.norm(np.subtract(native["target_t1w_ras_mm"], truth["target_t1w_ras_mm"]))
-    assert err_mni < 8.0, f"MNI error {err_mni:.1f} mm"
-    assert err_t1w < 8.0, f"T1w error {err_t1w:.1f} mm"
+    assert err_mni < 6.0, f"MNI error {err_mni:.1f} mm"
+    assert err_t1w < 6.0, f"T1w error {err_t1w:.1f} mm"
 
 
 def test_cli_prints_targets_and_report(demo_run):
