@@ -912,13 +912,18 @@ def render_target_t1w(ctx: SubjectContext):
     if target is None:
         raise Unavailable("no T1w-space target (the native-space stage failed or did not run)")
     t1w = ctx.img("t1w")
-    fig = _figure(9, 3.0)
-    disp = plotting.plot_anat(t1w, cut_coords=tuple(target), display_mode="ortho", figure=fig, dim=-0.3,
-                              draw_cross=False, title="target (yellow) and scalp entry (cyan), T1w")
-    disp.add_markers([target], marker_color="yellow", marker_size=60, marker="X")
     entry = _point((ctx.native or {}).get("entry_t1w_ras_mm"))
+    fig = _figure(9, 3.0 if entry is None else 6.0)
+    top = (0.0, 0.0, 1.0, 1.0) if entry is None else (0.0, 0.5, 1.0, 0.5)
+    disp = plotting.plot_anat(t1w, cut_coords=tuple(target), display_mode="ortho", figure=fig, axes=top,
+                              dim=-0.3, draw_cross=False, title="cortical target (yellow X), T1w")
+    disp.add_markers([target], marker_color="yellow", marker_size=60, marker="X")
     if entry is not None:
-        disp.add_markers([entry], marker_color="cyan", marker_size=40, marker="o")
+        # second row cut through the entry: nilearn draws a marker only within 2 mm of a cut
+        low = plotting.plot_anat(t1w, cut_coords=tuple(entry), display_mode="ortho", figure=fig,
+                                 axes=(0.0, 0.0, 1.0, 0.5), dim=-0.3, draw_cross=False,
+                                 title="scalp entry (cyan dot), where the coil centre goes")
+        low.add_markers([entry], marker_color="cyan", marker_size=50, marker="o")
     return fig
 
 
@@ -1105,8 +1110,9 @@ SUBJECT_REPORTLETS: tuple[Reportlet, ...] = (
               "Good: status PASS, a T1w-space target, at least 10 minutes kept, low motion, a clear "
               "anticorrelation (z well below 0) and a target inside BA46.", render_summary),
     Reportlet("target_t1w", "Target on the subject's T1w",
-              "Good: the yellow cross sits in the grey matter of the left middle frontal gyrus and the cyan "
-              "scalp entry lies on the scalp above it. This is the coordinate the navigator uses.",
+              "Good: the yellow cross (top row, cut through the target) sits in the grey matter of the left "
+              "middle frontal gyrus, and the cyan dot (bottom row, cut through the entry) lies on the scalp "
+              "surface. These are the coordinates the navigator uses.",
               render_target_t1w),
     Reportlet("motion", "Head motion",
               "Framewise displacement (FD, mm) of each volume. Good: FD mostly below the dashed threshold, few "
