@@ -118,8 +118,23 @@ def test_fmriprep_missing_pieces(tmp_path):
     with pytest.raises(InputError, match=f"from-T1w_to-{FMRIPREP_SPACE}_mode-image_xfm.h5: T1w->MNI transform"):
         plan_fmriprep(None, deriv2, tmp_path / "out")
     deriv3 = make_fmriprep_tree(tmp_path / "fmriprep3", space="T1w")
-    with pytest.raises(InputError, match="no preprocessed BOLD in an MNI space"):
+    with pytest.raises(InputError, match="only in T1w space and there is no .*_from-T1w_to-<MNI>_mode-image_xfm.h5"):
         plan_fmriprep(None, deriv3, tmp_path / "out")
+
+
+def test_fmriprep_t1w_space_bold_is_planned_for_resampling(tmp_path):
+    """BOLD only in T1w space: planned through the T1w->MNI transform into the work folder."""
+    deriv = make_fmriprep_tree(tmp_path / "fmriprep", space="T1w", with_xfm=False)
+    anat = deriv / "sub-01" / "anat"
+    for name in (f"from-T1w_to-{FMRIPREP_SPACE}", f"from-{FMRIPREP_SPACE}_to-T1w"):
+        (anat / f"sub-01_{name}_mode-image_xfm.h5").write_bytes(b"stand-in")
+    plan = plan_fmriprep(None, deriv, tmp_path / "out")
+    assert plan.space == FMRIPREP_SPACE and plan.derivatives_dir == str(deriv.resolve())
+    run = plan.units["sub-01"].runs[0]
+    assert run.t1w_bold.endswith("sub-01_task-rest_space-T1w_res-2_desc-preproc_bold.nii.gz")
+    prefix = f"sub-01/sub-01_task-rest_space-{FMRIPREP_SPACE}"
+    assert run.bold == str((tmp_path / "out").resolve() / "work" / f"{prefix}_desc-preproc_bold.nii.gz")
+    assert plan.t1w_bold_jobs[prefix]["xfm_t1w_to_mni"].endswith(f"from-T1w_to-{FMRIPREP_SPACE}_mode-image_xfm.h5")
 
 
 def test_explicit_fmriprep_without_derivatives(tiny_bids, tmp_path):

@@ -119,6 +119,44 @@ def test_snakemake_report_holds_every_reportlet(mini, clean_run, tmp_path):
         assert name in html and title.split(",")[0] in html, name
 
 
+def test_fmriprep_bold_only_in_t1w_space(mini, clean_run):
+    """fMRIPrep run with --output-spaces T1w only: the BOLD is resampled into the template through
+    the T1w->MNI .h5 transform and gives the target of the MNI-space route."""
+    root, _, config = mini
+    bids = copy_variant(mini, "bids_t1w_space")
+    func = bids / FUNC
+    shifted = {}
+    for name in (BOLD, MASK):
+        img = nib.load(func / name)
+        affine = img.affine.copy()
+        affine[:3, 3] += NATIVE_SHIFT_RAS_MM  # the same voxels, placed in the tree's T1w world
+        out = nib.Nifti1Image(np.asanyarray(img.dataobj), affine, img.header)
+        out.set_qform(affine, 1)
+        out.set_sform(affine, 1)
+        shifted[name.replace(f"space-{SPACE}", "space-T1w")] = out
+    for path in func.glob(f"*space-{SPACE}*"):
+        path.unlink()
+    for name, img in shifted.items():
+        nib.save(img, func / name)
+    (func / BOLD.replace(f"space-{SPACE}", "space-T1w").replace(".nii.gz", ".json")).write_text(
+        json.dumps({"RepetitionTime": 2.0}))
+    out = root / "out_t1w_space"
+    result = cli(bids, out, config)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    resampled = out / "work" / "sub-01" / f"sub-01_task-rest_space-{SPACE}_desc-preproc_bold.nii.gz"
+    assert nib.load(resampled).shape[3] == 160
+    def target(o):
+        return np.asarray(json.loads((o / "tmstarget" / "sub-01" / "func" /
+                                      f"sub-01_task-rest_space-{SPACE}_desc-target_markers.json").read_text())
+                          ["target_mni_ras_mm"])
+    mni = target(out)
+    print("T1w-space route target", mni, "MNI route", target(clean_run[0]))
+    assert np.linalg.norm(mni - PLANTED_TARGET_MNI_RAS_MM) < 7.0
+    assert np.linalg.norm(mni - target(clean_run[0])) <= 4.5  # one 4 mm voxel: resampled once more
+    native = json.loads((out / "tmstarget" / "sub-01" / "anat" / "sub-01_space-T1w_desc-target_markers.json").read_text())
+    assert np.allclose(native["target_t1w_ras_mm"], mni + NATIVE_SHIFT_RAS_MM, atol=0.05)
+
+
 # ----------------------------------------------------------------------------- kill and resume
 
 

@@ -38,6 +38,8 @@ class RunInputs:
     boldref_t1w: str | None = None
     raw_bold: str | None = None
     t_r: float | None = None
+    t1w_bold: str | None = None   # fMRIPrep space-T1w BOLD that a rule resamples into ``bold`` (MNI)
+    t1w_mask: str | None = None   # its brain mask (resampled into ``mask``)
 
 
 @dataclass
@@ -62,6 +64,8 @@ class Plan:
     units: dict[str, UnitInputs] = field(default_factory=dict)
     anat_jobs: dict[str, str] = field(default_factory=dict)   # preproc anat prefix -> raw T1w
     bold_jobs: dict[str, dict] = field(default_factory=dict)  # preproc run prefix -> {raw_bold, metadata, anat}
+    derivatives_dir: str = ""  # the fMRIPrep folder (fmriprep route)
+    t1w_bold_jobs: dict[str, dict] = field(default_factory=dict)  # work run prefix -> {t1w_bold, t1w_mask, xfm}
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -265,14 +269,30 @@ def find_fmriprep_dir(bids_dir, fmriprep_dir=None) -> Path | None:
     return p if p.is_dir() else None
 
 
-def _choose_space(deriv: Path, subjects: list[str], space: str) -> str:
-    if space != "auto":
-        return space
+def _choose_space(deriv: Path, subjects: list[str], space: str) -> tuple[str, str]:
+    """(template space of the analysis, space of the BOLD files to read).
+
+    The BOLD space is the template space, or ``T1w`` when fMRIPrep wrote the BOLD only in T1w space:
+    it is then resampled into the template through the T1w->template transform that fMRIPrep
+    writes beside the T1w (a second interpolation, reported in the sidecar).
+    """
     names = {_entity(p.name, "space") for s in subjects
              for p in deriv.glob(f"sub-{s}/**/func/*_desc-preproc_bold.nii*")}
+    if space != "auto":
+        return space, (space if space in names or "T1w" not in names else "T1w")
     for candidate in FMRIPREP_SPACES:
         if candidate in names:
-            return candidate
+            return candidate, candidate
+    if "T1w" in names:
+        transforms = {_entity(p.name, "to") for s in subjects
+                      for p in deriv.glob(f"sub-{s}/**/anat/*_from-T1w_to-*_mode-image_xfm.h5")}
+        for candidate in FMRIPREP_SPACES:
+            if candidate in transforms:
+                return candidate, "T1w"
+        raise InputError(
+            f"{deriv}: the BOLD runs are only in T1w space and there is no *_from-T1w_to-<MNI>_mode-image_xfm.h5 "
+            f"({', '.join(FMRIPREP_SPACES)}) to take them to a template; rerun fMRIPrep with --output-spaces "
+            "MNI152NLin2009cAsym:res-2")
     raise InputError(
         f"{deriv}: no preprocessed BOLD in an MNI space ({', '.join(FMRIPREP_SPACES)}); found spaces "
         f"{sorted(n for n in names if n) or 'none'}; rerun fMRIPrep with --output-spaces "
@@ -329,16 +349,16 @@ def plan_fmriprep(bids_dir, fmriprep_dir, output_dir, task="rest", participant_l
     deriv = Path(fmriprep_dir).resolve()
     layout = _layout(deriv, derivative=True)
     subjects = _check_participants(layout.get_subjects(), list(participant_label), str(deriv))
-    space = _choose_space(deriv, subjects, space)
+    space, bold_space = _choose_space(deriv, subjects, space)
     output_dir = Path(output_dir).resolve()
     plan = Plan(route="fmriprep", space=space, bids_dir=str(Path(bids_dir).resolve()) if bids_dir else "",
-                output_dir=str(output_dir))
+                output_dir=str(output_dir), derivatives_dir=str(deriv))
     for sub in subjects:
-        files = layout.get(subject=sub, task=task, space=space, desc="preproc", suffix="bold",
+        files = layout.get(subject=sub, task=task, space=bold_space, desc="preproc", suffix="bold",
                            extension=list(NIFTI_EXTENSIONS))
         if not files:
             raise InputError(
-                f"sub-{sub}: no task-{task} *_space-{space}_desc-preproc_bold.nii.gz in {deriv}/sub-{sub}; "
+                f"sub-{sub}: no task-{task} *_space-{bold_space}_desc-preproc_bold.nii.gz in {deriv}/sub-{sub}; "
                 f"rerun fMRIPrep with --output-spaces {space}:res-2 or set `task`"
             )
         # Prefer res-2 when several resolutions exist, one file per run.
@@ -370,8 +390,17 @@ def plan_fmriprep(bids_dir, fmriprep_dir, output_dir, task="rest", participant_l
                             boldref_t1w=str(boldref_t1w) if boldref_t1w.exists() else None,
                             t_r=t_r)
             unit, subdir = _unit_of(sub, ses, group_runs_by)
+            anat = plan.units[unit].anat if unit in plan.units else _fmriprep_anat(deriv, sub, ses, space)
+            if bold_space == "T1w":
+                # resampled into the template by rule t1w_bold_to_template (work folder, fMRIPrep naming)
+                prefix = f"{subdir}/{stem}_space-{space}"
+                run.t1w_bold, run.t1w_mask = run.bold, run.mask
+                run.bold = str(output_dir / "work" / f"{prefix}_desc-preproc_bold.nii.gz")
+                run.mask = str(output_dir / "work" / f"{prefix}_desc-brain_mask.nii.gz")
+                run.boldref_mni = None
+                plan.t1w_bold_jobs[prefix] = {"t1w_bold": run.t1w_bold, "t1w_mask": run.t1w_mask,
+                                              "xfm_t1w_to_mni": anat["xfm_t1w_to_mni"], "t_r": t_r}
             if unit not in plan.units:
-                anat = _fmriprep_anat(deriv, sub, ses, space)
                 plan.units[unit] = UnitInputs(unit=unit, subdir=subdir, subject=sub,
                                               session=ses if group_runs_by == "session" else None,
                                               runs=[], anat=anat, t1w_navigation=anat["preproc_t1w"])

@@ -695,3 +695,74 @@ def _confounds_sidecar(params: dict, n_dummy: int, n_wm: int, n_csf: int) -> dic
         "a_comp_cor": {"Method": "aCompCor on the combined WM+CSF mask, cosine high-pass 1/128 Hz",
                        "WMVoxels": n_wm, "CSFVoxels": n_csf, "NComponents": params["n_acompcor"]},
     }
+
+
+# ----------------------------------------------------------------------------- fMRIPrep T1w-space BOLD
+
+
+def template_grid(voxel_mm: float) -> tuple[tuple[int, int, int], np.ndarray]:
+    """Shape and RAS affine of a grid over nilearn's MNI 2 mm box with voxels of ``voxel_mm``
+    (the 2 mm template grid itself when ``voxel_mm`` <= 2.5)."""
+    tpl = load_template(2)["t1"]
+    if voxel_mm <= 2.5:
+        return tuple(tpl.shape[:3]), tpl.affine.copy()
+    v = float(voxel_mm)
+    shape = tuple(int(np.ceil(n * 2.0 / v)) for n in tpl.shape[:3])
+    affine = np.diag([v, v, v, 1.0])
+    affine[:3, 3] = tpl.affine[:3, 3]
+    return shape, affine
+
+
+def resample_t1w_bold_to_template(t1w_bold, t1w_mask, xfm_t1w_to_mni, out_bold, out_mask, space: str,
+                                  t_r: float | None = None) -> dict:
+    """fMRIPrep's ``space-T1w`` BOLD resampled (trilinear) into the template space of the transform.
+
+    ``xfm_t1w_to_mni`` is fMRIPrep's ``from-T1w_to-<template>_mode-image_xfm.h5``: it resamples T1w
+    images into the template, i.e. ANTs maps each template point to its T1w point. The map is composed
+    once on the output grid (2 mm, or the BOLD's voxel size if coarser) and every volume is sampled
+    with it and streamed to disk. This is a second interpolation after fMRIPrep's own, noted in the
+    sidecar; asking fMRIPrep for ``--output-spaces MNI152NLin2009cAsym:res-2`` avoids it.
+    """
+    from .denoise import _open_bold, load_masked_bold, read_t_r
+
+    img = _open_bold(t1w_bold)
+    t_r = read_t_r(t1w_bold, t_r)
+    mask_img = nib.load(str(t1w_mask))
+    if tuple(mask_img.shape[:3]) != tuple(img.shape[:3]):
+        raise InputError(f"{Path(t1w_mask).name}: its grid {mask_img.shape[:3]} differs from the BOLD's "
+                         f"{img.shape[:3]}; use the brain mask fMRIPrep wrote beside this run")
+    mask = np.asarray(mask_img.dataobj) > 0
+    read_mask = ndimage.binary_dilation(mask, iterations=2)  # so trilinear edges see real values
+    data_tv = load_masked_bold(img, read_mask)
+    voxel_mm = float(np.mean(np.linalg.norm(img.affine[:3, :3], axis=0)))
+    shape, affine = template_grid(voxel_mm)
+    grid = nifti_to_ants(np.zeros(shape, np.float32), affine)
+    with tempfile.TemporaryDirectory(prefix="tmstarget_t1w2mni_") as tmp:
+        field_path = ants.apply_transforms(fixed=grid, moving=grid, transformlist=[str(xfm_t1w_to_mni)],
+                                           compose=f"{tmp}/c_")
+        disp_lps = np.asarray(nib.load(field_path).dataobj, dtype=np.float64).reshape(-1, 3)
+    ijk = np.indices(shape, dtype=np.float64).reshape(3, -1)
+    affine_lps = RAS_TO_LPS @ affine
+    points_lps = (affine_lps[:3, :3] @ ijk + affine_lps[:3, 3:4]).T + disp_lps
+    ijk_bold = world_to_voxel_indices(points_lps, np.eye(4), img.affine)
+    inside = sample_volume(mask.astype(np.float32), ijk_bold) > 0.5
+    idx = np.flatnonzero(inside)
+    ijk_in = ijk_bold[:, idx]
+    save_img(nifti_img(inside.reshape(shape), affine, dtype=np.uint8), out_mask)
+    volume = np.zeros(img.shape[:3], np.float32)
+
+    def volumes():
+        for t in range(data_tv.shape[0]):
+            volume[read_mask] = data_tv[t]
+            out = np.zeros(inside.size, np.float32)
+            out[idx] = sample_volume(volume, ijk_in)
+            yield out.reshape(shape)
+
+    write_nifti_streamed(out_bold, shape, affine, t_r, volumes(), data_tv.shape[0])
+    write_json({"RepetitionTime": t_r, "SkullStripped": False, "TemplateSpace": space,
+                "Resolution": f"{np.linalg.norm(affine[:3, 0]):g} mm",
+                "Sources": [Path(t1w_bold).name, Path(xfm_t1w_to_mni).name],
+                "Description": "fMRIPrep space-T1w BOLD resampled (trilinear) into the template by tmstarget: "
+                               "a second interpolation after fMRIPrep's"}, _sidecar_path(out_bold))
+    log.info("%s -> %s: %d volumes, %d brain voxels", Path(t1w_bold).name, space, data_tv.shape[0], idx.size)
+    return {"volumes": int(data_tv.shape[0]), "brain_voxels": int(idx.size), "shape": list(shape)}

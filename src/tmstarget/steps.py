@@ -35,6 +35,13 @@ def preprocess_bold(input, output, params):
     return run(input["bold"], dict(params["metadata"]), anat, dict(output), dict(params["cfg"]))
 
 
+def t1w_bold_to_template(input, output, params):
+    from .preprocessing import resample_t1w_bold_to_template
+
+    return resample_t1w_bold_to_template(input["t1w_bold"], input["t1w_mask"], input["xfm_t1w_to_mni"],
+                                         output["bold"], output["mask"], params["space"], params.get("t_r"))
+
+
 def denoise(input, output, params):
     from .denoise import run_denoise
 
@@ -125,7 +132,7 @@ def dataset_files(input, output, params):
                         generated_by=params.get("generated_by", "tmstarget"))
 
 
-STEPS = {f.__name__: f for f in (preprocess_anat, preprocess_bold, denoise, masks, seedmap, target,
+STEPS = {f.__name__: f for f in (preprocess_anat, preprocess_bold, t1w_bold_to_template, denoise, masks, seedmap, target,
                                  native, maps_to_t1w, exports, report, reportlets, group_report,
                                  dataset_files)}
 

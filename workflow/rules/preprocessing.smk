@@ -60,3 +60,32 @@ if PLAN.route == "raw":
             runtime=60,
         script:
             "../scripts/run_step.py"
+
+
+if PLAN.t1w_bold_jobs:
+
+    # fMRIPrep wrote the BOLD only in T1w space: resample it into the template (fMRIPrep route).
+    rule t1w_bold_to_template:
+        input:
+            t1w_bold=lambda w: PLAN.t1w_bold_jobs[w.t1wrun]["t1w_bold"],
+            t1w_mask=lambda w: PLAN.t1w_bold_jobs[w.t1wrun]["t1w_mask"],
+            xfm_t1w_to_mni=lambda w: PLAN.t1w_bold_jobs[w.t1wrun]["xfm_t1w_to_mni"],
+        output:
+            bold=WORK / "{t1wrun}_desc-preproc_bold.nii.gz",
+            mask=WORK / "{t1wrun}_desc-brain_mask.nii.gz",
+        params:
+            step="t1w_bold_to_template",
+            space=SPACE,
+            t_r=lambda w: PLAN.t1w_bold_jobs[w.t1wrun]["t_r"],
+        wildcard_constraints:
+            t1wrun=r"sub-[^/]+(/ses-[^/]+)?/sub-[^/]+_space-[a-zA-Z0-9]+",
+        log:
+            LOGS / "t1w_bold_to_template" / "{t1wrun}.log",
+        benchmark:
+            LOGS / "benchmarks" / "t1w_bold_to_template" / "{t1wrun}.tsv"
+        threads: 1
+        resources:
+            mem_mb=4000,
+            runtime=30,
+        script:
+            "../scripts/run_step.py"

@@ -129,7 +129,7 @@ rule dataset_description:
         description=DERIV / "dataset_description.json",
     params:
         step="dataset_files",
-        sources={"raw": PLAN.bids_dir} if PLAN.route == "raw" else {"fmriprep": str(Path(UNITS[next(iter(UNITS))].runs[0].bold).parents[2])},
+        sources={"raw": PLAN.bids_dir} if PLAN.route == "raw" else {"fmriprep": PLAN.derivatives_dir},
     log:
         LOGS / "dataset_description.log",
     benchmark:
