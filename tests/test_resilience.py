@@ -88,6 +88,8 @@ def test_fmriprep_route_recovers_target_and_maps_it_with_the_h5_transforms(clean
     t1w = np.asarray(native["target_t1w_ras_mm"])
     assert np.allclose(t1w, mni + NATIVE_SHIFT_RAS_MM, atol=0.05), (t1w, mni)
     assert native["roundtrip_error_mm"] < 0.1
+    coordsystem = json.loads((out / "tmstarget" / "sub-01" / "anat" / "sub-01_space-T1w_coordsystem.json").read_text())
+    assert coordsystem["IntendedFor"] == "bids:fmriprep:sub-01/anat/sub-01_desc-preproc_T1w.nii.gz"
     # the z map in T1w space is the MNI map moved by the same shift: equal values at matching points
     func, anat = out / "tmstarget" / "sub-01" / "func", out / "tmstarget" / "sub-01" / "anat"
     z_mni = nib.load(func / f"sub-01_task-rest_space-{SPACE}_desc-sgaccFox_stat-z_boldmap.nii.gz")

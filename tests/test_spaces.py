@@ -336,7 +336,7 @@ def test_run_native_on_the_registration(registration, tmp_path):
     assert np.max(np.linalg.norm(ijk_to_world_ras_mm(sphere.affine, ijk) - target_t1w, axis=1)) <= 4.0 + 1e-6
     assert np.linalg.norm(ijk_to_world_ras_mm(sphere.affine, ijk.mean(0)) - target_t1w) < 1.0
     cs = json.loads(Path(out_cs).read_text())
-    assert cs["IntendedFor"] == str(registration["t1w"]) and cs["NIBSCoordinateUnits"] == "mm"
+    assert cs["IntendedFor"] == Path(registration["t1w"]).name and cs["NIBSCoordinateUnits"] == "mm"
 
 
 def test_run_native_snaps_a_target_outside_the_brain(registration, tmp_path):

@@ -87,6 +87,8 @@ def test_derivatives_layout_and_provenance(demo_run):
     assert z.ndim == 3 and np.nanmin(z.get_fdata()) < -0.1
     for name in ("brainsight.txt", "localite.xml", "localiteEntryTarget.xml", "visor2.mrk", "slicer.mrk.json"):
         assert (deriv / "sub-01" / "nav" / f"sub-01_desc-target_{name}").stat().st_size > 200
+    coordsystem = json.loads((deriv / "sub-01" / "anat" / "sub-01_space-T1w_coordsystem.json").read_text())
+    assert coordsystem["IntendedFor"] == "bids:raw:sub-01/anat/sub-01_T1w.nii.gz"
     # no absolute input paths leak into sidecars or reports
     for path in list(deriv.rglob("*.json")) + list(deriv.glob("*.html")):
         assert str(bids) not in path.read_text(errors="replace"), path

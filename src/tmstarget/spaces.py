@@ -330,7 +330,7 @@ def _ijk_in_grid(img, point_ras_mm, name: str) -> list[int]:
 
 
 def run_native(target_json, t1w_path, xfm_t1w_to_mni, xfm_mni_to_t1w, brain_mask_path, cfg: dict,
-               out_tsv, out_json, out_coordsystem, out_sphere) -> dict:
+               out_tsv, out_json, out_coordsystem, out_sphere, t1w_uri: str | None = None) -> dict:
     """Map the MNI target to the subject's T1w, place the coil on the scalp, write the native files.
 
     Parameters
@@ -342,6 +342,7 @@ def run_native(target_json, t1w_path, xfm_t1w_to_mni, xfm_mni_to_t1w, brain_mask
     xfm_mni_to_t1w : ``from-<MNI>_to-T1w`` transform, used to map back (round-trip check, entry in MNI).
     brain_mask_path : brain mask in the T1w world space (target snapping, scalp-to-cortex depth).
     cfg : config section ``native`` (keys and defaults in :data:`NATIVE_DEFAULTS`).
+    t1w_uri : BIDS URI of the T1w for the coordinate-system sidecar's ``IntendedFor`` (default: file name).
     out_tsv, out_json, out_coordsystem, out_sphere : output paths (markers TSV, sidecar JSON,
         ``_coordsystem.json``, NIfTI sphere in the T1w grid).
 
@@ -423,7 +424,8 @@ def run_native(target_json, t1w_path, xfm_t1w_to_mni, xfm_mni_to_t1w, brain_mask
             "World RAS+ millimetres of the T1w image in IntendedFor (its NIfTI "
             f"{qform_sform['affine_used']}, intent code {qform_sform['intent_code']}); x right, y anterior, "
             "z superior. MNI columns are MNI152 world RAS mm of the template."),
-        "IntendedFor": str(t1w_path),
+        # a BIDS URI (bids:<dataset>:<path>) or the file name; never an absolute path
+        "IntendedFor": t1w_uri or Path(t1w_path).name,
         "IntendedForSha256": t1w_sha,
     }, out_coordsystem)
 

@@ -88,7 +88,8 @@ def native(input, output, params):
 
     return run_native(input["target"], params["t1w_navigation"], input["xfm_t1w_to_mni"],
                       input["xfm_mni_to_t1w"], input["brain_mask"], dict(params["cfg"]),
-                      output["tsv"], output["json"], output["coordsystem"], output["sphere"])
+                      output["tsv"], output["json"], output["coordsystem"], output["sphere"],
+                      t1w_uri=params.get("t1w_uri"))
 
 
 def maps_to_t1w(input, output, params):

@@ -24,6 +24,9 @@ rule native:
         step="native",
         cfg=config["native"],
         t1w_navigation=lambda w: UNITS[w.unit].t1w_navigation,
+        t1w_uri=lambda w: bids_uri(UNITS[w.unit].t1w_navigation,
+                                   PLAN.bids_dir if PLAN.route == "raw" else PLAN.derivatives_dir,
+                                   "raw" if PLAN.route == "raw" else "fmriprep"),
     log:
         LOGS / "native" / "{subdir}" / "{unit}.log",
     benchmark:
