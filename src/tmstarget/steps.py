@@ -66,10 +66,14 @@ def seedmap(input, output, params):
     from .connectivity import DEFAULT_MAX_LOW_TSNR_FRACTION, DEFAULT_MIN_SEED_TSNR
 
     seed = dict(params["seed"])
+
+    def setting(key, default):  # 0 is a valid setting; only an absent key takes the default
+        return default if seed.get(key) is None else seed[key]
+
     return run_seedmap(input["npz"], input["seed"], output["r"], output["z"], output["json"],
                        seed_definition=seed,
-                       min_seed_tsnr=seed.get("min_seed_tsnr") or DEFAULT_MIN_SEED_TSNR,
-                       max_low_tsnr_fraction=seed.get("max_low_tsnr_fraction") or DEFAULT_MAX_LOW_TSNR_FRACTION)
+                       min_seed_tsnr=setting("min_seed_tsnr", DEFAULT_MIN_SEED_TSNR),
+                       max_low_tsnr_fraction=setting("max_low_tsnr_fraction", DEFAULT_MAX_LOW_TSNR_FRACTION))
 
 
 def target(input, output, params):
