@@ -422,25 +422,35 @@ def coregister_bold_to_t1w(boldref: "ants.ANTsImage", t1w_brain: "ants.ANTsImage
     return {"transform": str(out_txt), "transform_mat": str(out_mat), "correlation": corr}
 
 
+def grid_points_through_transforms_lps(fixed: "ants.ANTsImage", transformlist: list[str]) -> np.ndarray:
+    """LPS mm position, after ``transformlist`` (ANTs order, composed once), of every voxel centre of
+    ``fixed``: where resampling onto ``fixed`` would read the moving image.
+
+    Returns
+    -------
+    array (X, Y, Z, 3)
+        On the grid of ``fixed``.
+    """
+    with tempfile.TemporaryDirectory(prefix="tmstarget_compose_") as tmp:
+        field_path = ants.apply_transforms(fixed=fixed, moving=fixed, transformlist=[str(t) for t in transformlist],
+                                           whichtoinvert=[False] * len(transformlist), compose=f"{tmp}/comp_")
+        disp_lps = np.asarray(nib.load(field_path).dataobj, dtype=np.float64).reshape(fixed.shape + (3,))
+    ijk = np.indices(fixed.shape, dtype=np.float64).reshape(3, -1)
+    affine_lps = RAS_TO_LPS @ ants_affine_ras(fixed)
+    points_lps = (affine_lps[:3, :3] @ ijk + affine_lps[:3, 3:4]).T.reshape(fixed.shape + (3,))
+    return points_lps + disp_lps
+
+
 def mni_to_boldref_points_lps(mni_ref: "ants.ANTsImage", boldref: "ants.ANTsImage", xfm_t1w_to_mni: str,
                               xfm_bold_to_t1w: str) -> np.ndarray:
-    """BOLD-reference LPS mm position of every MNI voxel centre, composed once by ANTs.
+    """BOLD-reference LPS mm position of every MNI voxel centre (T1w->MNI then BOLD->T1w, composed once).
 
     Returns
     -------
     array (X, Y, Z, 3)
         On the MNI grid of ``mni_ref``.
     """
-    with tempfile.TemporaryDirectory(prefix="tmstarget_compose_") as tmp:
-        field_path = ants.apply_transforms(fixed=mni_ref, moving=boldref,
-                                           transformlist=[str(xfm_t1w_to_mni), str(xfm_bold_to_t1w)],
-                                           whichtoinvert=[False, False], compose=f"{tmp}/comp_")
-        field = nib.load(field_path)
-        disp_lps = np.asarray(field.dataobj, dtype=np.float64).reshape(mni_ref.shape + (3,))
-    ijk = np.indices(mni_ref.shape, dtype=np.float64).reshape(3, -1)
-    affine_lps = RAS_TO_LPS @ ants_affine_ras(mni_ref)
-    points_lps = (affine_lps[:3, :3] @ ijk + affine_lps[:3, 3:4]).T.reshape(mni_ref.shape + (3,))
-    return points_lps + disp_lps
+    return grid_points_through_transforms_lps(mni_ref, [xfm_t1w_to_mni, xfm_bold_to_t1w])
 
 
 def sample_volume(volume: np.ndarray, ijk_3n: np.ndarray, order: int = 1) -> np.ndarray:
@@ -737,13 +747,7 @@ def resample_t1w_bold_to_template(t1w_bold, t1w_mask, xfm_t1w_to_mni, out_bold, 
     voxel_mm = float(np.mean(np.linalg.norm(img.affine[:3, :3], axis=0)))
     shape, affine = template_grid(voxel_mm)
     grid = nifti_to_ants(np.zeros(shape, np.float32), affine)
-    with tempfile.TemporaryDirectory(prefix="tmstarget_t1w2mni_") as tmp:
-        field_path = ants.apply_transforms(fixed=grid, moving=grid, transformlist=[str(xfm_t1w_to_mni)],
-                                           compose=f"{tmp}/c_")
-        disp_lps = np.asarray(nib.load(field_path).dataobj, dtype=np.float64).reshape(-1, 3)
-    ijk = np.indices(shape, dtype=np.float64).reshape(3, -1)
-    affine_lps = RAS_TO_LPS @ affine
-    points_lps = (affine_lps[:3, :3] @ ijk + affine_lps[:3, 3:4]).T + disp_lps
+    points_lps = grid_points_through_transforms_lps(grid, [xfm_t1w_to_mni]).reshape(-1, 3)
     ijk_bold = world_to_voxel_indices(points_lps, np.eye(4), img.affine)
     inside = sample_volume(mask.astype(np.float32), ijk_bold) > 0.5
     idx = np.flatnonzero(inside)
