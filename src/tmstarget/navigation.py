@@ -538,7 +538,7 @@ def _readme_text(prefix: str, native: dict, names: dict[str, str]) -> str:
         f"tmstarget {__version__}: neuronavigation files for {prefix}",
         "",
         f"Load this T1w as the anatomy: {native.get('t1w_path')} (sha256 {native.get('t1w_sha256')}).",
-        "All positions are world RAS millimetres of that file (its qform; qform and sform agree).",
+        "All positions are world RAS millimetres of that file (qform and sform agree where both are set).",
         f"Target (cortex) T1w RAS mm: {np.round(native.get('target_t1w_ras_mm', [np.nan] * 3), 2).tolist()}",
         f"Scalp entry T1w RAS mm:     {np.round(native.get('entry_t1w_ras_mm', [np.nan] * 3), 2).tolist()}",
         f"Handle direction (T1w RAS): {np.round(handle, 3).tolist()} = {describe_direction(handle)}, "
