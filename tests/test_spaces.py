@@ -474,3 +474,22 @@ def test_demo_run_native_and_exports(demo_anat):
     from test_navigation import _check_all_files
 
     _check_all_files(written, out[0], 45.0, lateral_sign=-1.0)
+
+
+def test_coordinate_helpers_stay_at_the_bottom_of_the_import_graph():
+    """spaces imports no other stage; scalp and navigation do not import the native step (no cycles)."""
+    import ast
+
+    import tmstarget
+
+    def stage_imports(module: str) -> set[str]:
+        tree = ast.parse((Path(tmstarget.__file__).parent / f"{module}.py").read_text())
+        found = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                found.update([node.module] if node.module else [a.name for a in node.names])
+        return found
+
+    assert stage_imports("spaces") & {"scalp", "navigation", "native"} == set()
+    assert "native" not in stage_imports("scalp") | stage_imports("navigation")
+    assert {"spaces", "scalp", "navigation"} <= stage_imports("native")
