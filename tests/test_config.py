@@ -85,7 +85,7 @@ def test_every_schema_key_is_documented_in_config_readme():
 def test_module_defaults_pass_the_schema():
     """Every key a step understands can be set in the config file (no hidden parameters)."""
     from tmstarget.regions import SEARCH_DEFAULTS, SEED_DEFAULTS
-    from tmstarget.spaces import NATIVE_DEFAULTS
+    from tmstarget.native import NATIVE_DEFAULTS
     from tmstarget.targeting import TARGET_DEFAULTS
 
     c = load_config(overrides={"seed": dict(SEED_DEFAULTS), "search": dict(SEARCH_DEFAULTS),

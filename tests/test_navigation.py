@@ -1,5 +1,7 @@
 """Navigator exports: hand-computed files for one coil pose, round trips through each reader, Slicer
-schema validation, refusal of T1w files whose qform and sform disagree."""
+schema validation, refusal of T1w files whose qform and sform disagree, and the coil handle read back
+from every written file with the vendor's own axis definition (tests/vendor_files.py) on a head of
+known geometry and on the mini fMRIPrep tree."""
 
 from __future__ import annotations
 
@@ -14,21 +16,24 @@ import pytest
 
 from tmstarget.errors import InputError
 from tmstarget.io import sha256_file, write_json
-from tmstarget.navigation import (NavTarget, read_brainsight, read_localite_entrytarget,
+from tmstarget.navigation import (NavTarget, describe_direction, read_brainsight, read_localite_entrytarget,
                                   read_localite_instrument, read_markers_tsv, read_slicer, read_visor2,
-                                  run_exports, sphere_mask_img, write_brainsight, write_localite_entrytarget,
-                                  write_localite_instrument, write_markers_tsv, write_slicer, write_visor2)
+                                  run_exports, save_sphere, sphere_mask_img, write_brainsight,
+                                  write_localite_entrytarget, write_localite_instrument, write_markers_tsv,
+                                  write_slicer, write_visor2)
 
 DATA = Path(__file__).parent / "data"
 A = np.sqrt(0.5)
-# Hand example: entry (-50, 40, 40), inward normal (1, 0, 0), handle 45 deg (see test_scalp):
-# SimNIBS axes x = (0, -a, a), y = (0, -a, -a), z = (1, 0, 0).
+# Hand example: entry (-50, 40, 40), inward normal (1, 0, 0), handle 45 deg (see test_scalp): the
+# handle points (0, -a, -a) (posterior-inferior). SimNIBS axes: y away from the handle = (0, a, a),
+# z = (1, 0, 0), x = y cross z = (0, a, -a).
 POSE_SIMNIBS = np.array([
     [0.0, 0.0, 1.0, -50.0],
-    [-A, -A, 0.0, 40.0],
-    [A, -A, 0.0, 40.0],
+    [A, A, 0.0, 40.0],
+    [-A, A, 0.0, 40.0],
     [0.0, 0.0, 0.0, 1.0],
 ])
+HANDLE_RAS = np.array([0.0, -A, -A])
 TARGET = NavTarget("sgACC-anticorrelation", np.array([-40.0, 40.0, 40.0]), np.array([-50.0, 40.0, 40.0]), POSE_SIMNIBS)
 WRITERS = [write_brainsight, write_localite_instrument, write_localite_entrytarget, write_visor2, write_slicer]
 
@@ -71,22 +76,36 @@ def test_brainsight_hand_example(tmp_path):
     img, path = _t1w(tmp_path)
     out = write_brainsight(tmp_path / "bs.txt", [TARGET], img)
     lines = out.read_text().splitlines()
-    assert lines[0] == "# Version: 12"
-    assert lines[1] == "# Coordinate system: NIfTI:Scanner"
+    # version 14 (Brainsight >= 2.5.3) names qform or sform; SimNIBS reads "NIfTI:Q:..." in v14 files
+    assert lines[0] == "# Version: 14"
+    assert lines[1] == "# Coordinate system: NIfTI:Q:Scanner"
+    assert any("T1w's qform (code 1)" in line and "sform (code 1) agrees" in line for line in lines)
     # the T1w by file name and SHA-256 only: its folder could name the patient
     assert any(sha256_file(path) in line and path.name in line for line in lines if line.startswith("#"))
     assert not any(str(path.parent) in line for line in lines)
-    fields = lines[-1].split("\t")
-    assert fields[0] == "sgACC-anticorrelation"
-    # Brainsight axes = (-x, y, -z) of SimNIBS: (0, a, -a), (0, -a, -a), (-1, 0, 0); m<axis>n<component>
-    expected = [-40, 40, 40, 0, A, -A, 0, -A, -A, -1, 0, 0]
-    np.testing.assert_allclose([float(v) for v in fields[1:]], expected, atol=1e-6)
+    header = [line for line in lines if line.startswith("# Target Name")]
+    assert header == ["# Target Name\tLoc. X\tLoc. Y\tLoc. Z\t" + "\t".join(
+        f"m{a}n{c}" for a in range(3) for c in range(3))]
+    coil, cortex = (line.split("\t") for line in lines[-2:])
+    assert coil[0] == "sgACC-anticorrelation-coil" and cortex[0] == "sgACC-anticorrelation-cortex"
+    # Brainsight axes = (-x, y, -z) of SimNIBS: (0, -a, a), (0, a, a), (-1, 0, 0); m<axis>n<component>
+    orientation = [0, -A, A, 0, A, A, -1, 0, 0]
+    np.testing.assert_allclose([float(v) for v in coil[1:]], [-50, 40, 40] + orientation, atol=1e-6)
+    np.testing.assert_allclose([float(v) for v in cortex[1:]], [-40, 40, 40] + orientation, atol=1e-6)
+    # read as Brainsight defines it: the handle is -y (posterior-inferior here), z out of the head
+    np.testing.assert_allclose(-np.array([float(v) for v in coil[7:10]]), HANDLE_RAS, atol=1e-6)
+    np.testing.assert_allclose([float(v) for v in coil[10:13]], [-1, 0, 0], atol=1e-6)
 
 
-def test_brainsight_names_the_intent_of_the_header(tmp_path):
-    img, _ = _t1w(tmp_path, qcode=2, scode=2)
+@pytest.mark.parametrize("qcode, scode, line", [(2, 2, "NIfTI:Q:Aligned"), (0, 2, "NIfTI:S:Aligned"),
+                                                 (1, 0, "NIfTI:Q:Scanner"), (4, 4, "NIfTI:Q:MNI-152")])
+def test_brainsight_names_the_transform_and_intent_of_the_header(tmp_path, qcode, scode, line):
+    img, _ = _t1w(tmp_path, qcode=qcode, scode=scode)
     out = write_brainsight(tmp_path / "bs.txt", [TARGET], img)
-    assert "# Coordinate system: NIfTI:Aligned" in out.read_text().splitlines()
+    text = out.read_text().splitlines()
+    assert f"# Coordinate system: {line}" in text
+    form = "qform" if line.startswith("NIfTI:Q") else "sform"
+    assert any(f"world RAS mm of the T1w's {form}" in t for t in text)
 
 
 def test_localite_instrument_hand_example(tmp_path):
@@ -99,14 +118,17 @@ def test_localite_instrument_hand_example(tmp_path):
     assert sha256_file(path) in marker.get("additionalInformation")
     m = marker.find("Matrix4D")
     got = np.array([[float(m.get(f"data{r}{c}")) for c in range(4)] for r in range(4)])
-    # Localite x = SimNIBS z = (1,0,0), y = -SimNIBS y = (0,a,a), z = SimNIBS x = (0,-a,a); centre = entry
+    # Localite x = SimNIBS z = (1,0,0), y = -SimNIBS y = (0,-a,-a) (towards the handle),
+    # z = SimNIBS x = (0,a,-a); centre = entry
     expected = np.array([
         [1.0, 0.0, 0.0, -50.0],
-        [0.0, A, -A, 40.0],
-        [0.0, A, A, 40.0],
+        [0.0, -A, A, 40.0],
+        [0.0, -A, -A, 40.0],
         [0.0, 0.0, 0.0, 1.0],
     ])
     np.testing.assert_allclose(got, expected, atol=1e-6)
+    np.testing.assert_allclose(got[:3, 1], HANDLE_RAS, atol=1e-6)  # Localite: the handle is +y
+    assert root.find("InstrumentMarker").attrib == {"alwaysVisible": "false", "index": "0", "selected": "false"}
 
 
 def test_localite_entrytarget_hand_example(tmp_path):
@@ -118,6 +140,15 @@ def test_localite_entrytarget_hand_example(tmp_path):
     target = root.find("Target/Marker/ColVec3D")
     np.testing.assert_allclose([float(entry.get(f"data{i}")) for i in range(3)], [-50, 40, 40], atol=1e-4)
     np.testing.assert_allclose([float(target.get(f"data{i}")) for i in range(3)], [-40, 40, 40], atol=1e-4)
+    # the attributes of a file Localite writes (SimNIBS's test data, EntryTarget/EntryTarget<stamp>.xml)
+    for tag in ("Entry", "Target"):
+        el = root.find(tag)
+        assert el.attrib == {"alwaysVisible": "false", "index": "0", "selected": "true"}
+        marker = el.find("Marker")
+        assert set(marker.attrib) == {"color", "description", "drawAura", "radius", "set"}
+        assert float(marker.get("radius")) == 4.0 and marker.get("set") == "true"
+    assert root.find("Entry/Marker").get("drawAura") == "false"
+    assert root.find("Target/Marker").get("drawAura") == "true"
 
 
 def _affine_from_quatern(b, c, d, qoffset, pixdim):
@@ -140,14 +171,24 @@ def test_visor2_hand_example_and_qform(tmp_path):
     out = write_visor2(tmp_path / "t.mrk", [TARGET], img)
     doc = json.loads(out.read_text())
     info = doc["Configuration"]["AssociatedImageInfo"]
-    assert info["Sha256"] == sha256_file(path)
+    # exactly what visor2 writes: readers compare this block key by key with the T1w header
+    assert sorted(info) == ["NIfTI_pixdim", "NIfTI_qoffset", "NIfTI_quatern"]
+    assert len(info["NIfTI_pixdim"]) == 4 and info["NIfTI_pixdim"][0] in (-1.0, 1.0)  # qfac, dx, dy, dz
+    header = nib.load(path).header
+    np.testing.assert_allclose(info["NIfTI_quatern"], [header["quatern_b"], header["quatern_c"], header["quatern_d"]],
+                               atol=1e-7)
+    np.testing.assert_allclose(info["NIfTI_pixdim"], header["pixdim"][:4], atol=1e-7)
+    assert doc["Configuration"]["SourceInfo"]["AppName"] == "tmstarget"
+    assert doc["Provenance"]["T1wSha256"] == sha256_file(path) and doc["Provenance"]["T1wFileName"] == path.name
     rebuilt = _affine_from_quatern(*info["NIfTI_quatern"], info["NIfTI_qoffset"], info["NIfTI_pixdim"])
     np.testing.assert_allclose(rebuilt, _oblique_affine(), atol=1e-4)
     target = doc["TargetMarkers"][0]["CoilTarget"]
     assert target["CoordinateSystem"] == "ASSOCIATED_IMAGE" and target["PositionalUnit"] == "mm"
     assert target["CoilAxesConvention"] == "simnibs"
-    expected_rows = [[0, 0, 1, -50], [-A, -A, 0, 40], [A, -A, 0, 40], [0, 0, 0, 1]]
+    expected_rows = [[0, 0, 1, -50], [A, A, 0, 40], [-A, A, 0, 40], [0, 0, 0, 1]]
     np.testing.assert_allclose(target["CoilPose"]["RigidTransformMatrix4x4"], expected_rows, atol=1e-12)
+    # SimNIBS convention: the handle is -y
+    np.testing.assert_allclose(-np.array(target["CoilPose"]["RigidTransformMatrix4x4"])[:3, 1], HANDLE_RAS, atol=1e-12)
 
 
 def test_visor2_derives_qform_when_only_sform_is_set(tmp_path):
@@ -168,8 +209,10 @@ def test_slicer_hand_example_is_valid_against_schema(tmp_path):
     target, entry = markup["controlPoints"]
     np.testing.assert_allclose(target["position"], [40, -40, 40], atol=1e-12)  # RAS (-40, 40, 40)
     np.testing.assert_allclose(entry["position"], [50, -40, 40], atol=1e-12)
-    # SimNIBS axes in LPS: x = (0, a, a), y = (0, a, -a), z = (-1, 0, 0); row-major with axes as columns
-    np.testing.assert_allclose(target["orientation"], [0, 0, -1, A, A, 0, A, -A, 0], atol=1e-12)
+    # SimNIBS axes in LPS: x = (0, -a, -a), y = (0, -a, a), z = (-1, 0, 0); row-major with axes as columns
+    np.testing.assert_allclose(target["orientation"], [0, 0, -1, -A, -A, 0, -A, A, 0], atol=1e-12)
+    y_lps = np.array(target["orientation"]).reshape(3, 3)[:, 1]
+    np.testing.assert_allclose(-y_lps * [-1, -1, 1], HANDLE_RAS, atol=1e-12)  # handle = -y, back to RAS
     assert sha256_file(path) in target["description"]
 
 
@@ -201,11 +244,15 @@ def test_round_trips_through_each_reader(tmp_path, random_targets):
     v2 = read_visor2(write_visor2(tmp_path / "v.mrk", random_targets, img))
     sl = read_slicer(write_slicer(tmp_path / "s.mrk.json", random_targets, img))
     assert li["coordinate_space"] == "RAS" and et["coordinate_space"] == "RAS"
+    assert bs["version"] == 14
     for n, t in enumerate(random_targets):
         axes = t.pose_simnibs[:3, :3]
-        assert bs["targets"][n]["name"] == t.name
-        np.testing.assert_allclose(bs["targets"][n]["position_ras_mm"], t.target_ras_mm, atol=1e-4)
-        np.testing.assert_allclose(bs["targets"][n]["axes_simnibs"], axes, atol=1e-6)
+        coil, cortex = bs["targets"][2 * n], bs["targets"][2 * n + 1]
+        assert (coil["name"], cortex["name"]) == (f"{t.name}-coil", f"{t.name}-cortex")
+        np.testing.assert_allclose(coil["position_ras_mm"], t.pose_simnibs[:3, 3], atol=1e-4)
+        np.testing.assert_allclose(cortex["position_ras_mm"], t.target_ras_mm, atol=1e-4)
+        np.testing.assert_allclose(coil["axes_simnibs"], axes, atol=1e-6)
+        np.testing.assert_allclose(cortex["axes_simnibs"], axes, atol=1e-6)
         assert li["markers"][n]["name"] == t.name
         np.testing.assert_allclose(li["markers"][n]["pose_simnibs"], t.pose_simnibs, atol=1e-6)
         np.testing.assert_allclose(et["pairs"][n]["entry_ras_mm"], t.entry_ras_mm, atol=1e-4)
@@ -236,20 +283,43 @@ def test_every_writer_refuses_disagreeing_qform_and_sform(tmp_path, writer):
 def _native_json(tmp_path, t1w_path) -> Path:
     marker = {"name": TARGET.name, "target_t1w_ras_mm": TARGET.target_ras_mm.tolist(),
               "entry_t1w_ras_mm": TARGET.entry_ras_mm.tolist(), "coil_pose_t1w_ras": POSE_SIMNIBS.tolist()}
-    return write_json({"t1w_path": str(t1w_path), "t1w_sha256": sha256_file(t1w_path), "markers_t1w": [marker]},
-                      tmp_path / "native.json")
+    return write_json({"t1w_path": t1w_path.name, "t1w_sha256": sha256_file(t1w_path), "markers_t1w": [marker],
+                       "target_t1w_ras_mm": TARGET.target_ras_mm.tolist(),
+                       "entry_t1w_ras_mm": TARGET.entry_ras_mm.tolist(), "handle_direction_t1w_ras": HANDLE_RAS.tolist(),
+                       "handle_angle_deg": 45.0},
+                      tmp_path / "sub-01_space-T1w_desc-target_markers.json")
 
 
-def test_run_exports_writes_every_format(tmp_path):
+def test_run_exports_writes_every_format_into_the_nav_folder(tmp_path):
     _, t1w_path = _t1w(tmp_path)
     native = _native_json(tmp_path, t1w_path)
-    keys = ["brainsight", "localite_instrument", "localite_entrytarget", "visor2", "slicer"]
-    written = run_exports(native, t1w_path, {k: tmp_path / "nav" / k for k in keys})
-    assert sorted(written) == sorted(keys)
+    nav = tmp_path / "nav"
+    written = run_exports(native, t1w_path, nav, ["brainsight", "localite", "visor2", "slicer"])
+    assert sorted(written) == ["brainsight", "localite_entrytarget", "localite_instrument", "readme", "slicer",
+                               "visor2"]
+    rel = {k: Path(p).relative_to(nav).as_posix() for k, p in written.items()}
+    assert rel == {"brainsight": "sub-01_desc-target_brainsight.txt",
+                   # Localite session layout; readers take the marker type and date from the name
+                   "localite_instrument": "localite/InstrumentMarkers/InstrumentMarker20000101000000000.xml",
+                   "localite_entrytarget": "localite/EntryTarget/EntryTarget20000101000000000.xml",
+                   "visor2": "sub-01_desc-target_visor2.mrk", "slicer": "sub-01_desc-target_slicer.mrk.json",
+                   "readme": "README.txt"}
     li = read_localite_instrument(written["localite_instrument"])
     np.testing.assert_allclose(li["markers"][0]["pose_simnibs"], POSE_SIMNIBS, atol=1e-6)
     bs = read_brainsight(written["brainsight"])
-    np.testing.assert_allclose(bs["targets"][0]["position_ras_mm"], [-40, 40, 40], atol=1e-4)
+    np.testing.assert_allclose(bs["targets"][1]["position_ras_mm"], [-40, 40, 40], atol=1e-4)
+    readme = written["readme"].read_text()
+    assert f"Load this T1w as the anatomy: {t1w_path.name} (sha256 {sha256_file(t1w_path)})" in readme
+    assert "posterior-inferior" in readme and str(tmp_path) not in readme
+    # identical input, identical bytes (fixed Localite timestamp, no run date)
+    again = run_exports(native, t1w_path, tmp_path / "nav2", ["brainsight", "localite", "visor2", "slicer"])
+    for key, path in written.items():
+        assert Path(path).read_bytes() == Path(again[key]).read_bytes(), key
+    # only the requested formats
+    only = run_exports(native, t1w_path, tmp_path / "nav3", ["slicer"])
+    assert sorted(only) == ["readme", "slicer"]
+    assert sorted(p.name for p in (tmp_path / "nav3").rglob("*") if p.is_file()) == [
+        "README.txt", "sub-01_desc-target_slicer.mrk.json"]
 
 
 def test_run_exports_refuses_another_t1w_and_bad_headers(tmp_path):
@@ -257,16 +327,23 @@ def test_run_exports_refuses_another_t1w_and_bad_headers(tmp_path):
     native = _native_json(tmp_path, t1w_path)
     _, other = _t1w(tmp_path, affine=_oblique_affine(), name="sub-02_T1w.nii.gz")
     with pytest.raises(InputError, match="not the T1w the target was mapped to"):
-        run_exports(native, other, {"brainsight": tmp_path / "bs.txt"})
+        run_exports(native, other, tmp_path / "nav", ["brainsight"])
     img = nib.load(t1w_path)
     shifted = img.affine.copy()
     shifted[:3, 3] += [0.0, 0.0, 2.0]
     img.set_qform(shifted, 1)
     nib.save(img, t1w_path)
     with pytest.raises(InputError, match="qform and sform disagree"):
-        run_exports(native, t1w_path, {"slicer": tmp_path / "s.mrk.json"})
-    with pytest.raises(InputError, match="unknown export key"):
-        run_exports(native, t1w_path, {"brainsite": tmp_path / "x"})
+        run_exports(native, t1w_path, tmp_path / "nav", ["slicer"])
+    with pytest.raises(InputError, match="unknown export format"):
+        run_exports(native, t1w_path, tmp_path / "nav", ["brainsite"])
+
+
+def test_describe_direction_words():
+    assert describe_direction([0, -A, -A]) == "posterior-inferior"
+    assert describe_direction([-0.5, -0.7, -0.5]) == "posterior-left-inferior"
+    assert describe_direction([0.9, 0.1, 0.1]) == "right"
+    assert describe_direction([0, 0, 0]) == "undefined"
 
 
 # ----------------------------------------------------------------------------- generic: TSV, sphere
@@ -301,3 +378,151 @@ def test_sphere_voxel_count_and_centre():
     assert tiny.sum() == 1 and tiny[21, 18, 23]
     with pytest.raises(InputError, match="outside the T1w grid"):
         sphere_mask_img([100.0, 0.0, 0.0], ref, 5.0)
+
+
+def test_sphere_file_has_mm_units_and_names_the_t1w(tmp_path):
+    affine = np.eye(4)
+    affine[:3, 3] = [-20, -20, -20]
+    ref = nib.Nifti1Image(np.zeros((41, 41, 41), np.uint8), affine)
+    sha = "ab" * 32
+    img = nib.load(save_sphere(tmp_path / "s.nii.gz", [1.0, -2.0, 3.0], ref, 5.0, t1w_sha256=sha))
+    assert img.header.get_xyzt_units()[0] == "mm"
+    assert img.header["descrip"].tobytes().rstrip(b"\0").decode() == f"T1w sha256:{sha}"
+
+
+# ----------------------------------------------------------------------------- the handle in every written file
+
+
+def _check_all_files(written: dict, tsv_path, expected_angle_deg: float, lateral_sign: float,
+                     n_markers: int = 1) -> None:
+    """Read every written file with the vendor's own axes (vendor_files) and assert the handle direction
+    and that every position agrees with the markers TSV to 0.01 mm."""
+    import vendor_files as vf
+
+    tsv = vf.markers_tsv(tsv_path)
+    target, entry = tsv["target"], tsv["scalp_entry"]
+    bs = vf.brainsight_poses(written["brainsight"])
+    li = vf.localite_instrument_poses(written["localite_instrument"])
+    v2 = vf.visor2_poses(written["visor2"])
+    sl = vf.slicer_poses(written["slicer"])
+    assert len(bs) == 2 * n_markers and len(li) == len(v2) == n_markers and len(sl) == 2 * n_markers
+    # the primary target: Brainsight coil + cortex rows, Localite, visor2, Slicer target + entry points
+    for pose in (bs[0], bs[1], li[0], v2[0], sl[0], sl[1]):
+        vf.assert_handle(pose, expected_angle_deg, lateral_sign)
+    assert bs[0]["name"].endswith("-coil") and bs[1]["name"].endswith("-cortex")
+    for pose in (bs[0], li[0], v2[0], sl[1]):  # coil centre = scalp entry (skin distance 0)
+        np.testing.assert_allclose(pose["position_ras_mm"], entry, atol=0.01, err_msg=pose["name"])
+    for pose in (bs[1], sl[0]):
+        np.testing.assert_allclose(pose["position_ras_mm"], target, atol=0.01, err_msg=pose["name"])
+    pair = vf.localite_entrytarget_points(written["localite_entrytarget"])[0]
+    np.testing.assert_allclose(pair["entry"], entry, atol=0.01)
+    np.testing.assert_allclose(pair["target"], target, atol=0.01)
+    # the coil axis goes through the cortical target: into-head direction points from entry to target
+    into = (target - entry) / np.linalg.norm(target - entry)
+    for pose in (bs[0], li[0], v2[0], sl[0]):
+        assert np.degrees(np.arccos(np.clip(np.dot(pose["into_head"], into), -1, 1))) < 5.0, pose["name"]
+
+
+@pytest.fixture(scope="module")
+def sphere_inputs(tmp_path_factory):
+    """The spherical head of test_scalp on disk with identity T1w<->MNI transforms."""
+    from mini_fmriprep import _write_translation_h5
+    from sphere_head import sphere_t1w_and_brain
+
+    root = tmp_path_factory.mktemp("sphere")
+    t1w_img, brain_img = sphere_t1w_and_brain()
+    nib.save(t1w_img, root / "sub-01_T1w.nii.gz")
+    nib.save(brain_img, root / "sub-01_desc-brain_mask.nii.gz")
+    for name in ("from-T1w_to-MNI", "from-MNI_to-T1w"):
+        _write_translation_h5(root / f"sub-01_{name}_mode-image_xfm.h5", np.zeros(3))
+    return root
+
+
+def _run_native_and_exports(root, out, target_mni, cfg, t1w, xfm_to_mni, xfm_to_t1w, brain, extra=None):
+    from tmstarget.native import run_native
+
+    out.mkdir(parents=True, exist_ok=True)
+    doc = {"target_mni_ras_mm": list(map(float, target_mni)), "Sources": [], **(extra or {})}
+    tjson = write_json(doc, out / "target.json")
+    base = out / "sub-01_space-T1w_desc-target"
+    result = run_native(tjson, t1w, xfm_to_mni, xfm_to_t1w, brain, cfg, f"{base}_markers.tsv",
+                        f"{base}_markers.json", out / "sub-01_space-T1w_coordsystem.json", f"{base}_mask.nii.gz",
+                        out_sphere_json=f"{base}_mask.json")
+    written = run_exports(f"{base}_markers.json", t1w, out / "nav", ["brainsight", "localite", "visor2", "slicer"])
+    return result, written, Path(f"{base}_markers.tsv")
+
+
+@pytest.mark.parametrize("lateral_sign, angle", [(-1.0, 45.0), (-1.0, 0.0), (1.0, 45.0), (-1.0, 70.0)],
+                         ids=["left-45", "left-0", "right-45", "left-70"])
+def test_every_written_file_has_the_handle_posterior_lateral_on_a_sphere(sphere_inputs, tmp_path,
+                                                                         lateral_sign, angle):
+    from sphere_head import HEAD_CENTRE
+
+    root = sphere_inputs
+    # over DLPFC: left (lateral = -x) or right (+x), anterior and superior of the centre, 35 mm deep
+    u = np.array([0.65 * lateral_sign, 0.55, 0.5])
+    target = HEAD_CENTRE + 35.0 * u / np.linalg.norm(u)
+    result, written, tsv = _run_native_and_exports(
+        root, tmp_path, target, {"handle_angle_deg": angle}, root / "sub-01_T1w.nii.gz",
+        root / "sub-01_from-T1w_to-MNI_mode-image_xfm.h5", root / "sub-01_from-MNI_to-T1w_mode-image_xfm.h5",
+        root / "sub-01_desc-brain_mask.nii.gz")
+    _check_all_files(written, tsv, angle, lateral_sign)
+    # the native JSON: the handle direction key and the corrected convention text
+    handle = np.array(result["handle_direction_t1w_ras"])
+    np.testing.assert_allclose(handle, -np.array(result["coil_pose_t1w_ras"])[:3, 1], atol=1e-12)
+    assert result["coil_axes_convention"] == ("simnibs: columns x, y, z, centre; z into the head, y points away "
+                                              "from the handle (handle along -y), x = y cross z")
+    import vendor_files as vf
+
+    got, _ = vf.handle_angle_from_posterior_deg(handle, result["inward_normal_t1w_ras"], lateral_sign)
+    assert got == pytest.approx(angle, abs=1e-6)
+    # the target sphere names its T1w and is in mm
+    sphere = nib.load(tmp_path / "sub-01_space-T1w_desc-target_mask.nii.gz")
+    sha = sha256_file(root / "sub-01_T1w.nii.gz")
+    assert sphere.header.get_xyzt_units()[0] == "mm"
+    assert sphere.header["descrip"].tobytes().rstrip(b"\0").decode() == f"T1w sha256:{sha}"
+    side = json.loads((tmp_path / "sub-01_space-T1w_desc-target_mask.json").read_text())
+    assert side["T1wFileName"] == "sub-01_T1w.nii.gz" and side["T1wSha256"] == sha
+
+
+def test_native_maps_uncertainty_candidates_to_t1w(sphere_inputs, tmp_path):
+    """Candidates (from the reliability step) get ``target_t1w_ras_mm`` mapped like the bootstrap cloud."""
+    from mini_fmriprep import _write_translation_h5
+    from sphere_head import HEAD_CENTRE
+
+    root = sphere_inputs
+    shift = np.array([2.0, -3.0, 1.0])  # image transform T1w->MNI as a point map MNI -> T1w: p + shift
+    _write_translation_h5(tmp_path / "to_mni.h5", shift)
+    _write_translation_h5(tmp_path / "to_t1w.h5", -shift)
+    target = HEAD_CENTRE + np.array([-22.0, 20.0, 18.0]) - shift
+    candidates = [{"rank": 1, "target_mni_ras_mm": (target + [1.0, 0.0, 0.0]).tolist(), "score": 0.5},
+                  {"rank": 2, "target_mni_ras_mm": None},
+                  {"rank": 3, "target_mni_ras_mm": (target + [0.0, -2.0, 3.0]).tolist()}]
+    extra = {"uncertainty": {"method": "block-bootstrap", "targets_mni_ras_mm": [target.tolist(), None],
+                             "candidates": candidates}}
+    result, _, _ = _run_native_and_exports(root, tmp_path / "out", target, {}, root / "sub-01_T1w.nii.gz",
+                                           tmp_path / "to_mni.h5", tmp_path / "to_t1w.h5",
+                                           root / "sub-01_desc-brain_mask.nii.gz", extra)
+    written = json.loads((tmp_path / "out" / "sub-01_space-T1w_desc-target_markers.json").read_text())
+    got = written["uncertainty"]["candidates"]
+    assert [c["rank"] for c in got] == [1, 2, 3] and got[0]["score"] == 0.5
+    np.testing.assert_allclose(got[0]["target_t1w_ras_mm"], target + [1.0, 0.0, 0.0] + shift, atol=1e-3)
+    assert got[1]["target_t1w_ras_mm"] is None
+    np.testing.assert_allclose(got[2]["target_t1w_ras_mm"], target + [0.0, -2.0, 3.0] + shift, atol=1e-3)
+    np.testing.assert_allclose(written["uncertainty"]["targets_t1w_ras_mm"][0], target + shift, atol=1e-3)
+    assert written["uncertainty"]["targets_t1w_ras_mm"][1] is None
+    assert result["uncertainty"]["candidates"][0]["target_t1w_ras_mm"] == got[0]["target_t1w_ras_mm"]
+
+
+def test_every_written_file_has_the_handle_posterior_lateral_on_the_mini_fmriprep_tree(tmp_path):
+    """The head-shaped T1w of the mini fMRIPrep tree, its real .h5 transforms, the planted left-DLPFC target."""
+    from mini_fmriprep import PLANTED_TARGET_MNI_RAS_MM, SPACE, make_mini_fmriprep
+
+    deriv = make_mini_fmriprep(tmp_path / "fmriprep", n_volumes=10)
+    anat = deriv / "sub-01" / "anat"
+    result, written, tsv = _run_native_and_exports(
+        deriv, tmp_path / "out", PLANTED_TARGET_MNI_RAS_MM, {"handle_angle_deg": 45},
+        anat / "sub-01_desc-preproc_T1w.nii.gz", anat / f"sub-01_from-T1w_to-{SPACE}_mode-image_xfm.h5",
+        anat / f"sub-01_from-{SPACE}_to-T1w_mode-image_xfm.h5", anat / "sub-01_desc-brain_mask.nii.gz")
+    _check_all_files(written, tsv, 45.0, lateral_sign=-1.0)
+    assert describe_direction(result["handle_direction_t1w_ras"]).startswith("posterior-left")

@@ -6,39 +6,20 @@ import numpy as np
 import nibabel as nib
 import pytest
 
+from sphere_head import BRAIN_RADIUS_MM, HEAD_CENTRE, HEAD_RADIUS_MM, VOXEL_MM, sphere_t1w_and_brain
+from sphere_head import radius_mm as _radius_mm
 from tmstarget.errors import InputError
-from tmstarget.scalp import (coil_pose_simnibs, entry_to_target_mm, head_mask_img, scalp_entry,
-                             scalp_to_cortex_mm, target_offset_from_axis_mm)
-from tmstarget.spaces import ijk_to_world_ras_mm
+from tmstarget.scalp import (coil_pose_simnibs, entry_to_target_mm, handle_direction_from_pose,
+                             handle_direction_ras, head_mask_img, scalp_entry, scalp_to_cortex_mm,
+                             target_offset_from_axis_mm)
 
-VOXEL_MM = 1.5
-SHAPE = (100, 100, 100)
-HEAD_CENTRE = np.array([3.0, -2.0, 5.0])
-HEAD_RADIUS_MM = 60.0
-BRAIN_RADIUS_MM = 45.0
 A = np.sqrt(0.5)
-
-
-def _affine():
-    affine = np.diag([VOXEL_MM, VOXEL_MM, VOXEL_MM, 1.0])
-    affine[:3, 3] = -np.array(SHAPE) * VOXEL_MM / 2
-    return affine
-
-
-def _radius_mm():
-    xyz = ijk_to_world_ras_mm(_affine(), np.indices(SHAPE).reshape(3, -1).T)
-    return np.linalg.norm(xyz - HEAD_CENTRE, axis=1).reshape(SHAPE)
 
 
 @pytest.fixture(scope="module")
 def head():
     """A noisy spherical 'T1w' (bright tissue, dark skull ring, dark noisy air) and its brain mask."""
-    r = _radius_mm()
-    rng = np.random.default_rng(0)
-    t1w = np.where(r < HEAD_RADIUS_MM, 300 + 20 * rng.standard_normal(SHAPE), 10 * np.abs(rng.standard_normal(SHAPE)))
-    t1w[(r > HEAD_RADIUS_MM - 8) & (r < HEAD_RADIUS_MM - 5)] = 30.0  # dark skull inside the head
-    t1w_img = nib.Nifti1Image(t1w.astype(np.float32), _affine())
-    brain_img = nib.Nifti1Image((r < BRAIN_RADIUS_MM).astype(np.uint8), _affine())
+    t1w_img, brain_img = sphere_t1w_and_brain()
     return t1w_img, head_mask_img(t1w_img), brain_img
 
 
@@ -88,46 +69,72 @@ def test_scalp_to_cortex_on_concentric_spheres(head):
 
 def test_coil_pose_hand_example_45_degrees():
     # entry on the left side, inward normal +x: posterior tangent (0,-1,0); "lateral" has no tangent
-    # part there, so the second tangent axis is inferior (0,0,-1). 45 deg: y = (0,-a,-a).
+    # part there, so the second tangent axis is inferior (0,0,-1). 45 deg: handle = (0,-a,-a).
+    # SimNIBS: y points AWAY from the handle, y = (0,a,a); x = y cross z = (0,a,-a).
     pose = coil_pose_simnibs([-50, 40, 40], [1, 0, 0], handle_angle_deg=45)
     expected = np.array([
         [0.0, 0.0, 1.0, -50.0],
-        [-A, -A, 0.0, 40.0],
-        [A, -A, 0.0, 40.0],
+        [A, A, 0.0, 40.0],
+        [-A, A, 0.0, 40.0],
         [0.0, 0.0, 0.0, 1.0],
     ])
     np.testing.assert_allclose(pose, expected, atol=1e-12)
+    np.testing.assert_allclose(handle_direction_from_pose(pose), [0, -A, -A], atol=1e-12)
 
 
 def test_coil_pose_hand_example_straight_back_and_vertex():
+    # handle straight back (0,-1,0): y = (0,1,0) anterior, x = y cross z = (0,0,-1)
     pose = coil_pose_simnibs([-50, 40, 40], [1, 0, 0], handle_angle_deg=0)
-    np.testing.assert_allclose(pose[:3, :3], [[0, 0, 1], [0, -1, 0], [1, 0, 0]], atol=1e-12)
-    # vertex entry on the right of the origin, normal down: lateral is +x, y = (a, -a, 0), x = (a, a, 0)
+    np.testing.assert_allclose(pose[:3, :3], [[0, 0, 1], [0, 1, 0], [-1, 0, 0]], atol=1e-12)
+    # vertex entry on the right of the origin, normal down: lateral is +x, handle = (a, -a, 0),
+    # y = (-a, a, 0), x = y cross z = (-a, -a, 0)
     pose = coil_pose_simnibs([0.5, 0, 80], [0, 0, -1], handle_angle_deg=45)
-    np.testing.assert_allclose(pose[:3, :3], [[A, A, 0], [A, -A, 0], [0, 0, -1]], atol=1e-12)
+    np.testing.assert_allclose(pose[:3, :3], [[-A, -A, 0], [-A, A, 0], [0, 0, -1]], atol=1e-12)
+    np.testing.assert_allclose(handle_direction_from_pose(pose), [A, -A, 0], atol=1e-12)
 
 
-def test_coil_pose_left_dlpfc_is_posterior_lateral_and_right_handed():
-    entry = np.array([-45.0, 45.0, 40.0])
+def _posterior_tangent(normal):
+    p = np.array([0.0, -1.0, 0.0]) - np.dot([0.0, -1.0, 0.0], normal) * normal
+    return p / np.linalg.norm(p)
+
+
+@pytest.mark.parametrize("side", [-1.0, 1.0], ids=["left", "right"])
+def test_coil_pose_dlpfc_handle_is_posterior_lateral_and_right_handed(side):
+    entry = np.array([side * 45.0, 45.0, 40.0])
     normal = -entry / np.linalg.norm(entry)
     pose = coil_pose_simnibs(entry, normal, handle_angle_deg=45)
     axes = pose[:3, :3]
     np.testing.assert_allclose(axes.T @ axes, np.eye(3), atol=1e-12)
     assert np.linalg.det(axes) == pytest.approx(1.0, abs=1e-12)
     np.testing.assert_allclose(axes[:, 2], normal, atol=1e-12)
-    y_axis = axes[:, 1]
-    posterior_t = np.array([0, -1, 0]) - np.dot([0, -1, 0], normal) * normal
-    posterior_t /= np.linalg.norm(posterior_t)
-    assert np.degrees(np.arccos(np.dot(y_axis, posterior_t))) == pytest.approx(45.0, abs=1e-9)
-    assert y_axis[0] < 0  # towards the left (lateral for a left entry)
+    handle = handle_direction_from_pose(pose)
+    np.testing.assert_allclose(handle, -axes[:, 1], atol=1e-12)  # SimNIBS: the handle lies along -y
+    np.testing.assert_allclose(handle, handle_direction_ras(entry, normal, 45), atol=1e-12)
+    posterior_t = _posterior_tangent(normal)
+    assert np.degrees(np.arccos(np.dot(handle, posterior_t))) == pytest.approx(45.0, abs=1e-9)
+    assert handle[1] < -0.3            # posterior
+    assert side * handle[0] > 0.3      # lateral: left for a left entry, right for a right one
+    assert axes[1, 1] > 0.3            # the SimNIBS y axis points anterior (away from the handle)
     # 90 deg handle is purely lateral in the tangent plane: perpendicular to the posterior tangent
-    y90 = coil_pose_simnibs(entry, normal, handle_angle_deg=90)[:3, 1]
-    assert np.dot(y90, posterior_t) == pytest.approx(0.0, abs=1e-12)
+    h90 = handle_direction_from_pose(coil_pose_simnibs(entry, normal, handle_angle_deg=90))
+    assert np.dot(h90, posterior_t) == pytest.approx(0.0, abs=1e-12)
+    assert side * h90[0] > 0.5
+
+
+def test_handle_angle_zero_points_straight_posterior():
+    entry = np.array([-45.0, 45.0, 40.0])
+    normal = -entry / np.linalg.norm(entry)
+    handle = handle_direction_from_pose(coil_pose_simnibs(entry, normal, handle_angle_deg=0))
+    np.testing.assert_allclose(handle, _posterior_tangent(normal), atol=1e-12)
+    # no sideways component in the scalp tangent plane: the handle lies in the plane of the normal and world y
+    assert np.dot(handle, np.cross(normal, [0.0, 1.0, 0.0])) == pytest.approx(0.0, abs=1e-12)
+    assert handle[1] < -0.6
 
 
 def test_coil_pose_explicit_handle_and_skin_distance():
     pose = coil_pose_simnibs([-50, 40, 40], [1, 0, 0], handle_direction=[0.3, 0, 1], skin_distance_mm=4)
-    np.testing.assert_allclose(pose[:3, 1], [0, 0, 1], atol=1e-12)  # tangent part of the handle vector
+    np.testing.assert_allclose(handle_direction_from_pose(pose), [0, 0, 1], atol=1e-12)  # tangent part
+    np.testing.assert_allclose(pose[:3, 1], [0, 0, -1], atol=1e-12)
     np.testing.assert_allclose(pose[:3, 3], [-54, 40, 40], atol=1e-12)
 
 

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from tmstarget.errors import InputError
+from tmstarget.native import run_native
 from tmstarget.navigation import read_markers_tsv
 from tmstarget.spaces import (check_qform_sform, check_transform_file, ijk_to_world_ras_mm, lps_to_ras,
-                              mni_ras_mm_to_t1w_ras_mm, ras_to_lps, run_native, snap_into_mask,
+                              mni_ras_mm_to_t1w_ras_mm, ras_to_lps, snap_into_mask,
                               t1w_ras_mm_to_mni_ras_mm, world_ras_mm_to_ijk)
 
 TEMPLATE = "MNI152NLin2009aSym"
@@ -307,6 +308,11 @@ def test_run_native_on_the_registration(registration, tmp_path):
     pose = np.array(written["coil_pose_t1w_ras"])
     np.testing.assert_allclose(pose[:3, :3].T @ pose[:3, :3], np.eye(3), atol=1e-9)
     np.testing.assert_allclose(pose[:3, 3], entry)
+    # SimNIBS axes: the handle lies along -y; the target sits left of the midline, so lateral = -x
+    handle = np.array(written["handle_direction_t1w_ras"])
+    np.testing.assert_allclose(handle, -pose[:3, 1], atol=1e-12)
+    assert handle[1] < 0 and handle[0] < 0
+    assert written["markers_t1w"][0]["handle_direction_t1w_ras"] == written["handle_direction_t1w_ras"]
     assert written["entry_to_target_mm"] == pytest.approx(np.linalg.norm(entry - target_t1w))
     assert 0 < written["scalp_to_cortex_mm"] < written["entry_to_target_mm"]
     # bootstrap cloud and no-GSR target mapped with the same transform
@@ -460,8 +466,30 @@ def test_demo_run_native_and_exports(demo_anat):
     assert value(entry - 3 * normal) < 0.2 * tissue_level
     assert value(entry + 2 * normal) > 0.5 * tissue_level
     assert 3.0 < result["scalp_to_cortex_mm"] < result["entry_to_target_mm"]
-    keys = ["brainsight", "localite_instrument", "localite_entrytarget", "visor2", "slicer"]
-    written = run_exports(out[1], demo_anat["t1w"], {k: root / "nav" / k for k in keys})
+    written = run_exports(out[1], demo_anat["t1w"], root / "nav", ["brainsight", "localite", "visor2", "slicer"])
     pair = read_localite_entrytarget(written["localite_entrytarget"])["pairs"][0]
     np.testing.assert_allclose(pair["target_ras_mm"], target_t1w, atol=1e-3)
     np.testing.assert_allclose(pair["entry_ras_mm"], entry, atol=1e-3)
+    # every file, read with the vendor's own axes: the handle 45 deg posterior-lateral (left target)
+    from test_navigation import _check_all_files
+
+    _check_all_files(written, out[0], 45.0, lateral_sign=-1.0)
+
+
+def test_coordinate_helpers_stay_at_the_bottom_of_the_import_graph():
+    """spaces imports no other stage; scalp and navigation do not import the native step (no cycles)."""
+    import ast
+
+    import tmstarget
+
+    def stage_imports(module: str) -> set[str]:
+        tree = ast.parse((Path(tmstarget.__file__).parent / f"{module}.py").read_text())
+        found = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                found.update([node.module] if node.module else [a.name for a in node.names])
+        return found
+
+    assert stage_imports("spaces") & {"scalp", "navigation", "native"} == set()
+    assert "native" not in stage_imports("scalp") | stage_imports("navigation")
+    assert {"spaces", "scalp", "navigation"} <= stage_imports("native")

@@ -36,11 +36,9 @@ OUTPUT_PATTERNS = {
     "native_json": "{subdir}/anat/{unit}_space-T1w_desc-target_markers.json",
     "native_coordsystem": "{subdir}/anat/{unit}_space-T1w_coordsystem.json",
     "native_sphere": "{subdir}/anat/{unit}_space-T1w_desc-target_mask.nii.gz",
-    "brainsight": "{subdir}/nav/{unit}_desc-target_brainsight.txt",
-    "localite_instrument": "{subdir}/nav/{unit}_desc-target_localite.xml",
-    "localite_entrytarget": "{subdir}/nav/{unit}_desc-target_localiteEntryTarget.xml",
-    "visor2": "{subdir}/nav/{unit}_desc-target_visor2.mrk",
-    "slicer": "{subdir}/nav/{unit}_desc-target_slicer.mrk.json",
+    "native_sphere_json": "{subdir}/anat/{unit}_space-T1w_desc-target_mask.json",
+    # one folder per unit; file names inside: tmstarget.navigation.export_names
+    "nav_dir": "{subdir}/nav",
     "report": "{unit}.html",
 }
 
@@ -70,8 +68,8 @@ Individualized sgACC-anticorrelation TMS targets (Fox et al. 2012 method), resea
 | `*_desc-sgacc<Strategy>_stat-r_boldmap.nii.gz` / `stat-z` | seed correlation (Pearson r, Fisher z) |
 | `*_space-<tpl>_desc-target_markers.json` | the target in template (MNI) space with all parameters |
 | `anat/*_space-T1w_desc-target_markers.tsv/.json` | target, scalp entry and coil pose in T1w world RAS mm |
-| `anat/*_space-T1w_desc-target_mask.nii.gz` | sphere at the target in the T1w grid |
-| `nav/*` | Brainsight, Localite, ANT visor2 and 3D Slicer imports |
+| `anat/*_space-T1w_desc-target_mask.nii.gz` (+ `.json`) | sphere at the target in the T1w grid (mm; the JSON names the T1w and its SHA-256) |
+| `nav/*` | Brainsight, Localite (`nav/localite/InstrumentMarkers/`, `nav/localite/EntryTarget/`), ANT visor2 and 3D Slicer imports; `nav/README.txt` names the T1w to load |
 | `sub-*.html`, `group.html`, `group_targets.tsv` | QC reports |
 """
 

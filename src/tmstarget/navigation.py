@@ -2,22 +2,28 @@
 markers TSV, NIfTI sphere.
 
 All positions are millimetres in the world space of one T1w file: the one loaded into the navigator
-(FORMATS.md). Writers take poses in SimNIBS axes (see :mod:`tmstarget.scalp`: a 4x4 whose columns are
-the coil x, y, z axes and the centre, z into the head, y along the handle, x = y cross z) and convert
-them to each vendor's convention:
+(FORMATS.md, docs/navigation.md). Writers take coil poses in SimNIBS axes, built by
+:func:`tmstarget.scalp.coil_pose_simnibs` from the one handle definition
+(:func:`tmstarget.scalp.handle_direction_ras`): a 4x4 whose columns are the coil x, y, z axes and the
+coil centre; z points into the head, **y points away from the handle (the handle lies along -y)**,
+x = y cross z. Each writer converts that pose to its vendor's convention:
 
-=============  =======================================  ==========================================
-format         axes relative to SimNIBS (x, y, z)       position written
-=============  =======================================  ==========================================
-Brainsight     (-x, y, -z): its z points out of the head cortical target (RAS, "NIfTI:<intent>")
-Localite       (z, -y, x): its x points into the head   coil centre (InstrumentMarker) / entry and
-                                                        target points (EntryTarget), RAS
-visor2         SimNIBS ("CoilAxesConvention": simnibs)  coil centre, RAS of the associated image
-Slicer         SimNIBS axes, expressed in LPS           target and entry control points, LPS
-=============  =======================================  ==========================================
+=============  ==========================================  ==========================================
+format         axes relative to SimNIBS (x, y, z);         positions written
+               where the handle points
+=============  ==========================================  ==========================================
+Brainsight     (-x, y, -z): z out of the head; handle -y    ``<name>-coil``: coil centre (scalp);
+                                                            ``<name>-cortex``: cortical target, same
+                                                            orientation; "NIfTI:Q:<intent>" (v14)
+Localite       (z, -y, x): x into the head; handle +y       coil centre (InstrumentMarker) / entry and
+                                                            target points (EntryTarget), RAS
+visor2         SimNIBS ("CoilAxesConvention": simnibs);     coil centre, RAS of the associated image
+               handle -y
+Slicer         SimNIBS axes, expressed in LPS; handle -y    target and entry control points, LPS
+=============  ==========================================  ==========================================
 
-Every writer refuses a T1w whose qform and sform disagree and records the T1w's path and SHA-256
-where the format has room for it (comments, descriptions).
+Every writer refuses a T1w whose qform and sform disagree and records the T1w's file name and
+SHA-256 where the format has room for it (comments, descriptions, a provenance block).
 """
 
 from __future__ import annotations
@@ -42,7 +48,15 @@ log = logging.getLogger(__name__)
 
 SLICER_SCHEMA_URL = ("https://raw.githubusercontent.com/slicer/slicer/master/Modules/Loadable/Markups/"
                      "Resources/Schema/markups-schema-v1.0.3.json#")
-BRAINSIGHT_INTENT_NAMES = {1: "NIfTI:Scanner", 2: "NIfTI:Aligned", 3: "NIfTI:Talairach", 4: "NIfTI:MNI-152"}
+#: Brainsight text format version 14 (Brainsight >= 2.5.3) names the NIfTI transform as
+#: "NIfTI:Q:<intent>" (qform) or "NIfTI:S:<intent>" (sform).
+BRAINSIGHT_VERSION = 14
+BRAINSIGHT_INTENT_NAMES = {1: "Scanner", 2: "Aligned", 3: "Talairach", 4: "MNI-152", 5: "Other-Template"}
+#: Localite names marker files <Kind><YYYYMMDDhhmmssSSS>.xml and readers (SimNIBS's among them) take the
+#: marker type and a date from that name. The stamp is fixed, not the time of the run: identical input
+#: gives byte-identical files (reruns, interrupted runs and checksums compare equal) and no processing
+#: date of a patient is written.
+LOCALITE_TIMESTAMP = "20000101000000000"
 _RAS_TO_LPS_3X3 = np.diag([-1.0, -1.0, 1.0])
 
 
@@ -55,7 +69,7 @@ class NavTarget:
     name : label shown in the navigator.
     target_ras_mm : (3,) cortical target.
     entry_ras_mm : (3,) scalp entry.
-    pose_simnibs : (4, 4) coil pose in SimNIBS axes (columns x, y, z, centre).
+    pose_simnibs : (4, 4) coil pose in SimNIBS axes (columns x, y, z, centre; handle along -y).
     """
 
     name: str
@@ -76,7 +90,10 @@ class NavTarget:
 
 
 def simnibs_to_brainsight_axes(axes_simnibs) -> np.ndarray:
-    """(3, 3) SimNIBS axes (columns x, y, z) -> Brainsight axes (columns -x, y, -z)."""
+    """(3, 3) SimNIBS axes (columns x, y, z) -> Brainsight axes (columns -x, y, -z).
+
+    Brainsight's y, like SimNIBS's, points away from the handle; its z points out of the head.
+    """
     a = np.asarray(axes_simnibs, float)
     return np.column_stack([-a[:, 0], a[:, 1], -a[:, 2]])
 
@@ -87,7 +104,8 @@ def brainsight_to_simnibs_axes(axes_brainsight) -> np.ndarray:
 
 
 def simnibs_to_localite_axes(axes_simnibs) -> np.ndarray:
-    """(3, 3) SimNIBS axes -> Localite axes: x_L = z_S (into the head), y_L = -y_S, z_L = x_S."""
+    """(3, 3) SimNIBS axes -> Localite axes: x_L = z_S (into the head), y_L = -y_S (towards the
+    handle), z_L = x_S."""
     a = np.asarray(axes_simnibs, float)
     return np.column_stack([a[:, 2], -a[:, 1], a[:, 0]])
 
@@ -102,7 +120,7 @@ def localite_to_simnibs_axes(axes_localite) -> np.ndarray:
 
 
 def _t1w_provenance(t1w_img: nib.Nifti1Image, t1w_path=None, tol_mm: float = 0.1) -> dict:
-    """qform/sform check (raises InputError) plus the T1w's path and SHA-256 for the files."""
+    """qform/sform check (raises InputError) plus the T1w's file name and SHA-256 for the files."""
     path = Path(t1w_path) if t1w_path is not None else (
         Path(t1w_img.get_filename()) if t1w_img.get_filename() else None)
     info = check_qform_sform(t1w_img, tol_mm=tol_mm, name=path.name if path else None)
@@ -116,6 +134,7 @@ def _provenance_text(prov: dict) -> str:
 
 
 def _write_text(path, text: str) -> Path:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
@@ -123,51 +142,88 @@ def _write_text(path, text: str) -> Path:
 
 # ----------------------------------------------------------------------------- Brainsight
 
+BRAINSIGHT_COLUMNS = ["Target Name", "Loc. X", "Loc. Y", "Loc. Z"] + [f"m{a}n{c}" for a in range(3) for c in range(3)]
+
+
+def brainsight_coordinate_system(prov: dict) -> tuple[str, str]:
+    """Brainsight (v14) coordinate-system name for a NIfTI T1w and which transform it names.
+
+    The qform is named when it is set (``NIfTI:Q:<intent>``; SimNIBS reads only those in v14 files),
+    else the sform (``NIfTI:S:<intent>``). Both give the same positions here, as T1w files whose qform
+    and sform disagree are refused.
+
+    Parameters
+    ----------
+    prov : output of :func:`tmstarget.spaces.check_qform_sform` (``qform_code``, ``sform_code``).
+
+    Returns
+    -------
+    (name, "qform" | "sform").
+    """
+    form, code = ("qform", prov["qform_code"]) if prov["qform_code"] > 0 else ("sform", prov["sform_code"])
+    if code not in BRAINSIGHT_INTENT_NAMES:
+        raise InputError(f"{prov.get('t1w_path') or 'T1w'}: {form}_code {code} is not a NIfTI intent Brainsight "
+                         f"knows ({sorted(BRAINSIGHT_INTENT_NAMES)}); re-export the T1w from DICOM (e.g. dcm2niix)")
+    return f"NIfTI:{form[0].upper()}:{BRAINSIGHT_INTENT_NAMES[code]}", form
+
 
 def write_brainsight(path, targets: list[NavTarget], t1w_img: nib.Nifti1Image, t1w_path=None) -> Path:
-    """Brainsight target import file (version 12, tab-separated), positions at the cortical targets.
+    """Brainsight target import file (version 14, tab-separated), two rows per target.
 
-    Each row: name, Loc. X/Y/Z (T1w world RAS mm), then m0n0..m2n2 where mXnY is component Y of axis
-    X in Brainsight's convention (SimNIBS x and z negated, so its z points out of the head).
+    ``<name>-coil``: Loc. X/Y/Z is the coil centre on the scalp (what SimNIBS and Brainsight's coil
+    display take as the position of a pose); ``<name>-cortex``: the cortical target with the same
+    orientation (the trajectory's end in the brain). Positions are T1w world RAS mm of the transform
+    named on the coordinate-system line. m0n0..m2n2: mXnY is component Y of axis X in Brainsight's
+    convention (SimNIBS x and z negated: z points out of the head, y away from the handle).
     """
     prov = _t1w_provenance(t1w_img, t1w_path)
-    system = BRAINSIGHT_INTENT_NAMES.get(prov["intent_code"], "NIfTI:Scanner")
+    system, form = brainsight_coordinate_system(prov)
+    other = "sform" if form == "qform" else "qform"
+    other_code = prov["sform_code"] if form == "qform" else prov["qform_code"]
+    agreement = (f"the {other} (code {other_code}) agrees within {prov['max_difference_mm']:.3f} mm"
+                 if other_code else f"no {other} is set")
     lines = [
-        "# Version: 12",
+        f"# Version: {BRAINSIGHT_VERSION}",
         f"# Coordinate system: {system}",
         f"# Created by: tmstarget {__version__}",
         "# Units: millimetres, degrees, milliseconds, and microvolts",
         "# Encoding: UTF-8",
         "# Notes: Each column is delimited by a tab. Each value within a column is delimited by a semicolon.",
+        f"# tmstarget: positions are world RAS mm of the T1w's {form} (code {prov[form + '_code']}); {agreement}. "
+        "<name>-coil = coil centre on the scalp, <name>-cortex = cortical target on the same trajectory. "
+        "Coil y points away from the handle.",
         f"# {_provenance_text(prov)}",
-        "# Target Name\tLoc. X\tLoc. Y\tLoc. Z\t" + "\t".join(f"m{a}n{c}" for a in range(3) for c in range(3)),
+        "# " + "\t".join(BRAINSIGHT_COLUMNS),
     ]
     for t in targets:
         axes = simnibs_to_brainsight_axes(t.pose_simnibs[:3, :3])
-        values = [f"{v:.4f}" for v in t.target_ras_mm] + [f"{axes[c, a]:.6f}" for a in range(3) for c in range(3)]
-        lines.append("\t".join([t.name.replace("\t", " ")] + values))
+        orientation = [f"{axes[c, a]:.6f}" for a in range(3) for c in range(3)]
+        name = t.name.replace("\t", " ")
+        for suffix, point in (("coil", t.pose_simnibs[:3, 3]), ("cortex", t.target_ras_mm)):
+            lines.append("\t".join([f"{name}-{suffix}"] + [f"{v:.4f}" for v in point] + orientation))
     return _write_text(path, "\n".join(lines) + "\n")
 
 
 def read_brainsight(path) -> dict:
-    """Read a Brainsight target file: ``{"coordinate_system": str, "targets": [{"name", "position_ras_mm"
-    (3,), "axes_brainsight" (3, 3) columns = axes, "axes_simnibs" (3, 3)}]}``."""
-    system = None
+    """Read a Brainsight target file: ``{"version": int, "coordinate_system": str, "targets": [{"name",
+    "position_ras_mm" (3,), "axes_brainsight" (3, 3) columns = axes, "axes_simnibs" (3, 3)}]}``."""
+    version, system, columns = None, None, None
     targets = []
     for line in Path(path).read_text(encoding="utf-8").splitlines():
-        if line.startswith("# Coordinate system:"):
+        if line.startswith("# Version:"):
+            version = int(line.split(":", 1)[1])
+        elif line.startswith("# Coordinate system:"):
             system = line.split(":", 1)[1].strip()
+        elif line.startswith("# Target Name"):
+            columns = line[2:].split("\t")
         if not line.strip() or line.startswith("#"):
             continue
-        fields = line.split("\t")
-        numbers = np.array([float(v) for v in fields[1:13]])
-        axes = np.zeros((3, 3))
-        for a in range(3):
-            for c in range(3):
-                axes[c, a] = numbers[3 + 3 * a + c]
-        targets.append({"name": fields[0], "position_ras_mm": numbers[:3], "axes_brainsight": axes,
-                        "axes_simnibs": brainsight_to_simnibs_axes(axes)})
-    return {"coordinate_system": system, "targets": targets}
+        row = dict(zip(columns or BRAINSIGHT_COLUMNS, line.split("\t")))
+        axes = np.array([[float(row[f"m{a}n{c}"]) for a in range(3)] for c in range(3)])
+        targets.append({"name": row["Target Name"],
+                        "position_ras_mm": np.array([float(row[f"Loc. {k}"]) for k in "XYZ"]),
+                        "axes_brainsight": axes, "axes_simnibs": brainsight_to_simnibs_axes(axes)})
+    return {"version": version, "coordinate_system": system, "targets": targets}
 
 
 # ----------------------------------------------------------------------------- Localite
@@ -182,8 +238,10 @@ def _xml_text(root: ET.Element, comment: str) -> str:
 def write_localite_instrument(path, targets: list[NavTarget], t1w_img: nib.Nifti1Image, t1w_path=None) -> Path:
     """Localite InstrumentMarkerList (full coil poses at the coil centre), RAS.
 
-    ``Matrix4D`` holds Localite's axes as columns (x into the head = SimNIBS z, y = -SimNIBS y,
-    z = SimNIBS x) and the coil centre in data03, data13, data23.
+    ``Matrix4D`` holds Localite's axes as columns (x into the head = SimNIBS z, y towards the handle
+    = -SimNIBS y, z = SimNIBS x) and the coil centre in data03, data13, data23. Localite and readers of
+    its files take the marker type from the file name: name it ``InstrumentMarker<timestamp>.xml``
+    (see :func:`run_exports`).
     """
     prov = _t1w_provenance(t1w_img, t1w_path)
     root = ET.Element("InstrumentMarkerList", coordinateSpace="RAS")
@@ -197,7 +255,8 @@ def write_localite_instrument(path, targets: list[NavTarget], t1w_img: nib.Nifti
             set="true")
         ET.SubElement(marker_el, "Matrix4D",
                       {f"data{r}{c}": f"{matrix[r, c]:+.6f}" for r in range(4) for c in range(4)})
-    return _write_text(path, _xml_text(root, _provenance_text(prov)))
+    return _write_text(path, _xml_text(root, "All positions are world RAS mm of the NIfTI T1w. "
+                                             + _provenance_text(prov)))
 
 
 def read_localite_instrument(path) -> dict:
@@ -215,17 +274,26 @@ def read_localite_instrument(path) -> dict:
     return {"coordinate_space": root.get("coordinateSpace"), "markers": markers}
 
 
-def write_localite_entrytarget(path, targets: list[NavTarget], t1w_img: nib.Nifti1Image, t1w_path=None) -> Path:
-    """Localite EntryTargetList: scalp entry and cortical target points (no orientation), RAS."""
+def write_localite_entrytarget(path, targets: list[NavTarget], t1w_img: nib.Nifti1Image, t1w_path=None,
+                               radius_mm: float = 4.0) -> Path:
+    """Localite EntryTargetList: scalp entry and cortical target points (no orientation), RAS.
+
+    Attributes as in files Localite writes: ``alwaysVisible``, ``index``, ``selected`` on Entry/Target
+    (the first pair selected), ``color``, ``description``, ``drawAura``, ``radius`` (mm), ``set`` on
+    Marker. Name the file ``EntryTarget<timestamp>.xml`` (see :func:`run_exports`).
+    """
     prov = _t1w_provenance(t1w_img, t1w_path)
     root = ET.Element("EntryTargetList", coordinateSpace="RAS")
     for index, t in enumerate(targets):
-        for tag, point in (("Entry", t.entry_ras_mm), ("Target", t.target_ras_mm)):
-            marker_el = ET.SubElement(ET.SubElement(root, tag, index=str(index)), "Marker",
-                                      additionalInformation=_provenance_text(prov), color="#00ff00",
-                                      description=t.name, set="true")
+        for tag, point, color, aura in (("Entry", t.entry_ras_mm, "#00ff00", "false"),
+                                        ("Target", t.target_ras_mm, "#00ffff", "true")):
+            el = ET.SubElement(root, tag, alwaysVisible="false", index=str(index),
+                               selected="true" if index == 0 else "false")
+            marker_el = ET.SubElement(el, "Marker", color=color, description=t.name, drawAura=aura,
+                                      radius=f"{float(radius_mm):.1f}", set="true")
             ET.SubElement(marker_el, "ColVec3D", {f"data{i}": f"{point[i]:+.4f}" for i in range(3)})
-    return _write_text(path, _xml_text(root, _provenance_text(prov)))
+    return _write_text(path, _xml_text(root, "All positions are world RAS mm of the NIfTI T1w. Entry = scalp "
+                                             "entry, Target = cortical target. " + _provenance_text(prov)))
 
 
 def read_localite_entrytarget(path) -> dict:
@@ -247,7 +315,9 @@ def read_localite_entrytarget(path) -> dict:
 
 
 def _qform_fields(t1w_img: nib.Nifti1Image, name: str, tol_mm: float = 0.1) -> dict:
-    """NIfTI qform parameters of the T1w (derived from the sform when only the sform is set)."""
+    """NIfTI qform parameters of the T1w as visor2 writes them in ``AssociatedImageInfo``:
+    ``NIfTI_quatern`` [b, c, d], ``NIfTI_qoffset`` [x, y, z] (mm) and ``NIfTI_pixdim`` [qfac, dx, dy, dz]
+    (derived from the sform when only the sform is set)."""
     header = t1w_img.header.copy()
     _, qcode = header.get_qform(coded=True)
     if not qcode:
@@ -262,32 +332,45 @@ def _qform_fields(t1w_img: nib.Nifti1Image, name: str, tol_mm: float = 0.1) -> d
                              "visor2 reads the qform: resample the T1w to an unsheared grid")
     return {"NIfTI_quatern": [float(header["quatern_b"]), float(header["quatern_c"]), float(header["quatern_d"])],
             "NIfTI_qoffset": [float(header["qoffset_x"]), float(header["qoffset_y"]), float(header["qoffset_z"])],
-            "NIfTI_pixdim": [float(v) for v in header["pixdim"]]}
+            "NIfTI_pixdim": [float(v) for v in header["pixdim"][:4]]}
 
 
 def write_visor2(path, targets: list[NavTarget], t1w_img: nib.Nifti1Image, t1w_path=None) -> Path:
     """ANT Neuro visor2 ``.mrk`` (JSON): coil poses in SimNIBS axes at the coil centre, in the world RAS
-    of the associated image (whose qform is recorded in ``Configuration.AssociatedImageInfo``)."""
+    of the associated image.
+
+    ``Configuration`` holds ``SourceInfo`` (AppName, AppVersion) and ``AssociatedImageInfo`` with
+    exactly the three qform fields visor2 writes (readers compare that block field by field with the
+    T1w header, so nothing else goes in it); the T1w's file name and SHA-256 are in the top-level
+    ``Provenance`` block.
+    """
     prov = _t1w_provenance(t1w_img, t1w_path)
-    image_info = {"FileName": prov["t1w_path"], "Sha256": prov["t1w_sha256"],
-                  **_qform_fields(t1w_img, Path(prov["t1w_path"] or "T1w").name)}
     doc = {
-        "Configuration": {"CreatedBy": f"tmstarget {__version__}", "AssociatedImageInfo": image_info},
+        "Configuration": {
+            "SourceInfo": {"AppName": "tmstarget", "AppVersion": __version__},
+            "AssociatedImageInfo": _qform_fields(t1w_img, Path(prov["t1w_path"] or "T1w").name),
+        },
         "TargetMarkers": [{"CoilTarget": {
             "Name": t.name,
-            "Description": f"cortical target {np.round(t.target_ras_mm, 2).tolist()} mm; {_provenance_text(prov)}",
             "CoordinateSystem": "ASSOCIATED_IMAGE",
             "PositionalUnit": "mm",
             "CoilAxesConvention": "simnibs",
+            "CoilInfo": {"Type": "", "Id": ""},
             "CoilPose": {"RigidTransformMatrix4x4": np.asarray(t.pose_simnibs, float).tolist()},
         }} for t in targets],
+        "Provenance": {
+            "T1wFileName": prov["t1w_path"], "T1wSha256": prov["t1w_sha256"],
+            "CreatedBy": f"tmstarget {__version__}",
+            "CoilAxes": "simnibs: z into the head, y points away from the handle (handle along -y)",
+            "CorticalTargetsRasMm": {t.name: np.round(t.target_ras_mm, 4).tolist() for t in targets},
+        },
     }
     return write_json(doc, path)
 
 
 def read_visor2(path) -> dict:
-    """``{"image_info": dict, "markers": [{"name", "pose_simnibs" (4, 4), "coordinate_system",
-    "convention"}]}``."""
+    """``{"image_info": dict, "source_info": dict, "markers": [{"name", "pose_simnibs" (4, 4),
+    "coordinate_system", "convention"}]}``."""
     doc = json.loads(Path(path).read_text())
     markers = []
     for entry in doc["TargetMarkers"]:
@@ -295,7 +378,8 @@ def read_visor2(path) -> dict:
         markers.append({"name": ct["Name"], "coordinate_system": ct["CoordinateSystem"],
                         "convention": ct["CoilAxesConvention"],
                         "pose_simnibs": np.asarray(ct["CoilPose"]["RigidTransformMatrix4x4"], float)})
-    return {"image_info": doc["Configuration"]["AssociatedImageInfo"], "markers": markers}
+    conf = doc["Configuration"]
+    return {"image_info": conf["AssociatedImageInfo"], "source_info": conf.get("SourceInfo"), "markers": markers}
 
 
 # ----------------------------------------------------------------------------- 3D Slicer
@@ -304,14 +388,15 @@ def read_visor2(path) -> dict:
 def write_slicer(path, targets: list[NavTarget], t1w_img: nib.Nifti1Image, t1w_path=None) -> Path:
     """3D Slicer markups (``.mrk.json``, schema v1.0.3): one Fiducial list in LPS with the target and the
     scalp entry of each target; ``orientation`` holds the SimNIBS coil axes in LPS, row-major, so
-    (orientation[0], orientation[3], orientation[6]) is the coil x axis."""
+    (orientation[0], orientation[3], orientation[6]) is the coil x axis and the handle points along
+    minus (orientation[1], orientation[4], orientation[7])."""
     prov = _t1w_provenance(t1w_img, t1w_path)
     points = []
     for t in targets:
         axes_lps = _RAS_TO_LPS_3X3 @ t.pose_simnibs[:3, :3]
         for suffix, point in (("", t.target_ras_mm), (" scalp entry", t.entry_ras_mm)):
             points.append({
-                "id": str(len(points) + 1), "label": f"{t.name}{suffix}", "description": _provenance_text(prov),
+                "id": str(len(points) + 1), "label": f"{t.name}{suffix}", "description": "orientation = SimNIBS coil axes (handle along -y); " + _provenance_text(prov),
                 "associatedNodeID": "", "position": ras_to_lps(point).tolist(),
                 "orientation": axes_lps.reshape(-1).tolist(), "selected": True, "locked": True,
                 "visibility": True, "positionStatus": "defined"})
@@ -395,15 +480,29 @@ def sphere_mask_img(center_ras_mm, reference_img: nib.Nifti1Image, radius_mm: fl
     img = nib.Nifti1Image(data, reference_img.affine)
     img.set_qform(reference_img.affine, 1)
     img.set_sform(reference_img.affine, 1)
+    img.header.set_xyzt_units("mm")
     return img
 
 
-def save_sphere(path, center_ras_mm, reference_img: nib.Nifti1Image, radius_mm: float) -> Path:
-    """Write :func:`sphere_mask_img` atomically."""
-    return save_img(sphere_mask_img(center_ras_mm, reference_img, radius_mm), path)
+def save_sphere(path, center_ras_mm, reference_img: nib.Nifti1Image, radius_mm: float,
+                t1w_sha256: str | None = None) -> Path:
+    """Write :func:`sphere_mask_img` atomically; with ``t1w_sha256`` the header's ``descrip`` (80 bytes)
+    names the T1w by checksum (``T1w sha256:<hex>``; its file name goes in the JSON sidecar)."""
+    img = sphere_mask_img(center_ras_mm, reference_img, radius_mm)
+    if t1w_sha256:
+        img.header["descrip"] = f"T1w sha256:{t1w_sha256}"[:80].encode("ascii")
+    return save_img(img, path)
 
 
 # ----------------------------------------------------------------------------- adapter
+
+#: Formats of the config's ``exports.formats`` and the file keys each writes.
+EXPORT_FORMATS = {
+    "brainsight": ["brainsight"],
+    "localite": ["localite_instrument", "localite_entrytarget"],
+    "visor2": ["visor2"],
+    "slicer": ["slicer"],
+}
 
 WRITERS = {
     "brainsight": write_brainsight,
@@ -413,25 +512,83 @@ WRITERS = {
     "slicer": write_slicer,
 }
 
+NATIVE_JSON_SUFFIX = "_space-T1w_desc-target_markers.json"
 
-def run_exports(native_json, t1w_path, out_paths: dict) -> dict:
-    """Write the neuronavigation files for the targets of a native JSON.
+
+def export_names(prefix: str) -> dict[str, str]:
+    """File names under the ``nav`` folder, relative to it, for a unit prefix (``sub-01[_ses-1]``).
+
+    The Localite files follow the layout of a Localite session folder (``InstrumentMarkers/``,
+    ``EntryTarget/``) with the fixed :data:`LOCALITE_TIMESTAMP`, because Localite and readers of its files
+    (SimNIBS's) take the marker type and date from the file name.
+    """
+    return {
+        "brainsight": f"{prefix}_desc-target_brainsight.txt",
+        "localite_instrument": f"localite/InstrumentMarkers/InstrumentMarker{LOCALITE_TIMESTAMP}.xml",
+        "localite_entrytarget": f"localite/EntryTarget/EntryTarget{LOCALITE_TIMESTAMP}.xml",
+        "visor2": f"{prefix}_desc-target_visor2.mrk",
+        "slicer": f"{prefix}_desc-target_slicer.mrk.json",
+        "readme": "README.txt",
+    }
+
+
+def _readme_text(prefix: str, native: dict, names: dict[str, str]) -> str:
+    handle = np.asarray(native.get("handle_direction_t1w_ras") or [np.nan] * 3, float)
+    lines = [
+        f"tmstarget {__version__}: neuronavigation files for {prefix}",
+        "",
+        f"Load this T1w as the anatomy: {native.get('t1w_path')} (sha256 {native.get('t1w_sha256')}).",
+        "All positions are world RAS millimetres of that file (qform and sform agree where both are set).",
+        f"Target (cortex) T1w RAS mm: {np.round(native.get('target_t1w_ras_mm', [np.nan] * 3), 2).tolist()}",
+        f"Scalp entry T1w RAS mm:     {np.round(native.get('entry_t1w_ras_mm', [np.nan] * 3), 2).tolist()}",
+        f"Handle direction (T1w RAS): {np.round(handle, 3).tolist()} = {describe_direction(handle)}, "
+        f"{native.get('handle_angle_deg')} deg from posterior towards lateral.",
+        "",
+        "Files (import steps for each navigator: docs/navigation.md of tmstarget):",
+    ]
+    lines += [f"  {names[k]}" for k in names if k != "readme"]
+    return "\n".join(lines) + "\n"
+
+
+def describe_direction(vector_ras) -> str:
+    """Words for a world RAS direction, e.g. ``posterior-lateral-inferior (left)``: each axis named when its
+    component exceeds 0.3 of the unit vector; x is given as left/right."""
+    v = np.asarray(vector_ras, float)
+    if not np.all(np.isfinite(v)) or np.linalg.norm(v) == 0:
+        return "undefined"
+    v = v / np.linalg.norm(v)
+    words = []
+    if abs(v[1]) > 0.3:
+        words.append("anterior" if v[1] > 0 else "posterior")
+    if abs(v[0]) > 0.3:
+        words.append("right" if v[0] > 0 else "left")
+    if abs(v[2]) > 0.3:
+        words.append("superior" if v[2] > 0 else "inferior")
+    return "-".join(words) or "undefined"
+
+
+def run_exports(native_json, t1w_path, nav_dir, formats, prefix: str | None = None) -> dict[str, Path]:
+    """Write the neuronavigation files for the targets of a native JSON into one folder.
 
     Parameters
     ----------
-    native_json : ``*_space-T1w_desc-target_markers.json`` from :func:`tmstarget.spaces.run_native`.
+    native_json : ``*_space-T1w_desc-target_markers.json`` from :func:`tmstarget.native.run_native`.
     t1w_path : the T1w to be loaded into the navigator; must be the file the native JSON was computed
         for (same SHA-256) and have agreeing qform and sform.
-    out_paths : ``{key: path}`` with keys among ``brainsight``, ``localite_instrument``,
-        ``localite_entrytarget``, ``visor2``, ``slicer``.
+    nav_dir : output folder (created); file names in :func:`export_names`.
+    formats : iterable of ``brainsight``, ``localite``, ``visor2``, ``slicer`` (config ``exports.formats``).
+    prefix : file-name prefix; default: the unit taken from the native JSON's name (``sub-01`` of
+        ``sub-01_space-T1w_desc-target_markers.json``).
 
     Returns
     -------
-    ``{key: path written}``.
+    ``{key: path written}``; keys among ``brainsight``, ``localite_instrument``, ``localite_entrytarget``,
+    ``visor2``, ``slicer``, plus ``readme`` (``README.txt``: which T1w to load, the handle direction).
     """
-    unknown = sorted(set(out_paths) - set(WRITERS))
+    formats = list(formats)
+    unknown = sorted(set(formats) - set(EXPORT_FORMATS))
     if unknown:
-        raise InputError(f"unknown export key(s) {unknown}; allowed: {sorted(WRITERS)}")
+        raise InputError(f"unknown export format(s) {unknown}; allowed: {sorted(EXPORT_FORMATS)}")
     native = read_json(native_json)
     t1w_path = Path(t1w_path)
     t1w_img = load_img_checked(t1w_path, ndim=3, what="T1w image")
@@ -439,15 +596,24 @@ def run_exports(native_json, t1w_path, out_paths: dict) -> dict:
     recorded = native.get("t1w_sha256")
     if recorded and recorded != sha256_file(t1w_path):
         raise InputError(
-            f"{t1w_path.name}: this is not the T1w the target was mapped to ({native_json} records "
+            f"{t1w_path.name}: this is not the T1w the target was mapped to ({Path(native_json).name} records "
             f"{native.get('t1w_path')} with sha256 {recorded[:12]}...); export for that file or rerun the native step"
         )
     markers = native.get("markers_t1w")
     if not markers:
-        raise InputError(f"{native_json}: no 'markers_t1w'; rerun the native step")
+        raise InputError(f"{Path(native_json).name}: no 'markers_t1w'; rerun the native step")
     targets = [NavTarget.from_marker(m) for m in markers]
-    written = {}
-    for key, path in out_paths.items():
-        written[key] = str(WRITERS[key](path, targets, t1w_img, t1w_path=t1w_path))
-        log.info("wrote %s: %s", key, path)
+    if prefix is None:
+        name = Path(native_json).name
+        prefix = name[:-len(NATIVE_JSON_SUFFIX)] if name.endswith(NATIVE_JSON_SUFFIX) else "target"
+    nav_dir = Path(nav_dir)
+    nav_dir.mkdir(parents=True, exist_ok=True)
+    names = export_names(prefix)
+    written: dict[str, Path] = {}
+    for fmt in dict.fromkeys(formats):
+        for key in EXPORT_FORMATS[fmt]:
+            written[key] = WRITERS[key](nav_dir / names[key], targets, t1w_img, t1w_path=t1w_path)
+            log.info("wrote %s: %s", key, names[key])
+    shown = {k: names[k] for k in written}
+    written["readme"] = _write_text(nav_dir / names["readme"], _readme_text(prefix, native, shown))
     return written

@@ -1,9 +1,12 @@
 """Scalp projection: head mask, scalp entry point, inward normal, coil pose, scalp-to-cortex depth.
 
 Everything is in the world space of the subject's T1w (RAS+ mm). The coil pose follows SimNIBS's axes
-(FORMATS.md): a 4x4 matrix whose columns are the coil x, y, z axes and the coil centre; z points into
-the head along the inward scalp normal, y lies along the handle (pointing from the coil centre towards
-the handle), x = y cross z. Vendor conventions are derived from it in :mod:`tmstarget.navigation`.
+(FORMATS.md; SimNIBS GUI tutorial: "green [y] axis pointing anteriorly. This means that the coil handle
+points posteriorly"): a 4x4 matrix whose columns are the coil x, y, z axes and the coil centre; z points
+into the head along the inward scalp normal, **y points away from the handle (the handle lies along
+-y)**, x = y cross z. :func:`handle_direction_ras` is the one place that turns the configured handle angle
+into a direction; :func:`coil_pose_simnibs` builds the axes from it and every vendor convention is
+derived from that pose in :mod:`tmstarget.navigation`.
 """
 
 from __future__ import annotations
@@ -238,14 +241,29 @@ def _tangent(v, normal) -> np.ndarray:
 
 def handle_direction_ras(entry_ras_mm, inward_normal, handle_angle_deg: float = 45.0,
                          head_centre_ras_mm=None) -> np.ndarray:
-    """Unit handle direction in the scalp tangent plane, ``handle_angle_deg`` from posterior to lateral.
+    """Anatomical direction the coil handle points to: unit vector in the scalp tangent plane,
+    ``handle_angle_deg`` from posterior towards lateral.
+
+    This is the single definition of the configured handle placement; the coil axes
+    (:func:`coil_pose_simnibs`) and every navigator file derive from it.
 
     Posterior is world -y projected onto the tangent plane. Lateral is the tangent direction
     perpendicular to it on the side away from the midline (world x of the entry relative to
     ``head_centre_ras_mm``, default the world origin). Where lateral has no tangent component (the
     normal itself points medially), "away from the vertex" (inferior) is used, as moving laterally on
     the side of the head means moving down. 0 deg = straight back, 90 deg = straight lateral;
-    45 deg is the common posterior-lateral placement (unverified convention, hence configurable).
+    45 deg is the common posterior-lateral placement for a posterior-anterior current in DLPFC.
+
+    Parameters
+    ----------
+    entry_ras_mm : (3,) scalp entry, T1w world RAS mm (tells the hemisphere).
+    inward_normal : (3,) unit vector into the head, world RAS.
+    handle_angle_deg : degrees from posterior towards lateral.
+    head_centre_ras_mm : (3,) midline reference, T1w world RAS mm (default: world origin).
+
+    Returns
+    -------
+    (3,) unit vector, world RAS, from the coil centre towards the handle.
     """
     z_axis = _unit(inward_normal)
     entry = np.asarray(entry_ras_mm, dtype=float)
@@ -277,23 +295,26 @@ def coil_pose_simnibs(entry_ras_mm, inward_normal, handle_angle_deg: float = 45.
     inward_normal : (3,) unit vector into the head (becomes the coil z axis).
     handle_angle_deg : handle direction in the tangent plane, degrees from posterior towards lateral
         (see :func:`handle_direction_ras`); ignored when ``handle_direction`` is given.
-    handle_direction : optional (3,) world RAS vector towards the handle; its tangent part is used.
+    handle_direction : optional (3,) world RAS vector from the coil centre towards the handle; its
+        tangent part is used.
     head_centre_ras_mm : (3,) used to tell which side is lateral (default: world origin).
     skin_distance_mm : coil centre this far outside the scalp along -z (hair, coil casing).
 
     Returns
     -------
     (4, 4) matrix; columns 0-2 are the coil x, y, z axes (world RAS unit vectors), column 3 the coil
-    centre in mm: z = inward normal, y = handle direction, x = y cross z (right-handed).
+    centre in mm: z = inward normal, y = minus the handle direction (SimNIBS: y points away from the
+    handle), x = y cross z (right-handed). :func:`handle_direction_from_pose` gives the handle back.
     """
     z_axis = _unit(inward_normal)
     if handle_direction is not None:
-        y_axis = _tangent(np.asarray(handle_direction, dtype=float), z_axis)
-        if np.linalg.norm(y_axis) < 1e-6:
+        handle = _tangent(np.asarray(handle_direction, dtype=float), z_axis)
+        if np.linalg.norm(handle) < 1e-6:
             raise ValueError("handle_direction is parallel to the scalp normal")
-        y_axis = _unit(y_axis)
+        handle = _unit(handle)
     else:
-        y_axis = handle_direction_ras(entry_ras_mm, z_axis, handle_angle_deg, head_centre_ras_mm)
+        handle = handle_direction_ras(entry_ras_mm, z_axis, handle_angle_deg, head_centre_ras_mm)
+    y_axis = -handle
     x_axis = np.cross(y_axis, z_axis)
     pose = np.eye(4)
     pose[:3, 0] = x_axis
@@ -301,6 +322,11 @@ def coil_pose_simnibs(entry_ras_mm, inward_normal, handle_angle_deg: float = 45.
     pose[:3, 2] = z_axis
     pose[:3, 3] = np.asarray(entry_ras_mm, dtype=float) - skin_distance_mm * z_axis
     return pose
+
+
+def handle_direction_from_pose(pose_simnibs) -> np.ndarray:
+    """(3,) unit world RAS direction of the handle of a SimNIBS-axes pose (its -y axis)."""
+    return -_unit(np.asarray(pose_simnibs, dtype=float)[:3, 1])
 
 
 # ----------------------------------------------------------------------------- distances

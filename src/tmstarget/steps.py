@@ -88,12 +88,12 @@ def target(input, output, params):
 
 
 def native(input, output, params):
-    from .spaces import run_native
+    from .native import run_native
 
     return run_native(input["target"], params["t1w_navigation"], input["xfm_t1w_to_mni"],
                       input["xfm_mni_to_t1w"], input["brain_mask"], dict(params["cfg"]),
                       output["tsv"], output["json"], output["coordsystem"], output["sphere"],
-                      t1w_uri=params.get("t1w_uri"))
+                      t1w_uri=params.get("t1w_uri"), out_sphere_json=output.get("sphere_json"))
 
 
 def maps_to_t1w(input, output, params):
@@ -106,7 +106,7 @@ def maps_to_t1w(input, output, params):
 def exports(input, output, params):
     from .navigation import run_exports
 
-    return run_exports(input["native"], params["t1w_navigation"], dict(output))
+    return run_exports(input["native"], params["t1w_navigation"], output["nav"], list(params["formats"]))
 
 
 def report(input, output, params):

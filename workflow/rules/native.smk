@@ -1,11 +1,5 @@
 # Native (T1w world RAS mm) target, scalp entry and coil pose, then the neuronavigation files.
-EXPORT_FILES = {
-    "brainsight": ["brainsight"],
-    "localite": ["localite_instrument", "localite_entrytarget"],
-    "visor2": ["visor2"],
-    "slicer": ["slicer"],
-}
-EXPORT_KEYS = [k for fmt in config["exports"]["formats"] for k in EXPORT_FILES[fmt]]
+EXPORT_FORMATS = list(config["exports"]["formats"])
 
 
 rule native:
@@ -20,6 +14,7 @@ rule native:
         json=D("native_json"),
         coordsystem=D("native_coordsystem"),
         sphere=D("native_sphere"),
+        sphere_json=D("native_sphere_json"),
     params:
         step="native",
         cfg=config["native"],
@@ -63,19 +58,27 @@ rule maps_to_t1w:
         "../scripts/run_step.py"
 
 
+def unit_of_subdir(subdir):
+    """The unit whose files live in a subject (or subject/session) folder: sub-01 or sub-01_ses-1."""
+    return subdir.replace("/", "_")
+
+
+# The nav folder holds one unit's files, so its path has only {subdir}; the unit follows from it.
 rule exports:
     input:
-        native=D("native_json"),
-        t1w=lambda w: UNITS[w.unit].t1w_navigation,
+        native=lambda w: D("native_json", subdir=w.subdir, unit=unit_of_subdir(w.subdir)),
+        t1w=lambda w: UNITS[unit_of_subdir(w.subdir)].t1w_navigation,
     output:
-        **{k: D(k) for k in EXPORT_KEYS},
+        # one folder per unit: file names in tmstarget.navigation.export_names
+        nav=directory(D("nav_dir")),
     params:
         step="exports",
-        t1w_navigation=lambda w: UNITS[w.unit].t1w_navigation,
+        formats=EXPORT_FORMATS,
+        t1w_navigation=lambda w: UNITS[unit_of_subdir(w.subdir)].t1w_navigation,
     log:
-        LOGS / "exports" / "{subdir}" / "{unit}.log",
+        LOGS / "exports" / "{subdir}" / "nav.log",
     benchmark:
-        LOGS / "benchmarks" / "exports" / "{subdir}" / "{unit}.tsv"
+        LOGS / "benchmarks" / "exports" / "{subdir}" / "nav.tsv"
     threads: 1
     resources:
         mem_mb=1000,
