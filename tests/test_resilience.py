@@ -104,7 +104,17 @@ def test_fmriprep_route_recovers_target_and_maps_it_with_the_h5_transforms(clean
     expected = z_mni.get_fdata()[tuple(ijk_mni)]
     got = z_t1w.get_fdata()[tuple(np.round(ijk_t1w).astype(int))]
     assert expected < -0.3 and got == pytest.approx(expected, abs=1e-4)
-    assert f"sub-01: target MNI RAS mm ({mni[0]:.1f}, {mni[1]:.1f}, {mni[2]:.1f})" in result.stdout
+    # 5.3 min kept: WARN, with the coordinate, the reason and the action (exit 0)
+    assert (f"sub-01: WARN \u2014 target MNI RAS mm ({mni[0]:.1f}, {mni[1]:.1f}, {mni[2]:.1f}) / T1w RAS mm "
+            f"({t1w[0]:.1f}, {t1w[1]:.1f}, {t1w[2]:.1f})") in result.stdout
+    assert "  - only 5.3 min of data kept after censoring (below 10 min targets are less reliable)" in result.stdout
+    assert "  action: acceptable for research; acquire 5+ more minutes before clinical use" in result.stdout
+    verdict = json.loads((out / "tmstarget" / "sub-01" / "sub-01_desc-verdict_qc.json").read_text())
+    assert verdict["status"] == "warn" and verdict["coordinate_usable"] is True
+    assert sorted(p.name for p in (out / "tmstarget" / "sub-01" / "nav").iterdir()) == [
+        "sub-01_desc-target_brainsight.txt", "sub-01_desc-target_localite.xml",
+        "sub-01_desc-target_localiteEntryTarget.xml", "sub-01_desc-target_slicer.mrk.json",
+        "sub-01_desc-target_visor2.mrk"]
 
 
 def test_snakemake_report_holds_every_reportlet(mini, clean_run, tmp_path):

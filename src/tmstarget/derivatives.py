@@ -41,6 +41,8 @@ OUTPUT_PATTERNS = {
     "localite_entrytarget": "{subdir}/nav/{unit}_desc-target_localiteEntryTarget.xml",
     "visor2": "{subdir}/nav/{unit}_desc-target_visor2.mrk",
     "slicer": "{subdir}/nav/{unit}_desc-target_slicer.mrk.json",
+    "nav_dir": "{subdir}/nav",
+    "verdict": "{subdir}/{unit}_desc-verdict_qc.json",
     "report": "{unit}.html",
 }
 
@@ -71,7 +73,8 @@ Individualized sgACC-anticorrelation TMS targets (Fox et al. 2012 method), resea
 | `*_space-<tpl>_desc-target_markers.json` | the target in template (MNI) space with all parameters |
 | `anat/*_space-T1w_desc-target_markers.tsv/.json` | target, scalp entry and coil pose in T1w world RAS mm |
 | `anat/*_space-T1w_desc-target_mask.nii.gz` | sphere at the target in the T1w grid |
-| `nav/*` | Brainsight, Localite, ANT visor2 and 3D Slicer imports |
+| `*_desc-verdict_qc.json` | the unit's verdict: PASS / WARN / FAIL, reasons, action, every QC finding and threshold |
+| `nav/*` | Brainsight, Localite, ANT visor2 and 3D Slicer imports (only `nav/NOT_EXPORTED.txt` when the verdict is FAIL) |
 | `sub-*.html`, `group.html`, `group_targets.tsv` | QC reports |
 """
 

@@ -103,10 +103,39 @@ def maps_to_t1w(input, output, params):
                            {"r": output["r"], "z": output["z"]}, output["json"])
 
 
-def exports(input, output, params):
-    from .navigation import run_exports
+def verdict(input, output, params):
+    from .qc import run_verdict
 
-    return run_exports(input["native"], params["t1w_navigation"], dict(output))
+    inputs = {k: input[k] for k in ("target_json", "native_json", "denoise_qc_json", "seed_json")}
+    inputs["bold_sidecars"] = list(params.get("bold_sidecars") or [])
+    if input.get("registration_qc"):
+        inputs["registration_qc"] = input["registration_qc"]
+    unit = Path(output["json"]).name.split("_desc-verdict")[0]
+    return run_verdict(inputs, output["json"], unit, thresholds=dict(params["thresholds"]),
+                       bold_headers=list(params.get("bold_headers") or []))
+
+
+def _export_paths(nav_dir: Path, unit: str, formats: list[str]) -> dict:
+    """``{writer key: path}`` in ``nav_dir`` for the configured formats (names of derivatives.OUTPUT_PATTERNS)."""
+    from .derivatives import OUTPUT_PATTERNS
+
+    keys = {"brainsight": ["brainsight"], "localite": ["localite_instrument", "localite_entrytarget"],
+            "visor2": ["visor2"], "slicer": ["slicer"]}
+    return {k: str(nav_dir / Path(OUTPUT_PATTERNS[k].format(subdir="", unit=unit)).name)
+            for fmt in formats for k in keys[fmt]}
+
+
+def exports(input, output, params):
+    """Navigator files in ``nav/``, gated by the verdict: on FAIL only ``nav/NOT_EXPORTED.txt``."""
+    from .navigation import run_exports
+    from .qc import export_gate
+
+    nav_dir = Path(output["nav"])
+    if not export_gate(input["verdict"], nav_dir):
+        return {}
+    unit = Path(input["verdict"]).name.split("_desc-verdict")[0]
+    return run_exports(input["native"], params["t1w_navigation"],
+                       _export_paths(nav_dir, unit, list(params["formats"])))
 
 
 def report(input, output, params):
@@ -138,7 +167,7 @@ def dataset_files(input, output, params):
 
 
 STEPS = {f.__name__: f for f in (preprocess_anat, preprocess_bold, t1w_bold_to_template, denoise, masks, seedmap, target,
-                                 native, maps_to_t1w, exports, report, reportlets, group_report,
+                                 native, maps_to_t1w, verdict, exports, report, reportlets, group_report,
                                  dataset_files)}
 
 
@@ -173,6 +202,8 @@ def run_from_snakemake(smk) -> None:
     try:
         STEPS[step](_named(smk.input), _named(smk.output), params)
     except TmsTargetError as exc:
-        log.error("%s", exc)
+        # the CLI reads " ERROR: <message> [exit N]" from the job log to exit with the step's own class
+        # (2 bad input, 3 quality failure) instead of Snakemake's generic 1
+        log.error("%s [exit %d]", exc, exc.exit_code)
         sys.exit(exc.exit_code)
     log.info("step %s finished in %.1f s", step, time.time() - start)

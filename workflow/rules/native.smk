@@ -63,19 +63,27 @@ rule maps_to_t1w:
         "../scripts/run_step.py"
 
 
+# The verdict gates the exports: on FAIL no navigator file is written (only nav/NOT_EXPORTED.txt).
+def unit_of_subdir(subdir):
+    """sub-01/ses-1 -> sub-01_ses-1 (the nav/ folder is named by {subdir} only)."""
+    return subdir.replace("/", "_")
+
+
 rule exports:
     input:
-        native=D("native_json"),
-        t1w=lambda w: UNITS[w.unit].t1w_navigation,
+        native=lambda w: D("native_json", subdir=w.subdir, unit=unit_of_subdir(w.subdir)),
+        verdict=lambda w: D("verdict", subdir=w.subdir, unit=unit_of_subdir(w.subdir)),
+        t1w=lambda w: UNITS[unit_of_subdir(w.subdir)].t1w_navigation,
     output:
-        **{k: D(k) for k in EXPORT_KEYS},
+        nav=directory(D("nav_dir")),
     params:
         step="exports",
-        t1w_navigation=lambda w: UNITS[w.unit].t1w_navigation,
+        t1w_navigation=lambda w: UNITS[unit_of_subdir(w.subdir)].t1w_navigation,
+        formats=config["exports"]["formats"],
     log:
-        LOGS / "exports" / "{subdir}" / "{unit}.log",
+        LOGS / "exports" / "{subdir}" / "exports.log",
     benchmark:
-        LOGS / "benchmarks" / "exports" / "{subdir}" / "{unit}.tsv"
+        LOGS / "benchmarks" / "exports" / "{subdir}" / "exports.tsv"
     threads: 1
     resources:
         mem_mb=1000,
