@@ -248,6 +248,22 @@ def exit_status(verdicts: list[tuple[str, dict, dict | None]], errors: list[JobE
     return 0
 
 
+def _make_output_dir(out: Path) -> Path:
+    """Create ``OUT/logs`` and prove that OUT is writable; a one-line InputError otherwise."""
+    from .errors import InputError
+
+    log_dir = out / "logs"
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        probe = log_dir / f".write_test_{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise InputError(f"{out}: cannot write to the output folder ({exc.strerror or exc}); choose a folder "
+                         "you can write to, or fix its permissions") from None
+    return log_dir
+
+
 def _hold_output_lock(out: Path):
     """Take an exclusive lock on ``OUT/logs/.tmstarget.lock`` for the life of this process.
 
@@ -284,10 +300,13 @@ def run_bids_app(argv: list[str]) -> int:
     argv = argv[: argv.index("--")] if "--" in argv else argv
     args = _bids_app_parser().parse_args(argv)
     config = build_config(args)
-    plan = make_plan(config)  # checks the inputs before anything is written
+    plan = make_plan(config)  # checks names, headers and sidecars before anything is written
+    if not args.dry_run:
+        from .preflight import check_input_data
+
+        check_input_data(plan)  # reads every input image once: truncated files, NaNs (nothing written yet)
     out = Path(config["output_dir"])
-    log_dir = out / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
+    log_dir = _make_output_dir(out)
     lock = _hold_output_lock(out)  # noqa: F841 (held until this process exits)
     config_path = log_dir / "config.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
