@@ -226,3 +226,50 @@ def test_header_tr_mismatch_is_a_warning(tmp_path, capsys, caplog):
     assert code == 0, text
     assert ("sub-01_task-rest_bold.nii.gz: header TR 2.5 s differs from the sidecar's RepetitionTime 2 s; "
             "using the sidecar (BIDS rule)") in caplog.text
+
+
+# ----------------------------------------------------------------------------- verdict summary and exit status
+
+
+def test_job_errors_carry_their_exit_class_and_unit(tmp_path):
+    import os
+    import time
+
+    from tmstarget.bids_inputs import UnitInputs
+    from tmstarget.cli import JobError, _belongs_to, _failed_job_errors, exit_status
+
+    logs = tmp_path / "logs"
+    start = time.time() - 1
+    for rel, line in (("denoise/sub-01/sub-01_fox.log", "ERROR: x.nii.gz: only 0.0 min of data kept [exit 3]"),
+                      ("seedmap/sub-010/sub-010_Fox.log", "ERROR: mask.nii.gz: only 0 of 19 seed voxels [exit 2]"),
+                      ("native/sub-02/sub-02.log", "ERROR: something odd"),
+                      ("target/sub-03/sub-03.log", "INFO: fine")):
+        (logs / rel).parent.mkdir(parents=True, exist_ok=True)
+        (logs / rel).write_text(f"2026-01-01 10:00:00 tmstarget.steps {line}\n")
+    old = logs / "target" / "sub-04" / "sub-04.log"
+    old.parent.mkdir(parents=True)
+    old.write_text("2025 tmstarget.steps ERROR: from an earlier run [exit 2]\n")
+    os.utime(old, (start - 100, start - 100))
+    errors = sorted(_failed_job_errors(logs, start), key=lambda e: e.message)
+    assert [(e.message, e.exit_code) for e in errors] == [
+        ("mask.nii.gz: only 0 of 19 seed voxels", 2), ("something odd", 1), ("x.nii.gz: only 0.0 min of data kept", 3)]
+
+    def unit(name, subject, session=None):
+        return UnitInputs(unit=name, subdir=name.replace("_", "/"), subject=subject, session=session, runs=[],
+                          anat={}, t1w_navigation="")
+
+    qc_error = [e for e in errors if e.exit_code == 3][0]
+    assert _belongs_to(qc_error, unit("sub-01", "01"), logs)
+    assert not _belongs_to(qc_error, unit("sub-010", "010"), logs)
+    assert not _belongs_to([e for e in errors if e.exit_code == 2][0], unit("sub-01", "01"), logs)
+    shared_anat = JobError("T1w unreadable", 2, logs / "preprocess_anat" / "sub-05" / "anat" / "sub-05.log")
+    assert _belongs_to(shared_anat, unit("sub-05_ses-1", "05", "1"), logs)
+
+    ok = [("sub-01", {"status": "warn"}, None)]
+    failed = ok + [("sub-02", {"status": "fail"}, None)]
+    assert exit_status(ok, [], 0) == 0
+    assert exit_status(failed, [], 0) == 3
+    assert exit_status(failed, [qc_error], 1) == 3
+    assert exit_status(failed, errors, 1) == 2          # a bad input wins: the user must fix it first
+    assert exit_status(ok, [e for e in errors if e.exit_code != 2], 1) == 1   # an unexpected failure
+    assert exit_status(ok, [], 1) == 1
