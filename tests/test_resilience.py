@@ -274,6 +274,9 @@ def test_job_level_bad_input_stops_with_its_error(mini, kind, damage, code, mess
     assert "Traceback" not in result.stderr.split("tmstarget: the workflow stopped.")[1]
     assert "sub-01: FAIL \u2014 no usable target (coordinate withheld)" in result.stdout
     assert re.search("  - " + message, result.stdout), result.stdout[-3000:]
+    action = {3: "  action: do not use this coordinate: the data failed a quality threshold; re-scan",
+              2: "  action: do not use; fix the input named above and run the same command again"}[code]
+    assert action in result.stdout
     # nothing of the failed step, and nothing downstream, exists under a final name
     assert not (out / failed_output).exists()
     assert not list((out / "tmstarget").rglob("*_desc-target_markers.json"))

@@ -195,7 +195,10 @@ def unit_verdicts(plan, errors: list[JobError], log_dir: Path) -> list[tuple[str
         native, _ = read_json_tolerant(output_path("native_json", deriv, subdir=unit.subdir, unit=unit.unit))
         if own:
             verdict = failed_verdict(unit.unit, [e.message for e in own])
-            if all(e.exit_code == 2 for e in own):
+            if all(e.exit_code == 3 for e in own):
+                verdict["action"] = ("do not use this coordinate: the data failed a quality threshold; re-scan "
+                                     "(longer resting-state run, less head motion) or change the settings named above")
+            elif all(e.exit_code == 2 for e in own):
                 verdict["action"] = "do not use; fix the input named above and run the same command again"
             out.append((unit.unit, verdict, None))
             continue
