@@ -112,3 +112,164 @@ def test_stale_snakemake_lock_of_a_killed_run_is_removed(tmp_path, capsys):
     code, text = run_cli(capsys, bids, out, "participant", "--dry-run")
     assert code == 0, text
     assert "removed the Snakemake lock of an interrupted run" in text
+
+
+# ----------------------------------------------------------------------------- input checks before any job
+
+
+def _set_tr(bids, value):
+    write_json(bids / "sub-01" / "func" / "sub-01_task-rest_bold.json", {"RepetitionTime": value, "TaskName": "rest"})
+
+
+def _truncate(path, keep=0.6):
+    raw = path.read_bytes()
+    path.write_bytes(raw[: int(len(raw) * keep)])
+
+
+def preflight_dataset(tmp_path, kind):
+    from conftest import make_fmriprep_tree
+
+    bids = make_raw_bids(tmp_path / "bids", n_vols=200)
+    anat, func = bids / "sub-01" / "anat", bids / "sub-01" / "func"
+    if kind == "tr_ms":
+        _set_tr(bids, 2000)
+    elif kind == "tr_text":
+        _set_tr(bids, "2.0s")
+    elif kind == "t1w_4d":
+        write_nifti(anat / "sub-01_T1w.nii.gz", np.ones((8, 8, 8, 3)), np.eye(4))
+    elif kind == "t1w_truncated":
+        write_nifti(anat / "sub-01_T1w.nii.gz", np.random.default_rng(0).random((40, 40, 40)), np.eye(4))
+        _truncate(anat / "sub-01_T1w.nii.gz")
+    elif kind == "bold_truncated":
+        _truncate(func / "sub-01_task-rest_bold.nii.gz")
+    elif kind == "t1w_qform_sform":
+        img = nib.load(anat / "sub-01_T1w.nii.gz")
+        shifted = np.eye(4)
+        shifted[0, 3] = 3.0
+        img.set_sform(shifted, 1)
+        nib.save(img, anat / "sub-01_T1w.nii.gz")
+    elif kind == "non_ascii":
+        (bids / "sub-01").rename(bids / "sub-ü02")
+    elif kind == "fmriprep_nans":
+        deriv = make_fmriprep_tree(bids / "derivatives" / "fmriprep", n_vols=200)
+        bold = deriv / "sub-01" / "func" / "sub-01_task-rest_space-MNI152NLin2009cAsym_res-2_desc-preproc_bold.nii.gz"
+        img = nib.load(bold)
+        data = img.get_fdata(dtype=np.float32)
+        data[2, 3, 3, 40:43] = np.nan
+        nib.save(nib.Nifti1Image(data, img.affine, img.header), bold)
+    return bids
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("tr_ms", r"sub-01_task-rest_bold.json: RepetitionTime is 2000, more than 30 s: it looks like milliseconds; "
+              r"BIDS wants seconds: write \"RepetitionTime\": 2"),
+    ("tr_text", r"sub-01_task-rest_bold.json: RepetitionTime is '2.0s', not a number"),
+    ("t1w_4d", r"sub-01_T1w.nii.gz is 4D with shape \(8, 8, 8, 3\); a T1w must be one 3D volume"),
+    ("t1w_truncated", r"sub-01_T1w.nii.gz: cannot read this T1w \(EOFError: file ends in volume 0 of 1\); "
+                      r"the file is truncated"),
+    ("bold_truncated", r"sub-01_task-rest_bold.nii.gz: cannot read this BOLD run \(EOFError: file ends in volume "
+                       r"\d+ of 200\); the file is truncated"),
+    ("t1w_qform_sform", r"sub-01_T1w.nii.gz: qform and sform disagree by up to 3.00 mm"),
+    ("non_ascii", r"sub-ü02: the subject folder name 'sub-ü02' is not a BIDS label .* e.g. to sub-u02"),
+    ("fmriprep_nans", r"sub-01_task-rest_space-MNI152NLin2009cAsym_res-2_desc-preproc_bold.nii.gz contains NaN or "
+                      r"infinite values inside the brain mask \(volumes 40-42, 3 values\); replace them"),
+])
+def test_input_checks_before_any_job_exit_2_and_write_nothing(tmp_path, capsys, kind, message):
+    import re
+
+    bids = preflight_dataset(tmp_path, kind)
+    out = tmp_path / "out"
+    code, text = run_cli(capsys, bids, out, "participant")
+    assert code == 2, text
+    assert re.search("tmstarget: error: .*" + message, text), text
+    assert "Traceback" not in text
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("where", [".", "derivatives", "derivatives/tmstarget", "sub-01"])
+def test_output_inside_the_bids_dataset_is_refused(tmp_path, capsys, where):
+    bids = make_raw_bids(tmp_path / "bids", n_vols=200)
+    out = (bids / where).resolve()
+    existed = out.exists()
+    before = sorted(p.relative_to(bids) for p in bids.rglob("*"))
+    code, text = run_cli(capsys, bids, out, "participant", "--dry-run")
+    assert code == 2
+    assert f"{out}: the output folder is inside the input dataset {bids.resolve()}" in text
+    assert f"Choose a folder outside it, e.g. {tmp_path.resolve() / 'bids_tmstarget'}" in text
+    assert sorted(p.relative_to(bids) for p in bids.rglob("*")) == before and out.exists() == existed
+
+
+def test_read_only_output_is_a_one_line_error(tmp_path, capsys, monkeypatch):
+    import errno
+    from pathlib import Path
+
+    bids = make_raw_bids(tmp_path / "bids", n_vols=200)
+    real_mkdir = Path.mkdir
+
+    def read_only(self, *a, **kw):  # root ignores permission bits: simulate a read-only mount instead
+        if str(self).startswith(str(tmp_path / "out")):
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        return real_mkdir(self, *a, **kw)
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    code, text = run_cli(capsys, bids, tmp_path / "out", "participant", "--dry-run")
+    assert code == 2
+    assert text.strip() == (f"tmstarget: error: {tmp_path / 'out'}: cannot write to the output folder "
+                            "(Read-only file system); choose a folder you can write to, or fix its permissions")
+
+
+def test_header_tr_mismatch_is_a_warning(tmp_path, capsys, caplog):
+    bids = make_raw_bids(tmp_path / "bids", n_vols=200)
+    write_nifti(bids / "sub-01" / "func" / "sub-01_task-rest_bold.nii.gz",
+                np.random.default_rng(0).random((6, 6, 6, 200)), tr=2.5)
+    code, text = run_cli(capsys, bids, tmp_path / "out", "participant", "--dry-run")
+    assert code == 0, text
+    assert ("sub-01_task-rest_bold.nii.gz: header TR 2.5 s differs from the sidecar's RepetitionTime 2 s; "
+            "using the sidecar (BIDS rule)") in caplog.text
+
+
+# ----------------------------------------------------------------------------- verdict summary and exit status
+
+
+def test_job_errors_carry_their_exit_class_and_unit(tmp_path):
+    import os
+    import time
+
+    from tmstarget.bids_inputs import UnitInputs
+    from tmstarget.cli import JobError, _belongs_to, _failed_job_errors, exit_status
+
+    logs = tmp_path / "logs"
+    start = time.time() - 1
+    for rel, line in (("denoise/sub-01/sub-01_fox.log", "ERROR: x.nii.gz: only 0.0 min of data kept [exit 3]"),
+                      ("seedmap/sub-010/sub-010_Fox.log", "ERROR: mask.nii.gz: only 0 of 19 seed voxels [exit 2]"),
+                      ("native/sub-02/sub-02.log", "ERROR: something odd"),
+                      ("target/sub-03/sub-03.log", "INFO: fine")):
+        (logs / rel).parent.mkdir(parents=True, exist_ok=True)
+        (logs / rel).write_text(f"2026-01-01 10:00:00 tmstarget.steps {line}\n")
+    old = logs / "target" / "sub-04" / "sub-04.log"
+    old.parent.mkdir(parents=True)
+    old.write_text("2025 tmstarget.steps ERROR: from an earlier run [exit 2]\n")
+    os.utime(old, (start - 100, start - 100))
+    errors = sorted(_failed_job_errors(logs, start), key=lambda e: e.message)
+    assert [(e.message, e.exit_code) for e in errors] == [
+        ("mask.nii.gz: only 0 of 19 seed voxels", 2), ("something odd", 1), ("x.nii.gz: only 0.0 min of data kept", 3)]
+
+    def unit(name, subject, session=None):
+        return UnitInputs(unit=name, subdir=name.replace("_", "/"), subject=subject, session=session, runs=[],
+                          anat={}, t1w_navigation="")
+
+    qc_error = [e for e in errors if e.exit_code == 3][0]
+    assert _belongs_to(qc_error, unit("sub-01", "01"), logs)
+    assert not _belongs_to(qc_error, unit("sub-010", "010"), logs)
+    assert not _belongs_to([e for e in errors if e.exit_code == 2][0], unit("sub-01", "01"), logs)
+    shared_anat = JobError("T1w unreadable", 2, logs / "preprocess_anat" / "sub-05" / "anat" / "sub-05.log")
+    assert _belongs_to(shared_anat, unit("sub-05_ses-1", "05", "1"), logs)
+
+    ok = [("sub-01", {"status": "warn"}, None)]
+    failed = ok + [("sub-02", {"status": "fail"}, None)]
+    assert exit_status(ok, [], 0) == 0
+    assert exit_status(failed, [], 0) == 3
+    assert exit_status(failed, [qc_error], 1) == 3
+    assert exit_status(failed, errors, 1) == 2          # a bad input wins: the user must fix it first
+    assert exit_status(ok, [e for e in errors if e.exit_code != 2], 1) == 1   # an unexpected failure
+    assert exit_status(ok, [], 1) == 1

@@ -453,3 +453,44 @@ def test_load_masked_bold_scaled_int16_and_truncated(tmp_path):
     (tmp_path / "cut.nii.gz").write_bytes(raw[: len(raw) // 2])
     with pytest.raises(InputError, match="cut.nii.gz: cannot read .*truncated"):
         dn.load_masked_bold(nib.load(tmp_path / "cut.nii.gz"), mask)
+
+
+def _zero_volumes(run: dict, zero=(), constant=()) -> None:
+    img = nib.load(run["bold"])
+    data = np.asarray(img.dataobj, dtype=np.float32).copy()
+    for t in zero:
+        data[..., t] = 0.0
+    for t in constant:
+        data[..., t] = 500.0
+    nib.save(nib.Nifti1Image(data, img.affine, img.header), run["bold"])
+
+
+@pytest.mark.parametrize("n_runs", [1, 2])
+def test_constant_volumes_are_censored_like_motion(tmp_path, n_runs):
+    """All-zero or constant volumes are found while reading, censored, listed in the QC and left out
+    of the tSNR: the result equals censoring those volumes by framewise displacement."""
+    strategy = {**dn.DEFAULT_STRATEGIES["fox"], "smoothing_fwhm_mm": None}
+    faulty, by_fd = [], []
+    for k in range(n_runs):
+        run = make_run(tmp_path / f"z{k}", name=f"sub-01_task-rest_run-{k + 1}", n_vols=150, seed=k)
+        _zero_volumes(run, zero=(50, 51), constant=(80,))
+        faulty.append(run)
+        by_fd.append(make_run(tmp_path / f"f{k}", name=f"sub-01_task-rest_run-{k + 1}", n_vols=150, seed=k,
+                              fd_spikes=(50, 51, 80)))
+    got = dn.denoise_runs(faulty, strategy, min_retained_minutes=1)
+    ref = dn.denoise_runs(by_fd, strategy, min_retained_minutes=1)
+    assert got.run_lengths.tolist() == ref.run_lengths.tolist() == [145] * n_runs   # 150 - 2 dummies - 3
+    assert [r["constant_volumes"] for r in got.qc["runs"]] == [[50, 51, 80]] * n_runs
+    assert got.qc["volumes_kept"] == 145 * n_runs and got.qc["minutes_kept"] == pytest.approx(145 * n_runs / 30, abs=1e-4)
+    assert any("3 all-zero or constant volume(s) censored" in w or "6 all-zero" in w for w in got.qc["warnings"])
+    assert np.max(np.abs(got.data_tv - ref.data_tv)) < 1e-5
+    # tSNR from the good volumes only (the zero volumes would have lowered it ~10-fold)
+    img = np.asarray(nib.load(by_fd[0]["bold"]).dataobj, dtype=np.float64).reshape(-1, 150)[:, 2:]
+    good = np.setdiff1d(np.arange(148), [48, 49, 78])
+    x = img[:, good]
+    t = good - good.mean()
+    resid = x - x.mean(axis=1, keepdims=True)
+    resid -= np.outer(resid @ t / (t @ t), t)
+    expected = x.mean(axis=1) / np.sqrt((resid ** 2).sum(axis=1) / (len(good) - 2))
+    if n_runs == 1:
+        assert np.max(np.abs(got.tsnr_v - expected) / expected) < 1e-4

@@ -268,11 +268,13 @@ def test_target_checks(change, expected, words):
     assert len(reasons) == 1 and words in reasons[0]
 
 
-def test_bootstrap_spread_and_unconfident_flag_warn():
+def test_bootstrap_spread_is_a_detail_and_unconfident_flag_warns():
     t = target_markers()
     t["uncertainty"] = dict(t["uncertainty"], p95_distance_mm=10.5)
-    status, reasons = _qc(target=t)
-    assert status == "warn" and "within 10.5 mm" in reasons[0]
+    status, reasons = _qc(target=t)  # the bootstrap can look stable on noise: an info detail only
+    assert status == "pass" and reasons == []
+    assert any(f.level == "info" and "within 10.5 mm" in f.text
+               for f in report.qc_findings(t, native_markers(t, Path("/x")), {}, seed_sidecar()))
     t["uncertainty"] = dict(t["uncertainty"], p95_distance_mm=9.5, confident=False)
     status, reasons = _qc(target=t)
     assert status == "warn" and reasons == ["the targeting stage flagged the target as uncertain (see Uncertainty)"]
@@ -462,7 +464,10 @@ def test_group_report_table_and_tsv(tmp_path):
     tsv = pd.read_csv(tmp_path / "out" / "group_targets.tsv", sep="\t", na_values="n/a", keep_default_na=False)
     assert list(tsv.columns) == list(report.GROUP_COLUMNS)
     assert tsv["status"].tolist() == ["pass", "warn", "fail"]
-    np.testing.assert_allclose(tsv["target_mni_x"], [-40, -41, -42], atol=1e-9)
+    # a FAIL row never lists a coordinate as usable
+    np.testing.assert_allclose(tsv["target_mni_x"].iloc[:2], [-40, -41], atol=1e-9)
+    assert np.isnan(tsv["target_mni_x"].iloc[2]) and tsv["coordinate_usable"].tolist() == [True, True, False]
+    np.testing.assert_allclose(tsv["split_half_median_mm"], 4.2, atol=1e-9)
     np.testing.assert_allclose(tsv["target_t1w_y"].iloc[:2], [47.25, 47.25], atol=1e-9)
     assert np.isnan(tsv["target_t1w_y"].iloc[2])
     np.testing.assert_allclose(tsv["minutes_kept"], 12.5, atol=1e-9)

@@ -104,7 +104,18 @@ def test_fmriprep_route_recovers_target_and_maps_it_with_the_h5_transforms(clean
     expected = z_mni.get_fdata()[tuple(ijk_mni)]
     got = z_t1w.get_fdata()[tuple(np.round(ijk_t1w).astype(int))]
     assert expected < -0.3 and got == pytest.approx(expected, abs=1e-4)
-    assert f"sub-01: target MNI RAS mm ({mni[0]:.1f}, {mni[1]:.1f}, {mni[2]:.1f})" in result.stdout
+    # 5.3 min kept: WARN, with the coordinate, the reason and the action (exit 0)
+    t1w_mm = native["target_t1w_ras_mm"]
+    assert (f"sub-01: WARN \u2014 target MNI RAS mm ({mni[0]:.1f}, {mni[1]:.1f}, {mni[2]:.1f}) / T1w RAS mm "
+            f"({t1w_mm[0]:.1f}, {t1w_mm[1]:.1f}, {t1w_mm[2]:.1f})") in result.stdout
+    assert "  - only 5.3 min of data kept after censoring (below 10 min targets are less reliable)" in result.stdout
+    assert "  action: acceptable for research; acquire 5+ more minutes before clinical use" in result.stdout
+    verdict = json.loads((out / "tmstarget" / "sub-01" / "sub-01_desc-verdict_qc.json").read_text())
+    assert verdict["status"] == "warn" and verdict["coordinate_usable"] is True
+    assert sorted(p.name for p in (out / "tmstarget" / "sub-01" / "nav").iterdir() if not p.name.startswith(".")) == [
+        "sub-01_desc-target_brainsight.txt", "sub-01_desc-target_localite.xml",
+        "sub-01_desc-target_localiteEntryTarget.xml", "sub-01_desc-target_slicer.mrk.json",
+        "sub-01_desc-target_visor2.mrk"]
 
 
 def test_snakemake_report_holds_every_reportlet(mini, clean_run, tmp_path):
@@ -239,21 +250,17 @@ def _cut_seed_from_fov(bids: Path) -> None:
     nib.save(nib.Nifti1Image(mask, img.affine, img.header), bids / FUNC / MASK)
 
 
-@pytest.mark.parametrize("kind, damage, message, failed_output", [
-    ("censored", _censor_everything,
+@pytest.mark.parametrize("kind, damage, code, message, failed_output", [
+    ("censored", _censor_everything, 3,
      rf"{BOLD}: only 0.0 min of data kept after censoring \(FD > 0.5 mm, 0 of 160 volumes\); at least 5 min",
      "work/sub-01/sub-01_desc-fox_denoised.npz"),
-    ("nans", _put_nans,
-     rf"{BOLD} contains NaN or infinite values inside the brain mask \(volumes 0-\d+\); replace them",
-     "work/sub-01/sub-01_desc-fox_denoised.npz"),
-    ("truncated", _truncate,
-     rf"{BOLD}: cannot read this BOLD run \(EOFError: file ends in volume \d+ of 160\); the file is truncated",
-     "work/sub-01/sub-01_desc-fox_denoised.npz"),
-    ("seed_outside_fov", _cut_seed_from_fov,
+    ("seed_outside_fov", _cut_seed_from_fov, 2,
      rf"{MASK}: only 0 of \d+ seed voxels are inside the BOLD brain mask \(field of view or sgACC signal dropout\)",
      f"tmstarget/sub-01/func/sub-01_space-{SPACE}_desc-sgacc_mask.nii.gz"),
 ])
-def test_job_level_bad_input_stops_with_its_error(mini, kind, damage, message, failed_output):
+def test_job_level_bad_input_stops_with_its_error(mini, kind, damage, code, message, failed_output):
+    """A job's own exit class reaches the CLI: QCFailure (all censored) exits 3, an InputError found
+    inside a job exits 2; the subject is reported FAIL with that reason and no coordinate."""
     import re
 
     root, _, config = mini
@@ -261,12 +268,70 @@ def test_job_level_bad_input_stops_with_its_error(mini, kind, damage, message, f
     damage(bids)
     out = root / f"out_{kind}"
     result = cli(bids, out, config)
-    assert result.returncode != 0
+    assert result.returncode == code, result.stdout[-2000:] + result.stderr[-3000:]
     assert "tmstarget: the workflow stopped." in result.stderr
     assert re.search(message, result.stderr), result.stderr[-3000:]
     assert "Traceback" not in result.stderr.split("tmstarget: the workflow stopped.")[1]
+    assert "sub-01: FAIL \u2014 no usable target (coordinate withheld)" in result.stdout
+    assert re.search("  - " + message, result.stdout), result.stdout[-3000:]
+    action = {3: "  action: do not use this coordinate: the data failed a quality threshold; re-scan",
+              2: "  action: do not use; fix the input named above and run the same command again"}[code]
+    assert action in result.stdout
     # nothing of the failed step, and nothing downstream, exists under a final name
     assert not (out / failed_output).exists()
     assert not list((out / "tmstarget").rglob("*_desc-target_markers.json"))
     assert not list((out / "tmstarget").rglob("*.html"))
+    assert not list((out / "tmstarget").rglob("nav/*"))
     assert not list(out.rglob(".*.tmp*"))
+
+
+@pytest.mark.parametrize("kind, damage, message", [
+    ("nans", _put_nans,
+     rf"{BOLD} contains NaN or infinite values inside the brain mask \(volumes 0-159, \d+ values\); replace them"),
+    ("truncated", _truncate,
+     rf"{BOLD}: cannot read this BOLD run \(EOFError: file ends in volume \d+ of 160\); the file is truncated"),
+])
+def test_damaged_input_is_refused_before_any_job(mini, kind, damage, message):
+    """NaNs and truncated files are found by reading the inputs once before any job: exit 2, nothing written."""
+    import re
+
+    root, _, config = mini
+    bids = copy_variant(mini, f"bids_{kind}")
+    damage(bids)
+    out = root / f"out_{kind}"
+    result = cli(bids, out, config)
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    assert re.search("tmstarget: error: " + message, result.stderr), result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert not out.exists()
+
+
+def test_failing_subject_exits_3_with_its_report_and_no_navigator_file(mini, tmp_path):
+    """A unit that FAILs a configured threshold (here qc.fail_mean_fd_mm below the data's 0.10 mm): the
+    verdict, the report and the group table say FAIL, the terminal shows no coordinate, nav/ holds only
+    NOT_EXPORTED.txt, and the run exits 3 after writing the report."""
+    root, bids, _ = mini
+    config = tmp_path / "strict.yaml"
+    config.write_text(FAST + "qc:\n  fail_mean_fd_mm: 0.05\n  warn_mean_fd_mm: 0.04\n")
+    out = root / "out_fail"
+    cmd = [sys.executable, "-m", "tmstarget.cli", str(bids), str(out), "group", "--config", str(config),
+           "--cores", "2"]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    assert result.returncode == 3, result.stdout[-2000:] + result.stderr[-2000:]
+    deriv = out / "tmstarget"
+    verdict = json.loads((deriv / "sub-01" / "sub-01_desc-verdict_qc.json").read_text())
+    assert verdict["status"] == "fail" and verdict["coordinate_usable"] is False
+    assert verdict["reasons"][0] == "mean framewise displacement 0.10 mm (above 0.05 mm)"
+    assert verdict["thresholds"]["fail_mean_fd_mm"] == {"value": 0.05, "config_key": "qc.fail_mean_fd_mm"}
+    lines = result.stdout.splitlines()
+    i = lines.index("sub-01: FAIL \u2014 no usable target (coordinate withheld)")
+    assert lines[i + 1] == "  - mean framewise displacement 0.10 mm (above 0.05 mm)"
+    assert lines[i + 3].startswith("  action: do not use this coordinate; re-scan")
+    assert "target MNI RAS mm" not in result.stdout
+    assert (deriv / "sub-01.html").exists()
+    assert sorted(p.name for p in (deriv / "sub-01" / "nav").iterdir() if not p.name.startswith(".")) == ["NOT_EXPORTED.txt"]
+    assert "verdict is FAIL" in (deriv / "sub-01" / "nav" / "NOT_EXPORTED.txt").read_text()
+    tsv = pd.read_csv(deriv / "group_targets.tsv", sep="\t", na_values="n/a", keep_default_na=False)
+    assert tsv["status"].tolist() == ["fail"] and tsv["coordinate_usable"].tolist() == [False]
+    assert np.isnan(tsv["target_mni_x"].iloc[0]) and np.isnan(tsv["target_t1w_x"].iloc[0])
+    assert tsv["reasons"].iloc[0].startswith("mean framewise displacement 0.10 mm (above 0.05 mm)")

@@ -69,8 +69,10 @@ def test_planted_target_recovered_within_6mm(demo_run, sub):
 def test_cli_prints_targets_and_report(demo_run):
     _, out, result = demo_run
     for sub in SUBJECTS:
-        assert f"sub-{sub}: target MNI RAS mm (" in result.stdout
-        assert f"sub-{sub}: report {out / 'tmstarget' / f'sub-{sub}.html'}" in result.stdout
+        verdict = json.loads((out / "tmstarget" / f"sub-{sub}" / f"sub-{sub}_desc-verdict_qc.json").read_text())
+        assert verdict["status"] in ("pass", "warn"), verdict["reasons"]
+        assert f"sub-{sub}: {verdict['status_word']} \u2014 target MNI RAS mm (" in result.stdout
+        assert f"  report: {out / 'tmstarget' / f'sub-{sub}.html'}" in result.stdout
     assert "dataset report" in result.stdout
 
 

@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .errors import InputError
+from .preflight import (check_output_dir, check_repetition_time, check_subject_folders, check_t1w_header,
+                        warn_tr_mismatch)
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +131,8 @@ def check_bold_header(path, t_r: float | None, min_minutes: float = 0.0) -> None
     """Cheap checks from the NIfTI header alone, so obvious problems stop the run before any job.
 
     A 3D image, an unreadable header, or fewer volumes than ``min_minutes`` of data are errors
-    naming the file. Truncated data and NaNs are found when the data are read
-    (:func:`tmstarget.io.load_img_checked`).
+    naming the file; a header TR that differs from ``t_r`` is a warning. Truncated data and NaNs are
+    found by reading the data (:func:`tmstarget.preflight.check_input_data`, run by the CLI).
     """
     import nibabel as nib
 
@@ -144,6 +146,7 @@ def check_bold_header(path, t_r: float | None, min_minutes: float = 0.0) -> None
     if len(shape) != 4 or shape[3] == 1:
         raise InputError(f"{name} is 3D with shape {shape[:3]}; a resting-state run must be 4D "
                          "(x, y, z, time)")
+    warn_tr_mismatch(path, img, t_r)
     if t_r and min_minutes and shape[3] * t_r < min_minutes * 60:
         raise InputError(
             f"{name} has {shape[3]} volumes ({shape[3] * t_r / 60:.1f} min at TR {t_r:g} s); at least "
@@ -183,14 +186,15 @@ def preproc_bold_paths(preproc_dir: Path, run_prefix: str, space: str = BUILTIN_
 
 
 def plan_raw(bids_dir, output_dir, task="rest", participant_label=(), group_runs_by="subject",
-             min_minutes: float = 0.0) -> Plan:
+             min_minutes: float = 0.0, t1w_tol_mm: float = 0.1) -> Plan:
     """Plan the built-in preprocessing route from a raw BIDS dataset.
 
     Raises
     ------
     InputError
-        Empty or non-BIDS folder, unknown participant, files with non-BIDS names, no resting-state
-        run, no T1w, or a run without ``RepetitionTime``.
+        Empty or non-BIDS folder, subject folders with non-BIDS labels, unknown participant, files
+        with non-BIDS names, no resting-state run, no T1w, a 4D T1w or one whose qform and sform
+        disagree (more than ``t1w_tol_mm``), or a run without a valid ``RepetitionTime`` (seconds).
     """
     bids_dir = Path(bids_dir).resolve()
     if not bids_dir.is_dir():
@@ -200,6 +204,7 @@ def plan_raw(bids_dir, output_dir, task="rest", participant_label=(), group_runs
             f"{bids_dir} has no dataset_description.json, so it is not a BIDS dataset; convert the "
             "scans to BIDS first (e.g. with dcm2bids or heudiconv)"
         )
+    check_subject_folders(bids_dir)
     layout = _layout(bids_dir)
     subjects = _check_participants(layout.get_subjects(), list(participant_label), str(bids_dir))
     indexed = {str(Path(f).resolve()) for f in layout.get(return_type="file")}
@@ -230,6 +235,8 @@ def plan_raw(bids_dir, output_dir, task="rest", participant_label=(), group_runs
             same = [t for t in t1ws if t.get_entities().get("session") == session]
             t1w = sorted(same or t1ws, key=lambda f: f.path)[0]
             anat_prefix = str(Path(t1w.relpath).parent / _strip_ext(Path(t1w.path).name)[: -len("_T1w")])
+            if anat_prefix not in plan.anat_jobs:
+                check_t1w_header(t1w.path, t1w_tol_mm)
             plan.anat_jobs[anat_prefix] = t1w.path
             meta = layout.get_metadata(bf.path)
             if "RepetitionTime" not in meta:
@@ -237,7 +244,8 @@ def plan_raw(bids_dir, output_dir, task="rest", participant_label=(), group_runs
                     f"{Path(bf.path).name}: no RepetitionTime in its JSON sidecar; add it (seconds) to "
                     f"{_strip_ext(Path(bf.path).name)}.json"
                 )
-            check_bold_header(bf.path, float(meta["RepetitionTime"]), min_minutes)
+            t_r = check_repetition_time(meta["RepetitionTime"], bf.path)
+            check_bold_header(bf.path, t_r, min_minutes)
             name = _strip_ext(Path(bf.path).name)[: -len("_bold")]
             run_prefix = str(Path(bf.relpath).parent / name)
             plan.bold_jobs[run_prefix] = {"raw_bold": bf.path, "metadata": meta, "anat": anat_prefix}
@@ -245,7 +253,7 @@ def plan_raw(bids_dir, output_dir, task="rest", participant_label=(), group_runs
             unit, subdir = _unit_of(sub, session, group_runs_by)
             run = RunInputs(name=name, bold=out["bold_mni"], mask=out["mask_mni"], confounds=out["confounds"],
                             boldref_mni=out["boldref_mni"], boldref_t1w=out["boldref_t1w"],
-                            raw_bold=bf.path, t_r=float(meta["RepetitionTime"]))
+                            raw_bold=bf.path, t_r=t_r)
             if unit not in plan.units:
                 plan.units[unit] = UnitInputs(unit=unit, subdir=subdir, subject=sub, session=session
                                               if group_runs_by == "session" else None, runs=[],
@@ -340,13 +348,15 @@ def _fmriprep_anat(deriv: Path, sub: str, session: str | None, space: str) -> di
 
 
 def plan_fmriprep(bids_dir, fmriprep_dir, output_dir, task="rest", participant_label=(),
-                  group_runs_by="subject", space="auto", min_minutes: float = 0.0) -> Plan:
+                  group_runs_by="subject", space="auto", min_minutes: float = 0.0,
+                  t1w_tol_mm: float = 0.1) -> Plan:
     """Plan from fMRIPrep derivatives (MNI-space BOLD, confounds, T1w and transforms).
 
     Runs are found with pybids; the sibling files follow fMRIPrep's fixed naming and are checked
     one by one, so that a missing confounds file or transform is an error naming that file.
     """
     deriv = Path(fmriprep_dir).resolve()
+    check_subject_folders(deriv)
     layout = _layout(deriv, derivative=True)
     subjects = _check_participants(layout.get_subjects(), list(participant_label), str(deriv))
     space, bold_space = _choose_space(deriv, subjects, space)
@@ -384,13 +394,18 @@ def plan_fmriprep(bids_dir, fmriprep_dir, output_dir, task="rest", participant_l
             boldref = d / f"{spaced}_boldref.nii.gz"
             boldref_t1w = d / f"{stem}_space-T1w_boldref.nii.gz"
             t_r = layout.get_metadata(str(bold)).get("RepetitionTime")
+            t_r = None if t_r is None else check_repetition_time(t_r, bold)
             check_bold_header(bold, t_r, min_minutes)
             run = RunInputs(name=stem, bold=str(bold), mask=mask, confounds=str(confounds),
                             boldref_mni=str(boldref) if boldref.exists() else None,
                             boldref_t1w=str(boldref_t1w) if boldref_t1w.exists() else None,
                             t_r=t_r)
             unit, subdir = _unit_of(sub, ses, group_runs_by)
-            anat = plan.units[unit].anat if unit in plan.units else _fmriprep_anat(deriv, sub, ses, space)
+            if unit in plan.units:
+                anat = plan.units[unit].anat
+            else:
+                anat = _fmriprep_anat(deriv, sub, ses, space)
+                check_t1w_header(anat["preproc_t1w"], t1w_tol_mm)
             if bold_space == "T1w":
                 # resampled into the template by rule t1w_bold_to_template (work folder, fMRIPrep naming)
                 prefix = f"{subdir}/{stem}_space-{space}"
@@ -416,7 +431,8 @@ def make_plan(config: dict) -> Plan:
         raise InputError("no output_dir given; pass OUTPUT_DIR on the command line or set output_dir")
     common = dict(task=config.get("task", "rest"), participant_label=config.get("participant_label") or [],
                   group_runs_by=config.get("group_runs_by", "subject"),
-                  min_minutes=float(config.get("denoising", {}).get("min_retained_minutes", 0.0)))
+                  min_minutes=float(config.get("denoising", {}).get("min_retained_minutes", 0.0)),
+                  t1w_tol_mm=float(config.get("native", {}).get("qform_sform_tol_mm", 0.1)))
     route = config.get("input", "auto")
     fmriprep_dir = None
     if route in ("auto", "fmriprep"):
@@ -428,6 +444,7 @@ def make_plan(config: dict) -> Plan:
                 f"input: fmriprep but no fMRIPrep derivatives at {bids_dir}/derivatives/fmriprep; "
                 "pass --derivatives PATH"
             )
+    check_output_dir(output_dir, bids_dir, fmriprep_dir)
     if fmriprep_dir is not None:
         log.info("using fMRIPrep derivatives in %s", fmriprep_dir)
         return plan_fmriprep(bids_dir, fmriprep_dir, output_dir, space=config.get("space", "auto"), **common)

@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -46,8 +48,17 @@ examples:
   tmstarget /data/bids /data/out participant -- --forceall      # options after -- go to snakemake
   tmstarget demo-data /tmp/demo && tmstarget /tmp/demo /tmp/demo_out participant
 
-exit status: 0 done, 2 bad input or configuration (the message names the file and the fix),
-3 data failed a quality threshold, other: a job failed (see OUTPUT_DIR/logs).
+At the end of a run every subject gets one verdict line, the same as in its report, its
+*_desc-verdict_qc.json and group_targets.tsv:
+  sub-01: PASS|WARN|FAIL \u2014 target MNI RAS mm (x, y, z) / T1w RAS mm (x, y, z)
+followed by the reasons and the action. On FAIL no coordinate is shown and no navigator file is
+written (only nav/NOT_EXPORTED.txt saying why). Subjects are independent: one failing subject does
+not stop the others.
+
+exit status: 0 every subject PASS or WARN; 2 bad input or configuration (the message names the
+file and the fix; found before any job runs, or by a job); 3 at least one subject FAILed a quality
+threshold (its report and verdict are written when the data got that far; the finished steps of
+all subjects are kept); 1 a job failed unexpectedly (see OUTPUT_DIR/logs).
 """
 
 
@@ -123,36 +134,137 @@ def build_config(args) -> dict:
     return load_config(args.config, overrides)
 
 
-def _print_summary(plan) -> None:
-    from .derivatives import output_path
-    from .io import read_json
+@dataclass
+class JobError:
+    """One failed job, read from its log: the message, the exit class of the step and the log file."""
 
-    deriv = Path(plan.output_dir) / "tmstarget"
-    for unit in plan.units.values():
-        native = Path(output_path("native_json", deriv, subdir=unit.subdir, unit=unit.unit))
-        report = Path(output_path("report", deriv, unit=unit.unit))
-        if not native.exists():
-            continue
-        info = read_json(native)
-        mni = info.get("target_mni_ras_mm")
-        t1w = info.get("target_t1w_ras_mm")
-        fmt = lambda p: "(" + ", ".join(f"{v:.1f}" for v in p) + ")" if p else "n/a"  # noqa: E731
-        print(f"{unit.unit}: target MNI RAS mm {fmt(mni)}; T1w world RAS mm {fmt(t1w)}")
-        print(f"{unit.unit}: report {report}")
-    group = deriv / "group.html"
-    if group.exists():
-        print(f"dataset report {group}")
+    message: str
+    exit_code: int
+    log: Path
 
 
-def _failed_job_errors(log_dir: Path, since: float) -> list[str]:
-    lines = []
+_EXIT_SUFFIX = re.compile(r"\s*\[exit (\d+)\]\s*$")
+
+
+def _failed_job_errors(log_dir: Path, since: float) -> list[JobError]:
+    """Errors that jobs logged since ``since`` (``... ERROR: <message> [exit N]``, see steps.run_from_snakemake)."""
+    errors = []
     for path in sorted(log_dir.rglob("*.log")):
         if path.stat().st_mtime < since:
             continue
         for line in path.read_text(errors="replace").splitlines():
             if " ERROR: " in line:
-                lines.append(line.split(" ERROR: ", 1)[1] + f"  [log: {path}]")
-    return lines
+                text = line.split(" ERROR: ", 1)[1]
+                m = _EXIT_SUFFIX.search(text)
+                errors.append(JobError(_EXIT_SUFFIX.sub("", text), int(m.group(1)) if m else 1, path))
+    return errors
+
+
+def _belongs_to(error: JobError, unit, log_dir: Path) -> bool:
+    """Whether a job log is one of ``unit``'s jobs (its name is a folder or a file-name prefix of the log;
+    a subject-level log without a session folder belongs to every session of that subject)."""
+    try:
+        parts = error.log.relative_to(log_dir).parts
+    except ValueError:
+        return False
+    name = parts[-1][: -len(".log")] if parts[-1].endswith(".log") else parts[-1]
+    if unit.unit in parts[:-1] or name == unit.unit or name.startswith(unit.unit + "_"):
+        return True
+    subject = f"sub-{unit.subject}"
+    return subject in parts[:-1] and not any(p.startswith("ses-") for p in parts)
+
+
+def _fmt_point(p) -> str:
+    return "(" + ", ".join(f"{v:.1f}" for v in p) + ")" if p else "n/a"
+
+
+def unit_verdicts(plan, errors: list[JobError], log_dir: Path) -> list[tuple[str, dict, dict | None]]:
+    """``(unit, verdict, native_json)`` for every unit of the plan.
+
+    A unit with a job error gets a FAIL verdict naming the error (an older verdict file is ignored);
+    a unit without a verdict file and without an error of its own is reported as not finished
+    (status ``None``).
+    """
+    from .derivatives import output_path
+    from .qc import failed_verdict, read_json_tolerant
+
+    deriv = Path(plan.output_dir) / "tmstarget"
+    out = []
+    for unit in plan.units.values():
+        own = [e for e in errors if _belongs_to(e, unit, log_dir)]
+        native, _ = read_json_tolerant(output_path("native_json", deriv, subdir=unit.subdir, unit=unit.unit))
+        if own:
+            verdict = failed_verdict(unit.unit, [e.message for e in own])
+            if all(e.exit_code == 3 for e in own):
+                verdict["action"] = ("do not use this coordinate: the data failed a quality threshold; re-scan "
+                                     "(longer resting-state run, less head motion) or change the settings named above")
+            elif all(e.exit_code == 2 for e in own):
+                verdict["action"] = "do not use; fix the input named above and run the same command again"
+            out.append((unit.unit, verdict, None))
+            continue
+        verdict, _ = read_json_tolerant(output_path("verdict", deriv, subdir=unit.subdir, unit=unit.unit))
+        if verdict is None or verdict.get("status") not in ("pass", "warn", "fail"):
+            verdict = {"status": None, "status_word": "NOT FINISHED", "reasons": [],
+                       "action": "the workflow stopped before this unit's verdict; run the same command again"}
+        out.append((unit.unit, verdict, native))
+    return out
+
+
+def print_summary(plan, verdicts: list[tuple[str, dict, dict | None]]) -> None:
+    """One verdict line per unit (coordinates only when usable), its reasons and action, then the reports."""
+    deriv = Path(plan.output_dir) / "tmstarget"
+    from .derivatives import output_path
+    from .qc import scrub_paths
+
+    print()
+    for unit, verdict, native in verdicts:
+        word = verdict.get("status_word") or "FAIL"
+        if verdict.get("status") in ("pass", "warn") and native:
+            head = (f"target MNI RAS mm {_fmt_point(native.get('target_mni_ras_mm'))} / "
+                    f"T1w RAS mm {_fmt_point(native.get('target_t1w_ras_mm'))}")
+        elif verdict.get("status") == "fail":
+            head = "no usable target (coordinate withheld)"
+        else:
+            head = "no target"
+        print(f"{unit}: {word} \u2014 {head}")
+        for reason in verdict.get("reasons") or []:
+            print(f"  - {scrub_paths(reason)}")
+        if verdict.get("action"):
+            print(f"  action: {verdict['action']}")
+        report = Path(output_path("report", deriv, unit=unit))
+        if report.exists():
+            print(f"  report: {report}")
+    group = deriv / "group.html"
+    if group.exists():
+        print(f"dataset report {group}")
+
+
+def exit_status(verdicts: list[tuple[str, dict, dict | None]], errors: list[JobError], returncode: int) -> int:
+    """The run's exit status: 2 bad input, 1 an unexpected job failure, 3 a unit FAILed QC, else 0."""
+    codes = {e.exit_code for e in errors}
+    if 2 in codes:
+        return 2
+    if returncode != 0 and (not codes or codes - {2, 3}):
+        return 1
+    if 3 in codes or any(v.get("status") == "fail" for _, v, _ in verdicts):
+        return 3
+    return 0
+
+
+def _make_output_dir(out: Path) -> Path:
+    """Create ``OUT/logs`` and prove that OUT is writable; a one-line InputError otherwise."""
+    from .errors import InputError
+
+    log_dir = out / "logs"
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        probe = log_dir / f".write_test_{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise InputError(f"{out}: cannot write to the output folder ({exc.strerror or exc}); choose a folder "
+                         "you can write to, or fix its permissions") from None
+    return log_dir
 
 
 def _hold_output_lock(out: Path):
@@ -191,10 +303,13 @@ def run_bids_app(argv: list[str]) -> int:
     argv = argv[: argv.index("--")] if "--" in argv else argv
     args = _bids_app_parser().parse_args(argv)
     config = build_config(args)
-    plan = make_plan(config)  # checks the inputs before anything is written
+    plan = make_plan(config)  # checks names, headers and sidecars before anything is written
+    if not args.dry_run:
+        from .preflight import check_input_data
+
+        check_input_data(plan)  # reads every input image once: truncated files, NaNs (nothing written yet)
     out = Path(config["output_dir"])
-    log_dir = out / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
+    log_dir = _make_output_dir(out)
     lock = _hold_output_lock(out)  # noqa: F841 (held until this process exits)
     config_path = log_dir / "config.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -202,7 +317,7 @@ def run_bids_app(argv: list[str]) -> int:
     print(f"tmstarget {__version__}: {len(plan.units)} unit(s), {n_runs} run(s), input route "
           f"'{plan.route}', space {plan.space}; logs in {log_dir}", flush=True)
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--configfile", str(config_path),
-           "--directory", str(out), "--cores", str(args.cores), "--rerun-incomplete"]
+           "--directory", str(out), "--cores", str(args.cores), "--rerun-incomplete", "--keep-going"]
     profile = _resolve_profile(args.profile)
     if profile:
         cmd += ["--profile", profile]
@@ -213,16 +328,17 @@ def run_bids_app(argv: list[str]) -> int:
     cmd += extra
     start = time.time()
     result = subprocess.run(cmd)
+    errors = _failed_job_errors(log_dir, start) if result.returncode != 0 else []
     if result.returncode != 0:
-        errors = _failed_job_errors(log_dir, start)
         print("\ntmstarget: the workflow stopped.", file=sys.stderr)
-        for line in errors:
-            print(f"  {line}", file=sys.stderr)
+        for e in errors:
+            print(f"  {e.message}  [log: {e.log}]", file=sys.stderr)
         print("Fix the cause and run the same command again: finished steps are kept.", file=sys.stderr)
+    if args.dry_run:
         return result.returncode
-    if not args.dry_run:
-        _print_summary(plan)
-    return 0
+    verdicts = unit_verdicts(plan, errors, log_dir)
+    print_summary(plan, verdicts)
+    return exit_status(verdicts, errors, result.returncode)
 
 
 def run_demo(argv: list[str]) -> int:

@@ -704,6 +704,7 @@ class _RunPlan:
     operator_kt: np.ndarray | None = None
     out_volumes: np.ndarray | None = None
     note: str | None = None
+    constant_volumes: list = field(default_factory=list)   # file indices of all-zero / constant volumes
 
 
 def common_mask(mask_paths, bold_imgs) -> nib.Nifti1Image:
@@ -776,28 +777,58 @@ def _build_operator(plan: _RunPlan, t_r: float, strategy: dict, strategy_name: s
         plan.operator_kt = None
 
 
+def constant_volumes(raw_tv: np.ndarray) -> np.ndarray:
+    """(T,) bool: volumes whose in-mask voxels all have one value (all-zero or constant volumes).
+
+    Such volumes come from a scanner or conversion fault (a dropped volume written as zeros); they
+    carry no brain signal and would otherwise lower the tSNR as if the seed had dropped out.
+    """
+    if raw_tv.shape[1] == 0:
+        return np.zeros(raw_tv.shape[0], bool)
+    return np.ptp(raw_tv, axis=1) == 0
+
+
 def _clean_run(plan: _RunPlan, mask_3d: np.ndarray, out_tv: np.ndarray | None, tsnr_sum_v: np.ndarray,
-               smoothing_fwhm_mm, vox_mm) -> np.ndarray:
+               smoothing_fwhm_mm, vox_mm, t_r: float, strategy: dict, strategy_name: str) -> np.ndarray:
     """Read one run, add its tSNR to ``tsnr_sum_v`` and return its cleaned, smoothed, z-scored kept
     volumes, written into ``out_tv`` (T_out, V) or, if None, into the leading rows of the array the
-    raw data were read into (no second (T, V) buffer)."""
+    raw data were read into (no second (T, V) buffer).
+
+    All-zero or constant volumes found while reading are censored (the operator is rebuilt, so the
+    result can have fewer rows than planned; an empty array when the run is then left out) and
+    listed in ``plan.constant_volumes``; the tSNR ignores them."""
     raw_tv = load_masked_bold(plan.img, mask_3d, first_volume=plan.dummy)
     n = raw_tv.shape[0]
+    constant = constant_volumes(raw_tv)
+    if constant.any():
+        # all-zero or constant volumes are a scanner or conversion fault, not brain signal: censor them
+        plan.constant_volumes = (np.flatnonzero(constant) + plan.dummy).tolist()
+        plan.kept = plan.kept & ~constant
+        log.warning("%s: %d all-zero or constant volume(s) censored (volumes %s)", plan.bold.name,
+                    len(plan.constant_volumes), plan.constant_volumes[:10])
+        _build_operator(plan, t_r, strategy, strategy_name)
+        if plan.operator_kt is None:
+            return raw_tv[:0]
     op32 = plan.operator_kt.astype(np.float32)
     n_out = op32.shape[0]
     if out_tv is None:
         out_tv = raw_tv[:n_out]
-    t = np.arange(n, dtype=np.float64)
+    else:
+        out_tv = out_tv[:n_out]
+    good = ~constant
+    t = np.arange(n, dtype=np.float64)[good]
     t -= t.mean()
     sst = float(t @ t)
+    n_good = int(good.sum())
     for sl in _chunks(raw_tv.shape[1], _VOXEL_CHUNK):
         x = raw_tv[:, sl].astype(np.float64)
-        mean_v = x.mean(axis=0)
+        mean_v = x[good].mean(axis=0)
         x -= mean_v
+        xg = x[good] if constant.any() else x
         # tSNR: mean over the std after linear detrending (ddof=2: mean and slope removed)
-        slope_v = (t @ x) / sst
-        resid_ss = np.einsum("tv,tv->v", x, x) - slope_v ** 2 * sst
-        sd_v = np.sqrt(np.maximum(resid_ss, 0.0) / max(n - 2, 1))
+        slope_v = (t @ xg) / sst
+        resid_ss = np.einsum("tv,tv->v", xg, xg) - slope_v ** 2 * sst
+        sd_v = np.sqrt(np.maximum(resid_ss, 0.0) / max(n_good - 2, 1))
         with np.errstate(divide="ignore", invalid="ignore"):
             tsnr_sum_v[sl] += np.where(sd_v > 0, mean_v / sd_v, 0.0)
         # The operator maps a constant to a constant, which the z-scoring removes, so centred data
@@ -884,16 +915,35 @@ def denoise_runs(runs: list[dict], strategy: dict, min_retained_minutes: float =
     tsnr_sum_v = np.zeros(n_vox, dtype=np.float64)
     vox_mm = voxel_size_mm(mask_img.affine)
     used = [p for p in plans if p.operator_kt is not None]
+    clean = dict(smoothing_fwhm_mm=strat["smoothing_fwhm_mm"], vox_mm=vox_mm, t_r=t_r, strategy=strat,
+                 strategy_name=strategy_name)
     if len(used) == 1:
-        data_tv = _clean_run(used[0], mask_3d, None, tsnr_sum_v, strat["smoothing_fwhm_mm"], vox_mm)
+        data_tv = _clean_run(used[0], mask_3d, None, tsnr_sum_v, **clean)
     else:
         data_tv = np.empty((volumes_kept, n_vox), dtype=np.float32)
         row = 0
         for p in used:
             n_out = p.operator_kt.shape[0]
-            _clean_run(p, mask_3d, data_tv[row: row + n_out], tsnr_sum_v, strat["smoothing_fwhm_mm"], vox_mm)
-            row += n_out
+            row += _clean_run(p, mask_3d, data_tv[row: row + n_out], tsnr_sum_v, **clean).shape[0]
+        data_tv = data_tv[:row]
     tsnr_v = (tsnr_sum_v / max(len(used), 1)).astype(np.float32)
+    n_constant = sum(len(p.constant_volumes) for p in plans)
+    if n_constant:
+        # constant volumes were censored while reading: the kept data shrank
+        run_lengths = np.array([0 if p.operator_kt is None else p.operator_kt.shape[0] for p in plans], dtype=int)
+        volumes_kept = int(run_lengths.sum())
+        minutes_kept = volumes_kept * t_r / 60.0
+        msg = (f"{n_constant} all-zero or constant volume(s) censored ("
+               + ", ".join(f"{p.bold.name}: {p.constant_volumes[:10]}" for p in plans if p.constant_volumes) + ")")
+        warnings.append(msg)
+        warnings += [p.note for p in plans if p.note and p.note not in warnings]
+        if volumes_kept == 0 or minutes_kept < min_retained_minutes:
+            raise QCFailure(
+                f"{', '.join(p.bold.name for p in plans)}: only {minutes_kept:.1f} min of data kept after censoring "
+                f"{n_constant} all-zero or constant volumes and FD > {strat['fd_threshold_mm']} mm "
+                f"({volumes_kept} of {volumes_total} volumes); at least {min_retained_minutes:g} min are required "
+                "for a reliable target. Check the scanner export of this run (empty volumes), or re-scan"
+            )
 
     qc_runs = []
     for p, n_out in zip(plans, run_lengths):
@@ -908,6 +958,7 @@ def denoise_runs(runs: list[dict], strategy: dict, min_retained_minutes: float =
             "framewise_displacement_mm": [round(float(v), 5) for v in p.fd_mm],
             "mean_fd_mm": round(float(fd_steady[1:].mean()) if fd_steady.size > 1 else 0.0, 5),
             "confounds_used": list(p.confound_names),
+            "constant_volumes": list(p.constant_volumes),
             "included": p.operator_kt is not None,
         })
     qc = {

@@ -39,6 +39,7 @@ OUTPUT_PATTERNS = {
     "native_sphere_json": "{subdir}/anat/{unit}_space-T1w_desc-target_mask.json",
     # one folder per unit; file names inside: tmstarget.navigation.export_names
     "nav_dir": "{subdir}/nav",
+    "verdict": "{subdir}/{unit}_desc-verdict_qc.json",
     "report": "{unit}.html",
 }
 
@@ -69,7 +70,8 @@ Individualized sgACC-anticorrelation TMS targets (Fox et al. 2012 method), resea
 | `*_space-<tpl>_desc-target_markers.json` | the target in template (MNI) space with all parameters |
 | `anat/*_space-T1w_desc-target_markers.tsv/.json` | target, scalp entry and coil pose in T1w world RAS mm |
 | `anat/*_space-T1w_desc-target_mask.nii.gz` (+ `.json`) | sphere at the target in the T1w grid (mm; the JSON names the T1w and its SHA-256) |
-| `nav/*` | Brainsight, Localite (`nav/localite/InstrumentMarkers/`, `nav/localite/EntryTarget/`), ANT visor2 and 3D Slicer imports; `nav/README.txt` names the T1w to load |
+| `*_desc-verdict_qc.json` | the unit's verdict: PASS / WARN / FAIL, reasons, action, every QC finding and threshold |
+| `nav/*` | Brainsight, Localite (`nav/localite/InstrumentMarkers/`, `nav/localite/EntryTarget/`), ANT visor2 and 3D Slicer imports; `nav/README.txt` names the T1w to load (only `nav/NOT_EXPORTED.txt` when the verdict is FAIL) |
 | `sub-*.html`, `group.html`, `group_targets.tsv` | QC reports |
 """
 

@@ -103,9 +103,25 @@ def maps_to_t1w(input, output, params):
                            {"r": output["r"], "z": output["z"]}, output["json"])
 
 
-def exports(input, output, params):
-    from .navigation import run_exports
+def verdict(input, output, params):
+    from .qc import run_verdict
 
+    inputs = {k: input[k] for k in ("target_json", "native_json", "denoise_qc_json", "seed_json")}
+    inputs["bold_sidecars"] = list(params.get("bold_sidecars") or [])
+    if input.get("registration_qc"):
+        inputs["registration_qc"] = input["registration_qc"]
+    unit = Path(output["json"]).name.split("_desc-verdict")[0]
+    return run_verdict(inputs, output["json"], unit, thresholds=dict(params["thresholds"]),
+                       bold_headers=list(params.get("bold_headers") or []))
+
+
+def exports(input, output, params):
+    """Navigator files in ``nav/``, gated by the verdict: on FAIL only ``nav/NOT_EXPORTED.txt``."""
+    from .navigation import run_exports
+    from .qc import export_gate
+
+    if not export_gate(input["verdict"], Path(output["nav"])):
+        return {}
     return run_exports(input["native"], params["t1w_navigation"], output["nav"], list(params["formats"]))
 
 
@@ -138,7 +154,7 @@ def dataset_files(input, output, params):
 
 
 STEPS = {f.__name__: f for f in (preprocess_anat, preprocess_bold, t1w_bold_to_template, denoise, masks, seedmap, target,
-                                 native, maps_to_t1w, exports, report, reportlets, group_report,
+                                 native, maps_to_t1w, verdict, exports, report, reportlets, group_report,
                                  dataset_files)}
 
 
@@ -173,6 +189,8 @@ def run_from_snakemake(smk) -> None:
     try:
         STEPS[step](_named(smk.input), _named(smk.output), params)
     except TmsTargetError as exc:
-        log.error("%s", exc)
+        # the CLI reads " ERROR: <message> [exit N]" from the job log to exit with the step's own class
+        # (2 bad input, 3 quality failure) instead of Snakemake's generic 1
+        log.error("%s [exit %d]", exc, exc.exit_code)
         sys.exit(exc.exit_code)
     log.info("step %s finished in %.1f s", step, time.time() - start)

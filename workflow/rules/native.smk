@@ -64,9 +64,11 @@ def unit_of_subdir(subdir):
 
 
 # The nav folder holds one unit's files, so its path has only {subdir}; the unit follows from it.
+# The verdict gates the exports: on FAIL no navigator file is written (only nav/NOT_EXPORTED.txt).
 rule exports:
     input:
         native=lambda w: D("native_json", subdir=w.subdir, unit=unit_of_subdir(w.subdir)),
+        verdict=lambda w: D("verdict", subdir=w.subdir, unit=unit_of_subdir(w.subdir)),
         t1w=lambda w: UNITS[unit_of_subdir(w.subdir)].t1w_navigation,
     output:
         # one folder per unit: file names in tmstarget.navigation.export_names

@@ -11,6 +11,7 @@ def report_inputs(w):
         "native_json": D("native_json", subdir=u.subdir, unit=u.unit),
         "denoise_qc_json": D("denoise_qc", subdir=u.subdir, unit=u.unit, strategy=MAIN),
         "seed_json": D("seed_json", subdir=u.subdir, unit=u.unit, strategy=main),
+        "verdict_json": D("verdict", subdir=u.subdir, unit=u.unit),
         "z_map": D("z_map", subdir=u.subdir, unit=u.unit, strategy=main),
         "seed_mask": D("seed_mask", subdir=u.subdir, unit=u.unit),
         "search_mask": D("search_mask", subdir=u.subdir, unit=u.unit),
@@ -96,6 +97,7 @@ def group_entries():
             "native_json": for_unit("native_json", u),
             "denoise_qc_json": for_unit("denoise_qc", u, strategy=MAIN),
             "seed_json": for_unit("seed_json", u, strategy=cap(MAIN)),
+            "verdict_json": for_unit("verdict", u),
             "report_html": OUTPUT_PATTERNS["report"].format(unit=u),
         }
         for u in UNITS
@@ -104,7 +106,7 @@ def group_entries():
 
 rule group_report:
     input:
-        lambda w: [e[k] for e in group_entries() for k in ("target_json", "native_json", "denoise_qc_json", "seed_json")],
+        lambda w: [e[k] for e in group_entries() for k in ("target_json", "native_json", "denoise_qc_json", "seed_json", "verdict_json")],
         [for_unit("report", u) for u in UNITS],
     output:
         html=DERIV / "group.html",

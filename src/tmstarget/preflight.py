@@ -1,0 +1,243 @@
+"""Input checks that run before any job, so a bad input stops the run at once with a message naming the
+file and the fix (exit status 2) and nothing is written.
+
+Cheap checks (folder names, where the output goes, headers and sidecars) are part of planning
+(:func:`tmstarget.bids_inputs.make_plan`, which the Snakefile calls too). Reading every voxel once
+(truncated files, NaNs) is done here by the CLI only, once per command, before the output folder is
+created: :func:`check_input_data`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import re
+import time
+import unicodedata
+import zlib
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from .errors import InputError
+
+log = logging.getLogger(__name__)
+
+_LABEL = re.compile(r"[a-zA-Z0-9]+")
+
+
+def check_output_dir(output_dir, *datasets) -> None:
+    """Refuse an output folder that is, or lies inside, an input dataset (BIDS root, its ``derivatives/``,
+    or the fMRIPrep folder).
+
+    tmstarget writes ``preproc/``, ``tmstarget/``, ``work/`` and ``logs/`` into the output folder;
+    inside a dataset they would mix with the raw data and be indexed as input by the next run.
+
+    Raises
+    ------
+    InputError
+        Naming both folders and the fix.
+    """
+    out = Path(output_dir).resolve()
+    for root in datasets:
+        if not root:
+            continue
+        root = Path(root).resolve()
+        if out == root or root in out.parents:
+            raise InputError(
+                f"{out}: the output folder is inside the input dataset {root}; tmstarget would write its "
+                "preproc/, tmstarget/, work/ and logs/ folders among the input files (and read them back as "
+                f"input next time). Choose a folder outside it, e.g. {root.parent / (root.name + '_tmstarget')}"
+            )
+
+
+def _ascii_suggestion(label: str) -> str:
+    folded = unicodedata.normalize("NFKD", label).encode("ascii", "ignore").decode()
+    return re.sub(r"[^a-zA-Z0-9]", "", folded) or "01"
+
+
+def check_subject_folders(root) -> None:
+    """Refuse ``sub-*`` folders whose label is not letters and digits (e.g. ``sub-ü02``, ``sub-01_x``).
+
+    pybids would silently skip them (or report "no subjects found"); BIDS labels are alphanumeric.
+
+    Raises
+    ------
+    InputError
+        Naming the folder and a rename.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        return
+    for entry in sorted(root.iterdir()):
+        if entry.is_dir() and entry.name.startswith("sub-") and not _LABEL.fullmatch(entry.name[4:]):
+            raise InputError(
+                f"{entry}: the subject folder name {entry.name!r} is not a BIDS label (only letters a-z, A-Z and "
+                f"digits may follow 'sub-': no accents, spaces, '-' or '_'); rename the folder and the files in "
+                f"it, e.g. to sub-{_ascii_suggestion(entry.name[4:])}"
+            )
+
+
+def check_repetition_time(value, bold_path) -> float:
+    """``RepetitionTime`` of a BOLD sidecar as seconds, or an error naming the JSON and the fix.
+
+    Refuses non-numbers (``"2.0s"``), values <= 0 and values above 30 s (a TR in milliseconds, e.g.
+    2000, which would otherwise surface much later as an impossible band-pass filter).
+    """
+    bold_path = Path(bold_path)
+    sidecar = re.sub(r"\.nii(\.gz)?$", ".json", bold_path.name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InputError(f"{sidecar}: RepetitionTime is {value!r}, not a number; BIDS wants the repetition time "
+                         f"as a number of seconds, e.g. \"RepetitionTime\": 2.0")
+    t_r = float(value)
+    if not np.isfinite(t_r) or t_r <= 0:
+        raise InputError(f"{sidecar}: RepetitionTime is {value!r}; it must be a positive number of seconds, "
+                         "e.g. 2.0")
+    if t_r > 30:
+        raise InputError(f"{sidecar}: RepetitionTime is {value!r}, more than 30 s: it looks like milliseconds; "
+                         f"BIDS wants seconds: write \"RepetitionTime\": {t_r / 1000:g}")
+    return t_r
+
+
+def header_tr_s(img) -> float | None:
+    """Repetition time in the NIfTI header (s), or None when not set."""
+    zooms = img.header.get_zooms()
+    if len(zooms) < 4 or not zooms[3] > 0:
+        return None
+    unit = img.header.get_xyzt_units()[1]
+    return float(zooms[3]) / (1000.0 if unit == "msec" else 1e6 if unit == "usec" else 1.0)
+
+
+def warn_tr_mismatch(bold_path, img, t_r: float | None) -> str | None:
+    """Log (and return) a warning when the header TR differs from the sidecar's by more than 10 ms."""
+    header = header_tr_s(img)
+    if t_r is None or header is None or abs(header - t_r) <= 0.01:
+        return None
+    msg = (f"{Path(bold_path).name}: header TR {header:g} s differs from the sidecar's RepetitionTime {t_r:g} s; "
+           "using the sidecar (BIDS rule); check which one is right")
+    log.warning(msg)
+    return msg
+
+
+def check_t1w_header(path, qform_sform_tol_mm: float = 0.1) -> None:
+    """A T1w must be readable, 3D and have one agreeing world space (header only).
+
+    Raises
+    ------
+    InputError
+        Unreadable header, 4D image, both qform/sform codes 0, or qform and sform disagreeing by
+        more than ``qform_sform_tol_mm`` (the native step and every navigator export would refuse
+        it after the whole analysis).
+    """
+    from .spaces import check_qform_sform
+
+    name = Path(path).name
+    try:
+        img = nib.load(str(path))
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(f"{name}: cannot read the NIfTI header ({exc}); the file is corrupt: copy or "
+                         "convert it again") from None
+    shape = img.shape
+    if len(shape) > 3 and int(np.prod(shape[3:])) > 1:
+        raise InputError(f"{name} is 4D with shape {shape}; a T1w must be one 3D volume: keep the volume you "
+                         "want (e.g. `fslroi in out 0 1`) or re-export the T1w")
+    if len(shape) < 3:
+        raise InputError(f"{name} has shape {shape}; a T1w must be a 3D volume")
+    check_qform_sform(img, tol_mm=qform_sform_tol_mm, name=name)
+
+
+def scan_image_data(path, what: str = "image", mask_path=None) -> dict:
+    """Read every voxel of a NIfTI once (streamed): truncated files and NaN/infinite values are errors.
+
+    Parameters
+    ----------
+    path : path-like
+        3D or 4D NIfTI (``.nii`` or ``.nii.gz``).
+    what : str
+        Word for messages ("BOLD run", "T1w").
+    mask_path : path-like, optional
+        A 3D mask on the same grid: NaNs count only inside it (fMRIPrep writes none, but a tool in
+        between may have; outside the brain they do no harm).
+
+    Returns
+    -------
+    dict
+        ``volumes`` (read) and ``seconds``.
+
+    Raises
+    ------
+    InputError
+        ``<file>: cannot read this <what> (EOFError: file ends in volume k of n); the file is truncated
+        or corrupt`` or ``<file> contains NaN or infinite values inside the brain mask (volumes a-b)``.
+    """
+    from .denoise import _stream_volumes
+
+    t0 = time.time()
+    path = Path(path)
+    name = path.name
+    try:
+        img = nib.load(str(path))
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(f"{name}: cannot read the NIfTI header ({exc}); the file is corrupt: copy or "
+                         "convert it again") from None
+    proxy = img.dataobj
+    shape = img.shape
+    n_total = int(np.prod(shape[3:])) if len(shape) > 3 else 1
+    disk_dtype = np.dtype(proxy.dtype)
+    vol_bytes = int(np.prod(shape[:3])) * disk_dtype.itemsize
+    select = None
+    if mask_path is not None:
+        try:
+            mimg = nib.load(str(mask_path))
+            if tuple(mimg.shape[:3]) == tuple(shape[:3]):
+                select = np.flatnonzero(np.asarray(mimg.dataobj).reshape(-1, order="F") > 0)
+        except Exception:  # noqa: BLE001 (the mask is checked by its own step)
+            select = None
+    floating = np.issubdtype(disk_dtype, np.floating)
+    bad_first = bad_last = None
+    n_bad = 0
+    try:
+        for first, n, raw in _stream_volumes(str(path), int(proxy.offset), vol_bytes, n_total):
+            if not floating:
+                continue
+            block = np.frombuffer(raw, dtype=disk_dtype).reshape(-1, n, order="F")
+            if select is not None:
+                block = block[select]
+            finite = np.isfinite(block)
+            if not finite.all():
+                cols = np.flatnonzero(~finite.all(axis=0))
+                bad_first = first + int(cols[0]) if bad_first is None else bad_first
+                bad_last = first + int(cols[-1])
+                n_bad += int(finite.size - finite.sum())
+    except (EOFError, OSError, zlib.error, gzip.BadGzipFile) as exc:
+        raise InputError(f"{name}: cannot read this {what} ({type(exc).__name__}: {exc}); the file is truncated "
+                         "or corrupt: copy or convert it again") from None
+    if n_bad:
+        where = "inside the brain mask " if select is not None else ""
+        raise InputError(f"{name} contains NaN or infinite values {where}(volumes {bad_first}-{bad_last}, "
+                         f"{n_bad} values); replace them (e.g. re-export the image, or set them to 0 outside the "
+                         "brain) before running tmstarget")
+    return {"volumes": n_total, "seconds": time.time() - t0}
+
+
+def check_input_data(plan) -> dict:
+    """Read every input image of a plan once: the T1w used for navigation and every BOLD run (with its
+    brain mask on the fMRIPrep route). Returns ``{"files": n, "seconds": s}``; raises InputError."""
+    t0 = time.time()
+    seen = set()
+    for unit in plan.units.values():
+        jobs = [(unit.t1w_navigation, "T1w", None)]
+        for run in unit.runs:
+            if plan.route == "raw":
+                jobs.append((run.raw_bold, "BOLD run", None))
+            else:
+                bold = run.t1w_bold or run.bold
+                jobs.append((bold, "BOLD run", run.t1w_mask or run.mask))
+        for path, what, mask in jobs:
+            if path and path not in seen:
+                seen.add(path)
+                scan_image_data(path, what, mask)
+    seconds = time.time() - t0
+    log.info("read %d input image(s) in %.1f s: none truncated, no NaN", len(seen), seconds)
+    return {"files": len(seen), "seconds": seconds}
