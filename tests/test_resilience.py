@@ -112,9 +112,12 @@ def test_fmriprep_route_recovers_target_and_maps_it_with_the_h5_transforms(clean
     assert "  action: acceptable for research; acquire 5+ more minutes before clinical use" in result.stdout
     verdict = json.loads((out / "tmstarget" / "sub-01" / "sub-01_desc-verdict_qc.json").read_text())
     assert verdict["status"] == "warn" and verdict["coordinate_usable"] is True
-    assert sorted(p.name for p in (out / "tmstarget" / "sub-01" / "nav").iterdir() if not p.name.startswith(".")) == [
-        "sub-01_desc-target_brainsight.txt", "sub-01_desc-target_localite.xml",
-        "sub-01_desc-target_localiteEntryTarget.xml", "sub-01_desc-target_slicer.mrk.json",
+    nav = out / "tmstarget" / "sub-01" / "nav"
+    assert sorted(str(p.relative_to(nav)) for p in nav.rglob("*") if p.is_file()) == [
+        "README.txt",
+        "localite/EntryTarget/EntryTarget20000101000000000.xml",
+        "localite/InstrumentMarkers/InstrumentMarker20000101000000000.xml",
+        "sub-01_desc-target_brainsight.txt", "sub-01_desc-target_slicer.mrk.json",
         "sub-01_desc-target_visor2.mrk"]
 
 
