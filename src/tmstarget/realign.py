@@ -13,9 +13,14 @@ steps and analytic gradients.
   volume at the currently estimated positions (one ``scipy.ndimage.map_coordinates``) and solves a
   7x7 system. The 7th unknown is a global intensity scale of the volume (a nuisance; not returned).
 - Coarse to fine: a level smoothed with a Gaussian (sigma = one voxel) sampled every second voxel,
-  then the full-resolution level with trilinear interpolation, then (``final_order=3``) one or two
-  iterations with cubic B-spline interpolation of the volume, which removes most of the
-  interpolation bias of trilinear sampling.
+  then the full-resolution level, both with trilinear interpolation of the volume (fast), then two
+  iterations with cubic B-spline interpolation (``final_order=3``). Trilinear sampling blurs the
+  volume by an amount that depends on the sub-voxel shift, which biases the optimum: on a series
+  moved with spline resampling the worst error was 0.053 mm / 0.064 deg with trilinear only and
+  0.011 mm / 0.010 deg with the spline refinement (at about twice the cost, ~0.07 CPU-s per
+  64x76x48 volume). On the demo run, whose motion is itself simulated with trilinear
+  interpolation, trilinear-only scores slightly higher (worst correlation 0.995 against 0.991);
+  ``final_order=1`` turns the refinement off.
 - Every volume starts from the previous volume's estimate (motion is continuous in time).
 - Mask: the reference's head (voxels above 1/8 of its 98th percentile, dilated by one voxel).
 
@@ -135,7 +140,7 @@ def _build_level(reference: np.ndarray, affine_ras: np.ndarray, mask: np.ndarray
     r = points - centre[:, None]
     # d R(W(y)) / d(t, w) at identity for W(y) = y + t + w x (y - c): [g, (y - c) x g]
     jac = np.column_stack([g_world.T, np.cross(r.T, g_world.T), ref_values])
-    # scale the intensity-scale column for conditioning; it is a nuisance only
+    # the 7th column (the reference itself) absorbs a global intensity change of the volume
     normal = jac.T @ jac
     normal_inv = np.linalg.pinv(normal)
     return _Level(sigma_vox, order, max_iterations, points, ref_values, jac, normal_inv)
@@ -155,8 +160,8 @@ class Realigner:
     levels : sequence of (sigma_vox, stride, order, max_iterations)
         Coarse to fine.
     final_order : int
-        Interpolation order of the last refinement at full resolution (3: cubic B-spline;
-        1 or 0: none).
+        Interpolation order of the last refinement at full resolution (3, the default: cubic
+        B-spline; 1: none; see the module docstring).
     final_iterations : int
     tolerance_mm : float
         Stop a level when the update moves no point of a 50 mm sphere by more than this.
