@@ -128,3 +128,11 @@ def test_demo_motion_correlates_with_planted(demo_run):
     assert min(corr) >= 0.99, corr
     assert np.abs(rel[:, :3] - planted[:, :3]).max() < 0.1
     assert np.degrees(np.abs(rel[:, 3:] - planted[:, 3:])).max() < 0.1
+
+
+def test_same_run_gives_identical_motion(planted_series):
+    """No random sampling and no threads: the same input gives bit-identical transforms."""
+    data, affine, _, _ = planted_series
+    first = realign.estimate_motion(data[..., :3], affine, data[..., 0])
+    second = realign.estimate_motion(data[..., :3], affine, data[..., 0])
+    assert np.array_equal(first, second)
