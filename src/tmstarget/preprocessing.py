@@ -654,7 +654,8 @@ def _confounds_sidecar(params: dict, n_dummy: int, n_wm: int, n_csf: int) -> dic
         "Description": "Confounds of the built-in antspyx preprocessing (fMRIPrep column names).",
         "NumberOfVolumesDiscardedByTmstarget": n_dummy,
         "trans_x": {"Units": "mm", "Description": "rigid head motion relative to the BOLD reference, world RAS, "
-                    "about the BOLD grid centre"},
+                    "about the BOLD grid centre: x' = R (x - c) + c + t maps a reference head point to its "
+                    "position in the volume (tmstarget.realign; not mcflirt's FSL-frame convention)"},
         "rot_x": {"Units": "rad", "Description": "rotations about x, y, z (R = Rz Ry Rx)"},
         "framewise_displacement": {"Units": "mm", "Method": "Power 2012",
                                    "HeadRadius_mm": params["fd_head_radius_mm"]},
