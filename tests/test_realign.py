@@ -136,3 +136,14 @@ def test_same_run_gives_identical_motion(planted_series):
     first = realign.estimate_motion(data[..., :3], affine, data[..., 0])
     second = realign.estimate_motion(data[..., :3], affine, data[..., 0])
     assert np.array_equal(first, second)
+
+
+def test_constant_volume_keeps_previous_position(planted_series):
+    """An all-zero volume (scanner fault) neither fails nor derails the volumes after it."""
+    data, affine, planted, centre = planted_series
+    broken = data.copy()
+    broken[..., 3] = 0
+    est = _params(realign.estimate_motion(broken, affine, data[..., 0]), centre)
+    np.testing.assert_allclose(est[3], est[2])
+    keep = [0, 1, 2, 4, 5, 6, 7]
+    assert np.abs(est[keep, :3] - planted[keep, :3]).max() < 0.05

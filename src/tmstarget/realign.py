@@ -242,15 +242,25 @@ def estimate_motion(data_xyzt, affine_ras: np.ndarray, reference_xyz: np.ndarray
     array (T, 4, 4)
         World RAS mm transforms mapping a point of the reference head to the same point in volume t
         (see the module docstring); each volume's fit starts from the previous volume's estimate.
+        An all-zero or constant volume (a scanner or conversion fault; denoising censors it) gets
+        the previous volume's transform.
     """
     realigner = Realigner(reference_xyz, affine_ras, mask_xyz, **settings)
     n_t = data_xyzt.shape[3]
     out = np.empty((n_t, 4, 4))
     transform = np.eye(4)
     t0 = time.process_time()
+    constant = []
     for t in range(n_t):
-        transform = realigner.register(np.asarray(data_xyzt[..., t], np.float32), transform)
+        volume = np.asarray(data_xyzt[..., t], np.float32)
+        if volume.max() == volume.min():  # an all-zero/constant volume has no position: keep the previous
+            constant.append(t)
+        else:
+            transform = realigner.register(volume, transform)
         out[t] = transform
+    if constant:
+        log.warning("realignment: %d constant volume(s) (%s) given the previous volume's position", len(constant),
+                    ", ".join(map(str, constant[:10])) + (" ..." if len(constant) > 10 else ""))
     log.info("realignment of %d volumes: %.1f CPU-s (%.3f per volume)", n_t, time.process_time() - t0,
              (time.process_time() - t0) / max(n_t, 1))
     return out
