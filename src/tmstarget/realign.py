@@ -47,8 +47,8 @@ Conventions
   the fixed x, then y, then z axes), translations in mm, rotations in radians, in RAS (+x right,
   +y anterior, +z superior). The internal update is a rotation vector (Rodrigues) about ``c``.
 - These are not mcflirt's ``.par`` numbers (nor fMRIPrep's, which copies them): mcflirt reports the
-  inverse transform (volume -> reference) in FSL's voxel-scaled frame, whose x axis is flipped for
-  a neurologically stored image, so signs differ per axis with the storage order.
+  inverse transform (volume -> reference) in FSL's scaled-voxel frame (axes follow the stored voxel
+  axes, x made radiological), so their meaning and signs depend on how the image is stored.
 """
 
 from __future__ import annotations
