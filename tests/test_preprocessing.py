@@ -275,7 +275,7 @@ def test_demo_motion_and_dummy_scans_recovered(demo_preprocessed):
                          for p in ours])
     corr = [np.corrcoef(ours_rel[:, k], planted[:, k])[0, 1] for k in range(6)]
     print("motion correlation per parameter", dict(zip(pc.MOTION_COLUMNS, np.round(corr, 3))))
-    assert min(corr) > 0.9, corr
+    assert min(corr) >= 0.99, corr  # measured 0.996 (tmstarget.realign); the antspyx loop: ~0.92-0.96
     assert np.median(np.abs(ours_rel[:, :3] - planted[:, :3])) < 0.2
     fd = table["framewise_displacement"].to_numpy()
     assert np.isnan(fd[0]) and np.all(fd[1:] >= 0)
