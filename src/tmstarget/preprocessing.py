@@ -7,7 +7,8 @@ skull-stripped T1w to the template, and a three-class Atropos segmentation (CSF,
 template tissue maps as priors.
 
 BOLD (:func:`preprocess_bold`): non-steady-state volumes dropped (``dummy_scans``), optional
-slice-timing correction, rigid motion correction of every volume to a median reference (antspyx),
+slice-timing correction, rigid motion correction of every volume to a median reference
+(:mod:`tmstarget.realign`: least squares on intensity differences in world coordinates),
 rigid BOLD reference -> T1w registration (mutual information inside the T1w brain), confounds in
 the native BOLD grid, and ONE resampling of every raw volume to the MNI 2 mm grid: the
 MNI -> T1w -> BOLD-reference mapping is composed once into a displacement field, each volume's
@@ -35,6 +36,7 @@ import numpy as np
 from scipy import ndimage
 
 from . import preproc_confounds as pc
+from . import realign
 from .errors import InputError
 from .io import atomic_path, save_img, write_json
 from .preproc_headers import (RAS_TO_LPS, ants_affine_ras, choose_affine, is_oblique, nifti_img,
@@ -347,51 +349,6 @@ def head_global_signal(data_xyzt: np.ndarray) -> np.ndarray:
     return data_xyzt[mask].mean(axis=0)
 
 
-def _lps_matrix(transform_file: str) -> np.ndarray:
-    """4x4 LPS matrix of an ITK affine/rigid transform file (maps fixed points to moving points)."""
-    tx = ants.read_transform(transform_file)
-    p = np.asarray(tx.parameters, dtype=float)
-    centre = np.asarray(tx.fixed_parameters, dtype=float)
-    m = p[:9].reshape(3, 3)
-    out = np.eye(4)
-    out[:3, :3] = m
-    out[:3, 3] = p[9:12] + centre - m @ centre
-    return out
-
-
-def estimate_motion(data_xyzt: np.ndarray, affine_ras: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """Rigid head motion of every volume relative to ``reference`` (antspyx, mean squares).
-
-    Parameters
-    ----------
-    data_xyzt : array (X, Y, Z, T)
-    affine_ras : array (4, 4)
-    reference : array (X, Y, Z)
-        Same grid.
-
-    Returns
-    -------
-    array (T, 4, 4)
-        RAS mm transforms mapping a point of the reference head to the same point in volume t.
-    """
-    ref = nifti_to_ants(reference, affine_ras)
-    n_t = data_xyzt.shape[3]
-    out = np.empty((n_t, 4, 4))
-    t0 = time.time()
-    with tempfile.TemporaryDirectory(prefix="tmstarget_hmc_") as tmp:
-        for t in range(n_t):
-            moving = nifti_to_ants(data_xyzt[..., t], affine_ras)
-            reg = ants.registration(fixed=ref, moving=moving, type_of_transform="Rigid",
-                                    initial_transform="Identity", aff_metric="meansquares",
-                                    aff_iterations=(40, 20), aff_shrink_factors=(2, 1),
-                                    aff_smoothing_sigmas=(1, 0), outprefix=f"{tmp}/v{t}_")
-            out[t] = RAS_TO_LPS @ _lps_matrix(reg["fwdtransforms"][0]) @ RAS_TO_LPS
-            for f in reg["fwdtransforms"]:
-                os.remove(f)
-    log.info("motion correction of %d volumes: %.0f s", n_t, time.time() - t0)
-    return out
-
-
 def coregister_bold_to_t1w(boldref: "ants.ANTsImage", t1w_brain: "ants.ANTsImage",
                            t1w_mask: "ants.ANTsImage", out_txt: str | os.PathLike) -> dict:
     """Rigid BOLD reference -> T1w registration (Mattes MI, metric inside the dilated T1w brain).
@@ -559,7 +516,7 @@ def preprocess_bold(bold_path, metadata: dict, anat: dict, out_paths: dict, para
     t0 = time.time()
     n_ref = min(10, data.shape[3])
     reference = np.median(data[..., :n_ref], axis=3)
-    transforms_ras = estimate_motion(data, affine, reference)
+    transforms_ras = realign.estimate_motion(data, affine, reference)
     centre_ras = (affine @ np.append((np.asarray(data.shape[:3]) - 1) / 2.0, 1.0))[:3]
     motion = np.array([pc.rigid_to_motion_params(m, centre_ras) for m in transforms_ras])
     # a sharper reference: the mean of the motion-corrected volumes
@@ -697,7 +654,8 @@ def _confounds_sidecar(params: dict, n_dummy: int, n_wm: int, n_csf: int) -> dic
         "Description": "Confounds of the built-in antspyx preprocessing (fMRIPrep column names).",
         "NumberOfVolumesDiscardedByTmstarget": n_dummy,
         "trans_x": {"Units": "mm", "Description": "rigid head motion relative to the BOLD reference, world RAS, "
-                    "about the BOLD grid centre"},
+                    "about the BOLD grid centre: x' = R (x - c) + c + t maps a reference head point to its "
+                    "position in the volume (tmstarget.realign; not mcflirt's FSL-frame convention)"},
         "rot_x": {"Units": "rad", "Description": "rotations about x, y, z (R = Rz Ry Rx)"},
         "framewise_displacement": {"Units": "mm", "Method": "Power 2012",
                                    "HeadRadius_mm": params["fd_head_radius_mm"]},
