@@ -1,7 +1,7 @@
 """Split-half reliability of the target rules and settings, on real and synthetic runs (issue 13).
 
-    python benchmarks/reliability.py prepare            # preprocess the real runs once (cached)
-    python benchmarks/reliability.py run [--data real,synthetic,demo] [--quick] [--out table.md]
+    python benchmarks/reliability.py prepare [--demo]   # preprocess the real runs (and the demo) once
+    python benchmarks/reliability.py run [--data real,demo,synthetic,minutes] [--quick] [--out table.md]
 
 ``prepare`` runs the built-in preprocessing (registration ``fast``) on the public real scans
 (RAPIDTIDETEST, HAPPYTEST; ``scripts/fetch_real_data.sh``) and caches the fMRIPrep-layout outputs
@@ -9,7 +9,9 @@ under ``~/.cache/tmstarget/bench/`` (``TMSTARGET_BENCH`` to move it). ``run`` de
 outputs with each strategy, builds the seed and search masks, and for every rule and setting
 computes the split-half distance (median over repeated random disjoint block halves, and first vs
 second half) on the real runs and on synthetic runs of controlled SNR and length, plus planted-target
-recovery on synthetic runs with a planted anticorrelated patch. It prints one markdown table.
+recovery on synthetic runs with a planted anticorrelated patch and on the demo dataset (its
+preprocessed outputs from the whole workflow, cached by ``prepare --demo``). It prints one markdown
+table of settings and one of the split-half distance by data length.
 """
 
 from __future__ import annotations
@@ -201,22 +203,92 @@ def loo_weights(other_r_v: np.ndarray, other_mask: np.ndarray, den, search) -> n
 
 
 # ----------------------------------------------------------------------------- real runs
-def denoised_real(name: str, strategy: str, fwhm: float):
-    """Denoised data of a cached real run (computed once per strategy and smoothing, then cached)."""
+def denoised_cached(name: str, bold: dict, strategy: str, fwhm: float):
+    """Denoised data of one preprocessed run (fMRIPrep layout ``bold``: ``bold_mni``, ``mask_mni``,
+    ``confounds``), computed once per strategy and smoothing and cached under the bench folder."""
     from tmstarget import denoise as dn
     from tmstarget.targeting import load_denoised
 
     path = bench_dir() / "work" / f"{name}_desc-{strategy}{int(fwhm)}mm_denoised.npz"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        _, bold = prepared_paths(name)
-        if not (bench_dir() / "preproc" / f"{name}.done").exists():
-            raise SystemExit(f"{name} is not preprocessed yet; run: python benchmarks/reliability.py prepare")
         strat = {**dn.DEFAULT_STRATEGIES[strategy], "smoothing_fwhm_mm": fwhm or None}
         res = dn.denoise_runs([{"bold": bold["bold_mni"], "mask": bold["mask_mni"], "confounds": bold["confounds"]}],
                               strat, min_retained_minutes=1.0, warn_retained_minutes=1.0, strategy_name=strategy)
         dn.save_denoised_npz(res, path)
     return load_denoised(path)
+
+
+def denoised_real(name: str, strategy: str, fwhm: float):
+    """Denoised data of a cached real run."""
+    if not (bench_dir() / "preproc" / f"{name}.done").exists():
+        raise SystemExit(f"{name} is not preprocessed yet; run: python benchmarks/reliability.py prepare")
+    return denoised_cached(name, prepared_paths(name)[1], strategy, fwhm)
+
+
+# ----------------------------------------------------------------------------- the demo dataset
+def demo_units() -> dict:
+    """{name: (fMRIPrep-layout BOLD paths, planted target MNI RAS mm)} of the cached demo run
+    (``prepare --demo``: the demo dataset through the whole workflow with config/demo.yaml)."""
+    from tmstarget.bids_inputs import preproc_bold_paths
+    from tmstarget.demo import load_ground_truth
+
+    root = bench_dir() / "demo"
+    out = {}
+    for func in sorted((root / "out" / "preproc").glob("sub-*/func")):
+        sub = func.parent.name
+        bold = preproc_bold_paths(func, f"{sub}_task-rest")
+        if Path(bold["bold_mni"]).exists():
+            truth = load_ground_truth(root / "bids", sub.removeprefix("sub-"))
+            out[f"demo-{sub}"] = (bold, np.asarray(truth["target_mni_ras_mm"], float))
+    return out
+
+
+def prepare_demo() -> None:
+    """The demo dataset (2 subjects, seed 0) through the whole workflow once (config/demo.yaml)."""
+    from tmstarget.demo import make_demo_dataset
+
+    root = bench_dir() / "demo"
+    if not (root / "bids").exists():
+        make_demo_dataset(root / "bids", n_subjects=2, seed=0)
+    if not demo_units():
+        subprocess.run([sys.executable, "-m", "tmstarget.cli", str(root / "bids"), str(root / "out"), "participant",
+                        "--config", str(REPO_ROOT_CFG), "--cores", "1"], check=True)
+
+
+REPO_ROOT_CFG = REPO / "config" / "demo.yaml"
+
+
+def run_demo(sets, log=print) -> dict:
+    """{unit: {setting label: evaluate(...) with recovery_mm against the planted target}}."""
+    import nibabel as nib
+
+    out = {}
+    units = demo_units()
+    if not units:
+        raise SystemExit("the demo run is not cached; run: python benchmarks/reliability.py prepare --demo")
+    for name, (bold, planted) in units.items():
+        out[name] = {}
+        for s in sets:
+            den = denoised_cached(name, bold, s["strategy"], s["fwhm"])
+            mask_img = nib.Nifti1Image(den.mask.astype(np.uint8), den.affine)
+            try:
+                seed, search = masks_for(mask_img, s)
+            except Exception as exc:  # noqa: BLE001 - a setting may not fit the demo field of view
+                log(f"  {name} {label(s)}: {exc}")
+                continue
+            weights = None
+            if s["method"] == "seedmap":
+                oname, (obold, _) = next((n, u) for n, u in units.items() if n != name)
+                other = denoised_cached(oname, obold, s["strategy"], s["fwhm"])
+                oseed, _ = masks_for(nib.Nifti1Image(other.mask.astype(np.uint8), other.affine), s)
+                weights = loo_weights(r_map(other, oseed), other.mask, den, search)
+            res = evaluate(den, seed, search, s, weights, planted=planted)
+            res["minutes"] = len(den.data_tv) * den.t_r / 60
+            out[name][label(s)] = res
+            log(f"  {name} {label(s)}: recovery {res['recovery_mm']:.1f} mm, halves median "
+                f"{res['split_half_median_mm']:.1f} mm")
+    return out
 
 
 def run_real(names, sets, log=print) -> dict:
@@ -370,12 +442,13 @@ def minutes_curve(sets, snrs=(0.2, 0.3, 0.5), minutes=(4, 6, 8, 10, 15, 20, 30),
         for r in range(replicates):
             t0 = time.time()
             full = synth_run(mask_img, np.random.default_rng(5000 + 31 * r + int(100 * snr)), max(minutes), snr)
-            for m in minutes:
-                part = truncated(full, m)
-                for s in sets:
-                    seed, search = masks_for(mask_img, s)
-                    res = evaluate(smoothed(part, s["fwhm"]), seed, search, s)
+            for s in sets:
+                seed, search = masks_for(mask_img, s)
+                full_s = smoothed(full, s["fwhm"])     # spatial smoothing commutes with truncation
+                for m in minutes:
+                    res = evaluate(truncated(full_s, m), seed, search, s)
                     out.setdefault((snr, label(s), m), []).append(res["split_half_median_mm"])
+                del full_s
             log(f"  minutes curve SNR {snr} replicate {r} ({time.time() - t0:.0f} s)")
     return out
 
@@ -385,12 +458,15 @@ def _f(x, nd=1) -> str:
     return "n/a" if x is None or not np.isfinite(x) else f"{x:.{nd}f}"
 
 
-def settings_table(sets, real: dict, synth: dict, snrs) -> str:
+def settings_table(sets, real: dict, synth: dict, snrs, demo: dict | None = None) -> str:
     names = list(real)
+    demo = demo or {}
     head = ["setting"]
     for n in names:
         mins = next(iter(real[n].values()))["minutes"]
         head += [f"{n} ({mins:.1f} min) first/second half mm", f"{n} random halves median mm"]
+    if demo:
+        head += [f"demo planted recovery mm ({' / '.join(demo)})", "demo random halves median mm"]
     if synth:
         for snr in snrs:
             head += [f"synthetic SNR {snr} halves median mm", f"planted recovery mm, SNR {snr} (median / max)"]
@@ -401,6 +477,10 @@ def settings_table(sets, real: dict, synth: dict, snrs) -> str:
         for n in names:
             r = real[n].get(lab)
             row += [_f(r["first_vs_second_mm"]), _f(r["split_half_median_mm"])] if r else ["-", "-"]
+        if demo:
+            rec = [demo[u][lab]["recovery_mm"] for u in demo if lab in demo[u]]
+            shm = [demo[u][lab]["split_half_median_mm"] for u in demo if lab in demo[u]]
+            row += [" / ".join(_f(x) for x in rec) if rec else "-", " / ".join(_f(x) for x in shm) if shm else "-"]
         for snr in (snrs if synth else ()):
             res = synth.get((snr, lab))
             row += [_f(np.median([x["split_half_median_mm"] for x in res])) if res else "-",
@@ -426,16 +506,20 @@ CHOSEN = dict(BASE)
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("command", choices=["prepare", "run"])
-    ap.add_argument("--data", default="real,synthetic,minutes",
-                    help="comma-separated subset of real, synthetic, minutes (default: all)")
+    ap.add_argument("--data", default="real,demo,synthetic,minutes",
+                    help="comma-separated subset of real, demo, synthetic, minutes (default: all)")
+    ap.add_argument("--demo", action="store_true", help="prepare: also run the demo dataset through the workflow")
     ap.add_argument("--runs", default=",".join(REAL_RUNS), help="real runs (default: all cached)")
     ap.add_argument("--quick", action="store_true", help="only the one-factor-at-a-time settings")
     ap.add_argument("--replicates", type=int, default=3, help="synthetic datasets per condition")
+    ap.add_argument("--curve-replicates", type=int, default=5, help="synthetic datasets per point of the minutes curve")
     ap.add_argument("--out", type=Path, help="also write the tables (markdown) here")
     args = ap.parse_args(argv)
     names = [n for n in args.runs.split(",") if n]
     if args.command == "prepare":
         prepare(tuple(names))
+        if args.demo:
+            prepare_demo()
         return 0
     data = set(args.data.split(","))
     sets = settings(args.quick)
@@ -444,11 +528,12 @@ def main(argv=None) -> int:
     real = run_real(names, sets, log) if "real" in data else {}
     snrs = (0.2, 0.5)
     synth = run_synthetic(sets, snrs, replicates=args.replicates, log=log) if "synthetic" in data else {}
-    text = settings_table(sets, real, synth, snrs) if (real or synth) else ""
+    demo = run_demo(sets, log) if "demo" in data else {}
+    text = settings_table(sets, real, synth, snrs, demo) if (real or synth or demo) else ""
     if "minutes" in data:
-        msnrs, mins = (0.15, 0.2, 0.3), (4, 6, 8, 10, 15, 20, 30)
+        msnrs, mins = (0.2, 0.3), (4, 6, 8, 10, 15, 20, 30)
         curve_sets = [BASE] + ([CHOSEN] if CHOSEN != BASE else [])
-        curve = minutes_curve(curve_sets, msnrs, mins, args.replicates, log)
+        curve = minutes_curve(curve_sets, msnrs, mins, args.curve_replicates, log)
         text += "\n\nMedian random split-half distance (mm) by data length, synthetic runs (TR 2 s):\n\n"
         text += minutes_table(curve, msnrs, mins, curve_sets)
     text += f"\n\n(total {time.time() - t0:.0f} s)\n"
