@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 from tmstarget import report
+from tmstarget.qc import assess
 from tmstarget.report import (SUBJECT_REPORTLETS, assess_qc, build_group_report, build_subject_report,
                               mean_fd_mm, read_masked_timeseries, scrub_paths, write_reportlets)
 
@@ -102,10 +103,24 @@ def target_markers(**overrides) -> dict:
     return t
 
 
+ENTRY_T1W = [-58.0, 52.0, 52.0]
+
+
+def _inward_normal() -> np.ndarray:
+    v = np.asarray(TARGET_T1W) - np.asarray(ENTRY_T1W)
+    return v / np.linalg.norm(v)
+
+
 def native_markers(target: dict, root: Path) -> dict:
+    from tmstarget.scalp import coil_pose_simnibs, handle_direction_ras
+
     n = dict(target)
+    normal = _inward_normal()
     n.update({"target_t1w_ras_mm": TARGET_T1W, "target_t1w_ijk": [7, 34, 24],
-              "entry_t1w_ras_mm": [-58.0, 52.0, 52.0], "coil_pose_t1w_ras": np.eye(4).tolist(),
+              "entry_t1w_ras_mm": ENTRY_T1W, "inward_normal_t1w_ras": normal.tolist(),
+              "handle_direction_t1w_ras": handle_direction_ras(ENTRY_T1W, normal, 45.0).tolist(),
+              "handle_angle_deg": 45.0,
+              "coil_pose_t1w_ras": coil_pose_simnibs(ENTRY_T1W, normal, 45.0).tolist(),
               "scalp_to_cortex_mm": 18.3, "roundtrip_error_mm": 0.3,
               "t1w_path": str(root / SECRET_DIR / "sub-01_desc-preproc_T1w.nii.gz"), "t1w_sha256": "ab" * 32,
               "transform_path": str(root / SECRET_DIR / "sub-01_from-T1w_to-MNI_xfm.h5"),
@@ -177,9 +192,12 @@ def make_subject_inputs(root: Path, unit: str = "sub-01") -> dict:
         "denoise_qc_json": d / f"{unit}_task-rest_desc-denoise_qc.json",
         "seed_json": d / f"{unit}_task-rest_space-MNI152NLin2009aSym_desc-sgacc_stat-r_boldmap.json",
     }
-    for key, obj in (("target_json", target), ("native_json", native_markers(target, root)),
-                     ("denoise_qc_json", denoise_qc(root)), ("seed_json", seed_sidecar())):
+    objs = {"target_json": target, "native_json": native_markers(target, root),
+            "denoise_qc_json": denoise_qc(root), "seed_json": seed_sidecar()}
+    for key, obj in objs.items():
         files[key].write_text(json.dumps(obj))
+    files["verdict_json"] = d / f"{unit}_desc-verdict_qc.json"
+    files["verdict_json"].write_text(json.dumps(assess(*objs.values(), unit=unit)))
     t1w_data = _head_t1(T1W_SHAPE, T1W_AFFINE)
     bref = _head_t1((18, 25, 20), T1W_AFFINE @ np.diag([2, 2, 2, 1.0]))
     return {
@@ -479,3 +497,92 @@ def test_group_report_table_and_tsv(tmp_path):
     assert ">sub-03&lt;i&gt;</a>" in text
     assert "3 unit(s): 1 pass, 1 warn, 1 fail" in text
     assert text.count("data:image/png;base64,") == 1 and "Not available" not in text
+
+
+# ----------------------------------------------------------------------------- navigator box, coil glyph
+
+
+def _navbox(text: str) -> str:
+    return text.split('<div class="navbox" id="navigator">')[1].split("<h4>Files to import</h4>")[0]
+
+
+def test_navigator_box_names_the_t1w_coordinates_handle_depth_and_files(subject):
+    _, _, _, text = subject
+    summary = text.split('<section id="summary">')[1].split("</section>")[0]
+    assert 'id="navigator"' in summary                       # next to the coordinate, in the summary
+    box = _navbox(summary)
+    assert "sub-01_desc-preproc_T1w.nii.gz" in box and "<code>" + "ab" * 6 + "</code>" in box
+    assert "(-40.5, 47.2, 35.0)" in box and "(-58.0, 52.0, 52.0)" in box
+    assert "NIfTI world coordinates of this file: x to the right, y to the front, z up" in box
+    assert "posterior-lateral, 45 deg from posterior towards left" in box
+    assert "18.3 mm" in box
+    assert "<svg class=\"handle-glyph\"" in box and ">handle</text>" in box
+    assert "Header warning" not in box
+    files = summary.split('<div class="navbox" id="navigator">')[1]
+    for nav, name in (("Brainsight", "nav/sub-01_desc-target_brainsight.txt"),
+                      ("Localite TMS Navigator", "nav/localite/InstrumentMarkers/InstrumentMarker"),
+                      ("ANT Neuro visor2", "nav/sub-01_desc-target_visor2.mrk"),
+                      ("3D Slicer", "nav/sub-01_desc-target_slicer.mrk.json")):
+        assert nav in files and name in files
+
+
+def test_navigator_box_lists_only_the_configured_exports_and_header_warnings(tmp_path):
+    inputs = make_subject_inputs(tmp_path)
+    inputs["nav_formats"] = ["brainsight"]
+    objs = [json.loads(Path(inputs[k]).read_text()) for k in ("target_json", "native_json", "denoise_qc_json",
+                                                                "seed_json")]
+    v = assess(*objs, unit="sub-01", header_warnings=[
+        "sub-01_bold.nii.gz: qform_code and sform_code are both 0, so the orientation is not recorded"])
+    assert v["status"] == "warn"
+    Path(inputs["verdict_json"]).write_text(json.dumps(v))
+    text = report.render_subject_html(inputs, reportlets=(report.SUBJECT_REPORTLETS[0],))
+    box = _navbox(text)
+    assert "Header warning" in box and "a left-right flip cannot be excluded" in box
+    files = text.split("<h4>Files to import</h4>")[1]
+    assert "brainsight.txt" in files and "visor2" not in files and "localite" not in files
+
+
+def test_navigator_box_on_fail_says_nothing_was_exported(tmp_path):
+    inputs = make_subject_inputs(tmp_path)
+    v = json.loads(Path(inputs["verdict_json"]).read_text())
+    v.update(status="fail", status_word="FAIL", coordinate_usable=False)
+    Path(inputs["verdict_json"]).write_text(json.dumps(v))
+    text = report.render_subject_html(inputs, reportlets=(report.SUBJECT_REPORTLETS[0],))
+    files = text.split("<h4>Files to import</h4>")[1]
+    assert "No navigator file was exported" in files and "brainsight.txt" not in files
+
+
+@pytest.mark.parametrize("side", [-1.0, 1.0])
+def test_handle_words_and_glyph_follow_the_recorded_handle(side):
+    from tmstarget.scalp import handle_direction_ras
+
+    entry = np.array([side * 58.0, 52.0, 52.0])
+    target = np.array([side * 40.5, 47.25, 35.0])
+    normal = (target - entry) / np.linalg.norm(target - entry)
+    for angle in (0.0, 45.0, 90.0):
+        handle = handle_direction_ras(entry, normal, angle)
+        native = {"entry_t1w_ras_mm": entry.tolist(), "target_t1w_ras_mm": target.tolist(),
+                  "inward_normal_t1w_ras": normal.tolist(), "handle_direction_t1w_ras": handle.tolist()}
+        got, hemi = report.handle_angle_from_posterior_deg(handle, normal, entry)
+        assert got == pytest.approx(angle, abs=0.5) and hemi == ("left" if side < 0 else "right")
+        words = report.handle_in_words(native)
+        assert f"{angle:.0f} deg from posterior towards {hemi}" in words
+        glyph = report.coil_glyph_ras_mm(report.coil_geometry(native))
+        d = glyph["handle"][1] - glyph["handle"][0]
+        assert np.degrees(np.arccos(np.clip(np.dot(d / np.linalg.norm(d), handle), -1, 1))) < 0.5  # along the handle
+        assert np.allclose(np.linalg.norm(glyph["circle"] - entry, axis=1), report.COIL_GLYPH_RADIUS_MM)
+        assert np.allclose((glyph["circle"] - entry) @ normal, 0, atol=1e-9)     # circle in the scalp plane
+    # a reversed handle (the issue-11 defect) is not called posterior
+    native["handle_direction_t1w_ras"] = (-handle_direction_ras(entry, normal, 45.0)).tolist()
+    assert report.handle_in_words(native).startswith("anterior-medial, 135 deg")
+
+
+def test_entry_figure_draws_the_coil_circle_and_a_labelled_handle(subject):
+    _, inputs, _, _ = subject
+    fig = report.render_target_t1w(report.SubjectContext(inputs))
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert texts.count("handle") == 3                       # one per view of the entry row
+    magenta = [ln for ax in fig.axes for ln in ax.lines if ln.get_color() == "#ff4fd8"]
+    assert len(magenta) == 3
+    import matplotlib.pyplot as plt
+    plt.close(fig)

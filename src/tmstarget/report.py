@@ -303,7 +303,7 @@ def render_summary(ctx: SubjectContext) -> str:
         '<p class="caveat-short">Research coordinate, not a clinical verdict: evidence for this targeting is '
         'mixed (see Caveats).</p>'
         '<div class="summary-grid">'
-        + _kv_table(rows)
+        + "<div>" + _kv_table(rows) + (render_navigator_box(ctx) if n else "") + "</div>"
         + "<div>"
         + (f"<h4>Reasons</h4><ul class='reasons'>{reason_html}</ul>" if reason_html else "")
         + (f"<h4>Checks passed</h4><ul class='reasons'>{ok_html}</ul>" if ok_html else "")
@@ -653,27 +653,250 @@ def render_seed_map(ctx: SubjectContext):
     return fig
 
 
+#: Radius (mm) of the coil circle drawn at the scalp entry, and length of the handle line.
+COIL_GLYPH_RADIUS_MM = 25.0
+HANDLE_GLYPH_LENGTH_MM = 60.0
+#: (nilearn cut axis, world axes shown as horizontal / vertical) of an ortho display.
+_ORTHO_VIEWS = {"x": (1, 2), "y": (0, 2), "z": (0, 1)}
+
+
+def coil_geometry(native: dict | None) -> dict | None:
+    """Entry, target, inward normal and handle direction (T1w RAS) of a native JSON, or None.
+
+    The normal falls back to the entry-to-target direction; the handle to None when not recorded.
+    """
+    n = native or {}
+    entry, target = _point(n.get("entry_t1w_ras_mm")), _point(n.get("target_t1w_ras_mm"))
+    if entry is None or target is None:
+        return None
+    normal = _point(n.get("inward_normal_t1w_ras"))
+    if normal is None or np.linalg.norm(normal) == 0:
+        normal = target - entry
+    if np.linalg.norm(normal) == 0:
+        return None
+    normal = normal / np.linalg.norm(normal)
+    handle = _point(n.get("handle_direction_t1w_ras"))
+    if handle is not None and np.linalg.norm(handle) > 0:
+        handle = handle / np.linalg.norm(handle)
+    else:
+        handle = None
+    return {"entry": entry, "target": target, "normal": normal, "handle": handle}
+
+
+def coil_glyph_ras_mm(geom: dict, radius_mm: float = COIL_GLYPH_RADIUS_MM,
+                      handle_mm: float = HANDLE_GLYPH_LENGTH_MM) -> dict:
+    """3D polylines (T1w RAS mm) of the coil glyph: circle in the scalp tangent plane, handle line, coil axis.
+
+    Returns ``{"circle": (64, 3), "handle": (2, 3) or None, "axis": (2, 3)}``; the handle starts at
+    the circle's rim and runs ``handle_mm`` further along the handle direction.
+    """
+    n = geom["normal"]
+    u = np.cross(n, [1.0, 0, 0]) if abs(n[0]) < 0.9 else np.cross(n, [0, 1.0, 0])
+    u /= np.linalg.norm(u)
+    v = np.cross(n, u)
+    t = np.linspace(0, 2 * np.pi, 64)
+    circle = geom["entry"] + radius_mm * (np.cos(t)[:, None] * u + np.sin(t)[:, None] * v)
+    handle = None
+    if geom["handle"] is not None:
+        h = geom["handle"] - np.dot(geom["handle"], n) * n
+        h = h / np.linalg.norm(h) if np.linalg.norm(h) > 1e-6 else geom["handle"]
+        handle = np.vstack([geom["entry"] + radius_mm * h, geom["entry"] + (radius_mm + handle_mm) * h])
+    return {"circle": circle, "handle": handle, "axis": np.vstack([geom["entry"], geom["target"]])}
+
+
+def draw_coil_glyph(display, geom: dict, with_coil: bool = True) -> None:
+    """Draw the coil line (entry to target) and, with ``with_coil``, the coil circle and its labelled
+    handle, projected on each view of a nilearn ortho display (world mm axes)."""
+    glyph = coil_glyph_ras_mm(geom)
+    for key, (a, b) in _ORTHO_VIEWS.items():
+        cut = display.axes.get(key)
+        if cut is None:
+            continue
+        ax = cut.ax
+        ax.plot(glyph["axis"][:, a], glyph["axis"][:, b], color="white", lw=1.2, ls="--", zorder=6)
+        if not with_coil:
+            continue
+        ax.plot(glyph["circle"][:, a], glyph["circle"][:, b], color="cyan", lw=1.5, zorder=7)
+        if glyph["handle"] is not None:
+            hd = glyph["handle"]
+            ax.plot(hd[:, a], hd[:, b], color="#ff4fd8", lw=3.0, solid_capstyle="round", zorder=7)
+            ax.text(hd[1, a], hd[1, b], "handle", color="#ff4fd8", fontsize=10, fontweight="bold",
+                    ha="center", va="bottom", zorder=8, clip_on=True)
+
+
 def render_target_t1w(ctx: SubjectContext):
-    """The target and scalp entry on the subject's own T1w (what the navigator will show)."""
+    """The target and scalp entry on the subject's own T1w (what the navigator will show), with the
+    coil drawn at the entry: a circle in the scalp plane and its handle (magenta, labelled)."""
     from nilearn import plotting
 
     target = ctx.target_t1w()
     if target is None:
         raise Unavailable("no T1w-space target (the native-space stage failed or did not run)")
     t1w = ctx.img("t1w")
-    entry = _point((ctx.native or {}).get("entry_t1w_ras_mm"))
+    geom = coil_geometry(ctx.native)
+    entry = None if geom is None else geom["entry"]
     fig = _figure(9, 3.0 if entry is None else 6.0)
     top = (0.0, 0.0, 1.0, 1.0) if entry is None else (0.0, 0.5, 1.0, 0.5)
     disp = plotting.plot_anat(t1w, cut_coords=tuple(target), display_mode="ortho", figure=fig, axes=top,
                               dim=-0.3, draw_cross=False, title="cortical target (yellow X), T1w")
     disp.add_markers([target], marker_color="yellow", marker_size=60, marker="X")
+    if geom is not None:
+        draw_coil_glyph(disp, geom, with_coil=False)
     if entry is not None:
         # second row cut through the entry: nilearn draws a marker only within 2 mm of a cut
         low = plotting.plot_anat(t1w, cut_coords=tuple(entry), display_mode="ortho", figure=fig,
                                  axes=(0.0, 0.0, 1.0, 0.5), dim=-0.3, draw_cross=False,
-                                 title="scalp entry (cyan dot), where the coil centre goes")
+                                 title="coil at the scalp entry (cyan), handle (magenta)")
         low.add_markers([entry], marker_color="cyan", marker_size=50, marker="o")
+        draw_coil_glyph(low, geom)
     return fig
+
+
+# ----------------------------------------------------------------------------- navigator box
+
+#: Navigator name and what to do with each ``nav/`` file (keys of :func:`navigation.export_names`).
+NAVIGATOR_IMPORTS = {
+    "brainsight": ("Brainsight (Rogue Research)", "import as targets (version 14 file)"),
+    "localite_instrument": ("Localite TMS Navigator", "copy into the session's InstrumentMarkers/ folder"),
+    "localite_entrytarget": ("Localite TMS Navigator", "copy into the session's EntryTarget/ folder"),
+    "visor2": ("ANT Neuro visor2", "import as markers"),
+    "slicer": ("3D Slicer (checking only, no coil)", "drag onto Slicer after the T1w"),
+}
+
+WORLD_CONVENTION_WORDS = ("NIfTI world coordinates of this file: x to the right, y to the front, z up "
+                          "(RAS, millimetres)")
+
+
+def handle_angle_from_posterior_deg(handle, normal, entry) -> tuple[float, str] | None:
+    """(angle in degrees from posterior towards lateral in the scalp plane, "left"/"right") of a handle
+    direction; the same definition as :func:`tmstarget.scalp.handle_direction_ras`. None if undefined."""
+    from .scalp import handle_direction_ras
+
+    if handle is None or normal is None or entry is None:
+        return None
+    side = "left" if entry[0] < 0 else "right"
+    posterior_t = handle_direction_ras(entry, normal, 0.0)
+    lateral_t = handle_direction_ras(entry, normal, 90.0)
+    h = np.asarray(handle, float)
+    angle = float(np.degrees(np.arctan2(np.dot(h, lateral_t), np.dot(h, posterior_t))))
+    return angle, side
+
+
+def handle_in_words(native: dict | None) -> str:
+    """The handle direction in words, e.g. ``posterior-lateral, 45 deg from posterior towards left
+    (points back, left and down)``; "not recorded" when the native JSON has no handle."""
+    geom = coil_geometry(native)
+    if geom is None or geom["handle"] is None:
+        return "not recorded"
+    from .navigation import describe_direction
+
+    res = handle_angle_from_posterior_deg(geom["handle"], geom["normal"], geom["entry"])
+    if res is None:
+        return "not recorded"
+    angle, side = res
+    a = abs(angle)
+    if a < 15:
+        name = "posterior"
+    elif a <= 75:
+        name = "posterior-lateral" if angle > 0 else "posterior-medial"
+    elif a <= 105:
+        name = "lateral" if angle > 0 else "medial"
+    else:
+        name = "anterior-lateral" if angle > 0 else "anterior-medial"
+    other = "right" if side == "left" else "left"
+    towards = side if angle >= 0 else other
+    words = describe_direction(geom["handle"]).replace("-", ", ")
+    return (f"{name}, {a:.0f} deg from posterior towards {towards} "
+            f"(world direction: {words})")
+
+
+def handle_glyph_svg(native: dict | None, size: int = 130) -> str:
+    """A small inline SVG: the head seen from above (nose up, subject's left on the left), the coil
+    circle at the entry and its handle line. Empty string when the handle is not recorded."""
+    geom = coil_geometry(native)
+    if geom is None or geom["handle"] is None:
+        return ""
+    c = size / 2
+    r_head = size * 0.36
+    e = geom["entry"][:2]
+    norm = np.linalg.norm(e)
+    # the entry's position on the head outline (axial direction from the head centre)
+    pos = np.array([c, c]) if norm == 0 else np.array([c + r_head * 0.78 * e[0] / norm, c - r_head * 0.78 * e[1] / norm])
+    h = geom["handle"][:2]
+    h = h / np.linalg.norm(h) if np.linalg.norm(h) > 1e-6 else np.array([0.0, -1.0])
+    coil_r = size * 0.09
+    start = pos + coil_r * np.array([h[0], -h[1]])
+    end = pos + (coil_r + size * 0.2) * np.array([h[0], -h[1]])
+    f = lambda v: f"{v:.1f}"  # noqa: E731
+    return (
+        f'<svg class="handle-glyph" role="img" aria-label="coil handle seen from above" width="{size}" '
+        f'height="{size}" viewBox="0 0 {size} {size}" xmlns="http://www.w3.org/2000/svg">'
+        f'<ellipse cx="{f(c)}" cy="{f(c)}" rx="{f(r_head * 0.85)}" ry="{f(r_head)}" fill="#f4f4f4" stroke="#555"/>'
+        f'<path d="M{f(c - 6)},{f(c - r_head + 1)} L{f(c)},{f(c - r_head - 8)} L{f(c + 6)},{f(c - r_head + 1)}" '
+        'fill="#f4f4f4" stroke="#555"/>'
+        f'<text x="{f(c)}" y="11" font-size="10" text-anchor="middle">front</text>'
+        f'<text x="{f(c)}" y="{size - 2}" font-size="10" text-anchor="middle">back</text>'
+        f'<text x="2" y="{f(c + 4)}" font-size="10">L</text>'
+        f'<text x="{size - 9}" y="{f(c + 4)}" font-size="10">R</text>'
+        f'<circle cx="{f(pos[0])}" cy="{f(pos[1])}" r="{f(coil_r)}" fill="none" stroke="#0a8fa8" stroke-width="2.5"/>'
+        f'<line x1="{f(start[0])}" y1="{f(start[1])}" x2="{f(end[0])}" y2="{f(end[1])}" stroke="#c2188f" '
+        'stroke-width="4" stroke-linecap="round"/>'
+        f'<text x="{f(end[0])}" y="{f(end[1] + (12 if h[1] < 0 else -4))}" font-size="10" fill="#c2188f" '
+        'text-anchor="middle" font-weight="bold">handle</text></svg>')
+
+
+def _verdict_findings(ctx: SubjectContext, topic: str) -> list[dict]:
+    v = ctx.json("verdict_json") or {}
+    return [f for f in v.get("findings") or [] if isinstance(f, dict) and f.get("topic") == topic]
+
+
+def _nav_files(ctx: SubjectContext) -> list[tuple[str, str, str]]:
+    """(navigator, nav/ file, what to do) for each export format the run was configured with."""
+    from .navigation import EXPORT_FORMATS, export_names
+
+    formats = ctx.inputs.get("nav_formats")
+    if formats is None:
+        formats = list(EXPORT_FORMATS)
+    names = export_names(_unit_name(ctx.inputs))
+    out = []
+    for fmt in formats:
+        for key in EXPORT_FORMATS.get(str(fmt), []):
+            nav, what = NAVIGATOR_IMPORTS[key]
+            out.append((nav, "nav/" + names[key], what))
+    return out
+
+
+def render_navigator_box(ctx: SubjectContext) -> str:
+    """The technician's box: which T1w to load, target and entry in its world mm, the handle in words
+    and as a glyph, depth, which nav/ file goes into which navigator, and header warnings."""
+    n = ctx.native or {}
+    sha = str(n.get("t1w_sha256") or "")
+    t1w = esc(Path(str(n.get("t1w_path"))).name) if n.get("t1w_path") else "n/a"
+    verdict = ctx.json("verdict_json") or {}
+    usable = verdict.get("coordinate_usable") is not False and verdict.get("status") != "fail"
+    rows = [
+        ("Load this T1w", f"<b>{t1w}</b><br>SHA-256 <code>{esc(sha[:12]) if sha else 'n/a'}</code>"
+                          + ("&hellip; (check it: <code>sha256sum</code>)" if sha else "")),
+        ("Cortical target", f"<b>{_fmt_mm3(n.get('target_t1w_ras_mm'))}</b> mm"),
+        ("Scalp entry (coil centre)", f"<b>{_fmt_mm3(n.get('entry_t1w_ras_mm'))}</b> mm"),
+        ("Coordinates", esc(WORLD_CONVENTION_WORDS)),
+        ("Coil handle", esc(handle_in_words(n))),
+        ("Scalp to cortex", _fmt(n.get("scalp_to_cortex_mm"), 1, "mm")),
+    ]
+    if usable:
+        files = _nav_files(ctx)
+        nav_html = ("<ul class='navfiles'>" + "".join(
+            f"<li><b>{esc(nav)}</b>: <code>{esc(f)}</code> ({esc(what)})</li>" for nav, f, what in files)
+            + "</ul><p class='small'>Step-by-step import: docs/navigation.md; nav/README.txt repeats this box."
+            "</p>") if files else "<p class='na'>No navigator export configured.</p>"
+    else:
+        nav_html = ("<p class='fail-text'><b>No navigator file was exported</b> (verdict FAIL): "
+                    "nav/NOT_EXPORTED.txt says why.</p>")
+    warn_html = "".join(f"<p class='header-warning'><b>Header warning:</b> {esc(f.get('text'))}</p>"
+                        for f in _verdict_findings(ctx, "header"))
+    return (f'<div class="navbox" id="navigator"><h3>For the navigator</h3>{warn_html}'
+            f'<div class="navbox-grid">{_kv_table(rows)}{handle_glyph_svg(n)}</div>'
+            f"<h4>Files to import</h4>{nav_html}</div>")
 
 
 _PROJECTIONS = (("sagittal (y, z)", 1, 2, "y anterior (mm)", "z superior (mm)"),
@@ -979,6 +1202,11 @@ table.grid td:not(:last-child){white-space:nowrap}
 ul.reasons{margin:0;padding-left:18px;font-size:.88em}ul.reasons li.fail{color:#b3261e}
 ul.reasons li.warn{color:#8a5600}ul.reasons li.pass{color:#1b7f3b}ul.reasons li.info{color:#555}
 .caveat-short{font-size:.9em;color:#8a5600;margin:4px 0 10px}.na{color:#777;font-style:italic}
+.navbox{border:2px solid #20334d;border-radius:4px;padding:6px 12px;margin:12px 0;background:#f7f9fc}
+.navbox h3{margin:2px 0 6px;font-size:1.05em}.navbox-grid{display:flex;gap:12px;align-items:flex-start}
+.navbox table.kv{font-size:.88em}ul.navfiles{margin:2px 0;padding-left:18px;font-size:.88em}
+.small{font-size:.82em;color:#555}.header-warning{border-left:4px solid #b06f00;padding:2px 8px;
+background:#fff4e0;font-size:.88em;margin:4px 0}.fail-text{color:#b3261e}
 pre{font-size:.78em;background:#f6f6f6;padding:6px;overflow-x:auto}code{font-size:.85em;word-break:break-all}
 """
 

@@ -23,14 +23,19 @@ def report_inputs(w):
         "t1w": u.anat["preproc_t1w"],
         "t1w_mni": u.anat.get("t1w_mni"),
         "template_space": SPACE,
+        # not files: the export formats named in the report's navigator box
+        "nav_formats": EXPORT_FORMATS,
     }
+
+
+NOT_FILES = ("template_space", "nav_formats")
 
 
 def report_file_inputs(w):
     inputs = report_inputs(w)
     files = []
     for key, value in inputs.items():
-        if key == "template_space" or value is None:
+        if key in NOT_FILES or value is None:
             continue
         files += value if isinstance(value, list) else [value]
     return files
