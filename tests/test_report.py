@@ -18,9 +18,10 @@ import pandas as pd
 import pytest
 
 from tmstarget import report
-from tmstarget.qc import assess
-from tmstarget.report import (SUBJECT_REPORTLETS, assess_qc, build_group_report, build_subject_report,
-                              mean_fd_mm, read_masked_timeseries, scrub_paths, write_reportlets)
+from tmstarget import qc as qc_mod
+from tmstarget.qc import assess, assess_qc, mean_fd_mm, scrub_paths
+from tmstarget.report import (SUBJECT_REPORTLETS, build_group_report, build_subject_report, read_masked_timeseries,
+                              write_reportlets)
 
 SECRET_DIR = "SECRETSITE_Hospital"          # part of the absolute dataset path: must never reach a report
 SECRET_DESCRIP = "PATIENT^DOE^JOHN"         # NIfTI header text: must never reach a report
@@ -292,7 +293,7 @@ def test_bootstrap_spread_is_a_detail_and_unconfident_flag_warns():
     status, reasons = _qc(target=t)  # the bootstrap can look stable on noise: an info detail only
     assert status == "pass" and reasons == []
     assert any(f.level == "info" and "within 10.5 mm" in f.text
-               for f in report.qc_findings(t, native_markers(t, Path("/x")), {}, seed_sidecar()))
+               for f in qc_mod.qc_findings(t, native_markers(t, Path("/x")), {}, seed_sidecar()))
     t["uncertainty"] = dict(t["uncertainty"], p95_distance_mm=9.5, confident=False)
     status, reasons = _qc(target=t)
     assert status == "warn" and reasons == ["the targeting stage flagged the target as uncertain (see Uncertainty)"]
@@ -317,7 +318,7 @@ def test_missing_native_target_fails_and_missing_files_do_not_crash():
         t.pop(k)
     status, reasons = assess_qc(t, native_markers(t, Path("/x")), {}, seed_sidecar())
     assert status == "pass", reasons
-    findings = report.qc_findings(t, native_markers(t, Path("/x")), {}, seed_sidecar())
+    findings = qc_mod.qc_findings(t, native_markers(t, Path("/x")), {}, seed_sidecar())
     assert sum(f.level == "info" for f in findings) == 5
 
 
@@ -424,6 +425,7 @@ def test_subject_report_with_missing_inputs(tmp_path):
     for k in ("uncertainty", "gsr_comparison", "literature_distances_mm"):
         t.pop(k)
     Path(inputs["target_json"]).write_text(json.dumps(t))
+    qc_mod.run_verdict(inputs, inputs["verdict_json"], "sub-01")      # as the workflow would
     text = build_subject_report(inputs, tmp_path / "r.html", title="Patient <b>").read_text()
     assert 'class="status status-fail"' in text and "no T1w-space target" in text
     assert "<title>Patient &lt;b&gt;</title>" in text
@@ -586,3 +588,102 @@ def test_entry_figure_draws_the_coil_circle_and_a_labelled_handle(subject):
     assert len(magenta) == 3
     import matplotlib.pyplot as plt
     plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- the verdict, shown once
+
+
+def _write_verdict(inputs: dict, **kw) -> dict:
+    return qc_mod.run_verdict(inputs, inputs["verdict_json"], "sub-01", **kw)
+
+
+def _summary(inputs: dict) -> str:
+    text = report.render_subject_html(inputs, reportlets=(report.SUBJECT_REPORTLETS[0],))
+    return text.split('<section id="summary">')[1].split("</section>")[0]
+
+
+def test_report_shows_the_verdict_file_not_its_own_judgement(tmp_path):
+    inputs = make_subject_inputs(tmp_path)
+    v = json.loads(Path(inputs["verdict_json"]).read_text())
+    v.update(status="warn", status_word="WARN", reasons=["a reason only the verdict knows"],
+             action="acceptable for research; acquire 4+ more minutes before clinical use")
+    Path(inputs["verdict_json"]).write_text(json.dumps(v))
+    summary = _summary(inputs)       # the inputs alone would PASS: the banner follows the verdict file
+    assert 'class="status status-warn" id="qc-status">QC: WARN' in summary
+    assert "<li>a reason only the verdict knows</li>" in summary
+    assert "<b>What to do:</b> acceptable for research; acquire 4+ more minutes before clinical use" in summary
+    assert "not-usable" not in summary
+    Path(inputs["verdict_json"]).unlink()                       # no verdict: never shown as usable
+    summary = _summary(inputs)
+    assert "QC: FAIL" in summary and "verdict (*_desc-verdict_qc.json) is missing" in summary
+
+
+def test_on_fail_the_coordinate_is_folded_away_as_not_usable(tmp_path):
+    inputs = make_subject_inputs(tmp_path)
+    Path(inputs["denoise_qc_json"]).write_text(json.dumps(denoise_qc(tmp_path, fd_scale=8.0)))
+    v = _write_verdict(inputs)
+    assert v["status"] == "fail"
+    summary = _summary(inputs)
+    assert "QC: FAIL" in summary and "mean framewise displacement" in summary
+    banner, rest = summary.split("<details class='not-usable'>", 1)
+    assert "(-40.5, 47.2, 35.0)" not in banner                   # no coordinate before the fold
+    assert "Coordinate (not usable: verdict FAIL" in rest and "(-40.5, 47.2, 35.0)" in rest
+    assert "do not use this coordinate" in banner
+
+
+@pytest.mark.parametrize("minutes, status, words", [(4.0, "warn", "only 4.0 min of data kept"),
+                                                     (2.5, "fail", "(minimum 3 min, denoising.min_retained_minutes)")])
+def test_report_uses_the_run_thresholds(tmp_path, minutes, status, words):
+    inputs = make_subject_inputs(tmp_path)
+    Path(inputs["denoise_qc_json"]).write_text(json.dumps(denoise_qc(tmp_path, minutes_kept=minutes)))
+    thresholds = qc_mod.thresholds_from_config({"denoising": {"min_retained_minutes": 3.0}})
+    _write_verdict(inputs, thresholds=thresholds)
+    summary = _summary(inputs)
+    assert f"QC: {status.upper()}" in summary and words in summary
+    assert "minimum 5 min" not in summary
+    assert "<tr><th><code>denoising.min_retained_minutes</code></th><td>3.00</td></tr>" in summary
+
+
+def test_every_header_warning_is_a_finding(tmp_path):
+    inputs = make_subject_inputs(tmp_path)
+    warnings = ["sub-01_task-rest_bold.nii.gz: the qform and sform disagree (a corner of the image moves 3.10 mm)",
+                "sub-01_task-rest_bold.nii.gz: header TR 2.5 s differs from the sidecar's RepetitionTime 2 s",
+                "sub-01_T1w.nii.gz: qform_code and sform_code are both 0, so the orientation is not recorded"]
+    v = assess(*[json.loads(Path(inputs[k]).read_text()) for k in ("target_json", "native_json", "denoise_qc_json",
+                                                                   "seed_json")], unit="sub-01", header_warnings=warnings)
+    Path(inputs["verdict_json"]).write_text(json.dumps(v))
+    summary = _summary(inputs)
+    findings = summary.split("<h4>Problems</h4>")[1]
+    assert "qform and sform disagree (a corner of the image moves 3.10 mm)" in findings
+    assert "header TR 2.5 s differs" in findings
+    assert "a left-right flip cannot be excluded" in findings
+    assert findings.count("<span class='topic'>header</span>") == 3
+
+
+def test_reliability_is_split_half_words_bootstrap_a_detail_and_candidates_shown(tmp_path):
+    inputs = make_subject_inputs(tmp_path)
+    t = json.loads(Path(inputs["target_json"]).read_text())
+    t["uncertainty"]["reliability"] = {
+        "measure": "split-half", "median_distance_mm": 14.2, "first_vs_second_half_mm": 16.0, "repeats": 10,
+        "limit_mm": 8.0, "reproducible": False,
+        "plain_words": "targets from the two halves of the data lie 14 mm apart: not reproducible"}
+    t["uncertainty"]["multiple_candidates"] = True
+    t["uncertainty"]["candidates"] = [
+        {"target_mni_ras_mm": [-42.0, 42.0, 30.0], "support_fraction": 0.55, "n_targets": 28},
+        {"target_mni_ras_mm": [-36.0, 22.0, 44.0], "support_fraction": 0.4, "n_targets": 20}]
+    Path(inputs["target_json"]).write_text(json.dumps(t))
+    _write_verdict(inputs)
+    text = report.render_subject_html(inputs)
+    summary = text.split('<section id="summary">')[1].split("</section>")[0]
+    assert ("<tr><th>Reliability (split halves)</th><td>targets from the two halves of the data lie 14 mm apart: "
+            "not reproducible</td></tr>") in summary
+    assert "Judged reproducible" not in text
+    boot = summary.split("<details class='bootstrap'>")[1].split("</details>")[0]
+    assert "7.9 mm" in boot and "optimistic" in boot and "share" in boot
+    cands = summary.split("id='candidates'")[1].split("</div>")[0]
+    assert "(-36.0, 22.0, 44.0)" in cands and "55 %" in cands and "40 %" in cands
+    unc = text.split('<section id="uncertainty">')[1].split("</section>")[0]
+    assert "id='candidates'" in unc and "14 mm apart" in unc
+    t["uncertainty"]["multiple_candidates"] = False
+    Path(inputs["target_json"]).write_text(json.dumps(t))
+    assert "id='candidates'" not in report.render_subject_html(inputs)

@@ -17,26 +17,12 @@ Privacy and safety
 Readers are tolerant: a missing or unreadable optional input gives a "not available" note in its
 section (and, where it matters for safety, a QC reason) instead of a crash.
 
-QC thresholds (:func:`assess_qc`, all parameters with defaults)
----------------------------------------------------------------
-====================================  =======  =====================================================
-check                                 level    default
-====================================  =======  =====================================================
-no T1w-space target (native stage)    fail     (the MNI coordinate alone is not usable at the bedside)
-minutes kept after censoring          fail     < 5 min (METHOD.md: minimum retained data)
-minutes kept after censoring          warn     < 10 min (reliability drops below ~10 min)
-mean framewise displacement (Power)   fail     > 0.5 mm
-mean framewise displacement (Power)   warn     > 0.2 mm
-seed voxels with low tSNR (dropout)   warn     fraction > 0.5 (tSNR threshold from the seed sidecar)
-seed voxels inside the BOLD mask      warn     fraction < 0.8
-seed-map value at the target          fail     z >= 0 (not anticorrelated)
-seed-map value at the target          warn     abs(z) < 0.1
-bootstrap p95 distance to target      warn     > 10 mm
-GSR vs no-GSR target shift            warn     > 10 mm
-target outside BA46 (HCPex label)     warn     ``in_ba46`` false
-target outside the search mask        warn     ``in_search_mask`` false
-MNI->T1w->MNI round trip              warn     > 1 mm
-====================================  =======  =====================================================
+The verdict
+-----------
+The report judges nothing itself: it shows the unit's verdict (``*_desc-verdict_qc.json``, written by
+:func:`tmstarget.qc.run_verdict` with the thresholds of the configuration the run used), i.e. the same
+PASS / WARN / FAIL, reasons and action as the terminal, ``group_targets.tsv`` and the export gate. On
+FAIL the coordinate is folded away and greyed ("not usable"). A missing verdict is shown as FAIL.
 """
 
 from __future__ import annotations
@@ -63,8 +49,7 @@ import numpy as np  # noqa: E402
 
 from .group import GROUP_COLUMNS, _tsv_value, group_row, write_group_tsv  # noqa: E402,F401
 from .io import atomic_path  # noqa: E402
-from .qc import (STATUS_ORDER, Finding, _num, _point, assess_qc, mean_fd_mm,  # noqa: E402,F401
-                 qc_findings, read_json_tolerant, scrub_paths)
+from .qc import STATUS_ORDER, _num, _point, mean_fd_mm, read_json_tolerant, scrub_paths  # noqa: E402,F401
 
 log = logging.getLogger(__name__)
 
@@ -264,11 +249,103 @@ def _kv_table(rows: list[tuple[str, str]], cls: str = "kv") -> str:
     return f'<table class="{cls}">{body}</table>'
 
 
+BOOTSTRAP_CAVEAT = ("The block bootstrap is optimistic: its resamples share most of their data, so their "
+                    "targets agree even when the data carry little signal. The split-half check compares "
+                    "targets from two halves that share no data, and is the reliability measure.")
+
+
+def unit_verdict(ctx: SubjectContext) -> dict:
+    """The unit's verdict (``*_desc-verdict_qc.json``, computed by :mod:`tmstarget.qc` with the run's
+    thresholds). The report shows this verdict only and never judges on its own; a missing or unreadable
+    verdict is shown as FAIL (the coordinate must not be used, as the export gate decides)."""
+    v = ctx.json("verdict_json")
+    if isinstance(v, dict) and v.get("status") in STATUS_ORDER:
+        return v
+    return {"status": "fail", "status_word": "FAIL", "coordinate_usable": False,
+            "reasons": ["the QC verdict (*_desc-verdict_qc.json) is missing or unreadable, so this coordinate "
+                        "was not checked"],
+            "action": "do not use this coordinate; run the workflow again so that the verdict is computed",
+            "findings": [], "thresholds": {}}
+
+
+def _findings_html(verdict: dict) -> str:
+    findings = [f for f in verdict.get("findings") or [] if isinstance(f, dict)]
+    groups = (("Problems", ("fail", "warn")), ("Checks passed", ("pass",)), ("Not checked / details", ("info",)))
+    out = []
+    for title, levels in groups:
+        items = sorted((f for f in findings if f.get("level") in levels),
+                       key=lambda f: -STATUS_ORDER.get(f.get("level"), -1))
+        if not items:
+            continue
+        lis = "".join(f"<li class='{esc(f.get('level'))}'>"
+                      + (f"<b>{esc(str(f.get('level')).upper())}</b> " if f.get("level") in ("fail", "warn") else "")
+                      + f"<span class='topic'>{esc(f.get('topic', ''))}</span> {esc(f.get('text'))}</li>"
+                      for f in items)
+        out.append(f"<h4>{esc(title)}</h4><ul class='reasons findings'>{lis}</ul>")
+    return "".join(out)
+
+
+def _thresholds_html(verdict: dict) -> str:
+    th = verdict.get("thresholds") if isinstance(verdict.get("thresholds"), dict) else {}
+    rows = [(f"<code>{esc(v.get('config_key', k))}</code>", _fmt(v.get("value"), 2))
+            for k, v in th.items() if isinstance(v, dict)]
+    if not rows:
+        return ""
+    return ("<details><summary>QC thresholds of this run (from its configuration)</summary>"
+            + _kv_table(rows) + "</details>")
+
+
+def reliability_words(ctx: SubjectContext) -> str:
+    """The reliability in plain words: the split-half result (``uncertainty.reliability.plain_words``),
+    else the verdict's reliability finding, else "not assessed"."""
+    unc = (ctx.target or {}).get("uncertainty")
+    unc = unc if isinstance(unc, dict) else {}
+    rel = unc.get("reliability") if isinstance(unc.get("reliability"), dict) else None
+    if rel is not None and rel.get("plain_words"):
+        return str(rel["plain_words"])
+    if rel is not None and _num(rel, "median_distance_mm") is not None:
+        verdict = {True: "reproducible", False: "not reproducible"}.get(rel.get("reproducible"), "not judged")
+        return (f"split-half targets lie a median {_num(rel, 'median_distance_mm'):.1f} mm apart "
+                f"(limit {_fmt(rel.get('limit_mm'), 0, 'mm')}): {verdict}")
+    for f in unit_verdict(ctx).get("findings") or []:
+        if isinstance(f, dict) and f.get("topic") == "reliability" and f.get("level") in ("pass", "warn", "fail") \
+                and "candidate" not in str(f.get("text")):
+            return str(f.get("text"))
+    return "not assessed"
+
+
+def candidates_html(ctx: SubjectContext) -> str:
+    """The candidate targets (``uncertainty.candidates``) when the targets fall into two or more separated
+    clusters (``multiple_candidates``); empty otherwise."""
+    unc = (ctx.target or {}).get("uncertainty")
+    if not isinstance(unc, dict) or unc.get("multiple_candidates") is not True:
+        return ""
+    cands = [c for c in unc.get("candidates") or [] if isinstance(c, dict)]
+    native_unc = (ctx.native or {}).get("uncertainty")
+    native_cands = native_unc.get("candidates") if isinstance(native_unc, dict) else None
+    rows = []
+    for i, c in enumerate(cands):
+        t1w = None
+        if isinstance(native_cands, list) and i < len(native_cands) and isinstance(native_cands[i], dict):
+            t1w = native_cands[i].get("target_t1w_ras_mm")
+        support = _first_number(_num(c, "support_fraction"), _num(c, "support"))
+        rows.append(f"<tr><td>{i + 1}</td><td>{_fmt_mm3(c.get('target_mni_ras_mm'))}</td><td>{_fmt_mm3(t1w)}</td>"
+                    f"<td>{_fmt(None if support is None else 100 * support, 0, '%')}</td>"
+                    f"<td>{_fmt(c.get('n_targets'), 0)}</td></tr>")
+    return ("<div class='candidates' id='candidates'><h4>Two or more candidate targets</h4>"
+            "<p>The resampled targets fall into separated clusters: this data does not single out one spot. "
+            "The headline target is one of these; the others are about as well supported.</p>"
+            "<table class='grid'><tr><th>#</th><th>MNI (RAS mm)</th><th>T1w (RAS mm)</th>"
+            "<th>support (share of resampled targets)</th><th>targets</th></tr>" + "".join(rows) + "</table></div>")
+
+
 def render_summary(ctx: SubjectContext) -> str:
-    """The one-screen summary: status with reasons, target in T1w and MNI mm, method, key numbers."""
+    """The one-screen summary: the unit's verdict (status, reasons, action), then the target in T1w and
+    MNI mm with the navigator box (greyed and folded away on FAIL), and every finding of the verdict."""
     t, n = ctx.target, ctx.native
-    findings = qc_findings(t, n, ctx.denoise_qc, ctx.seed)
-    status, reasons = assess_qc(t, n, ctx.denoise_qc, ctx.seed)
+    verdict = unit_verdict(ctx)
+    status = verdict["status"]
+    word = esc(verdict.get("status_word") or status.upper())
     space = esc((t or {}).get("TemplateSpace") or "MNI")
     unc = (t or {}).get("uncertainty") if isinstance((t or {}).get("uncertainty"), dict) else {}
     gsr = (t or {}).get("gsr_comparison") if isinstance((t or {}).get("gsr_comparison"), dict) else {}
@@ -282,33 +359,34 @@ def render_summary(ctx: SubjectContext) -> str:
         ("Method", esc((t or {}).get("method") or "n/a")),
         ("r / z at target", f"{_fmt((t or {}).get('r_at_target'), 2)} / {_fmt((t or {}).get('z_at_target'), 2)}"),
         ("Cluster size", _fmt((t or {}).get("cluster_size_voxels"), 0, "voxels")),
-        ("In BA46", esc({True: "yes", False: "no"}.get((t or {}).get("in_ba46"), "n/a"))),
+        ("Inside the BA46 region (HCPex label)",
+         esc({True: "yes", False: "no"}.get((t or {}).get("in_ba46"), "n/a"))),
         ("Minutes kept", _fmt(_first_number(_num(ctx.denoise_qc, "minutes_kept"),
                                             _num(t, "denoising", "minutes_kept")), 1, "min")),
         ("Mean FD", _fmt(mean_fd_mm(ctx.denoise_qc), 2, "mm")),
-        ("Bootstrap spread (median / p95)",
-         f"{_fmt(unc.get('median_distance_mm'), 1, 'mm')} / {_fmt(unc.get('p95_distance_mm'), 1, 'mm')}"),
+        ("Reliability (split halves)", esc(reliability_words(ctx))),
         ("Shift without GSR", _fmt(gsr.get("shift_mm"), 1, "mm")),
     ]
-    reason_html = "".join(f"<li class='{f.level}'><b>{f.level}</b>: {esc(f.text)}</li>"
-                          for f in sorted(findings, key=lambda f: -STATUS_ORDER.get(f.level, -1))
-                          if f.level in ("fail", "warn"))
-    ok_html = "".join(f"<li class='pass'>{esc(f.text)}</li>" for f in findings if f.level == "pass")
-    info_html = "".join(f"<li class='info'>{esc(f.text)}</li>" for f in findings if f.level == "info")
-    verdict = {"pass": "all QC checks passed", "warn": f"{len(reasons)} warning(s): review before use",
-               "fail": "do not use this target without review"}[status]
+    boot = ("<details class='bootstrap'><summary>Bootstrap spread (a detail)</summary>"
+            f"<p>Median / 95th percentile distance of the bootstrap targets: {_fmt(unc.get('median_distance_mm'), 1, 'mm')}"
+            f" / {_fmt(unc.get('p95_distance_mm'), 1, 'mm')}. {esc(BOOTSTRAP_CAVEAT)}</p></details>")
+    reasons = "".join(f"<li>{esc(r)}</li>" for r in verdict.get("reasons") or [])
+    banner = (f'<div class="status status-{esc(status)}" id="qc-status">QC: {word} '
+              f'<span class="verdict">{esc({"pass": "all checks passed", "warn": "usable with care", "fail": "coordinate not usable"}[status])}</span></div>'
+              + (f"<ul class='banner-reasons status-border-{esc(status)}'>{reasons}</ul>" if reasons else "")
+              + f"<p class='action status-border-{esc(status)}' id='qc-action'><b>What to do:</b> "
+                f"{esc(verdict.get('action') or 'n/a')}</p>")
+    coordinate = ("<div>" + _kv_table(rows) + boot + candidates_html(ctx)
+                  + (render_navigator_box(ctx) if n else "") + "</div>")
+    if status == "fail":
+        coordinate = ("<details class='not-usable'><summary>Coordinate (not usable: verdict FAIL; shown for "
+                      "review only)</summary>" + coordinate + "</details>")
     return (
-        f'<div class="status status-{status}" id="qc-status">QC: {status.upper()} '
-        f'<span class="verdict">{esc(verdict)}</span></div>'
-        '<p class="caveat-short">Research coordinate, not a clinical verdict: evidence for this targeting is '
-        'mixed (see Caveats).</p>'
-        '<div class="summary-grid">'
-        + "<div>" + _kv_table(rows) + (render_navigator_box(ctx) if n else "") + "</div>"
-        + "<div>"
-        + (f"<h4>Reasons</h4><ul class='reasons'>{reason_html}</ul>" if reason_html else "")
-        + (f"<h4>Checks passed</h4><ul class='reasons'>{ok_html}</ul>" if ok_html else "")
-        + (f"<h4>Not checked</h4><ul class='reasons'>{info_html}</ul>" if info_html else "")
-        + "</div></div>"
+        banner
+        + '<p class="caveat-short">Research coordinate, not a clinical verdict: evidence for this targeting is '
+          'mixed (see Caveats).</p>'
+        + '<div class="summary-grid">' + coordinate
+        + "<div>" + _findings_html(verdict) + _thresholds_html(verdict) + "</div></div>"
     )
 
 
@@ -943,16 +1021,18 @@ def uncertainty_text(ctx: SubjectContext) -> str:
     unc = (ctx.target or {}).get("uncertainty") or {}
     if not isinstance(unc, dict):
         return ""
-    conf = {True: "yes", False: "no", None: "not assessed"}.get(unc.get("confident"), "not assessed")
-    return _kv_table([
+    rows = [("Reliability (split halves)", f"<b>{esc(reliability_words(ctx))}</b>"),
+            ("Split-half distance (first vs second half / median of repeats)",
+             f"{_fmt(unc.get('split_half_distance_mm'), 1, 'mm')} / "
+             f"{_fmt(unc.get('split_half_median_distance_mm'), 1, 'mm')}")]
+    boot = _kv_table([
         ("Method", f"{esc(unc.get('method', 'n/a'))}, n = {_fmt(unc.get('n'), 0)}, blocks of "
                    f"{_fmt(unc.get('block_length_s'), 0, 's')}"),
         ("Distance of bootstrap targets (median / p95)",
-         f"{_fmt(unc.get('median_distance_mm'), 1, 'mm')} / {_fmt(unc.get('p95_distance_mm'), 1, 'mm')}"),
-        ("Split-half distance (first vs second half / median of repeats)",
-         f"{_fmt(unc.get('split_half_distance_mm'), 1, 'mm')} / {_fmt(unc.get('split_half_median_distance_mm'), 1, 'mm')}"),
-        ("Judged reproducible by the targeting stage", esc(conf)),
-    ])
+         f"{_fmt(unc.get('median_distance_mm'), 1, 'mm')} / {_fmt(unc.get('p95_distance_mm'), 1, 'mm')}")])
+    return (_kv_table(rows) + candidates_html(ctx)
+            + f"<details class='bootstrap'><summary>Bootstrap (why it looks better than it is)</summary>"
+              f"<p>{esc(BOOTSTRAP_CAVEAT)}</p>{boot}</details>")
 
 
 def _literature_sites() -> dict[str, np.ndarray]:
@@ -1200,7 +1280,12 @@ table.grid td:not(:last-child){white-space:nowrap}
 .badge.pass{background:#1b7f3b}.badge.warn{background:#b06f00}.badge.fail{background:#b3261e}
 .summary-grid{display:grid;grid-template-columns:minmax(320px,1fr) minmax(320px,1fr);gap:18px}
 ul.reasons{margin:0;padding-left:18px;font-size:.88em}ul.reasons li.fail{color:#b3261e}
-ul.reasons li.warn{color:#8a5600}ul.reasons li.pass{color:#1b7f3b}ul.reasons li.info{color:#555}
+ul.reasons li.warn{color:#8a5600}span.topic{font-size:.8em;color:#555;border:1px solid #ccc;border-radius:3px;
+padding:0 3px}ul.banner-reasons{margin:0 0 4px;padding:4px 8px 4px 28px;font-size:.95em}
+p.action{margin:0 0 8px;padding:4px 10px;font-size:.95em}.status-border-pass{border-left:6px solid #1b7f3b}
+.status-border-warn{border-left:6px solid #b06f00}.status-border-fail{border-left:6px solid #b3261e}
+details.not-usable>div{opacity:.55;filter:grayscale(1)}details.not-usable>summary{color:#b3261e;font-weight:600}
+.candidates{border:2px solid #b06f00;padding:4px 10px;margin:8px 0}ul.reasons li.pass{color:#1b7f3b}ul.reasons li.info{color:#555}
 .caveat-short{font-size:.9em;color:#8a5600;margin:4px 0 10px}.na{color:#777;font-style:italic}
 .navbox{border:2px solid #20334d;border-radius:4px;padding:6px 12px;margin:12px 0;background:#f7f9fc}
 .navbox h3{margin:2px 0 6px;font-size:1.05em}.navbox-grid{display:flex;gap:12px;align-items:flex-start}
