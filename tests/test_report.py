@@ -357,11 +357,15 @@ def test_a_failing_figure_is_reported_without_paths_and_the_rest_survives():
     def broken(ctx):
         raise ValueError(f"/data/{SECRET_DIR}/sub-01/anat/bad.nii.gz: header is odd")
 
-    bad = report.Reportlet("broken", "Broken", "cap", broken)
-    ok = report.Reportlet("fine", "Fine", "cap", lambda ctx: "<p>fine</p>")
+    def fine(ctx):
+        import matplotlib.pyplot as plt
+        return plt.figure(figsize=(2, 1))
+
+    bad = report.Reportlet("broken", "Broken", "cap", figure=broken)
+    ok = report.Reportlet("fine", "Fine", "cap", figure=fine)
     text = report.render_subject_html({}, reportlets=(bad, ok))
     assert "could not be drawn (ValueError: bad.nii.gz: header is odd)" in text
-    assert "<p>fine</p>" in text
+    assert '<section id="fine"><h2>Fine</h2><p class="caption">cap</p><img class="fig" alt="Fine" src="data:image/png' in text
     assert_private_and_escaped(text)
 
 
@@ -404,7 +408,7 @@ def test_subject_summary_shows_targets_status_and_numbers(subject):
 def test_subject_report_is_private_and_escaped(subject):
     _, _, _, text = subject
     assert_private_and_escaped(text)
-    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in text  # the hostile label, escaped
+    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in text  # the hostile label, escaped (autoescape)
     assert "Content-Security-Policy" in text
     # embedded figures carry no path either
     import base64
@@ -687,3 +691,27 @@ def test_reliability_is_split_half_words_bootstrap_a_detail_and_candidates_shown
     t["uncertainty"]["multiple_candidates"] = False
     Path(inputs["target_json"]).write_text(json.dumps(t))
     assert "id='candidates'" not in report.render_subject_html(inputs)
+
+
+def test_page_and_reportlet_files_share_the_figures_drawn_once(tmp_path, monkeypatch):
+    import base64
+
+    from tmstarget.report import figures, page
+
+    inputs = make_subject_inputs(tmp_path)
+    calls = []
+    real = figures.figure_bytes
+
+    def counting(fig, fmt="png"):
+        calls.append(fmt)
+        return real(fig, fmt)
+
+    monkeypatch.setattr(figures, "figure_bytes", counting)
+    out = build_subject_report(inputs, tmp_path / "sub-01.html", reportlet_dir=tmp_path / "figs")
+    n_figs = sum(r.figure is not None for r in SUBJECT_REPORTLETS)
+    assert len(calls) == n_figs                                   # each figure drawn once for both outputs
+    text = out.read_text()
+    png = (tmp_path / "figs" / "seed_map.png").read_bytes()
+    assert f'src="data:image/png;base64,{base64.b64encode(png).decode()}"' in text
+    assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == sorted(report.reportlet_filenames())
+    assert page.ENV.autoescape is True

@@ -41,35 +41,17 @@ def report_file_inputs(w):
     return files
 
 
+REPORTLETS = reportlet_titles()
+
+
+# The subject page and one file per report section for `snakemake --report`
+# (tmstarget BIDS OUT participant -- --report r.html), from figures drawn once.
 rule report:
     input:
         report_file_inputs,
     output:
         html=D("report"),
-    params:
-        step="report",
-        inputs=report_inputs,
-    log:
-        LOGS / "report" / "{unit}.log",
-    benchmark:
-        LOGS / "benchmarks" / "report" / "{unit}.tsv"
-    threads: 1
-    resources:
-        mem_mb=3000,
-        runtime=15,
-    script:
-        "../scripts/run_step.py"
-
-
-REPORTLETS = reportlet_titles()
-
-
-# One file per report section, for `snakemake --report` (tmstarget BIDS OUT participant -- --report r.html).
-rule reportlets:
-    input:
-        report_file_inputs,
-    output:
-        [
+        reportlets=[
             report(
                 str(WORK / "reportlets" / "{unit}" / name),
                 caption="../report/reportlet.rst",
@@ -79,17 +61,17 @@ rule reportlets:
             for name, title, _ in REPORTLETS
         ],
     params:
-        step="reportlets",
+        step="report",
         inputs=report_inputs,
-        out_dir=lambda w: str(WORK / "reportlets" / w.unit),
+        reportlet_dir=lambda w: str(WORK / "reportlets" / w.unit),
     log:
-        LOGS / "reportlets" / "{unit}.log",
+        LOGS / "report" / "{unit}.log",
     benchmark:
-        LOGS / "benchmarks" / "reportlets" / "{unit}.tsv"
+        LOGS / "benchmarks" / "report" / "{unit}.tsv"
     threads: 1
     resources:
         mem_mb=3000,
-        runtime=15,
+        runtime=20,
     script:
         "../scripts/run_step.py"
 
