@@ -388,9 +388,10 @@ def test_subject_report_has_every_section_with_a_figure(subject):
     n_png = text.count('src="data:image/png;base64,')
     n_svg = text.count('src="data:image/svg+xml;base64,')
     n_figs = sum(1 for r in SUBJECT_REPORTLETS if r.name not in report.HTML_REPORTLETS)
-    assert (n_png, n_svg) == (sum(r.fmt == "png" for r in SUBJECT_REPORTLETS) - 3,
+    n_flicker = 2 * sum(r.flicker is not None for r in SUBJECT_REPORTLETS)
+    assert (n_png, n_svg) == (sum(r.fmt == "png" and r.figure is not None for r in SUBJECT_REPORTLETS) + n_flicker,
                               sum(r.fmt == "svg" for r in SUBJECT_REPORTLETS))
-    assert n_png + n_svg == n_figs == 11
+    assert n_png + n_svg - n_flicker == n_figs == 11 and n_flicker == 4
     assert not list(out.parent.glob(".*tmp*"))                    # atomic write left nothing behind
 
 
@@ -708,10 +709,180 @@ def test_page_and_reportlet_files_share_the_figures_drawn_once(tmp_path, monkeyp
 
     monkeypatch.setattr(figures, "figure_bytes", counting)
     out = build_subject_report(inputs, tmp_path / "sub-01.html", reportlet_dir=tmp_path / "figs")
-    n_figs = sum(r.figure is not None for r in SUBJECT_REPORTLETS)
-    assert len(calls) == n_figs                                   # each figure drawn once for both outputs
+    n_figs = sum(r.figure is not None for r in SUBJECT_REPORTLETS) + 2 * sum(r.flicker is not None
+                                                                             for r in SUBJECT_REPORTLETS)
+    assert len(calls) == n_figs == 15                             # each figure drawn once for both outputs
     text = out.read_text()
     png = (tmp_path / "figs" / "seed_map.png").read_bytes()
     assert f'src="data:image/png;base64,{base64.b64encode(png).decode()}"' in text
     assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == sorted(report.reportlet_filenames())
     assert page.ENV.autoescape is True
+
+
+# ----------------------------------------------------------------------------- issue 12: contradictions, figures, print
+
+
+@pytest.fixture(scope="module")
+def page_text(subject):
+    return subject[3]
+
+
+def _section_of(text: str, name: str) -> str:
+    return text.split(f'<section id="{name}">')[1].split("</section>")[0]
+
+
+def test_no_contradictions_in_the_words(tmp_path):
+    inputs = make_subject_inputs(tmp_path)
+    t = json.loads(Path(inputs["target_json"]).read_text())
+    t["gsr_comparison"]["shift_mm"] = 0.0                       # same voxel with and without GSR
+    t["uncertainty"]["split_half_distance_mm"] = 1.2
+    Path(inputs["target_json"]).write_text(json.dumps(t))
+    v = json.loads(Path(inputs["verdict_json"]).read_text())
+    v.update(status="warn", status_word="WARN", reasons=["only 6.5 min of data kept after censoring"])
+    Path(inputs["verdict_json"]).write_text(json.dumps(v))
+    text = report.render_subject_html(inputs)
+    assert "Good: status PASS" not in text and "Judged reproducible" not in text
+    summary = _section_of(text, "summary")
+    assert "<tr><th>Shift without GSR</th><td>&lt; 6 mm (same or neighbouring voxel of the 6 mm grid)</td></tr>" \
+        in summary and "0.0 mm" not in text
+    assert "1.2 mm" not in _section_of(text, "uncertainty") and "&lt; 6 mm" in _section_of(text, "uncertainty")
+    # the reliability caveat names this run's own data and check, not only the literature
+    assert "This run kept 12.5 min; its own split-half check says:" in _section_of(text, "caveats")
+    # BA46 region (label) vs BA46 site (a point) and "(unverified)" are explained
+    assert "<th>Inside the BA46 region (HCPex label)</th>" in summary
+    lit = _section_of(text, "literature")
+    assert "a target can lie inside the region and still 10-20 mm from the BA46 site point" in lit
+    assert "(unverified): this coordinate is widely quoted but was not checked" in lit
+    # the anticorrelated blob outside the search region is explained in the caption
+    assert "Blue areas outside the green outline, even larger ones, are expected" in _section_of(text, "seed_map")
+
+
+def test_seed_map_scale_includes_the_target_and_uses_the_subject_anatomy(subject):
+    from matplotlib.text import Text
+
+    from tmstarget.report import figures
+
+    data = np.concatenate([np.linspace(-0.5, 0.5, 1000), [-0.86]])
+    assert figures.seed_map_vmax(data, -0.86) >= 0.86
+    assert figures.seed_map_vmax(data, -0.1) == pytest.approx(np.percentile(np.abs(data), 99), abs=1e-9)
+    _, inputs, _, _ = subject
+    fig = figures.render_seed_map(report.SubjectContext(inputs))
+    texts = [t.get_text() for t in fig.findobj(Text)]
+    assert any("on the subject's T1w in MNI" in t for t in texts)
+    assert texts.count("A") >= 2 and texts.count("P") >= 2          # sagittal views labelled
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+
+
+def test_figure_fonts_are_readable_and_gsr_markers_stay_visible(subject):
+    import matplotlib.pyplot as plt
+    from matplotlib.text import Text
+
+    from tmstarget.report import figures
+
+    _, inputs, _, _ = subject
+    ctx = report.SubjectContext(inputs)
+    for render in (figures.render_motion, figures.render_uncertainty, figures.render_gsr):
+        fig = render(ctx)
+        fig.canvas.draw()
+        sizes = [t.get_fontsize() for t in fig.findobj(Text) if t.get_text().strip() and t.get_visible()]
+        assert sizes and min(sizes) >= 9, (render.__name__, min(sizes))   # >= 12 px at 100 dpi on screen
+        plt.close(fig)
+    t = json.loads(Path(inputs["target_json"]).read_text())
+    t["gsr_comparison"] = {"strategy": "acompcor", "target_mni_ras_mm": t["target_mni_ras_mm"], "shift_mm": 0.0}
+    ctx = report.SubjectContext(dict(inputs, target_json=None))
+    ctx._cache["target_json"] = t
+    fig = figures.render_gsr(ctx)
+    rings = [c for ax in fig.axes for c in ax.collections if c.get_sizes()[0] > 200]
+    assert len(rings) == 3 and all(len(c.get_facecolors()) == 0 or c.get_facecolors()[0][3] == 0 for c in rings)
+    assert "same position" in fig._suptitle.get_text()
+    plt.close(fig)
+
+
+def test_literature_sites_are_named_in_the_figure(subject):
+    import matplotlib.pyplot as plt
+
+    from tmstarget.report import figures
+
+    _, inputs, _, _ = subject
+    fig = figures.render_literature(report.SubjectContext(inputs))
+    legend = [t.get_text() for lg in fig.legends for t in lg.get_texts()]
+    assert "BA46 site" in legend and "Beam F3 site" in legend and "this target" in legend
+    plt.close(fig)
+
+
+def test_registration_views_are_large_with_a_css_only_switch(page_text):
+    for name in ("bold_to_t1w", "t1w_to_mni"):
+        sec = _section_of(page_text, name)
+        assert f'<input type="checkbox" id="flip-{name}" class="flip-toggle">' in sec
+        assert sec.count('class="fig flip-') == 2
+        assert "What failure looks like: the red edges cut through the brain" in sec
+    css = page_text.split("<style>")[1].split("</style>")[0]
+    assert ".flip-toggle:checked~.flip-imgs .flip-a{display:none}" in css
+    assert "<script" not in page_text
+    from tmstarget.report.figures import REGISTRATION_FIGSIZE_IN
+    assert REGISTRATION_FIGSIZE_IN[0] >= 12
+
+
+def test_print_stylesheet_and_sticky_nav(page_text):
+    css = page_text.split("<style>")[1].split("</style>")[0]
+    assert "section{scroll-margin-top:44px}" in css                # anchors not hidden under the sticky bar
+    printed = css.split("@media print{")[1]
+    assert "nav{display:none}" in printed and "print-color-adjust:exact" in printed
+    assert ".status{background:none!important;color:#000!important;border:4px solid" in printed
+    assert "break-after:avoid" in printed and "footer.print-footer{display:block;position:fixed;bottom:0" in printed
+    footer = page_text.split('<footer class="print-footer">')[1].split("</footer>")[0]
+    assert footer.startswith("sub-01 - tmstarget ") and re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d \S+", footer)
+
+
+def test_glossary_and_methods(tmp_path):
+    inputs = make_subject_inputs(tmp_path)
+    inputs["run_config"] = {"bids_dir": f"/data/{SECRET_DIR}/bids", "output_dir": f"/data/{SECRET_DIR}/out",
+                            "participant_label": ["01"], "task": "rest",
+                            "denoising": {"strategy": "fox", "min_retained_minutes": 3.0}}
+    text = report.render_subject_html(inputs)
+    glossary = _section_of(text, "glossary")
+    for term in ("RAS", "MNI152NLin2009aSym", "r / Fisher z", "FD", "Censoring", "tSNR", "GSR", "aCompCor",
+                 "Split-half", "Carpet plot", "Cluster rule", "HCPex", "5-cm rule", "Beam F3"):
+        assert f"<dt>{term}</dt>" in glossary, term
+    methods = _section_of(text, "methods")
+    assert "following Fox et al. (2012)" in methods and "Biol Psychiatry. 2012;72(7):595-603." in methods
+    assert "<code id='command-line'>tmstarget bids out participant --participant-label 01 --task rest " \
+           "--config logs/config.yaml</code>" in methods
+    assert "min_retained_minutes: 3.0" in methods
+    from tmstarget import __version__
+    assert f"<tr><th>tmstarget version</th><td>{__version__}</td></tr>" in methods
+    assert re.search(r"<td id='report-date'>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \S+ \(UTC[+-]\d{4}\)</td>", methods)
+    assert_private_and_escaped(text)
+
+
+def test_group_report_names_template_version_units_and_spaces(tmp_path):
+    from matplotlib.text import Text
+
+    from tmstarget.report import figures
+
+    rows = [{"unit": "sub-01", "status": "pass", "target_mni_x": -40.0, "target_mni_y": 40.0, "target_mni_z": 30.0},
+            {"unit": "sub-02", "status": "fail", "target_mni_x": None, "target_mni_y": None, "target_mni_z": None}]
+    fig = figures.render_group_targets(rows, "MNI152NLin2009aSym")
+    texts = [t.get_text() for t in fig.findobj(Text)]
+    assert "sub-01" in texts and "sub-02" not in texts
+    assert any("targets in MNI152NLin2009aSym" in t for t in texts)
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+    entries = []
+    for k in range(2):
+        t = target_markers(target_mni_ras_mm=[-40.0 - k, 40.0, 30.0])
+        paths = {key: tmp_path / f"u{k}_{key}.json" for key in ("target_json", "native_json", "denoise_qc_json",
+                                                                "seed_json")}
+        objs = {"target_json": t, "native_json": native_markers(t, tmp_path), "denoise_qc_json": denoise_qc(tmp_path),
+                "seed_json": seed_sidecar()}
+        for key, obj in objs.items():
+            paths[key].write_text(json.dumps(obj))
+        entries.append({"unit": f"sub-0{k + 1}", **{k2: str(v) for k2, v in paths.items()},
+                        "report_html": f"sub-0{k + 1}.html"})
+    text = build_group_report(entries, tmp_path / "group.html", tmp_path / "g.tsv").read_text()
+    assert "<th>scalp to cortex (mm)</th>" in text and "<td>18.3</td>" in text
+    about = text.split("id='group-about'>")[1].split("</p>")[0]
+    assert "MNI152NLin2009aSym" in about and "each in their own subject's T1w world space" in about
+    from tmstarget import __version__
+    assert f"tmstarget {__version__}, report made " in about and re.search(r"\(UTC[+-]\d{4}\)", about)

@@ -25,10 +25,12 @@ def report_inputs(w):
         "template_space": SPACE,
         # not files: the export formats named in the report's navigator box
         "nav_formats": EXPORT_FORMATS,
+        # the configuration of this run, for the report's Methods (command line, settings)
+        "run_config": config,
     }
 
 
-NOT_FILES = ("template_space", "nav_formats")
+NOT_FILES = ("template_space", "nav_formats", "run_config")
 
 
 def report_file_inputs(w):

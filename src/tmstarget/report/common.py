@@ -167,7 +167,14 @@ def _clean_img(data: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
     return img
 
 
+#: Smallest font size (points) in any figure: at 100 dpi and the page's width this is >= 10 px on screen.
+MIN_FONT_PT = 9
+
+
 def _figure(width_in: float = 9.0, height_in: float = 3.0):
+    plt.rcParams.update({"font.size": 10, "axes.titlesize": 10, "axes.labelsize": 10,
+                         "xtick.labelsize": MIN_FONT_PT, "ytick.labelsize": MIN_FONT_PT,
+                         "legend.fontsize": MIN_FONT_PT})
     return plt.figure(figsize=(width_in, height_in), dpi=100)
 
 

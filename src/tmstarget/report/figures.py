@@ -21,7 +21,7 @@ import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ..qc import _num, _point, scrub_paths  # noqa: E402
-from .common import (MAX_CARPET_VOXELS, STATUS_COLOURS, SubjectContext, Unavailable, _clean_img,  # noqa: E402
+from .common import (MAX_CARPET_VOXELS, MIN_FONT_PT, STATUS_COLOURS, SubjectContext, Unavailable, _clean_img,  # noqa: E402
                      _figure, _fmt, _points)
 
 log = logging.getLogger(__name__)
@@ -77,11 +77,11 @@ def render_motion(ctx: SubjectContext):
         if i:
             ax.axvline(start - 0.5, color="k", lw=0.8, ls=":")
         ax.text(start + 1, 1.0, run["name"].split("_space-")[0], transform=ax.get_xaxis_transform(),
-                fontsize=7, va="top", color="#333333")
+                fontsize=MIN_FONT_PT, va="top", color="#333333")
         start += len(fd)
     if thr is not None:
         ax.axhline(thr, color="#d62728", lw=0.8, ls="--", label=f"censoring threshold {thr:g} mm")
-        ax.legend(loc="upper right", fontsize=7, frameon=False)
+        ax.legend(loc="upper right", fontsize=MIN_FONT_PT, frameon=False)
     ax.set_xlim(-0.5, start - 0.5)
     ax.set_ylim(bottom=0)
     ax.set_xlabel("volume (runs concatenated; red = censored, grey = dummy scans)")
@@ -129,8 +129,8 @@ def _draw_carpet(fig, carpet_vt: np.ndarray, boundaries: list[int], marks: list[
     ax_gs = fig.add_subplot(gs[0])
     ax = fig.add_subplot(gs[1], sharex=ax_gs)
     ax_gs.plot(carpet_vt.mean(axis=0), color="#1f4e79", lw=0.8)
-    ax_gs.set_ylabel("mean", fontsize=7)
-    ax_gs.tick_params(labelbottom=False, labelsize=7)
+    ax_gs.set_ylabel("mean", fontsize=MIN_FONT_PT)
+    ax_gs.tick_params(labelbottom=False, labelsize=MIN_FONT_PT)
     ax_gs.set_title(title, fontsize=9, loc="left")
     ax.imshow(carpet_vt, aspect="auto", cmap="gray", vmin=-2, vmax=2, interpolation="nearest")
     for b in boundaries:
@@ -250,30 +250,70 @@ def render_seed_tsnr(ctx: SubjectContext):
     thr = _num(ctx.seed, "min_seed_tsnr")
     if thr is not None:
         ax_h.axvline(thr, color="k", ls="--", lw=0.8)
-    ax_h.set_xlabel("tSNR", fontsize=8)
+    ax_h.set_xlabel("tSNR", fontsize=MIN_FONT_PT)
     ax_h.set_yticks([])
-    ax_h.tick_params(labelsize=7)
-    ax_h.legend(fontsize=7, frameon=False)
+    ax_h.tick_params(labelsize=MIN_FONT_PT)
+    ax_h.legend(fontsize=MIN_FONT_PT, frameon=False)
     return fig
+
+
+#: Size (inches at 100 dpi) of the registration figures: large enough that a misalignment of a few mm shows.
+REGISTRATION_FIGSIZE_IN = (12.0, 4.2)
+
+
+def _bold_to_t1w_images(ctx: SubjectContext):
+    refs = ctx.paths("boldref_t1w")
+    if not refs:
+        raise Unavailable("no BOLD reference in T1w space (boldref_t1w) was given")
+    t1w = ctx.img("t1w")
+    ref = ctx.img("boldref_t1w")
+    cut = ctx.target_t1w()
+    if cut is None:
+        cut = nib.affines.apply_affine(t1w.affine, (np.asarray(t1w.shape[:3]) - 1) / 2)
+    return t1w, ref, tuple(cut)
 
 
 def render_bold_to_t1w(ctx: SubjectContext):
     """Subject T1w with the edges of the BOLD reference registered to it."""
     from nilearn import plotting
 
-    refs = ctx.paths("boldref_t1w")
-    if not refs:
-        raise Unavailable("no BOLD reference in T1w space (boldref_t1w) was given")
-    t1w = ctx.img("t1w")
-    ref = ctx.img("boldref_t1w")
-    fig = _figure(9, 3.0)
-    cut = ctx.target_t1w()
-    if cut is None:
-        cut = nib.affines.apply_affine(t1w.affine, (np.asarray(t1w.shape[:3]) - 1) / 2)
-    disp = plotting.plot_anat(t1w, display_mode="ortho", cut_coords=tuple(cut), figure=fig, dim=-0.5,
+    t1w, ref, cut = _bold_to_t1w_images(ctx)
+    fig = _figure(*REGISTRATION_FIGSIZE_IN)
+    disp = plotting.plot_anat(t1w, display_mode="ortho", cut_coords=cut, figure=fig, dim=-0.5,
                               title="T1w + BOLD reference edges (through the target)", draw_cross=False)
     disp.add_edges(ref, color="r")
+    label_anterior_posterior(disp)
     return fig
+
+
+def _flicker_pair(fixed, moving, cut, titles):
+    """Two figures of the same views and extent: the fixed image, then the moving image resampled onto
+    its grid (so that switching between them shows any misalignment as movement)."""
+    from nilearn import plotting
+    from nilearn.image import resample_to_img
+
+    moving_on = resample_to_img(moving, fixed, interpolation="continuous", force_resample=True, copy_header=True)
+    figs = []
+    for img, title in zip((fixed, _clean_img(np.asarray(moving_on.dataobj), fixed.affine)), titles):
+        fig = _figure(*REGISTRATION_FIGSIZE_IN)
+        disp = plotting.plot_anat(img, display_mode="ortho", cut_coords=cut, figure=fig, dim=-0.3,
+                                  title=title, draw_cross=False)
+        label_anterior_posterior(disp)
+        figs.append(fig)
+    return figs
+
+
+def render_bold_to_t1w_flicker(ctx: SubjectContext):
+    """(T1w, BOLD reference on the T1w grid) with identical views, for the before/after toggle."""
+    t1w, ref, cut = _bold_to_t1w_images(ctx)
+    return _flicker_pair(t1w, ref, cut, ("subject T1w", "BOLD reference (registered to the T1w)"))
+
+
+def render_t1w_to_mni_flicker(ctx: SubjectContext):
+    """(T1w normalised to MNI, template on the same grid) with identical views, for the toggle."""
+    t1w_mni = ctx.img("t1w_mni")
+    template, note = _template_img(ctx.inputs.get("template_space"))
+    return _flicker_pair(t1w_mni, template, (0, 0, 10), ("subject T1w normalised to MNI", note))
 
 
 @functools.lru_cache(maxsize=1)
@@ -298,11 +338,49 @@ def render_t1w_to_mni(ctx: SubjectContext):
 
     t1w_mni = ctx.img("t1w_mni")
     template, note = _template_img(ctx.inputs.get("template_space"))
-    fig = _figure(9, 3.0)
+    fig = _figure(*REGISTRATION_FIGSIZE_IN)
     disp = plotting.plot_anat(t1w_mni, display_mode="ortho", cut_coords=(0, 0, 10), figure=fig, dim=-0.5,
                               title=f"T1w in MNI + edges of {note}", draw_cross=False)
     disp.add_edges(template, color="r")
+    label_anterior_posterior(disp)
     return fig
+
+
+def grid_mm(ctx: SubjectContext) -> float:
+    """Voxel spacing (mm) of the seed map, the grid every target lies on (2.0 when unknown)."""
+    try:
+        zooms = ctx.img("z_map").header.get_zooms()[:3]
+        return float(max(zooms))
+    except Unavailable:
+        return 2.0
+
+
+def label_anterior_posterior(display, keys=("x", "l", "r")) -> int:
+    """Write "A" and "P" at the ends of every view of ``display`` whose horizontal axis is world y
+    (nilearn's sagittal views), on the correct side whatever the view's orientation. Returns the count."""
+    n = 0
+    for key in keys:
+        cut = display.axes.get(key)
+        if cut is None:
+            continue
+        ax = cut.ax
+        x0, x1 = ax.get_xlim()
+        left, right = ("A", "P") if x0 > x1 else ("P", "A")
+        for pos, text in ((0.02, left), (0.98, right)):
+            ax.text(pos, 0.5, text, transform=ax.transAxes, fontsize=12, fontweight="bold", color="#ffd54f",
+                    ha="left" if pos < 0.5 else "right", va="center", zorder=9)
+        n += 1
+    return n
+
+
+def seed_map_vmax(data: np.ndarray, z_at_target: float | None) -> float:
+    """Colour-scale limit of the seed map: the 99th percentile of |z|, widened to include the target's
+    own |z| so the target never sits in a saturated colour."""
+    nz = np.abs(data[np.isfinite(data) & (data != 0)])
+    vmax = float(np.percentile(nz, 99)) if nz.size else 1.0
+    if z_at_target is not None and np.isfinite(z_at_target):
+        vmax = max(vmax, abs(float(z_at_target)) * 1.05)
+    return vmax
 
 
 def render_seed_map(ctx: SubjectContext):
@@ -315,7 +393,7 @@ def render_seed_map(ctx: SubjectContext):
     ax1 = fig.add_axes([0, 0.5, 1, 0.5])
     ax2 = fig.add_axes([0, 0, 1, 0.5])
     data = np.asarray(z_img.dataobj)
-    vmax = float(np.percentile(np.abs(data[data != 0]), 99)) if np.any(data != 0) else 1.0
+    vmax = seed_map_vmax(data, _num(ctx.target, "z_at_target"))
     search_img = seed_img = None
     try:
         search_img = ctx.img("search_mask")
@@ -325,11 +403,14 @@ def render_seed_map(ctx: SubjectContext):
         seed_img = ctx.img("seed_mask")
     except Unavailable:
         pass
-    bg, _ = _template_img(ctx.inputs.get("template_space"))
+    try:  # the subject's own anatomy (normalised T1w), else the template
+        bg, bg_name = ctx.img("t1w_mni"), "subject's T1w in MNI"
+    except Unavailable:
+        bg, bg_name = _template_img(ctx.inputs.get("template_space"))[0], "template"
     cut1 = tuple(target) if target is not None else None
     d1 = plotting.plot_stat_map(z_img, bg_img=bg, cut_coords=cut1, display_mode="ortho", axes=ax1, figure=fig,
                                 cmap="RdBu_r", vmax=vmax, colorbar=True, draw_cross=False,
-                                title="seed map (Fisher z) at the target")
+                                title=f"seed map (Fisher z) at the target, on the {bg_name}")
     if search_img is not None:
         d1.add_contours(search_img, levels=[0.5], colors="lime", linewidths=1.0)
     if target is not None:
@@ -340,6 +421,8 @@ def render_seed_map(ctx: SubjectContext):
                                 colorbar=True, draw_cross=False, title="seed map at the sgACC seed")
     if seed_img is not None:
         d2.add_contours(seed_img, levels=[0.5], colors="yellow", linewidths=1.0)
+    label_anterior_posterior(d1)
+    label_anterior_posterior(d2)
     return fig
 
 
@@ -408,6 +491,8 @@ def draw_coil_glyph(display, geom: dict, with_coil: bool = True) -> None:
             continue
         ax = cut.ax
         ax.plot(glyph["axis"][:, a], glyph["axis"][:, b], color="white", lw=1.2, ls="--", zorder=6)
+        ax.plot([geom["target"][a]], [geom["target"][b]], marker="X", ms=7, color="yellow", mec="k", zorder=8)
+        ax.plot([geom["entry"][a]], [geom["entry"][b]], marker="o", ms=6, color="cyan", mec="k", zorder=8)
         if not with_coil:
             continue
         ax.plot(glyph["circle"][:, a], glyph["circle"][:, b], color="cyan", lw=1.5, zorder=7)
@@ -443,6 +528,8 @@ def render_target_t1w(ctx: SubjectContext):
                                  title="coil at the scalp entry (cyan), handle (magenta)")
         low.add_markers([entry], marker_color="cyan", marker_size=50, marker="o")
         draw_coil_glyph(low, geom)
+        label_anterior_posterior(low)
+    label_anterior_posterior(disp)
     return fig
 
 
@@ -476,19 +563,19 @@ def render_uncertainty(ctx: SubjectContext):
         ax.set_xlim(target[a] - span, target[a] + span)
         ax.set_ylim(target[b] - span, target[b] + span)
         ax.set_aspect("equal")
-        ax.set_title(name, fontsize=8)
-        ax.set_xlabel(xl, fontsize=7)
-        ax.set_ylabel(yl, fontsize=7)
-        ax.tick_params(labelsize=7)
+        ax.set_title(name, fontsize=MIN_FONT_PT)
+        ax.set_xlabel(xl, fontsize=MIN_FONT_PT)
+        ax.set_ylabel(yl, fontsize=MIN_FONT_PT)
+        ax.tick_params(labelsize=MIN_FONT_PT)
         if k == 0:
-            ax.legend(fontsize=6, loc="lower left", frameon=False)
+            ax.legend(fontsize=MIN_FONT_PT, loc="lower left", frameon=False)
     fig.tight_layout()
     return fig
 
 
 def _literature_sites() -> dict[str, np.ndarray]:
     try:
-        from .regions import literature_sites_mni_ras_mm
+        from ..regions import literature_sites_mni_ras_mm
 
         return {k: np.asarray(v, float) for k, v in literature_sites_mni_ras_mm().items()}
     except Exception:  # regions' atlas data missing: the table still shows the recorded distances
@@ -508,38 +595,61 @@ def render_gsr(ctx: SubjectContext):
     centre = (target + other) / 2
     for k, (name, a, b, xl, yl) in enumerate(_PROJECTIONS):
         ax = fig.add_subplot(1, 3, k + 1)
+        # the no-GSR target as a large open ring under the target's X: both stay visible when they coincide
+        ax.scatter([other[a]], [other[b]], s=260, marker="o", facecolors="none", edgecolors="#2ca02c",
+                   linewidths=2.5, label=f"without GSR ({gsr.get('strategy', '')})", zorder=4)
         ax.scatter([target[a]], [target[b]], s=90, marker="X", color="#d62728", label="with GSR (target)", zorder=5)
-        ax.scatter([other[a]], [other[b]], s=70, marker="o", color="#2ca02c",
-                   label=f"without GSR ({gsr.get('strategy', '')})")
         ax.annotate("", xy=(other[a], other[b]), xytext=(target[a], target[b]),
                     arrowprops={"arrowstyle": "->", "color": "#555555"})
         ax.set_xlim(centre[a] - span, centre[a] + span)
         ax.set_ylim(centre[b] - span, centre[b] + span)
         ax.set_aspect("equal")
-        ax.set_title(name, fontsize=8)
-        ax.set_xlabel(xl, fontsize=7)
-        ax.set_ylabel(yl, fontsize=7)
-        ax.tick_params(labelsize=7)
+        ax.set_title(name, fontsize=MIN_FONT_PT)
+        ax.set_xlabel(xl, fontsize=MIN_FONT_PT)
+        ax.set_ylabel(yl, fontsize=MIN_FONT_PT)
+        ax.tick_params(labelsize=MIN_FONT_PT)
         if k == 0:
-            ax.legend(fontsize=6, loc="lower left", frameon=False)
-    fig.suptitle(f"shift {_fmt(gsr.get('shift_mm'), 1, 'mm')}", fontsize=9)
+            ax.legend(fontsize=MIN_FONT_PT, loc="lower left", frameon=False)
+    shift = _num(gsr, "shift_mm")
+    same = shift is not None and shift < grid_mm(ctx)
+    fig.suptitle("same position (shift below the grid spacing)" if same else f"shift {_fmt(shift, 1, 'mm')}",
+                 fontsize=10)
     fig.tight_layout()
     return fig
 
 
+SITE_COLOURS = ("#1f77b4", "#9467bd", "#8c564b", "#17becf", "#bcbd22", "#7f7f7f")
+
+
+def _add_sites_with_legend(display, fig, sites: dict, size: int = 40) -> list:
+    """Each literature site in its own colour, named in a legend under the brains."""
+    from matplotlib.lines import Line2D
+
+    handles = []
+    for (name, pos), colour in zip(sites.items(), SITE_COLOURS * 3):
+        display.add_markers([pos], marker_color=colour, marker_size=size)
+        handles.append(Line2D([], [], ls="", marker="o", color=colour, label=name))
+    return handles
+
+
 def render_literature(ctx: SubjectContext):
-    """The target and the published DLPFC sites, sagittal and axial projections on a glass brain."""
+    """The target and the published DLPFC sites (each named), on a glass brain (left, top, right views)."""
+    from matplotlib.lines import Line2D
     from nilearn import plotting
 
     target = ctx.target_mni()
     if target is None:
         raise Unavailable("no MNI target")
     sites = _literature_sites()
-    fig = _figure(9, 3.2)
-    disp = plotting.plot_glass_brain(None, display_mode="lzr", figure=fig, title="target (red) and literature sites")
-    if sites:
-        disp.add_markers(np.vstack(list(sites.values())), marker_color="#1f77b4", marker_size=40)
+    fig = _figure(10, 4.0)
+    ax = fig.add_axes([0, 0.22, 1, 0.78])
+    disp = plotting.plot_glass_brain(None, display_mode="lzr", figure=fig, axes=ax,
+                                     title="target (red X) and published sites")
+    handles = _add_sites_with_legend(disp, fig, sites)
     disp.add_markers([target], marker_color="#d62728", marker_size=80, marker="X")
+    handles.append(Line2D([], [], ls="", marker="X", color="#d62728", label="this target"))
+    label_anterior_posterior(disp)
+    fig.legend(handles=handles, loc="lower center", ncol=3, frameon=False, fontsize=10)
     return fig
 
 
@@ -565,19 +675,29 @@ def _placeholder_figure(message: str):
     return fig
 
 
-def render_group_targets(rows: list[dict]):
-    """Glass-brain plot of every unit's MNI target coloured by QC status, with the literature sites."""
+def render_group_targets(rows: list[dict], template_name: str = "MNI152NLin2009aSym"):
+    """Glass-brain plot of every unit's MNI target coloured by QC status and labelled with the unit,
+    with the literature sites named in a legend."""
+    from matplotlib.lines import Line2D
     from nilearn import plotting
 
-    fig = _figure(10, 3.4)
-    disp = plotting.plot_glass_brain(None, display_mode="lzr", figure=fig,
-                                     title="targets by QC status (green pass, orange warn, red fail); blue = literature")
-    sites = _literature_sites()
-    if sites:
-        disp.add_markers(np.vstack(list(sites.values())), marker_color="#1f77b4", marker_size=30)
+    fig = _figure(11, 4.4)
+    ax = fig.add_axes([0, 0.2, 1, 0.8])
+    disp = plotting.plot_glass_brain(None, display_mode="lzr", figure=fig, axes=ax,
+                                     title=f"targets in {template_name} by QC status")
+    handles = _add_sites_with_legend(disp, fig, _literature_sites(), size=30)
     for status in ("pass", "warn", "fail"):
         pts = [[r[f"target_mni_{a}"] for a in "xyz"] for r in rows if r["status"] == status
                and r["target_mni_x"] is not None]
         if pts:
             disp.add_markers(np.asarray(pts), marker_color=STATUS_COLOURS[status], marker_size=50, marker="X")
+            handles.append(Line2D([], [], ls="", marker="X", color=STATUS_COLOURS[status], label=f"target, {status}"))
+    # unit labels on the top view (axes in world mm: x horizontal, y vertical)
+    top = disp.axes.get("z")
+    for r in rows:
+        if r["target_mni_x"] is not None and top is not None:
+            top.ax.text(r["target_mni_x"] + 3, r["target_mni_y"] + 3, str(r["unit"]), fontsize=MIN_FONT_PT,
+                        color="#222222", zorder=9)
+    label_anterior_posterior(disp)
+    fig.legend(handles=handles, loc="lower center", ncol=4, frameon=False, fontsize=MIN_FONT_PT)
     return fig

@@ -12,6 +12,7 @@ Content-Security-Policy forbids any other resource.
 from __future__ import annotations
 
 import base64
+import datetime as _dt
 import html
 import logging
 import os
@@ -25,6 +26,7 @@ import jinja2
 import matplotlib.pyplot as plt
 from markupsafe import Markup
 
+from .. import __version__
 from ..group import GROUP_COLUMNS, group_row, write_group_tsv  # noqa: F401
 from ..io import atomic_path
 from ..qc import scrub_paths
@@ -69,6 +71,9 @@ class Reportlet:
     figure: Callable[[SubjectContext], object] | None = None
     fmt: str = "png"
     view: Callable[[SubjectContext], dict] | None = None
+    #: two figures with identical views (fixed image, moving image) for the CSS-only before/after switch
+    flicker: Callable[[SubjectContext], list] | None = None
+    flicker_titles: tuple[str, str] = ("", "")
 
 
 @dataclass
@@ -82,14 +87,17 @@ class Rendered:
     data: bytes | None = None
     note: str | None = None
     view: dict | None = None
-    extra: dict = field(default_factory=dict)
+    flicker: list = field(default_factory=list)
+    flicker_titles: tuple[str, str] = ("", "")
 
     @property
     def img(self) -> Markup | None:
-        if self.data is None:
-            return None
-        mime = "image/svg+xml" if self.fmt == "svg" else "image/png"
-        return Markup(f"data:{mime};base64,{base64.b64encode(self.data).decode('ascii')}")
+        return None if self.data is None else _data_uri(self.data, self.fmt)
+
+
+def _data_uri(data: bytes, fmt: str) -> Markup:
+    mime = "image/svg+xml" if fmt == "svg" else "image/png"
+    return Markup(f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}")
 
 
 def render_reportlet(r: Reportlet, ctx: SubjectContext) -> Rendered:
@@ -104,6 +112,14 @@ def render_reportlet(r: Reportlet, ctx: SubjectContext) -> Rendered:
             log.warning("reportlet %s failed: %s: %s", r.name, type(exc).__name__, scrub_paths(exc))
             plt.close("all")
             out.note = f"This figure could not be drawn ({type(exc).__name__}: {scrub_paths(exc)})."
+    if r.flicker is not None and out.data is not None:
+        try:
+            out.flicker = [_data_uri(F.figure_bytes(f, "png"), "png") for f in r.flicker(ctx)]
+            out.flicker_titles = r.flicker_titles
+        except Exception as exc:  # the switch is an extra: the overlay figure above stays
+            log.warning("before/after images of %s failed: %s", r.name, scrub_paths(exc))
+            plt.close("all")
+            out.flicker = []
     if r.view is not None:
         try:
             out.view = r.view(ctx)
@@ -139,14 +155,19 @@ SUBJECT_REPORTLETS: tuple[Reportlet, ...] = (
               "dashed threshold.", figure=F.render_seed_tsnr, view=V.seed_tsnr_view),
     Reportlet("bold_to_t1w", "BOLD to T1w registration",
               "Good: the red edges of the BOLD reference follow the brain outline and ventricles of the T1w.",
-              figure=F.render_bold_to_t1w),
+              figure=F.render_bold_to_t1w, view=V.registration_view, flicker=F.render_bold_to_t1w_flicker,
+              flicker_titles=("the subject's T1w", "the BOLD reference")),
     Reportlet("t1w_to_mni", "T1w to MNI normalisation",
               "Good: the red template edges follow the normalised T1w's brain outline, ventricles and sulci.",
-              figure=F.render_t1w_to_mni),
+              figure=F.render_t1w_to_mni, view=V.registration_view, flicker=F.render_t1w_to_mni_flicker,
+              flicker_titles=("the subject's normalised T1w", "the template")),
     Reportlet("seed_map", "Seed map, search region and target",
-              "sgACC seed correlation (blue = anticorrelated). Good: the target (yellow X) lies in a blue "
-              "region inside the green search outline; the seed (yellow outline, bottom) is in the subgenual "
-              "cingulate and correlates positively with its surroundings.", figure=F.render_seed_map),
+              "sgACC seed correlation on the subject's anatomy (blue = anticorrelated; the colour scale includes "
+              "the target's own value). Good: the target (yellow X) lies in a blue region inside the green search "
+              "outline; the seed (yellow outline, bottom) is in the subgenual cingulate and correlates positively "
+              "with its surroundings. Blue areas outside the green outline, even larger ones, are expected: the "
+              "sgACC is anticorrelated with much of the lateral frontal and parietal cortex, and the target is "
+              "searched for only inside the left-DLPFC outline.", figure=F.render_seed_map),
     Reportlet("uncertainty", "Reliability and uncertainty",
               "Targets from split halves (orange) and block-bootstrap resamples (blue) around the target (red X). "
               "Good: split-half targets close to the target (the reliability measure); the bootstrap cloud is a "
@@ -160,6 +181,10 @@ SUBJECT_REPORTLETS: tuple[Reportlet, ...] = (
               "all of them means an atypical target worth a second look.", figure=F.render_literature,
               view=V.literature_view),
     Reportlet("caveats", "Caveats", "Read before using the target.", view=V.caveats_view),
+    Reportlet("glossary", "Glossary", "The terms of this report in plain words.", view=V.glossary_view),
+    Reportlet("methods", "Methods",
+              "A paragraph to cite this analysis, with references, the command line, the configuration, the "
+              "version and the date.", view=V.methods_view),
     Reportlet("provenance", "Provenance",
               "Which files and software produced this target; check the T1w checksum against the file loaded "
               "into the navigator.", view=V.provenance_view),
@@ -188,7 +213,8 @@ def render_subject_html(inputs: dict, title: str | None = None,
     unit = _unit_name(inputs)
     title = title or f"tmstarget QC report: {unit}"
     sections = render_sections(ctx, reportlets) if sections is None else sections
-    return _page(sections, title, footer=f"{unit} - tmstarget QC report")
+    date = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    return _page(sections, title, footer=f"{unit} - tmstarget {__version__} QC report - {date} - research use only")
 
 
 def reportlet_filenames() -> list[str]:
@@ -294,8 +320,14 @@ def _relative_href(link, out_html: Path) -> str | None:
     return "/".join(Path(s).parts)
 
 
-GROUP_HEAD = ("unit", "QC", "target MNI (RAS mm)", "target T1w (RAS mm)", "method", "z", "min kept",
-              "mean FD (mm)", "bootstrap p95 (mm)", "GSR shift (mm)", "reasons")
+GROUP_HEAD = ("unit", "QC", "target MNI (RAS mm)", "target T1w (RAS mm, own space)", "method", "z", "min kept",
+              "mean FD (mm)", "split-half (mm)", "GSR shift (mm)", "scalp to cortex (mm)", "reasons")
+
+
+def _read(path) -> dict | None:
+    from ..qc import read_json_tolerant
+
+    return read_json_tolerant(path)[0] if path else None
 
 
 def build_group_report(subject_entries: list[dict], out_html, out_tsv) -> Path:
@@ -328,14 +360,19 @@ def build_group_report(subject_entries: list[dict], out_html, out_tsv) -> Path:
                       "cells": [_fmt_mm3(mni if None not in mni else None),
                                 _fmt_mm3(t1w if None not in t1w else None),
                                 r["method"] or "n/a", _fmt(r["z_at_target"], 2), _fmt(r["minutes_kept"], 1),
-                                _fmt(r["mean_fd_mm"], 2), _fmt(r["bootstrap_p95_mm"], 1), _fmt(r["gsr_shift_mm"], 1),
-                                r["reasons"] or "-"]})
-    fig = render_reportlet(Reportlet("targets", "Targets", "", figure=lambda ctx: F.render_group_targets(rows)),
-                           SubjectContext({}))
+                                _fmt(r["mean_fd_mm"], 2), _fmt(r["split_half_median_mm"], 1),
+                                _fmt(r["gsr_shift_mm"], 1), _fmt(r["scalp_to_cortex_mm"], 1), r["reasons"] or "-"]})
+    template = next((str(t["TemplateSpace"]) for t in (_read(e.get("target_json")) for e in subject_entries)
+                     if t and t.get("TemplateSpace")), "MNI152NLin2009aSym")
+    fig = render_reportlet(Reportlet("targets", "Targets", "",
+                                     figure=lambda ctx: F.render_group_targets(rows, template)), SubjectContext({}))
     page = ENV.get_template("group.html.j2").render(
         title="tmstarget dataset QC report", subtitle="TMS targets from resting-state fMRI - research use only",
-        csp=CSP, css=_css(), nav=[("table", "All units"), ("targets", "Targets")], footer="",
-        n_units=len(rows), counts=counts, tsv_name=out_tsv.name, head=GROUP_HEAD, rows=table, figure=fig) + "\n"
+        csp=CSP, css=_css(), nav=[("table", "All units"), ("targets", "Targets")],
+        footer=f"tmstarget {__version__} dataset QC report - research use only",
+        n_units=len(rows), counts=counts, tsv_name=out_tsv.name, head=GROUP_HEAD, rows=table, figure=fig,
+        template=template, version=__version__,
+        date=_dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %Z (UTC%z)")) + "\n"
     with atomic_path(out_html) as tmp:
         tmp.write_text(page, encoding="utf-8")
     log.info("wrote dataset report %s (%d units)", out_html.name, len(rows))

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..qc import STATUS_ORDER, _num, _point, mean_fd_mm
 from .common import SubjectContext, _first_number, _fmt, _fmt_mm3, _unit_name
-from .figures import _literature_sites, coil_geometry
+from .figures import _literature_sites, coil_geometry, grid_mm
 
 CAVEATS = (
     "This coordinate is a research target, not a clinical verdict. It is the left-DLPFC spot whose "
@@ -24,9 +24,10 @@ CAVEATS = (
     "Evidence that individualized sgACC-anticorrelation targets improve outcomes is mixed: a 2025 "
     "prospective study (n = 66) found no benefit, and part of the anticorrelation can be driven by "
     "global-signal fluctuations (Elbau 2023) or created by global signal regression (Murphy 2009).",
-    "Single-subject targets move with the data: compare the uncertainty cloud and the GSR/no-GSR shift "
-    "with your coil's spatial precision (about 1 cm); with less than 20-30 minutes of data, targets are "
-    "rarely reproducible to below 1 cm (Cao 2024).",
+    "Single-subject targets move with the data: compare the split-half distance and the GSR/no-GSR shift "
+    "with your coil's spatial precision (about 1 cm). Published test-retest work finds that with less than "
+    "20-30 minutes of data targets are rarely reproducible to below 1 cm (Cao 2024), so a short run that "
+    "passes its own split-half check is still a weaker basis than a long one.",
     "Neuronavigation must use the T1w-space coordinate with the very T1w file named in the provenance "
     "(check its SHA-256); the MNI coordinate is for comparison only.",
 )
@@ -62,6 +63,22 @@ NAVIGATOR_IMPORTS = {
 
 WORLD_CONVENTION_WORDS = ("NIfTI world coordinates of this file: x to the right, y to the front, z up "
                           "(RAS, millimetres)")
+
+def dist_mm(value, grid: float) -> str:
+    """A distance between targets for display: below the grid spacing it is "< grid" (targets lie on the
+    seed map's voxel grid, so 0.0 would claim a precision the grid does not have)."""
+    if value is None:
+        return "n/a"
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return "n/a"
+    if not np.isfinite(v):
+        return "n/a"
+    if v < grid:
+        return f"< {grid:g} mm (same or neighbouring voxel of the {grid:g} mm grid)"
+    return f"{v:.1f} mm"
+
 
 STATUS_HEADLINE = {"pass": "all checks passed", "warn": "usable with care", "fail": "coordinate not usable"}
 
@@ -248,6 +265,7 @@ def summary_view(ctx: SubjectContext) -> dict:
     space = t.get("TemplateSpace") or "MNI"
     unc = _uncertainty(ctx)
     gsr = t.get("gsr_comparison") if isinstance(t.get("gsr_comparison"), dict) else {}
+    grid = grid_mm(ctx)
     rows = [
         ("Target, subject T1w (RAS mm)", _fmt_mm3(n.get("target_t1w_ras_mm")),
          "in " + (Path(str(n.get("t1w_path"))).name if n.get("t1w_path") else "n/a")),
@@ -262,14 +280,14 @@ def summary_view(ctx: SubjectContext) -> dict:
                                             _num(t, "denoising", "minutes_kept")), 1, "min"), ""),
         ("Mean FD", _fmt(mean_fd_mm(ctx.denoise_qc), 2, "mm"), ""),
         ("Reliability (split halves)", reliability_words(ctx), ""),
-        ("Shift without GSR", _fmt(gsr.get("shift_mm"), 1, "mm"), ""),
+        ("Shift without GSR", dist_mm(gsr.get("shift_mm"), grid), ""),
     ]
     return {
         "status": status, "status_word": str(verdict.get("status_word") or status.upper()),
         "headline": STATUS_HEADLINE[status], "reasons": [str(r) for r in verdict.get("reasons") or []],
         "action": str(verdict.get("action") or "n/a"), "rows": rows,
-        "bootstrap": {"median": _fmt(unc.get("median_distance_mm"), 1, "mm"),
-                      "p95": _fmt(unc.get("p95_distance_mm"), 1, "mm"), "caveat": BOOTSTRAP_CAVEAT},
+        "bootstrap": {"median": dist_mm(unc.get("median_distance_mm"), grid),
+                      "p95": dist_mm(unc.get("p95_distance_mm"), grid), "caveat": BOOTSTRAP_CAVEAT},
         "candidates": candidate_rows(ctx), "navigator": navigator_view(ctx),
         "findings": findings_groups(verdict), "thresholds": threshold_rows(verdict),
     }
@@ -302,36 +320,54 @@ def seed_tsnr_view(ctx: SubjectContext) -> dict:
 
 def uncertainty_view(ctx: SubjectContext) -> dict:
     unc = _uncertainty(ctx)
+    grid = grid_mm(ctx)
     return {
         "rows": [("Reliability (split halves)", reliability_words(ctx)),
                  ("Split-half distance (first vs second half / median of repeats)",
-                  f"{_fmt(unc.get('split_half_distance_mm'), 1, 'mm')} / "
-                  f"{_fmt(unc.get('split_half_median_distance_mm'), 1, 'mm')}")],
+                  f"{dist_mm(unc.get('split_half_distance_mm'), grid)} / "
+                  f"{dist_mm(unc.get('split_half_median_distance_mm'), grid)}")],
         "candidates": candidate_rows(ctx), "caveat": BOOTSTRAP_CAVEAT,
         "bootstrap_rows": [
             ("Method", f"{unc.get('method', 'n/a')}, n = {_fmt(unc.get('n'), 0)}, blocks of "
                        f"{_fmt(unc.get('block_length_s'), 0, 's')}"),
             ("Distance of bootstrap targets (median / p95)",
-             f"{_fmt(unc.get('median_distance_mm'), 1, 'mm')} / {_fmt(unc.get('p95_distance_mm'), 1, 'mm')}")],
+             f"{dist_mm(unc.get('median_distance_mm'), grid)} / {dist_mm(unc.get('p95_distance_mm'), grid)}")],
     }
+
+
+LITERATURE_NOTES = (
+    "Each site is one published point (the centre of a 20 mm sphere). \"Inside the BA46 region\" in the summary "
+    "refers to the whole BA46 label of the HCPex atlas, a region several centimetres long: a target can lie "
+    "inside the region and still 10-20 mm from the BA46 site point.",
+    "(unverified): this coordinate is widely quoted but was not checked against the original paper; "
+    "treat its distance as approximate.",
+)
 
 
 def literature_view(ctx: SubjectContext) -> dict:
     dists = (ctx.target or {}).get("literature_distances_mm")
     sites = _literature_sites()
     if not isinstance(dists, dict) or not dists:
-        return {"rows": []}
-    return {"rows": [(str(k), _fmt(v, 1, "mm") + (f"   (site at {_fmt_mm3(sites[k])})" if k in sites else ""))
-                     for k, v in dists.items()]}
+        return {"rows": [], "notes": []}
+    grid = grid_mm(ctx)
+    rows = [(str(k), dist_mm(v, grid) + (f"   (site at {_fmt_mm3(sites[k])})" if k in sites else ""))
+            for k, v in dists.items()]
+    notes = [LITERATURE_NOTES[0]] + ([LITERATURE_NOTES[1]] if any("unverified" in str(k) for k in dists) else [])
+    return {"rows": rows, "notes": notes}
 
 
 def caveats_view(ctx: SubjectContext) -> dict:
+    minutes = _first_number(_num(ctx.denoise_qc, "minutes_kept"), _num(ctx.target, "denoising", "minutes_kept"))
+    own = (f"This run kept {minutes:.1f} min; its own split-half check says: {reliability_words(ctx)}."
+           if minutes is not None else f"This run's own split-half check says: {reliability_words(ctx)}.")
     warnings: list[str] = []
     for key in ("target_json", "native_json", "denoise_qc_json", "seed_json"):
         for w in (ctx.json(key) or {}).get("warnings") or []:
             if str(w) not in warnings:
                 warnings.append(str(w))
-    return {"caveats": list(CAVEATS), "warnings": warnings}
+    caveats = list(CAVEATS)
+    caveats[2] = caveats[2] + " " + own
+    return {"caveats": caveats, "warnings": warnings}
 
 
 def provenance_view(ctx: SubjectContext) -> dict:
@@ -363,3 +399,151 @@ def provenance_view(ctx: SubjectContext) -> dict:
             "missing": list(ctx.missing)}
 
 
+
+
+# ----------------------------------------------------------------------------- registration, glossary, methods
+
+REGISTRATION_FAILURE_WORDS = (
+    "What failure looks like: the red edges cut through the brain or run outside it, the ventricles of the "
+    "two images do not overlap, the brain is tilted, shifted or mirrored relative to the other image, or part "
+    "of the brain (often the front or the top) is missing. Use the switch to flip between the two images: a "
+    "good registration shows almost no movement. If it fails, the target is not usable.")
+
+
+def registration_view(ctx: SubjectContext) -> dict:
+    """The verdict's registration findings (topic "registration") and the failure sentence."""
+    findings = [f for f in unit_verdict(ctx).get("findings") or []
+                if isinstance(f, dict) and f.get("topic") == "registration"]
+    return {"failure": REGISTRATION_FAILURE_WORDS,
+            "checks": [{"level": str(f.get("level")), "text": str(f.get("text"))} for f in findings]}
+
+
+#: (term, plain-words meaning) shown in the Glossary section.
+GLOSSARY = (
+    ("RAS", "The axis convention of the coordinates: x increases to the subject's Right, y to the Anterior "
+            "(front), z to the Superior (up); values in millimetres."),
+    ("MNI152NLin2009aSym", "The standard brain (template) the group coordinates refer to: the MNI ICBM 2009a "
+                           "nonlinear symmetric average of 152 adults (Fonov et al. 2011)."),
+    ("r / Fisher z", "r is the correlation of a voxel's signal with the seed's (-1 to 1; negative = "
+                     "anticorrelated); Fisher z = atanh(r) makes values comparable across voxels and runs."),
+    ("FD", "Framewise displacement: how far the head moved between two volumes, in mm (Power et al. 2012)."),
+    ("Censoring", "Leaving out volumes with too much motion (FD above the threshold) from the analysis."),
+    ("tSNR", "Temporal signal-to-noise ratio: mean over time divided by standard deviation. Low tSNR near the "
+             "sinuses (signal dropout) makes the sgACC seed unreliable."),
+    ("GSR", "Global signal regression: removing the whole-brain average signal. It cleans motion and "
+            "breathing effects but can create anticorrelations (Murphy et al. 2009), hence the no-GSR check."),
+    ("aCompCor", "Anatomical CompCor: noise signals taken from white matter and CSF by principal components "
+                 "(Behzadi et al. 2007), used as the denoising without GSR."),
+    ("Split-half", "The target computed separately from the first and second half of the data; their "
+                   "distance shows how reproducible the target is with this amount of data."),
+    ("Carpet plot", "Every brain voxel's signal over time as one row of an image; vertical bands are "
+                    "artefacts that affect the whole brain at once (usually motion)."),
+    ("Cluster rule", "How the target is chosen: the most anticorrelated voxels of the search region are "
+                     "grouped into connected clusters and the centre of the largest is the target (Cash et al. "
+                     "2021)."),
+    ("HCPex", "An extended Human Connectome Project atlas of the cortex (Huang et al. 2022); its BA46 label "
+              "is used to check that the target lies in Brodmann area 46."),
+    ("5-cm rule", "The traditional scalp-based placement 5 cm anterior to the motor hotspot; its average "
+                  "MNI position is one of the literature sites."),
+    ("Beam F3", "The F3 EEG electrode position found with the Beam method from head measurements (Beam et al. "
+                "2009); its average MNI position is one of the literature sites."),
+)
+
+CITATIONS = (
+    "Fox MD, Buckner RL, White MP, Greicius MD, Pascual-Leone A. Efficacy of transcranial magnetic stimulation "
+    "targets for depression is related to intrinsic functional connectivity with the subgenual cingulate. "
+    "Biol Psychiatry. 2012;72(7):595-603.",
+    "Cash RFH, Cocchi L, Lv J, Wu Y, Fitzgerald PB, Zalesky A. Personalized connectivity-guided DLPFC-TMS for "
+    "depression: advancing computational feasibility, precision and reproducibility. Hum Brain Mapp. "
+    "2021;42(13):4155-4172.",
+    "Power JD, Barnes KA, Snyder AZ, Schlaggar BL, Petersen SE. Spurious but systematic correlations in "
+    "functional connectivity MRI networks arise from subject motion. NeuroImage. 2012;59(3):2142-2154.",
+    "Behzadi Y, Restom K, Liau J, Liu TT. A component based noise correction method (CompCor) for BOLD and "
+    "perfusion based fMRI. NeuroImage. 2007;37(1):90-101.",
+    "Murphy K, Birn RM, Handwerker DA, Jones TB, Bandettini PA. The impact of global signal regression on "
+    "resting state correlations: are anti-correlated networks introduced? NeuroImage. 2009;44(3):893-905.",
+    "Avants BB, Epstein CL, Grossman M, Gee JC. Symmetric diffeomorphic image registration with "
+    "cross-correlation: evaluating automated labeling of elderly and neurodegenerative brain. Med Image Anal. "
+    "2008;12(1):26-41.",
+    "Fonov V, Evans AC, Botteron K, Almli CR, McKinstry RC, Collins DL. Unbiased average age-appropriate "
+    "atlases for pediatric studies. NeuroImage. 2011;54(1):313-327.",
+    "Huang CC, Rolls ET, Feng J, Lin CP. An extended Human Connectome Project multimodal parcellation atlas of "
+    "the human cortex and subcortical areas. Brain Struct Funct. 2022;227(3):763-778.",
+    "Beam W, Borckardt JJ, Reeves ST, George MS. An efficient and accurate new method for locating the F3 "
+    "position for prefrontal TMS applications. Brain Stimul. 2009;2(1):50-54.",
+    "Abraham A, Pedregosa F, Eickenberg M, et al. Machine learning for neuroimaging with scikit-learn. "
+    "Front Neuroinform. 2014;8:14. (nilearn)",
+    "Mölder F, Jablonski KP, Letcher B, et al. Sustainable data analysis with Snakemake. F1000Research. "
+    "2021;10:33.",
+)
+
+
+def glossary_view(ctx: SubjectContext) -> dict:
+    return {"terms": [{"term": t, "meaning": m} for t, m in GLOSSARY]}
+
+
+def _command_line(cfg: dict) -> str:
+    """The tmstarget command that reproduces this run from its saved configuration (paths cut to names)."""
+    from ..qc import scrub_paths
+
+    parts = ["tmstarget", scrub_paths(cfg.get("bids_dir", "BIDS_DIR")), scrub_paths(cfg.get("output_dir", "OUT")),
+             "participant"]
+    labels = cfg.get("participant_label") or []
+    if labels:
+        parts += ["--participant-label", *[str(x) for x in labels]]
+    if cfg.get("task"):
+        parts += ["--task", str(cfg["task"])]
+    if cfg.get("fmriprep_dir"):
+        parts += ["--derivatives", scrub_paths(cfg["fmriprep_dir"])]
+    parts += ["--config", "logs/config.yaml"]
+    return " ".join(parts)
+
+
+def methods_view(ctx: SubjectContext) -> dict:
+    """A Methods paragraph to copy into a paper or a clinical note (like fMRIPrep's boilerplate), with the
+    command line, the configuration, the version and a time-zone-stamped date."""
+    import yaml
+
+    from .. import __version__
+    from ..qc import scrub_paths
+
+    t, q = ctx.target or {}, ctx.denoise_qc or {}
+    cfg = ctx.inputs.get("run_config") if isinstance(ctx.inputs.get("run_config"), dict) else {}
+    den = cfg.get("denoising") or {}
+    strategy = q.get("strategy") or den.get("strategy") or (t.get("denoising") or {}).get("strategy") or "n/a"
+    seed = t.get("seed") if isinstance(t.get("seed"), dict) else {}
+    method = t.get("method") or "n/a"
+    unc = _uncertainty(ctx)
+    space = t.get("TemplateSpace") or "MNI152NLin2009aSym"
+    parts = [
+        f"Individual TMS targets were computed with tmstarget {__version__}, following Fox et al. (2012): the "
+        "left dorsolateral prefrontal location whose resting-state signal is most anticorrelated with the "
+        "subgenual anterior cingulate cortex (sgACC).",
+        f"Resting-state BOLD data were motion-corrected and registered to the subject's T1w image and to "
+        f"{space} with ANTs (Avants et al. 2008; template: Fonov et al. 2011). Volumes with framewise "
+        f"displacement (Power et al. 2012) above {_fmt(q.get('fd_threshold_mm'), 2, 'mm')} were censored; "
+        f"{_fmt(q.get('minutes_kept'), 1, 'min')} of data were kept.",
+        f"Nuisance signals were removed with the '{strategy}' strategy (motion parameters, white-matter and CSF "
+        "signals and, by default, the global signal); because global signal regression can create "
+        "anticorrelations (Murphy et al. 2009), the target was also computed with aCompCor (Behzadi et al. "
+        "2007) instead, and the distance between the two is reported.",
+        f"The seed ({seed.get('type', 'sphere')}"
+        + (f", centre MNI {_fmt_mm3(seed.get('center_mni_ras_mm'))} mm, radius {_fmt(seed.get('radius_mm'), 0, 'mm')}"
+           if seed.get("center_mni_ras_mm") is not None else "")
+        + f") time series was correlated with every voxel (Fisher z), and the target was chosen with the "
+        f"'{method}' rule (Cash et al. 2021) inside the left-DLPFC search region; BA46 membership was checked "
+        "with the HCPex atlas (Huang et al. 2022).",
+        "Reliability was measured by computing the target separately in two halves of the data (split-half)"
+        + (f"; {unc['reliability']['repeats']} repeats" if isinstance(unc.get("reliability"), dict)
+           and unc["reliability"].get("repeats") else "")
+        + "; a block bootstrap is reported as a detail. The MNI target was mapped to the subject's T1w world "
+          "space (RAS mm) for neuronavigation. Analyses used nilearn (Abraham et al. 2014) and Snakemake "
+          "(Mölder et al. 2021).",
+    ]
+    now = _dt.datetime.now().astimezone()
+    config_text = yaml.safe_dump(cfg, sort_keys=False) if cfg else ""
+    return {"paragraph": " ".join(parts), "citations": list(CITATIONS),
+            "command": _command_line(cfg) if cfg else "not recorded (the report was made outside a workflow run)",
+            "config": scrub_paths(config_text) if config_text else "",
+            "version": __version__,
+            "date": now.strftime("%Y-%m-%d %H:%M:%S %Z (UTC%z)")}
