@@ -192,7 +192,7 @@ def test_subject_report_in_chromium(reports, browser, tmp_path):
     requested = [e["params"]["request"]["url"][:5] for e in browser.events if e["method"] == "Network.requestWillBeSent"]
     assert requested and set(requested) <= {"file:", "data:"}
     images = browser.evaluate("Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.naturalHeight])")
-    assert len(images) == 11
+    assert len(images) == 15                         # 11 figures + 2 before/after pairs (registration)
     assert all(done and w >= 300 and h >= 100 for done, w, h in images), images
     assert browser.evaluate("document.querySelector('#qc-status').textContent").startswith("QC: PASS")
     assert browser.evaluate("getComputedStyle(document.querySelector('#qc-status')).backgroundColor") == "rgb(27, 127, 59)"

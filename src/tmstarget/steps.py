@@ -129,7 +129,8 @@ def report(input, output, params):
     from .report import build_subject_report
 
     inputs = dict(params["inputs"])
-    return build_subject_report(inputs, output["html"])
+    # the same drawn figures go into the page and into the reportlet files of `snakemake --report`
+    return build_subject_report(inputs, output["html"], reportlet_dir=params.get("reportlet_dir"))
 
 
 def reportlets(input, output, params):
