@@ -339,7 +339,7 @@ def _registration_findings(registration_qc: dict) -> list[Finding]:
         level = str(c.get("level", "info")).lower()
         level = level if level in ("pass", "warn", "fail", "info") else "info"
         text = str(c.get("text") or c.get("name") or "registration check")
-        if level == "fail":
+        if level == "fail" and "not usable" not in text:  # tmstarget.registration_qc texts say it themselves
             text = f"the T1w could not be aligned reliably: {text}"
         out.append(Finding(level, text, "registration"))
     status = str(registration_qc.get("status", "")).lower()
