@@ -818,7 +818,7 @@ def test_registration_views_are_large_with_a_css_only_switch(page_text):
         assert sec.count('class="fig flip-') == 2
         assert "What failure looks like: the red edges cut through the brain" in sec
     css = page_text.split("<style>")[1].split("</style>")[0]
-    assert ".flip-toggle:checked~.flip-imgs .flip-a{display:none}" in css
+    assert ".flip-toggle:checked~.flip-imgs img.flip-a{display:none}" in css
     assert "<script" not in page_text
     from tmstarget.report.figures import REGISTRATION_FIGSIZE_IN
     assert REGISTRATION_FIGSIZE_IN[0] >= 12
@@ -826,7 +826,7 @@ def test_registration_views_are_large_with_a_css_only_switch(page_text):
 
 def test_print_stylesheet_and_sticky_nav(page_text):
     css = page_text.split("<style>")[1].split("</style>")[0]
-    assert "section{scroll-margin-top:44px}" in css                # anchors not hidden under the sticky bar
+    assert "section{scroll-margin-top:64px}" in css                # anchors not hidden under the sticky bar
     printed = css.split("@media print{")[1]
     assert "nav{display:none}" in printed and "print-color-adjust:exact" in printed
     assert ".status{background:none!important;color:#000!important;border:4px solid" in printed

@@ -233,7 +233,7 @@ def render_seed_tsnr(ctx: SubjectContext):
     ax_map = fig.add_subplot(gs[0, :3])
     vmax = float(np.percentile(tsnr_v, 99)) if tsnr_v.size else 1.0
     disp = plotting.plot_img(tsnr_img, display_mode="ortho", cut_coords=None if cut is None else tuple(cut),
-                             cmap="viridis", vmin=0, vmax=vmax, colorbar=True, axes=ax_map, figure=fig,
+                             cmap="viridis", vmin=0, vmax=vmax, colorbar=True, threshold=1e-6, axes=ax_map, figure=fig,
                              draw_cross=False, black_bg=True, annotate=True, title="tSNR")
     seed_vals = None
     if seed_img is not None:
@@ -279,7 +279,7 @@ def render_bold_to_t1w(ctx: SubjectContext):
 
     t1w, ref, cut = _bold_to_t1w_images(ctx)
     fig = _figure(*REGISTRATION_FIGSIZE_IN)
-    disp = plotting.plot_anat(t1w, display_mode="ortho", cut_coords=cut, figure=fig, dim=-0.5,
+    disp = plotting.plot_anat(colorbar=False, anat_img=t1w, display_mode="ortho", cut_coords=cut, figure=fig, dim=-0.5,
                               title="T1w + BOLD reference edges (through the target)", draw_cross=False)
     disp.add_edges(ref, color="r")
     label_anterior_posterior(disp)
@@ -296,7 +296,7 @@ def _flicker_pair(fixed, moving, cut, titles):
     figs = []
     for img, title in zip((fixed, _clean_img(np.asarray(moving_on.dataobj), fixed.affine)), titles):
         fig = _figure(*REGISTRATION_FIGSIZE_IN)
-        disp = plotting.plot_anat(img, display_mode="ortho", cut_coords=cut, figure=fig, dim=-0.3,
+        disp = plotting.plot_anat(colorbar=False, anat_img=img, display_mode="ortho", cut_coords=cut, figure=fig, dim=-0.3,
                                   title=title, draw_cross=False)
         label_anterior_posterior(disp)
         figs.append(fig)
@@ -339,7 +339,7 @@ def render_t1w_to_mni(ctx: SubjectContext):
     t1w_mni = ctx.img("t1w_mni")
     template, note = _template_img(ctx.inputs.get("template_space"))
     fig = _figure(*REGISTRATION_FIGSIZE_IN)
-    disp = plotting.plot_anat(t1w_mni, display_mode="ortho", cut_coords=(0, 0, 10), figure=fig, dim=-0.5,
+    disp = plotting.plot_anat(colorbar=False, anat_img=t1w_mni, display_mode="ortho", cut_coords=(0, 0, 10), figure=fig, dim=-0.5,
                               title=f"T1w in MNI + edges of {note}", draw_cross=False)
     disp.add_edges(template, color="r")
     label_anterior_posterior(disp)
@@ -368,7 +368,8 @@ def label_anterior_posterior(display, keys=("x", "l", "r")) -> int:
         left, right = ("A", "P") if x0 > x1 else ("P", "A")
         for pos, text in ((0.02, left), (0.98, right)):
             ax.text(pos, 0.5, text, transform=ax.transAxes, fontsize=12, fontweight="bold", color="#ffd54f",
-                    ha="left" if pos < 0.5 else "right", va="center", zorder=9)
+                    ha="left" if pos < 0.5 else "right", va="center", zorder=9,
+                    bbox={"boxstyle": "round,pad=0.15", "facecolor": "black", "alpha": 0.6, "lw": 0})
         n += 1
     return n
 
@@ -516,14 +517,14 @@ def render_target_t1w(ctx: SubjectContext):
     entry = None if geom is None else geom["entry"]
     fig = _figure(9, 3.0 if entry is None else 6.0)
     top = (0.0, 0.0, 1.0, 1.0) if entry is None else (0.0, 0.5, 1.0, 0.5)
-    disp = plotting.plot_anat(t1w, cut_coords=tuple(target), display_mode="ortho", figure=fig, axes=top,
+    disp = plotting.plot_anat(colorbar=False, anat_img=t1w, cut_coords=tuple(target), display_mode="ortho", figure=fig, axes=top,
                               dim=-0.3, draw_cross=False, title="cortical target (yellow X), T1w")
     disp.add_markers([target], marker_color="yellow", marker_size=60, marker="X")
     if geom is not None:
         draw_coil_glyph(disp, geom, with_coil=False)
     if entry is not None:
         # second row cut through the entry: nilearn draws a marker only within 2 mm of a cut
-        low = plotting.plot_anat(t1w, cut_coords=tuple(entry), display_mode="ortho", figure=fig,
+        low = plotting.plot_anat(colorbar=False, anat_img=t1w, cut_coords=tuple(entry), display_mode="ortho", figure=fig,
                                  axes=(0.0, 0.0, 1.0, 0.5), dim=-0.3, draw_cross=False,
                                  title="coil at the scalp entry (cyan), handle (magenta)")
         low.add_markers([entry], marker_color="cyan", marker_size=50, marker="o")

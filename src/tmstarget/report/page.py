@@ -190,6 +190,13 @@ SUBJECT_REPORTLETS: tuple[Reportlet, ...] = (
               "into the navigator.", view=V.provenance_view),
 )
 
+#: Short labels of the sticky navigation bar (one line at 1280 px, so anchors are not hidden under it).
+NAV_LABELS = {"summary": "Summary", "target_t1w": "Target & coil", "motion": "Motion", "carpet_before": "Carpet before",
+              "carpet_after": "Carpet after", "seed_tsnr": "Seed tSNR", "bold_to_t1w": "BOLD to T1w",
+              "t1w_to_mni": "T1w to MNI", "seed_map": "Seed map", "uncertainty": "Reliability", "gsr": "GSR",
+              "literature": "Literature", "caveats": "Caveats", "glossary": "Glossary", "methods": "Methods",
+              "provenance": "Provenance"}
+
 HTML_REPORTLETS = tuple(r.name for r in SUBJECT_REPORTLETS if r.figure is None)
 
 
@@ -202,7 +209,7 @@ def _page(sections: list[Rendered], title: str, subtitle: str = SUBTITLE, nav: b
           footer: str = "") -> str:
     return ENV.get_template("subject.html.j2").render(
         title=title, subtitle=subtitle, csp=CSP, css=_css(), sections=sections,
-        nav=[(s.name, s.title) for s in sections] if nav else [], footer=footer) + "\n"
+        nav=[(s.name, NAV_LABELS.get(s.name, s.title)) for s in sections] if nav else [], footer=footer) + "\n"
 
 
 def render_subject_html(inputs: dict, title: str | None = None,

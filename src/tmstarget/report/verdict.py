@@ -190,29 +190,30 @@ def handle_in_words(native: dict | None) -> str:
     return f"{name}, {a:.0f} deg from posterior towards {towards} (world direction: {words})"
 
 
-def handle_glyph(native: dict | None, size: int = 130) -> dict | None:
+def handle_glyph(native: dict | None, size: int = 170) -> dict | None:
     """Coordinates (SVG pixels) of a small top view: the head seen from above (nose up, the subject's
     left on the left), the coil circle at the entry and its handle line. None without a handle."""
     geom = coil_geometry(native)
     if geom is None or geom["handle"] is None:
         return None
     c = size / 2
-    r_head = size * 0.36
+    r_head = size * 0.3
     e = geom["entry"][:2]
     norm = float(np.linalg.norm(e))
     pos = (np.array([c, c]) if norm == 0
            else np.array([c + r_head * 0.78 * e[0] / norm, c - r_head * 0.78 * e[1] / norm]))
     h = geom["handle"][:2]
     h = h / np.linalg.norm(h) if np.linalg.norm(h) > 1e-6 else np.array([0.0, -1.0])
-    coil_r = size * 0.09
+    coil_r = size * 0.08
     start = pos + coil_r * np.array([h[0], -h[1]])
-    end = pos + (coil_r + size * 0.2) * np.array([h[0], -h[1]])
+    end = pos + (coil_r + size * 0.16) * np.array([h[0], -h[1]])
     r = lambda v: round(float(v), 1)  # noqa: E731
     return {"size": size, "c": r(c), "rx": r(r_head * 0.85), "ry": r(r_head), "nose_top": r(c - r_head - 8),
             "nose_base": r(c - r_head + 1), "nose_l": r(c - 6), "nose_r": r(c + 6),
             "coil_x": r(pos[0]), "coil_y": r(pos[1]), "coil_r": r(coil_r),
             "x1": r(start[0]), "y1": r(start[1]), "x2": r(end[0]), "y2": r(end[1]),
-            "label_y": r(end[1] + (12 if h[1] < 0 else -4))}
+            "label_x": r(min(max(end[0], 24), size - 24)), "anchor": "middle",
+            "label_y": r(min(max(end[1] + (15 if h[1] < 0 else -6), 14), size - 2))}
 
 
 def nav_files(ctx: SubjectContext) -> list[dict]:
