@@ -431,7 +431,7 @@ def render_seed_map(ctx: SubjectContext):
 COIL_GLYPH_RADIUS_MM = 25.0
 
 
-HANDLE_GLYPH_LENGTH_MM = 60.0
+HANDLE_GLYPH_LENGTH_MM = 40.0
 
 
 #: (nilearn cut axis, world axes shown as horizontal / vertical) of an ortho display.
@@ -482,6 +482,16 @@ def coil_glyph_ras_mm(geom: dict, radius_mm: float = COIL_GLYPH_RADIUS_MM,
     return {"circle": circle, "handle": handle, "axis": np.vstack([geom["entry"], geom["target"]])}
 
 
+def _include_in_view(ax, pts_2d: np.ndarray, margin_mm: float = 12.0) -> None:
+    """Widen a view's limits (keeping their direction) so that the points, plus a margin, are inside it."""
+    for get, set_, k in ((ax.get_xlim, ax.set_xlim, 0), (ax.get_ylim, ax.set_ylim, 1)):
+        lo, hi = get()
+        flip = lo > hi
+        lo, hi = min(lo, hi), max(lo, hi)
+        lo, hi = min(lo, pts_2d[:, k].min() - margin_mm), max(hi, pts_2d[:, k].max() + margin_mm)
+        set_((hi, lo) if flip else (lo, hi))
+
+
 def draw_coil_glyph(display, geom: dict, with_coil: bool = True) -> None:
     """Draw the coil line (entry to target) and, with ``with_coil``, the coil circle and its labelled
     handle, projected on each view of a nilearn ortho display (world mm axes)."""
@@ -497,11 +507,15 @@ def draw_coil_glyph(display, geom: dict, with_coil: bool = True) -> None:
         if not with_coil:
             continue
         ax.plot(glyph["circle"][:, a], glyph["circle"][:, b], color="cyan", lw=1.5, zorder=7)
+        _include_in_view(ax, np.vstack([glyph["circle"]] + ([glyph["handle"]] if glyph["handle"] is not None else []))[
+            :, [a, b]])
         if glyph["handle"] is not None:
             hd = glyph["handle"]
             ax.plot(hd[:, a], hd[:, b], color="#ff4fd8", lw=3.0, solid_capstyle="round", zorder=7)
-            ax.text(hd[1, a], hd[1, b], "handle", color="#ff4fd8", fontsize=10, fontweight="bold",
-                    ha="center", va="bottom", zorder=8, clip_on=True)
+            mid = hd.mean(axis=0)  # label at the middle of the handle: inside the view even near its edge
+            ax.text(mid[a], mid[b], "handle", color="#ff4fd8", fontsize=10, fontweight="bold", ha="center",
+                    va="bottom", zorder=8, clip_on=True,
+                    bbox={"boxstyle": "round,pad=0.1", "facecolor": "black", "alpha": 0.6, "lw": 0})
 
 
 def render_target_t1w(ctx: SubjectContext):
