@@ -317,8 +317,9 @@ def _reliability_findings(unc: dict, limit_mm: float) -> list[Finding]:
     if unc.get("multiple_candidates") is True:
         cands = unc.get("candidates") if isinstance(unc.get("candidates"), list) else []
         where = "; ".join(
-            f"MNI {_fmt3(c.get('target_mni_ras_mm'))}" + (f" (support {_fmt(c.get('support'), 2)})"
-                                                           if c.get("support") is not None else "")
+            f"MNI {_fmt3(c.get('target_mni_ras_mm'))}"
+            + (f" (support {_fmt(c.get('support_fraction', c.get('support')), 2)})"
+               if c.get("support_fraction", c.get("support")) is not None else "")
             for c in cands[:3] if isinstance(c, dict))
         out.append(Finding("warn", "two or more separated candidate targets" + (f": {where}" if where else ""),
                            "reliability"))
