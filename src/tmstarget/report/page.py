@@ -331,6 +331,11 @@ GROUP_HEAD = ("unit", "QC", "target MNI (RAS mm)", "target T1w (RAS mm, own spac
               "mean FD (mm)", "split-half (mm)", "GSR shift (mm)", "scalp to cortex (mm)", "reasons")
 
 
+def _group_dist(value) -> str:
+    """A target shift in the dataset table: "same voxel" for 0 (not a precision of 0.0 mm)."""
+    return "same voxel" if value is not None and float(value) < 0.5 else _fmt(value, 1)
+
+
 def _read(path) -> dict | None:
     from ..qc import read_json_tolerant
 
@@ -368,7 +373,7 @@ def build_group_report(subject_entries: list[dict], out_html, out_tsv) -> Path:
                                 _fmt_mm3(t1w if None not in t1w else None),
                                 r["method"] or "n/a", _fmt(r["z_at_target"], 2), _fmt(r["minutes_kept"], 1),
                                 _fmt(r["mean_fd_mm"], 2), _fmt(r["split_half_median_mm"], 1),
-                                _fmt(r["gsr_shift_mm"], 1), _fmt(r["scalp_to_cortex_mm"], 1), r["reasons"] or "-"]})
+                                _group_dist(r["gsr_shift_mm"]), _fmt(r["scalp_to_cortex_mm"], 1), r["reasons"] or "-"]})
     template = next((str(t["TemplateSpace"]) for t in (_read(e.get("target_json")) for e in subject_entries)
                      if t and t.get("TemplateSpace")), "MNI152NLin2009aSym")
     fig = render_reportlet(Reportlet("targets", "Targets", "",
