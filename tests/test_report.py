@@ -591,7 +591,27 @@ def test_entry_figure_draws_the_coil_circle_and_a_labelled_handle(subject):
     assert texts.count("handle") == 3                       # one per view of the entry row
     magenta = [ln for ax in fig.axes for ln in ax.lines if ln.get_color() == "#ff4fd8"]
     assert len(magenta) == 3
+    # entry and target on every view of both rows, joined by the dashed coil axis
+    axis_lines = [ln for ax in fig.axes for ln in ax.lines if ln.get_linestyle() == "--" and ln.get_color() == "white"]
+    assert len(axis_lines) == 6
+    for ln in axis_lines:
+        assert len(ln.get_xdata()) == 2
     import matplotlib.pyplot as plt
+    plt.close(fig)
+
+
+def test_tsnr_map_has_no_coloured_background(subject):
+    import matplotlib.pyplot as plt
+
+    from tmstarget.report import figures
+
+    _, inputs, _, _ = subject
+    fig = figures.render_seed_tsnr(report.SubjectContext(inputs))
+    tsnr_images = [im for ax in fig.axes for im in ax.get_images() if im.get_cmap().name == "viridis"]
+    slices = [im.get_array() for im in tsnr_images if im.get_array().ndim == 2 and min(im.get_array().shape) > 5]
+    assert len(slices) >= 3
+    masked = [a for a in slices if np.ma.is_masked(a) and np.ma.getmaskarray(a).mean() > 0.2]
+    assert len(masked) >= 3                                     # outside the brain: transparent, not purple
     plt.close(fig)
 
 
