@@ -867,6 +867,13 @@ def test_glossary_and_methods(tmp_path):
         assert f"<dt>{term}</dt>" in glossary, term
     methods = _section_of(text, "methods")
     assert "following Fox et al. (2012)" in methods and "Biol Psychiatry. 2012;72(7):595-603." in methods
+    import html
+    words = html.unescape(methods)
+    assert "with ANTs (Avants et al. 2008" in words and "the 'cluster' rule (Cash et al. 2021)" in words
+    assert "also computed with the 'acompcor' strategy (aCompCor, Behzadi et al. 2007)" in words
+    fmriprep = _section_of(report.render_subject_html(dict(inputs, input_route="fmriprep"),
+                                                      reportlets=(report.SUBJECT_REPORTLETS[-2],)), "methods")
+    assert "preprocessed with fMRIPrep (its derivatives were the input)" in fmriprep and "with ANTs" not in fmriprep
     assert "<code id='command-line'>tmstarget bids out participant --participant-label 01 --task rest " \
            "--config logs/config.yaml</code>" in methods
     assert "min_retained_minutes: 3.0" in methods
