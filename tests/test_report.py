@@ -591,7 +591,27 @@ def test_entry_figure_draws_the_coil_circle_and_a_labelled_handle(subject):
     assert texts.count("handle") == 3                       # one per view of the entry row
     magenta = [ln for ax in fig.axes for ln in ax.lines if ln.get_color() == "#ff4fd8"]
     assert len(magenta) == 3
+    # entry and target on every view of both rows, joined by the dashed coil axis
+    axis_lines = [ln for ax in fig.axes for ln in ax.lines if ln.get_linestyle() == "--" and ln.get_color() == "white"]
+    assert len(axis_lines) == 6
+    for ln in axis_lines:
+        assert len(ln.get_xdata()) == 2
     import matplotlib.pyplot as plt
+    plt.close(fig)
+
+
+def test_tsnr_map_has_no_coloured_background(subject):
+    import matplotlib.pyplot as plt
+
+    from tmstarget.report import figures
+
+    _, inputs, _, _ = subject
+    fig = figures.render_seed_tsnr(report.SubjectContext(inputs))
+    tsnr_images = [im for ax in fig.axes for im in ax.get_images() if im.get_cmap().name == "viridis"]
+    slices = [im.get_array() for im in tsnr_images if im.get_array().ndim == 2 and min(im.get_array().shape) > 5]
+    assert len(slices) >= 3
+    masked = [a for a in slices if np.ma.is_masked(a) and np.ma.getmaskarray(a).mean() > 0.2]
+    assert len(masked) >= 3                                     # outside the brain: transparent, not purple
     plt.close(fig)
 
 
@@ -818,7 +838,7 @@ def test_registration_views_are_large_with_a_css_only_switch(page_text):
         assert sec.count('class="fig flip-') == 2
         assert "What failure looks like: the red edges cut through the brain" in sec
     css = page_text.split("<style>")[1].split("</style>")[0]
-    assert ".flip-toggle:checked~.flip-imgs .flip-a{display:none}" in css
+    assert ".flip-toggle:checked~.flip-imgs img.flip-a{display:none}" in css
     assert "<script" not in page_text
     from tmstarget.report.figures import REGISTRATION_FIGSIZE_IN
     assert REGISTRATION_FIGSIZE_IN[0] >= 12
@@ -826,7 +846,7 @@ def test_registration_views_are_large_with_a_css_only_switch(page_text):
 
 def test_print_stylesheet_and_sticky_nav(page_text):
     css = page_text.split("<style>")[1].split("</style>")[0]
-    assert "section{scroll-margin-top:44px}" in css                # anchors not hidden under the sticky bar
+    assert "section{scroll-margin-top:64px}" in css                # anchors not hidden under the sticky bar
     printed = css.split("@media print{")[1]
     assert "nav{display:none}" in printed and "print-color-adjust:exact" in printed
     assert ".status{background:none!important;color:#000!important;border:4px solid" in printed
@@ -847,6 +867,13 @@ def test_glossary_and_methods(tmp_path):
         assert f"<dt>{term}</dt>" in glossary, term
     methods = _section_of(text, "methods")
     assert "following Fox et al. (2012)" in methods and "Biol Psychiatry. 2012;72(7):595-603." in methods
+    import html
+    words = html.unescape(methods)
+    assert "with ANTs (Avants et al. 2008" in words and "the 'cluster' rule (Cash et al. 2021)" in words
+    assert "also computed with the 'acompcor' strategy (aCompCor, Behzadi et al. 2007)" in words
+    fmriprep = _section_of(report.render_subject_html(dict(inputs, input_route="fmriprep"),
+                                                      reportlets=(report.SUBJECT_REPORTLETS[-2],)), "methods")
+    assert "preprocessed with fMRIPrep (its derivatives were the input)" in fmriprep and "with ANTs" not in fmriprep
     assert "<code id='command-line'>tmstarget bids out participant --participant-label 01 --task rest " \
            "--config logs/config.yaml</code>" in methods
     assert "min_retained_minutes: 3.0" in methods

@@ -27,10 +27,11 @@ def report_inputs(w):
         "nav_formats": EXPORT_FORMATS,
         # the configuration of this run, for the report's Methods (command line, settings)
         "run_config": config,
+        "input_route": PLAN.route,
     }
 
 
-NOT_FILES = ("template_space", "nav_formats", "run_config")
+NOT_FILES = ("template_space", "nav_formats", "run_config", "input_route")
 
 
 def report_file_inputs(w):

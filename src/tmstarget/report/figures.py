@@ -233,7 +233,7 @@ def render_seed_tsnr(ctx: SubjectContext):
     ax_map = fig.add_subplot(gs[0, :3])
     vmax = float(np.percentile(tsnr_v, 99)) if tsnr_v.size else 1.0
     disp = plotting.plot_img(tsnr_img, display_mode="ortho", cut_coords=None if cut is None else tuple(cut),
-                             cmap="viridis", vmin=0, vmax=vmax, colorbar=True, axes=ax_map, figure=fig,
+                             cmap="viridis", vmin=0, vmax=vmax, colorbar=True, threshold=1e-6, axes=ax_map, figure=fig,
                              draw_cross=False, black_bg=True, annotate=True, title="tSNR")
     seed_vals = None
     if seed_img is not None:
@@ -279,7 +279,7 @@ def render_bold_to_t1w(ctx: SubjectContext):
 
     t1w, ref, cut = _bold_to_t1w_images(ctx)
     fig = _figure(*REGISTRATION_FIGSIZE_IN)
-    disp = plotting.plot_anat(t1w, display_mode="ortho", cut_coords=cut, figure=fig, dim=-0.5,
+    disp = plotting.plot_anat(colorbar=False, anat_img=t1w, display_mode="ortho", cut_coords=cut, figure=fig, dim=-0.5,
                               title="T1w + BOLD reference edges (through the target)", draw_cross=False)
     disp.add_edges(ref, color="r")
     label_anterior_posterior(disp)
@@ -296,7 +296,7 @@ def _flicker_pair(fixed, moving, cut, titles):
     figs = []
     for img, title in zip((fixed, _clean_img(np.asarray(moving_on.dataobj), fixed.affine)), titles):
         fig = _figure(*REGISTRATION_FIGSIZE_IN)
-        disp = plotting.plot_anat(img, display_mode="ortho", cut_coords=cut, figure=fig, dim=-0.3,
+        disp = plotting.plot_anat(colorbar=False, anat_img=img, display_mode="ortho", cut_coords=cut, figure=fig, dim=-0.3,
                                   title=title, draw_cross=False)
         label_anterior_posterior(disp)
         figs.append(fig)
@@ -339,7 +339,7 @@ def render_t1w_to_mni(ctx: SubjectContext):
     t1w_mni = ctx.img("t1w_mni")
     template, note = _template_img(ctx.inputs.get("template_space"))
     fig = _figure(*REGISTRATION_FIGSIZE_IN)
-    disp = plotting.plot_anat(t1w_mni, display_mode="ortho", cut_coords=(0, 0, 10), figure=fig, dim=-0.5,
+    disp = plotting.plot_anat(colorbar=False, anat_img=t1w_mni, display_mode="ortho", cut_coords=(0, 0, 10), figure=fig, dim=-0.5,
                               title=f"T1w in MNI + edges of {note}", draw_cross=False)
     disp.add_edges(template, color="r")
     label_anterior_posterior(disp)
@@ -368,7 +368,8 @@ def label_anterior_posterior(display, keys=("x", "l", "r")) -> int:
         left, right = ("A", "P") if x0 > x1 else ("P", "A")
         for pos, text in ((0.02, left), (0.98, right)):
             ax.text(pos, 0.5, text, transform=ax.transAxes, fontsize=12, fontweight="bold", color="#ffd54f",
-                    ha="left" if pos < 0.5 else "right", va="center", zorder=9)
+                    ha="left" if pos < 0.5 else "right", va="center", zorder=9,
+                    bbox={"boxstyle": "round,pad=0.15", "facecolor": "black", "alpha": 0.6, "lw": 0})
         n += 1
     return n
 
@@ -430,7 +431,7 @@ def render_seed_map(ctx: SubjectContext):
 COIL_GLYPH_RADIUS_MM = 25.0
 
 
-HANDLE_GLYPH_LENGTH_MM = 60.0
+HANDLE_GLYPH_LENGTH_MM = 40.0
 
 
 #: (nilearn cut axis, world axes shown as horizontal / vertical) of an ortho display.
@@ -481,6 +482,16 @@ def coil_glyph_ras_mm(geom: dict, radius_mm: float = COIL_GLYPH_RADIUS_MM,
     return {"circle": circle, "handle": handle, "axis": np.vstack([geom["entry"], geom["target"]])}
 
 
+def _include_in_view(ax, pts_2d: np.ndarray, margin_mm: float = 12.0) -> None:
+    """Widen a view's limits (keeping their direction) so that the points, plus a margin, are inside it."""
+    for get, set_, k in ((ax.get_xlim, ax.set_xlim, 0), (ax.get_ylim, ax.set_ylim, 1)):
+        lo, hi = get()
+        flip = lo > hi
+        lo, hi = min(lo, hi), max(lo, hi)
+        lo, hi = min(lo, pts_2d[:, k].min() - margin_mm), max(hi, pts_2d[:, k].max() + margin_mm)
+        set_((hi, lo) if flip else (lo, hi))
+
+
 def draw_coil_glyph(display, geom: dict, with_coil: bool = True) -> None:
     """Draw the coil line (entry to target) and, with ``with_coil``, the coil circle and its labelled
     handle, projected on each view of a nilearn ortho display (world mm axes)."""
@@ -496,11 +507,15 @@ def draw_coil_glyph(display, geom: dict, with_coil: bool = True) -> None:
         if not with_coil:
             continue
         ax.plot(glyph["circle"][:, a], glyph["circle"][:, b], color="cyan", lw=1.5, zorder=7)
+        _include_in_view(ax, np.vstack([glyph["circle"]] + ([glyph["handle"]] if glyph["handle"] is not None else []))[
+            :, [a, b]])
         if glyph["handle"] is not None:
             hd = glyph["handle"]
             ax.plot(hd[:, a], hd[:, b], color="#ff4fd8", lw=3.0, solid_capstyle="round", zorder=7)
-            ax.text(hd[1, a], hd[1, b], "handle", color="#ff4fd8", fontsize=10, fontweight="bold",
-                    ha="center", va="bottom", zorder=8, clip_on=True)
+            mid = hd.mean(axis=0)  # label at the middle of the handle: inside the view even near its edge
+            ax.text(mid[a], mid[b], "handle", color="#ff4fd8", fontsize=10, fontweight="bold", ha="center",
+                    va="bottom", zorder=8, clip_on=True,
+                    bbox={"boxstyle": "round,pad=0.1", "facecolor": "black", "alpha": 0.6, "lw": 0})
 
 
 def render_target_t1w(ctx: SubjectContext):
@@ -516,14 +531,14 @@ def render_target_t1w(ctx: SubjectContext):
     entry = None if geom is None else geom["entry"]
     fig = _figure(9, 3.0 if entry is None else 6.0)
     top = (0.0, 0.0, 1.0, 1.0) if entry is None else (0.0, 0.5, 1.0, 0.5)
-    disp = plotting.plot_anat(t1w, cut_coords=tuple(target), display_mode="ortho", figure=fig, axes=top,
+    disp = plotting.plot_anat(colorbar=False, anat_img=t1w, cut_coords=tuple(target), display_mode="ortho", figure=fig, axes=top,
                               dim=-0.3, draw_cross=False, title="cortical target (yellow X), T1w")
     disp.add_markers([target], marker_color="yellow", marker_size=60, marker="X")
     if geom is not None:
         draw_coil_glyph(disp, geom, with_coil=False)
     if entry is not None:
         # second row cut through the entry: nilearn draws a marker only within 2 mm of a cut
-        low = plotting.plot_anat(t1w, cut_coords=tuple(entry), display_mode="ortho", figure=fig,
+        low = plotting.plot_anat(colorbar=False, anat_img=t1w, cut_coords=tuple(entry), display_mode="ortho", figure=fig,
                                  axes=(0.0, 0.0, 1.0, 0.5), dim=-0.3, draw_cross=False,
                                  title="coil at the scalp entry (cyan), handle (magenta)")
         low.add_markers([entry], marker_color="cyan", marker_size=50, marker="o")

@@ -190,6 +190,13 @@ SUBJECT_REPORTLETS: tuple[Reportlet, ...] = (
               "into the navigator.", view=V.provenance_view),
 )
 
+#: Short labels of the sticky navigation bar (one line at 1280 px, so anchors are not hidden under it).
+NAV_LABELS = {"summary": "Summary", "target_t1w": "Target & coil", "motion": "Motion", "carpet_before": "Carpet before",
+              "carpet_after": "Carpet after", "seed_tsnr": "Seed tSNR", "bold_to_t1w": "BOLD to T1w",
+              "t1w_to_mni": "T1w to MNI", "seed_map": "Seed map", "uncertainty": "Reliability", "gsr": "GSR",
+              "literature": "Literature", "caveats": "Caveats", "glossary": "Glossary", "methods": "Methods",
+              "provenance": "Provenance"}
+
 HTML_REPORTLETS = tuple(r.name for r in SUBJECT_REPORTLETS if r.figure is None)
 
 
@@ -202,7 +209,7 @@ def _page(sections: list[Rendered], title: str, subtitle: str = SUBTITLE, nav: b
           footer: str = "") -> str:
     return ENV.get_template("subject.html.j2").render(
         title=title, subtitle=subtitle, csp=CSP, css=_css(), sections=sections,
-        nav=[(s.name, s.title) for s in sections] if nav else [], footer=footer) + "\n"
+        nav=[(s.name, NAV_LABELS.get(s.name, s.title)) for s in sections] if nav else [], footer=footer) + "\n"
 
 
 def render_subject_html(inputs: dict, title: str | None = None,
@@ -324,6 +331,11 @@ GROUP_HEAD = ("unit", "QC", "target MNI (RAS mm)", "target T1w (RAS mm, own spac
               "mean FD (mm)", "split-half (mm)", "GSR shift (mm)", "scalp to cortex (mm)", "reasons")
 
 
+def _group_dist(value) -> str:
+    """A target shift in the dataset table: "same voxel" for 0 (not a precision of 0.0 mm)."""
+    return "same voxel" if value is not None and float(value) < 0.5 else _fmt(value, 1)
+
+
 def _read(path) -> dict | None:
     from ..qc import read_json_tolerant
 
@@ -361,7 +373,7 @@ def build_group_report(subject_entries: list[dict], out_html, out_tsv) -> Path:
                                 _fmt_mm3(t1w if None not in t1w else None),
                                 r["method"] or "n/a", _fmt(r["z_at_target"], 2), _fmt(r["minutes_kept"], 1),
                                 _fmt(r["mean_fd_mm"], 2), _fmt(r["split_half_median_mm"], 1),
-                                _fmt(r["gsr_shift_mm"], 1), _fmt(r["scalp_to_cortex_mm"], 1), r["reasons"] or "-"]})
+                                _group_dist(r["gsr_shift_mm"]), _fmt(r["scalp_to_cortex_mm"], 1), r["reasons"] or "-"]})
     template = next((str(t["TemplateSpace"]) for t in (_read(e.get("target_json")) for e in subject_entries)
                      if t and t.get("TemplateSpace")), "MNI152NLin2009aSym")
     fig = render_reportlet(Reportlet("targets", "Targets", "",

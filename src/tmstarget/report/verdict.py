@@ -190,29 +190,30 @@ def handle_in_words(native: dict | None) -> str:
     return f"{name}, {a:.0f} deg from posterior towards {towards} (world direction: {words})"
 
 
-def handle_glyph(native: dict | None, size: int = 130) -> dict | None:
+def handle_glyph(native: dict | None, size: int = 170) -> dict | None:
     """Coordinates (SVG pixels) of a small top view: the head seen from above (nose up, the subject's
     left on the left), the coil circle at the entry and its handle line. None without a handle."""
     geom = coil_geometry(native)
     if geom is None or geom["handle"] is None:
         return None
     c = size / 2
-    r_head = size * 0.36
+    r_head = size * 0.3
     e = geom["entry"][:2]
     norm = float(np.linalg.norm(e))
     pos = (np.array([c, c]) if norm == 0
            else np.array([c + r_head * 0.78 * e[0] / norm, c - r_head * 0.78 * e[1] / norm]))
     h = geom["handle"][:2]
     h = h / np.linalg.norm(h) if np.linalg.norm(h) > 1e-6 else np.array([0.0, -1.0])
-    coil_r = size * 0.09
+    coil_r = size * 0.08
     start = pos + coil_r * np.array([h[0], -h[1]])
-    end = pos + (coil_r + size * 0.2) * np.array([h[0], -h[1]])
+    end = pos + (coil_r + size * 0.16) * np.array([h[0], -h[1]])
     r = lambda v: round(float(v), 1)  # noqa: E731
     return {"size": size, "c": r(c), "rx": r(r_head * 0.85), "ry": r(r_head), "nose_top": r(c - r_head - 8),
             "nose_base": r(c - r_head + 1), "nose_l": r(c - 6), "nose_r": r(c + 6),
             "coil_x": r(pos[0]), "coil_y": r(pos[1]), "coil_r": r(coil_r),
             "x1": r(start[0]), "y1": r(start[1]), "x2": r(end[0]), "y2": r(end[1]),
-            "label_y": r(end[1] + (12 if h[1] < 0 else -4))}
+            "label_x": r(min(max(end[0], 24), size - 24)), "anchor": "middle",
+            "label_y": r(min(max(end[1] + (15 if h[1] < 0 else -6), 14), size - 2))}
 
 
 def nav_files(ctx: SubjectContext) -> list[dict]:
@@ -449,10 +450,16 @@ GLOSSARY = (
                 "2009); its average MNI position is one of the literature sites."),
 )
 
+#: Citation of each target rule, as written after its name in the Methods paragraph.
+RULE_CITATIONS = {"cluster": " (Cash et al. 2021)", "peak": " (Fox et al. 2012)", "seedmap": " (Fox et al. 2013)",
+                  "hierarchical": " (a reimplementation of the SAINT-like clustering)"}
+
 CITATIONS = (
     "Fox MD, Buckner RL, White MP, Greicius MD, Pascual-Leone A. Efficacy of transcranial magnetic stimulation "
     "targets for depression is related to intrinsic functional connectivity with the subgenual cingulate. "
     "Biol Psychiatry. 2012;72(7):595-603.",
+    "Fox MD, Liu H, Pascual-Leone A. Identification of reproducible individualized targets for treatment of "
+    "depression with TMS based on intrinsic connectivity. NeuroImage. 2013;66:151-160.",
     "Cash RFH, Cocchi L, Lv J, Wu Y, Fitzgerald PB, Zalesky A. Personalized connectivity-guided DLPFC-TMS for "
     "depression: advancing computational feasibility, precision and reproducibility. Hum Brain Mapp. "
     "2021;42(13):4155-4172.",
@@ -515,24 +522,34 @@ def methods_view(ctx: SubjectContext) -> dict:
     method = t.get("method") or "n/a"
     unc = _uncertainty(ctx)
     space = t.get("TemplateSpace") or "MNI152NLin2009aSym"
+    gsr_block = t.get("gsr_comparison") if isinstance(t.get("gsr_comparison"), dict) else {}
+    compare = gsr_block.get("strategy") or den.get("compare_strategy")
+    params = q.get("strategy_parameters") if isinstance(q.get("strategy_parameters"), dict) else {}
+    gsr_on = bool(params.get("global_signal", (den.get("strategies") or {}).get(strategy, {}).get("global_signal", True)))
     parts = [
         f"Individual TMS targets were computed with tmstarget {__version__}, following Fox et al. (2012): the "
         "left dorsolateral prefrontal location whose resting-state signal is most anticorrelated with the "
         "subgenual anterior cingulate cortex (sgACC).",
-        f"Resting-state BOLD data were motion-corrected and registered to the subject's T1w image and to "
-        f"{space} with ANTs (Avants et al. 2008; template: Fonov et al. 2011). Volumes with framewise "
+        (f"Resting-state BOLD data were preprocessed with fMRIPrep (its derivatives were the input): motion "
+         f"correction and registration to the subject's T1w image and to {space} (template: Fonov et al. 2011). "
+         if ctx.inputs.get("input_route") == "fmriprep" else
+         f"Resting-state BOLD data were motion-corrected and registered to the subject's T1w image and to "
+         f"{space} with ANTs (Avants et al. 2008; template: Fonov et al. 2011). ")
+        + f"Volumes with framewise "
         f"displacement (Power et al. 2012) above {_fmt(q.get('fd_threshold_mm'), 2, 'mm')} were censored; "
         f"{_fmt(q.get('minutes_kept'), 1, 'min')} of data were kept.",
-        f"Nuisance signals were removed with the '{strategy}' strategy (motion parameters, white-matter and CSF "
-        "signals and, by default, the global signal); because global signal regression can create "
-        "anticorrelations (Murphy et al. 2009), the target was also computed with aCompCor (Behzadi et al. "
-        "2007) instead, and the distance between the two is reported.",
+        f"Nuisance signals were removed with the '{strategy}' strategy"
+        + (" (including global signal regression)." if gsr_on else " (without global signal regression).")
+        + (f" Because global signal regression can create anticorrelations (Murphy et al. 2009), the target was "
+           f"also computed with the '{compare}' strategy"
+           + (" (aCompCor, Behzadi et al. 2007)" if "compcor" in str(compare).lower() else "")
+           + " and the distance between the two is reported." if compare else ""),
         f"The seed ({seed.get('type', 'sphere')}"
         + (f", centre MNI {_fmt_mm3(seed.get('center_mni_ras_mm'))} mm, radius {_fmt(seed.get('radius_mm'), 0, 'mm')}"
            if seed.get("center_mni_ras_mm") is not None else "")
         + f") time series was correlated with every voxel (Fisher z), and the target was chosen with the "
-        f"'{method}' rule (Cash et al. 2021) inside the left-DLPFC search region; BA46 membership was checked "
-        "with the HCPex atlas (Huang et al. 2022).",
+        f"'{method}' rule{RULE_CITATIONS.get(str(method), '')} inside the left-DLPFC search region; BA46 "
+        "membership was checked with the HCPex atlas (Huang et al. 2022).",
         "Reliability was measured by computing the target separately in two halves of the data (split-half)"
         + (f"; {unc['reliability']['repeats']} repeats" if isinstance(unc.get("reliability"), dict)
            and unc["reliability"].get("repeats") else "")
