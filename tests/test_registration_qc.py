@@ -68,6 +68,30 @@ def test_measurements_from_files_see_a_shift(tmp_path):
     assert same == pytest.approx(1.0, abs=1e-3) and off < 0.6, (same, off)  # T1w masked: not exactly 1
 
 
+def test_wm_boundary_fraction_sees_alignment(tmp_path):
+    """A white-matter ball in grey matter; the 'BOLD' is darker in WM (T2* contrast). Aligned: every
+    boundary point has GM brighter outside; the BOLD moved 6 mm: many points disagree."""
+    shape, voxel = (60, 60, 60), 1.5
+    affine = np.diag([voxel, voxel, voxel, 1.0])
+    ijk = np.indices(shape).astype(float)
+    r_mm = np.linalg.norm(ijk - 29.5, axis=0) * voxel
+    r2_mm = np.linalg.norm(ijk - 29.5 - np.array([4, 0, 0])[:, None, None, None], axis=0) * voxel  # 6 mm along x
+    wm = 1 / (1 + np.exp((r_mm - 25) / 1.0))
+    brain = r_mm < 40
+    noise = np.random.default_rng(0).normal(0, 2.0, shape)  # flat regions: no systematic contrast
+    paths = {}
+    for name, arr in (("wm", wm), ("mask", brain),
+                      ("bold", (100 - 30 / (1 + np.exp((r_mm - 25) / 0.5)) + noise) * brain),
+                      ("moved", (100 - 30 / (1 + np.exp((r2_mm - 25) / 0.5)) + noise) * brain)):
+        paths[name] = tmp_path / f"{name}.nii.gz"
+        nib.save(nib.Nifti1Image(arr.astype(np.float32), affine), paths[name])
+    aligned = rq.wm_boundary_fraction(paths["bold"], paths["wm"], paths["mask"])
+    moved = rq.wm_boundary_fraction(paths["moved"], paths["wm"], paths["mask"])
+    print("boundary fraction aligned", aligned, "moved 6 mm", moved)
+    assert aligned > 0.99 and moved < 0.9  # measured 1.00 and 0.82
+    assert [c["level"] for c in rq.bold_checks("r", None, None, boundary_fraction=0.52)] == ["fail"]
+
+
 def test_failed_registration_fails_the_verdict_and_blocks_exports(tmp_path):
     bad = _template_files(tmp_path, 10)
     out = tmp_path / "sub-01_desc-registration_qc.json"

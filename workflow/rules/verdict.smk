@@ -11,7 +11,8 @@ def verdict_bold_sidecars(w):
 def registration_qc_files(w):
     """What the registration checks of a unit read (tmstarget.registration_qc): files that exist or a rule makes."""
     u = UNITS[w.unit]
-    anat = {k: u.anat.get(k) for k in ("t1w_mni", "brain_mask", "preproc_t1w") if u.anat.get(k)}
+    anat = {k: u.anat.get(k) for k in ("t1w_mni", "brain_mask", "preproc_t1w", "wm_probseg")
+            if u.anat.get(k) and (PLAN.route == "raw" or Path(u.anat[k]).exists())}
     runs = [{"name": r.name, **({"mask_mni": r.mask} if r.mask else {}),
              **({"boldref_t1w": r.boldref_t1w} if r.boldref_t1w else {})} for r in u.runs]
     return anat, runs
