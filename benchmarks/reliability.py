@@ -315,10 +315,13 @@ def run_real(names, sets, log=print) -> dict:
             weights = None
             if s["method"] == "seedmap":
                 others = [n for n in names if n != name] or [n for n in REAL_RUNS if n != name]
+                if not (bench_dir() / "preproc" / f"{others[0]}.done").exists():
+                    log(f"  {name} {label(s)}: skipped, the leave-one-out map needs {others[0]} preprocessed")
+                    continue
                 other = denoised_real(others[0], s["strategy"], s["fwhm"])
                 oseed, _ = masks_for(nib.Nifti1Image(other.mask.astype(np.uint8), other.affine), s)
                 weights = loo_weights(r_map(other, oseed), other.mask, den, search)
-            res = evaluate(den, seed, search, s)
+            res = evaluate(den, seed, search, s, weights)
             res["minutes"] = len(den.data_tv) * den.t_r / 60
             out[name][label(s)] = res
             log(f"  {name} {label(s)}: first/second {res['first_vs_second_mm']:.1f} mm, "
@@ -500,7 +503,7 @@ def minutes_table(curve: dict, snrs, minutes, curve_sets) -> str:
 
 
 #: the default chosen from this benchmark (docs/reliability.md); the minutes curve runs it and BASE
-CHOSEN = dict(BASE)
+CHOSEN = {**BASE, "fwhm": 4.0, "percentile": 20.0}
 
 
 def main(argv=None) -> int:
@@ -513,6 +516,8 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="only the one-factor-at-a-time settings")
     ap.add_argument("--replicates", type=int, default=3, help="synthetic datasets per condition")
     ap.add_argument("--curve-replicates", type=int, default=5, help="synthetic datasets per point of the minutes curve")
+    ap.add_argument("--curve-chosen-only", action="store_true",
+                    help="minutes curve of the chosen default only (not also the old default)")
     ap.add_argument("--out", type=Path, help="also write the tables (markdown) here")
     args = ap.parse_args(argv)
     names = [n for n in args.runs.split(",") if n]
@@ -532,7 +537,7 @@ def main(argv=None) -> int:
     text = settings_table(sets, real, synth, snrs, demo) if (real or synth or demo) else ""
     if "minutes" in data:
         msnrs, mins = (0.2, 0.3), (4, 6, 8, 10, 15, 20, 30)
-        curve_sets = [BASE] + ([CHOSEN] if CHOSEN != BASE else [])
+        curve_sets = ([] if args.curve_chosen_only else [BASE]) + ([CHOSEN] if CHOSEN != BASE else [])
         curve = minutes_curve(curve_sets, msnrs, mins, args.curve_replicates, log)
         text += "\n\nMedian random split-half distance (mm) by data length, synthetic runs (TR 2 s):\n\n"
         text += minutes_table(curve, msnrs, mins, curve_sets)

@@ -225,7 +225,7 @@ def test_dummy_volume_count():
 def test_default_strategies_are_valid():
     fox = dn.validate_strategy(dn.DEFAULT_STRATEGIES["fox"], "fox")
     assert (fox["motion"], fox["global_signal"], fox["wm_csf"], fox["acompcor"]) == (24, True, True, 0)
-    assert (fox["high_pass_hz"], fox["low_pass_hz"], fox["fd_threshold_mm"], fox["smoothing_fwhm_mm"]) == (0.01, 0.1, 0.5, 6.0)
+    assert (fox["high_pass_hz"], fox["low_pass_hz"], fox["fd_threshold_mm"], fox["smoothing_fwhm_mm"]) == (0.01, 0.1, 0.5, 4.0)
     acc = dn.validate_strategy(dn.DEFAULT_STRATEGIES["acompcor"], "acompcor")
     assert (acc["global_signal"], acc["wm_csf"], acc["acompcor"]) == (False, False, 5)
 

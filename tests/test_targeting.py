@@ -242,7 +242,7 @@ def test_strong_effect_small_spread_and_json(grid, strong, tmp_path):
     assert res["gsr_comparison"]["shift_mm"] < 6.0
     assert res["denoising"] == {"strategy": "fox", "t_r": 2.0, "volumes_kept": 240,
                                 "run_lengths": [120, 120], "minutes_kept": 8.0}
-    assert res["method_parameters"]["percentile"] == 10.0
+    assert res["method_parameters"]["percentile"] == 20.0
     assert res["targeting_parameters"]["bootstrap_samples"] == 50
     assert res["search_region"]["region"] == "ba46"
     for name, site in R.literature_sites_mni_ras_mm().items():

@@ -67,7 +67,7 @@ STRATEGY_DEFAULTS: dict = {
     "fd_threshold_mm": 0.5,    # censor volumes with framewise displacement above this, or None
     "censor_before": 0,        # also censor this many volumes before each high-motion volume
     "censor_after": 0,         # ... and this many after it
-    "smoothing_fwhm_mm": 6.0,  # Gaussian FWHM in mm, or None / 0 for no smoothing
+    "smoothing_fwhm_mm": 4.0,  # Gaussian FWHM in mm, or None / 0 for no smoothing (docs/reliability.md)
     "detrend": True,           # remove a linear trend before filtering
 }
 

@@ -56,7 +56,7 @@ TARGET_DEFAULTS: dict = {
     "candidate_separation_mm": 10.0,  # split-half targets farther apart than this form separate candidates
     "multiple_candidates_min_support": 0.25,  # a second candidate with this support flags two targets
     "peak": {},
-    "cluster": {"percentile": 10.0, "weight_by_abs_r": True, "connectivity": 26},
+    "cluster": {"percentile": 20.0, "weight_by_abs_r": True, "connectivity": 26},  # docs/reliability.md
     "seedmap": {"normative_map": None, "selection": "cluster"},
     "hierarchical": {"distance_threshold": 0.5, "min_cluster_voxels": 50, "linkage": "single",
                      "weights": {"size": 1.0, "concentration": 1.0, "net_correlation": 1.0}},
