@@ -225,7 +225,7 @@ def test_dummy_volume_count():
 def test_default_strategies_are_valid():
     fox = dn.validate_strategy(dn.DEFAULT_STRATEGIES["fox"], "fox")
     assert (fox["motion"], fox["global_signal"], fox["wm_csf"], fox["acompcor"]) == (24, True, True, 0)
-    assert (fox["high_pass_hz"], fox["low_pass_hz"], fox["fd_threshold_mm"], fox["smoothing_fwhm_mm"]) == (0.01, 0.1, 0.5, 6.0)
+    assert (fox["high_pass_hz"], fox["low_pass_hz"], fox["fd_threshold_mm"], fox["smoothing_fwhm_mm"]) == (0.01, 0.1, 0.5, 4.0)
     acc = dn.validate_strategy(dn.DEFAULT_STRATEGIES["acompcor"], "acompcor")
     assert (acc["global_signal"], acc["wm_csf"], acc["acompcor"]) == (False, False, 5)
 
@@ -494,3 +494,45 @@ def test_constant_volumes_are_censored_like_motion(tmp_path, n_runs):
     expected = x.mean(axis=1) / np.sqrt((resid ** 2).sum(axis=1) / (len(good) - 2))
     if n_runs == 1:
         assert np.max(np.abs(got.tsnr_v - expected) / expected) < 1e-4
+
+
+# ----------------------------------------------------------------------------- derivative first row
+
+
+def test_derivative_first_row_filled_as_nilearn_load_confounds(tmp_path):
+    """No dummy volumes, so the undefined first row of the *_derivative1* columns is used: our
+    cleaned series equals nilearn.signal.clean on the confounds nilearn's own load_confounds reads
+    from the same fMRIPrep-style files (it fills that row with the second row's value)."""
+    from nilearn.interfaces.fmriprep import load_confounds
+
+    run = make_run(tmp_path, n_dummy=0)
+    strategy = {**dn.DEFAULT_STRATEGIES["fox"], "smoothing_fwhm_mm": None, "fd_threshold_mm": None,
+                "derivatives": True}
+    conf, sample_mask = load_confounds(run["bold"], strategy=("motion", "wm_csf", "global_signal"),
+                                       motion="full", wm_csf="derivatives", global_signal="derivatives",
+                                       demean=True)
+    assert sample_mask is None and conf.shape == (160, 24 + 6)
+    assert conf.notna().all().all()
+    ours = dn.denoise_runs([run], strategy, min_retained_minutes=1, warn_retained_minutes=1).data_tv
+    s = dn.validate_strategy(strategy)
+    mask = np.asarray(nib.load(run["mask"]).dataobj) > 0
+    signals = np.asarray(nib.load(run["bold"]).dataobj, dtype=np.float64)[mask].T
+    ref = nl_signal.clean(signals, detrend=True, standardize="zscore_sample", confounds=conf.to_numpy(),
+                          standardize_confounds=True, filter="butterworth", low_pass=s["low_pass_hz"],
+                          high_pass=s["high_pass_hz"], t_r=2.0)
+    assert ours.shape == ref.shape
+    assert np.max(np.abs(ours - ref)) < 1e-4
+    # the column-mean fill this replaces differs from nilearn by far more than the tolerance
+    df = dn.read_confounds(run["confounds"])
+    x_mean_fill = df[conf.columns].to_numpy(dtype=np.float64)
+    x_mean_fill = np.where(np.isfinite(x_mean_fill), x_mean_fill, np.nanmean(x_mean_fill, axis=0))
+    old = nl_signal.clean(signals, detrend=True, standardize="zscore_sample", confounds=x_mean_fill,
+                          standardize_confounds=True, filter="butterworth", low_pass=s["low_pass_hz"],
+                          high_pass=s["high_pass_hz"], t_r=2.0)
+    assert np.max(np.abs(old - ref)) > 1e-2
+
+
+def test_fill_undefined_first_row():
+    x = np.array([np.nan, 2.0, 3.0, np.nan, 5.0])
+    out = dn.fill_undefined_first_row(x)
+    assert out[0] == 2.0 and np.isnan(out[3]) and np.isnan(x[0])

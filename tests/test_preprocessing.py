@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import ants
 import nibabel as nib
@@ -238,21 +239,19 @@ def t1w_to_mni_error_mm(t1w_path, xfm_mni_to_t1w, truth_map_path, brain_mask_pat
 
 
 @pytest.fixture(scope="module")
-def demo_preprocessed(tmp_path_factory):
+def demo_preprocessed(demo_workflow):
+    """Demo sub-01 as the session's shared workflow run preprocessed it (tests/conftest.py)."""
     from tmstarget.bids_inputs import preproc_anat_paths, preproc_bold_paths
-    from tmstarget.demo import load_ground_truth, make_demo_dataset
+    from tmstarget.demo import load_ground_truth
 
-    root = tmp_path_factory.mktemp("preproc_demo")
-    bids = make_demo_dataset(root / "bids", n_subjects=1, n_volumes=120, seed=0)
-    anat_paths = preproc_anat_paths(root / "preproc", "sub-01/anat/sub-01")
-    bold_paths = preproc_bold_paths(root / "preproc", "sub-01/func/sub-01_task-rest")
-    params = {"registration": "fast", "chunk_volumes": 25}
-    anat_qc = pp.preprocess_anat(bids / "sub-01" / "anat" / "sub-01_T1w.nii.gz", anat_paths, params)
-    bold = bids / "sub-01" / "func" / "sub-01_task-rest_bold.nii.gz"
-    metadata = json.loads(bold.with_name("sub-01_task-rest_bold.json").read_text())
-    bold_qc = pp.preprocess_bold(bold, metadata, anat_paths, bold_paths, params)
-    return {"bids": bids, "anat": anat_paths, "bold": bold_paths, "anat_qc": anat_qc, "bold_qc": bold_qc,
-            "truth": load_ground_truth(bids, "01"), "bold_path": bold}
+    bids, preproc = demo_workflow["bids"], demo_workflow["preproc"]
+    anat_paths = preproc_anat_paths(preproc, "sub-01/anat/sub-01")
+    bold_paths = preproc_bold_paths(preproc, "sub-01/func/sub-01_task-rest")
+    sidecar = json.loads(Path(bold_paths["bold_mni"].replace(".nii.gz", ".json")).read_text())
+    n_total, n_dummy = sidecar["VolumesInRawRun"], sidecar["NumberOfVolumesDiscardedByTmstarget"]
+    bold_qc = {"volumes_total": n_total, "dummy_volumes": n_dummy, "volumes": n_total - n_dummy}
+    return {"bids": bids, "anat": anat_paths, "bold": bold_paths, "bold_qc": bold_qc,
+            "truth": load_ground_truth(bids, "01"), "bold_path": bids / "sub-01" / "func" / "sub-01_task-rest_bold.nii.gz"}
 
 
 @pytest.mark.slow

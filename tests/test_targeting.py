@@ -242,7 +242,7 @@ def test_strong_effect_small_spread_and_json(grid, strong, tmp_path):
     assert res["gsr_comparison"]["shift_mm"] < 6.0
     assert res["denoising"] == {"strategy": "fox", "t_r": 2.0, "volumes_kept": 240,
                                 "run_lengths": [120, 120], "minutes_kept": 8.0}
-    assert res["method_parameters"]["percentile"] == 10.0
+    assert res["method_parameters"]["percentile"] == 20.0
     assert res["targeting_parameters"]["bootstrap_samples"] == 50
     assert res["search_region"]["region"] == "ba46"
     for name, site in R.literature_sites_mni_ras_mm().items():
@@ -307,3 +307,82 @@ def test_bad_inputs(grid, strong, tmp_path):
     with pytest.raises(InputError, match="not found"):
         T.run_target(tmp_path / "missing.npz", grid["seed"], grid["search"], z_map, {}, tmp_path / "x.json")
     assert not (tmp_path / "x.json").exists()
+
+
+# -------------------------------------------------------------------------- reliability, candidates
+def test_reliability_contract_and_plain_words(grid, strong, tmp_path):
+    npz, z_map = strong
+    res = T.run_target(npz, grid["seed"], grid["search"], z_map, {"method": "cluster", "bootstrap_samples": 10},
+                       tmp_path / "t.json")
+    u = res["uncertainty"]
+    rel = u["reliability"]
+    assert set(rel) == {"measure", "median_distance_mm", "first_vs_second_half_mm", "repeats", "limit_mm",
+                        "reproducible", "plain_words"}
+    assert rel["measure"] == "split-half" and rel["repeats"] == 20 and rel["limit_mm"] == 8.0
+    assert rel["median_distance_mm"] == u["split_half_median_distance_mm"] < 6.0
+    assert rel["first_vs_second_half_mm"] == u["split_half_distance_mm"]
+    assert rel["reproducible"] is True
+    assert f"a median {rel['median_distance_mm']:.1f} mm apart" in rel["plain_words"]
+    assert "repeat session" in rel["plain_words"] and rel["plain_words"].endswith(".")
+    assert "autocorrelated" in u["bootstrap_note"]
+    # one strong planted target: one candidate holding every split-half target, near the target
+    assert u["multiple_candidates"] is False
+    assert u["candidates"][0]["support_fraction"] == 1.0 and u["candidates"][0]["n_targets"] == 2 + 2 * 20
+    assert _dist(u["candidates"][0]["target_mni_ras_mm"], res["target_mni_ras_mm"]) < 4.0
+    assert len(u["split_half_repeat_targets_mni_ras_mm"]) == 20
+
+
+def test_reliability_on_noise_is_not_reproducible():
+    rel = T.split_half_reliability(12.34, 15.0, 20, 8.0)
+    assert rel["reproducible"] is False and rel["median_distance_mm"] == 12.34
+    assert "12.3 mm apart" in rel["plain_words"] and "more than the 8 mm" in rel["plain_words"]
+    only_halves = T.split_half_reliability(None, 5.0, 0, 8.0)
+    assert only_halves["median_distance_mm"] == 5.0 and only_halves["reproducible"] is True
+    assert T.split_half_reliability(None, None, 20, 8.0)["reproducible"] is None
+
+
+def test_candidates_group_targets_by_separation():
+    rng = np.random.default_rng(0)
+    a = np.array([-40.0, 30.0, 30.0]) + rng.normal(0, 1.5, (30, 3))
+    b = np.array([-40.0, 50.0, 20.0]) + rng.normal(0, 1.5, (10, 3))
+    pts = np.vstack([a, b, np.full((2, 3), np.nan)])
+    cands = T.target_candidates(pts, separation_mm=10.0)
+    assert [c["n_targets"] for c in cands] == [30, 10]
+    assert cands[0]["support_fraction"] == pytest.approx(0.75) and cands[1]["support_fraction"] == pytest.approx(0.25)
+    assert _dist(cands[0]["target_mni_ras_mm"], [-40, 30, 30]) < 1.5
+    assert _dist(cands[1]["target_mni_ras_mm"], [-40, 50, 20]) < 2.0
+    # a separation wider than the gap (about 22 mm) merges them
+    assert len(T.target_candidates(pts, separation_mm=30.0)) == 1
+
+
+def test_two_equal_anticorrelated_clusters_give_two_candidates():
+    """Two equally strong anticorrelated patches 40 mm apart: which one is the largest cluster of
+    the tail depends on the half of the data, so the split-half targets split between them: two
+    candidates, each with about half of the support. One dataset leans to one patch by chance
+    (its random halves overlap), so the support is averaged over 10 independent datasets."""
+    patch = np.array([[x, y, z] for x in range(0, 8, 2) for y in range(0, 8, 2) for z in range(0, 6, 2)], float)
+    centres = [patch.mean(axis=0), patch.mean(axis=0) + [40.0, 0, 0]]
+    params = T.resolve_target_cfg({"split_half_repeats": 50, "cluster": {"percentile": 20.0}})
+    support_first, flagged = [], 0
+    for seed in range(10):
+        rng = np.random.default_rng(seed)
+        n_t = 300
+        xyz = np.concatenate([patch, patch + [40.0, 0, 0], rng.uniform(-20, 60, (150, 3))])
+        space = T.SearchSpace(np.rint(xyz / 2).astype(int), xyz)
+        ref = rng.standard_normal(n_t)
+        ts = rng.standard_normal((n_t, len(xyz)))
+        ts[:, : 2 * len(patch)] += -0.5 * ref[:, None]
+        pairs = T.repeated_split_half_targets("cluster", params, ts, ref, space, [n_t], T_R)
+        cands = T.target_candidates(pairs.reshape(-1, 3), space, separation_mm=10.0)
+        assert len(cands) == 2 and sum(c["n_targets"] for c in cands) == 100
+        assert sum(c["support_fraction"] for c in cands) == pytest.approx(1.0)
+        # each candidate is one of the patch centres
+        near = [int(np.argmin([_dist(c["target_mni_ras_mm"], p) for p in centres])) for c in cands]
+        assert sorted(near) == [0, 1]
+        assert max(min(_dist(c["target_mni_ras_mm"], p) for p in centres) for c in cands) < 2.5
+        support_first.append(cands[near.index(0)]["support_fraction"])
+        flagged += T.has_multiple_candidates(cands, 0.25)
+    # measured: mean 0.51 (0.03-0.83 per dataset); 7 of 10 datasets flag two candidates
+    assert np.mean(support_first) == pytest.approx(0.5, abs=0.1)
+    assert flagged >= 5
+    assert not T.has_multiple_candidates([{"support_fraction": 0.9}, {"support_fraction": 0.1}])

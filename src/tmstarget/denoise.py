@@ -67,7 +67,7 @@ STRATEGY_DEFAULTS: dict = {
     "fd_threshold_mm": 0.5,    # censor volumes with framewise displacement above this, or None
     "censor_before": 0,        # also censor this many volumes before each high-motion volume
     "censor_after": 0,         # ... and this many after it
-    "smoothing_fwhm_mm": 6.0,  # Gaussian FWHM in mm, or None / 0 for no smoothing
+    "smoothing_fwhm_mm": 4.0,  # Gaussian FWHM in mm, or None / 0 for no smoothing (docs/reliability.md)
     "detrend": True,           # remove a linear trend before filtering
 }
 
@@ -235,8 +235,14 @@ def _acompcor_combined(confounds_path: Path, n_comp: int) -> list[str] | None:
 
 
 def confound_matrix(df: pd.DataFrame, strategy: dict, path, strategy_name: str = "strategy") -> tuple[np.ndarray, list[str]]:
-    """Confound regressors (T, k) float64 selected by ``strategy``; NaN (e.g. the first row of a
-    derivative) replaced by the column mean, which is neutral once the regressors are centred."""
+    """Confound regressors (T, k) float64 selected by ``strategy``.
+
+    The undefined first row of a derivative (``*_derivative1*``: NaN) takes the value of the second
+    row, as nilearn's ``load_confounds`` does (``nilearn.interfaces.fmriprep.load_confounds_utils.
+    prepare_output``, nilearn 0.10-0.13). A column-mean fill instead puts a step at volume 0 that
+    detrending and the band-pass filter spread through the run. Any other NaN (not written by
+    fMRIPrep) takes the column mean.
+    """
     names = confound_column_names(strategy, df.columns)
     if strategy["acompcor"]:
         combined = _acompcor_combined(Path(path), strategy["acompcor"])
@@ -257,9 +263,19 @@ def confound_matrix(df: pd.DataFrame, strategy: dict, path, strategy_name: str =
         finite = np.isfinite(x)
         if not finite.any():
             raise InputError(f"{Path(path).name}: confound column '{n}' has no numeric value; regenerate the confounds")
+        x = fill_undefined_first_row(x)
+        finite = np.isfinite(x)
         x = np.where(finite, x, x[finite].mean())
         cols.append(x)
     return np.column_stack(cols), names
+
+
+def fill_undefined_first_row(x: np.ndarray) -> np.ndarray:
+    """A copy of a confound column whose NaN first value is replaced by the second (nilearn's rule)."""
+    x = np.array(x, dtype=np.float64)
+    if len(x) > 1 and np.isnan(x[0]):
+        x[0] = x[1]
+    return x
 
 
 def dummy_volume_count(df: pd.DataFrame) -> tuple[int, np.ndarray]:

@@ -53,8 +53,10 @@ TARGET_DEFAULTS: dict = {
     "random_seed": 0,
     "confident_median_distance_mm": 6.0,  # bootstrap median above which a target is flagged
     "confident_split_half_median_mm": 8.0,  # repeated split-half median above which it is flagged
+    "candidate_separation_mm": 10.0,  # split-half targets farther apart than this form separate candidates
+    "multiple_candidates_min_support": 0.25,  # a second candidate with this support flags two targets
     "peak": {},
-    "cluster": {"percentile": 10.0, "weight_by_abs_r": True, "connectivity": 26},
+    "cluster": {"percentile": 20.0, "weight_by_abs_r": True, "connectivity": 26},  # docs/reliability.md
     "seedmap": {"normative_map": None, "selection": "cluster"},
     "hierarchical": {"distance_threshold": 0.5, "min_cluster_voxels": 50, "linkage": "single",
                      "weights": {"size": 1.0, "concentration": 1.0, "net_correlation": 1.0}},
@@ -454,6 +456,21 @@ def random_block_halves(run_lengths, block_volumes: int, rng: np.random.Generato
     return a, b
 
 
+def repeated_split_half_targets(method: str, params: dict, ts_search, ref_t, space: SearchSpace,
+                                run_lengths, t_r: float, ts_seed=None) -> np.ndarray:
+    """Targets of ``params['split_half_repeats']`` random disjoint block halves, (n, 2, 3) MNI RAS mm.
+
+    NaN where a half gave no target.
+    """
+    rng = np.random.default_rng(int(params["random_seed"]) + 1)
+    block = max(1, int(round(params["block_length_s"] / t_r)))
+    out = np.full((int(params["split_half_repeats"]), 2, 3), np.nan)
+    for k in range(len(out)):
+        out[k] = split_half_targets(method, params, ts_search, ref_t, space, ts_seed,
+                                    *random_block_halves(run_lengths, block, rng))
+    return out
+
+
 def repeated_split_half_distances(method: str, params: dict, ts_search, ref_t, space: SearchSpace,
                                   run_lengths, t_r: float, ts_seed=None) -> np.ndarray:
     """Distances (mm) between the targets of ``params['split_half_repeats']`` random disjoint block halves.
@@ -462,13 +479,73 @@ def repeated_split_half_distances(method: str, params: dict, ts_search, ref_t, s
     reproduce: this is the number that separates a real effect from none. NaN where a half gave
     no target.
     """
-    rng = np.random.default_rng(int(params["random_seed"]) + 1)
-    block = max(1, int(round(params["block_length_s"] / t_r)))
-    out = np.full(int(params["split_half_repeats"]), np.nan)
-    for k in range(len(out)):
-        a, b = split_half_targets(method, params, ts_search, ref_t, space, ts_seed,
-                                  *random_block_halves(run_lengths, block, rng))
-        out[k] = np.linalg.norm(a - b)
+    pairs = repeated_split_half_targets(method, params, ts_search, ref_t, space, run_lengths, t_r, ts_seed)
+    return np.linalg.norm(pairs[:, 0] - pairs[:, 1], axis=1)
+
+
+BOOTSTRAP_NOTE = ("The block bootstrap resamples volumes of this one session, whose time points are "
+                  "autocorrelated and all share the session's noise, so its spread understates how far the "
+                  "target moves between sessions (about 2-4 times on a real 6.5-minute run); the split-half "
+                  "distance is the reliability measure.")
+
+
+def split_half_reliability(median_mm: float | None, first_vs_second_mm: float | None, repeats: int,
+                           limit_mm: float) -> dict:
+    """``uncertainty.reliability``: the split-half measure with a sentence a clinician understands.
+
+    ``median_mm`` is the median distance between the targets of repeated random disjoint block
+    halves (when ``repeats`` > 0), else the first-vs-second-half distance is used.
+    """
+    median = median_mm if repeats > 0 else first_vs_second_mm
+    reproducible = None if median is None else bool(median <= limit_mm)
+    if median is None:
+        words = ("The halves of this scan did not both give a target, so its reliability is unknown; "
+                 "treat the target as unconfirmed.")
+    else:
+        words = (f"Targets from two halves of this scan lie a median {median:.1f} mm apart; a repeat session "
+                 "would likely move the target by a similar distance"
+                 + ("." if reproducible else f" (more than the {limit_mm:g} mm accepted)."))
+    return {"measure": "split-half", "median_distance_mm": median,
+            "first_vs_second_half_mm": first_vs_second_mm, "repeats": int(repeats),
+            "limit_mm": float(limit_mm), "reproducible": reproducible, "plain_words": words}
+
+
+def has_multiple_candidates(candidates: list[dict], min_support: float = 0.25) -> bool:
+    """True when the second candidate (by support) holds at least ``min_support`` of the targets."""
+    return bool(len(candidates) > 1 and candidates[1]["support_fraction"] >= min_support)
+
+
+def target_candidates(points_mni_ras_mm, space: SearchSpace | None = None,
+                      separation_mm: float = 10.0) -> list[dict]:
+    """Group resampled targets into candidate targets separated by more than ``separation_mm``.
+
+    Targets are linked when closer than ``separation_mm`` (single linkage: a candidate is a set of
+    targets with no gap wider than that); each candidate is the mean of its targets, snapped to the
+    nearest search voxel when ``space`` is given. NaN rows (no target) are left out.
+
+    Returns
+    -------
+    list of dict
+        ``target_mni_ras_mm``, ``support_fraction`` (share of the targets) and ``n_targets``, sorted
+        by support (largest first).
+    """
+    pts = np.asarray(points_mni_ras_mm, float).reshape(-1, 3)
+    pts = pts[np.all(np.isfinite(pts), axis=1)]
+    if len(pts) == 0:
+        return []
+    near = np.linalg.norm(pts[:, None] - pts[None], axis=2) <= separation_mm
+    labels = connected_components(sparse.csr_matrix(near), directed=False)[1]
+    out = []
+    for lab in np.unique(labels):
+        members = pts[labels == lab]
+        centre = members.mean(axis=0)
+        if space is not None:
+            centre = space.xyz_mm[space.snap(centre)]
+        out.append({"target_mni_ras_mm": [float(v) for v in centre],
+                    "support_fraction": float(len(members) / len(pts)), "n_targets": int(len(members))})
+    out.sort(key=lambda c: (-c["n_targets"], c["target_mni_ras_mm"]))
+    for c in out:
+        c["support"] = c["support_fraction"]   # the key qc.py's finding reads
     return out
 
 
@@ -617,14 +694,40 @@ def run_target(denoised_npz, seed_mask_path, search_mask_path, z_map_path, cfg: 
             x.tolist() if np.all(np.isfinite(x)) else None for x in (a, b)]
         d = float(np.linalg.norm(a - b))
         uncertainty["split_half_distance_mm"] = d if np.isfinite(d) else None
+        halves = [a, b]
         if params["split_half_repeats"] > 0:
-            reps = repeated_split_half_distances(method, params, prob.ts_search, prob.ref_t, space,
-                                                 den.run_lengths, den.t_r, prob.ts_seed)
+            pairs = repeated_split_half_targets(method, params, prob.ts_search, prob.ref_t, space,
+                                                den.run_lengths, den.t_r, prob.ts_seed)
+            reps = np.linalg.norm(pairs[:, 0] - pairs[:, 1], axis=1)
             ok = np.isfinite(reps)
             uncertainty["split_half_repeats"] = int(len(reps))
             uncertainty["split_half_distances_mm"] = [float(x) if np.isfinite(x) else None for x in reps]
             uncertainty["split_half_median_distance_mm"] = float(np.median(reps[ok])) if ok.any() else None
             uncertainty["split_half_n_failed"] = int((~ok).sum())
+            uncertainty["split_half_repeat_targets_mni_ras_mm"] = [
+                [x.tolist() if np.all(np.isfinite(x)) else None for x in pair] for pair in pairs]
+            halves += list(pairs.reshape(-1, 3))
+        uncertainty["reliability"] = split_half_reliability(
+            uncertainty.get("split_half_median_distance_mm"), uncertainty["split_half_distance_mm"],
+            int(params["split_half_repeats"]), float(params["confident_split_half_median_mm"]))
+        cand_points, cand_from = np.asarray(halves), "split-half targets (first/second half and repeated halves)"
+    elif params["bootstrap_samples"] > 0:
+        cand_points, cand_from = boots, "bootstrap targets (split-half disabled)"
+    else:
+        cand_points = None
+    if params["bootstrap_samples"] > 0:
+        uncertainty["bootstrap_note"] = BOOTSTRAP_NOTE
+    if cand_points is not None:
+        cands = target_candidates(cand_points, space, float(params["candidate_separation_mm"]))
+        uncertainty["candidates"] = cands
+        uncertainty["candidates_from"] = cand_from
+        uncertainty["candidate_separation_mm"] = float(params["candidate_separation_mm"])
+        uncertainty["multiple_candidates"] = has_multiple_candidates(
+            cands, float(params["multiple_candidates_min_support"]))
+        if uncertainty["multiple_candidates"]:
+            warnings.append("two or more separated candidate targets: " + "; ".join(
+                f"MNI ({', '.join(f'{v:.0f}' for v in c['target_mni_ras_mm'])}) with {c['support_fraction']:.0%} "
+                "of the split-half targets" for c in cands[:3]))
     uncertainty["confident"], reasons = _confidence(uncertainty, params)
     if reasons:
         warnings.append("uncertain target: " + "; ".join(reasons) + "; collect more data or use the "
