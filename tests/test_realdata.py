@@ -112,9 +112,13 @@ def test_happytest_realignment_agrees_with_mcflirt(realdata_dir):
     corr = np.array([np.corrcoef(ours[:, k], mcflirt[:, k])[0, 1] for k in range(6)])
     print("correlation with mcflirt per parameter", np.round(corr, 3))
     assert np.all(np.abs(corr) >= [0.66, 0.98, 0.95, 0.96, 0.86, 0.66]), corr
-    # mcflirt reports volume -> reference in FSL's frame, x flipped for this LAS-stored image: the
-    # signs below pin our RAS convention (a silent sign flip in ours would change them)
-    assert np.array_equal(np.sign(corr), [1, -1, -1, 1, -1, -1]), corr
+    # mcflirt reports the inverse transform (volume -> reference), with rotation angles of the opposite
+    # sense to ours (seen on this run), in FSL's frame: voxel indices x voxel size for this codes-0
+    # image. Where our world x runs against voxel i (affine[0, 0] < 0) that frame is mirrored in x,
+    # which flips trans_x, rot_y and rot_z once more. The signs pin our RAS convention: a silent sign
+    # flip in ours (or in the affine chosen for codes 0) would change them.
+    expected = np.array([-1, -1, -1, 1, 1, 1]) * (np.array([-1, 1, 1, 1, -1, -1]) if affine[0, 0] < 0 else 1)
+    assert np.array_equal(np.sign(corr), expected), (corr, affine)
 
 def test_whole_workflow_on_real_scans(realdata_dir, tmp_path):
     """Every stage on real scans: a BIDS dataset of the real T1w and the real 6.5-minute

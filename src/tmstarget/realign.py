@@ -48,7 +48,8 @@ Conventions
   +y anterior, +z superior). The internal update is a rotation vector (Rodrigues) about ``c``.
 - These are not mcflirt's ``.par`` numbers (nor fMRIPrep's, which copies them): mcflirt reports the
   inverse transform (volume -> reference) in FSL's scaled-voxel frame (axes follow the stored voxel
-  axes, x made radiological), so their meaning and signs depend on how the image is stored.
+  axes; x mirrored for images FSL takes as neurological), so their meaning and signs depend on how
+  the image is stored (``tests/test_realdata.py`` spells out the relation on HAPPYTEST).
 """
 
 from __future__ import annotations
