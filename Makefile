@@ -32,11 +32,13 @@ test-fast: install
 
 # Wall time and peak memory: every stage of the demo run (Snakemake benchmark files), the built-in
 # preprocessing step by step, and denoise + seed map next to plain nilearn on a demo-sized and a
-# 600-volume 2 mm MNI run.
+# 600-volume 2 mm MNI run; the scaling of realignment, preprocess_bold, denoise and seed map with run size
+# (3 mm x 200 to 2 mm x 1200 volumes) and the old/new realignment cost ratio.
 benchmark: demo
 	$(BIN)/python benchmarks/workflow_stages.py $(DEMO_OUT)
 	$(BIN)/python benchmarks/bench_preprocessing.py
 	$(BIN)/python benchmarks/bench_denoise_seedmap.py
+	$(BIN)/python benchmarks/scaling.py
 
 clean:
 	rm -rf demo .pytest_cache

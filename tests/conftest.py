@@ -90,3 +90,37 @@ def tiny_fmriprep(tmp_path):
     bids = make_raw_bids(tmp_path / "bids")
     make_fmriprep_tree(bids / "derivatives" / "fmriprep")
     return bids
+
+
+DEMO_SUBJECTS = ("01", "02")
+
+
+def run_tmstarget_cli(*args, check=True):
+    """``python -m tmstarget.cli ARGS`` in a subprocess; with ``check``, a failure shows its output."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "tmstarget.cli", *map(str, args)]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.fixture(scope="session")
+def demo_workflow(tmp_path_factory):
+    """The demo dataset (two subjects) through the whole raw-BIDS workflow, run ONCE per test session.
+
+    The most expensive thing the suite does; every test that needs built-in preprocessing outputs of
+    the demo (workflow, preprocessing, spaces, registration checks) reads them from here instead of
+    preprocessing the demo again. Returns a dict: ``bids``, ``out``, ``result`` (the CLI's
+    CompletedProcess), ``preproc`` (OUT/preproc, fMRIPrep layout).
+    """
+    from tmstarget.config import REPO_ROOT
+    from tmstarget.demo import make_demo_dataset
+
+    root = tmp_path_factory.mktemp("demo_workflow")
+    bids = make_demo_dataset(root / "bids", n_subjects=len(DEMO_SUBJECTS), seed=0)
+    out = root / "out"
+    result = run_tmstarget_cli(bids, out, "group", "--config", REPO_ROOT / "config" / "demo.yaml", "--cores", 2)
+    return {"bids": bids, "out": out, "result": result, "preproc": out / "preproc"}

@@ -18,8 +18,10 @@ import pandas as pd
 import pytest
 
 from tmstarget import report
-from tmstarget.report import (SUBJECT_REPORTLETS, assess_qc, build_group_report, build_subject_report,
-                              mean_fd_mm, read_masked_timeseries, scrub_paths, write_reportlets)
+from tmstarget import qc as qc_mod
+from tmstarget.qc import assess, assess_qc, mean_fd_mm, scrub_paths
+from tmstarget.report import (SUBJECT_REPORTLETS, build_group_report, build_subject_report, read_masked_timeseries,
+                              write_reportlets)
 
 SECRET_DIR = "SECRETSITE_Hospital"          # part of the absolute dataset path: must never reach a report
 SECRET_DESCRIP = "PATIENT^DOE^JOHN"         # NIfTI header text: must never reach a report
@@ -102,10 +104,24 @@ def target_markers(**overrides) -> dict:
     return t
 
 
+ENTRY_T1W = [-58.0, 52.0, 52.0]
+
+
+def _inward_normal() -> np.ndarray:
+    v = np.asarray(TARGET_T1W) - np.asarray(ENTRY_T1W)
+    return v / np.linalg.norm(v)
+
+
 def native_markers(target: dict, root: Path) -> dict:
+    from tmstarget.scalp import coil_pose_simnibs, handle_direction_ras
+
     n = dict(target)
+    normal = _inward_normal()
     n.update({"target_t1w_ras_mm": TARGET_T1W, "target_t1w_ijk": [7, 34, 24],
-              "entry_t1w_ras_mm": [-58.0, 52.0, 52.0], "coil_pose_t1w_ras": np.eye(4).tolist(),
+              "entry_t1w_ras_mm": ENTRY_T1W, "inward_normal_t1w_ras": normal.tolist(),
+              "handle_direction_t1w_ras": handle_direction_ras(ENTRY_T1W, normal, 45.0).tolist(),
+              "handle_angle_deg": 45.0,
+              "coil_pose_t1w_ras": coil_pose_simnibs(ENTRY_T1W, normal, 45.0).tolist(),
               "scalp_to_cortex_mm": 18.3, "roundtrip_error_mm": 0.3,
               "t1w_path": str(root / SECRET_DIR / "sub-01_desc-preproc_T1w.nii.gz"), "t1w_sha256": "ab" * 32,
               "transform_path": str(root / SECRET_DIR / "sub-01_from-T1w_to-MNI_xfm.h5"),
@@ -177,9 +193,12 @@ def make_subject_inputs(root: Path, unit: str = "sub-01") -> dict:
         "denoise_qc_json": d / f"{unit}_task-rest_desc-denoise_qc.json",
         "seed_json": d / f"{unit}_task-rest_space-MNI152NLin2009aSym_desc-sgacc_stat-r_boldmap.json",
     }
-    for key, obj in (("target_json", target), ("native_json", native_markers(target, root)),
-                     ("denoise_qc_json", denoise_qc(root)), ("seed_json", seed_sidecar())):
+    objs = {"target_json": target, "native_json": native_markers(target, root),
+            "denoise_qc_json": denoise_qc(root), "seed_json": seed_sidecar()}
+    for key, obj in objs.items():
         files[key].write_text(json.dumps(obj))
+    files["verdict_json"] = d / f"{unit}_desc-verdict_qc.json"
+    files["verdict_json"].write_text(json.dumps(assess(*objs.values(), unit=unit)))
     t1w_data = _head_t1(T1W_SHAPE, T1W_AFFINE)
     bref = _head_t1((18, 25, 20), T1W_AFFINE @ np.diag([2, 2, 2, 1.0]))
     return {
@@ -274,7 +293,7 @@ def test_bootstrap_spread_is_a_detail_and_unconfident_flag_warns():
     status, reasons = _qc(target=t)  # the bootstrap can look stable on noise: an info detail only
     assert status == "pass" and reasons == []
     assert any(f.level == "info" and "within 10.5 mm" in f.text
-               for f in report.qc_findings(t, native_markers(t, Path("/x")), {}, seed_sidecar()))
+               for f in qc_mod.qc_findings(t, native_markers(t, Path("/x")), {}, seed_sidecar()))
     t["uncertainty"] = dict(t["uncertainty"], p95_distance_mm=9.5, confident=False)
     status, reasons = _qc(target=t)
     assert status == "warn" and reasons == ["the targeting stage flagged the target as uncertain (see Uncertainty)"]
@@ -299,7 +318,7 @@ def test_missing_native_target_fails_and_missing_files_do_not_crash():
         t.pop(k)
     status, reasons = assess_qc(t, native_markers(t, Path("/x")), {}, seed_sidecar())
     assert status == "pass", reasons
-    findings = report.qc_findings(t, native_markers(t, Path("/x")), {}, seed_sidecar())
+    findings = qc_mod.qc_findings(t, native_markers(t, Path("/x")), {}, seed_sidecar())
     assert sum(f.level == "info" for f in findings) == 5
 
 
@@ -338,11 +357,15 @@ def test_a_failing_figure_is_reported_without_paths_and_the_rest_survives():
     def broken(ctx):
         raise ValueError(f"/data/{SECRET_DIR}/sub-01/anat/bad.nii.gz: header is odd")
 
-    bad = report.Reportlet("broken", "Broken", "cap", broken)
-    ok = report.Reportlet("fine", "Fine", "cap", lambda ctx: "<p>fine</p>")
+    def fine(ctx):
+        import matplotlib.pyplot as plt
+        return plt.figure(figsize=(2, 1))
+
+    bad = report.Reportlet("broken", "Broken", "cap", figure=broken)
+    ok = report.Reportlet("fine", "Fine", "cap", figure=fine)
     text = report.render_subject_html({}, reportlets=(bad, ok))
     assert "could not be drawn (ValueError: bad.nii.gz: header is odd)" in text
-    assert "<p>fine</p>" in text
+    assert '<section id="fine"><h2>Fine</h2><p class="caption">cap</p><img class="fig" alt="Fine" src="data:image/png' in text
     assert_private_and_escaped(text)
 
 
@@ -365,9 +388,10 @@ def test_subject_report_has_every_section_with_a_figure(subject):
     n_png = text.count('src="data:image/png;base64,')
     n_svg = text.count('src="data:image/svg+xml;base64,')
     n_figs = sum(1 for r in SUBJECT_REPORTLETS if r.name not in report.HTML_REPORTLETS)
-    assert (n_png, n_svg) == (sum(r.fmt == "png" for r in SUBJECT_REPORTLETS) - 3,
+    n_flicker = 2 * sum(r.flicker is not None for r in SUBJECT_REPORTLETS)
+    assert (n_png, n_svg) == (sum(r.fmt == "png" and r.figure is not None for r in SUBJECT_REPORTLETS) + n_flicker,
                               sum(r.fmt == "svg" for r in SUBJECT_REPORTLETS))
-    assert n_png + n_svg == n_figs == 11
+    assert n_png + n_svg - n_flicker == n_figs == 11 and n_flicker == 4
     assert not list(out.parent.glob(".*tmp*"))                    # atomic write left nothing behind
 
 
@@ -385,7 +409,7 @@ def test_subject_summary_shows_targets_status_and_numbers(subject):
 def test_subject_report_is_private_and_escaped(subject):
     _, _, _, text = subject
     assert_private_and_escaped(text)
-    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in text  # the hostile label, escaped
+    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in text  # the hostile label, escaped (autoescape)
     assert "Content-Security-Policy" in text
     # embedded figures carry no path either
     import base64
@@ -406,6 +430,7 @@ def test_subject_report_with_missing_inputs(tmp_path):
     for k in ("uncertainty", "gsr_comparison", "literature_distances_mm"):
         t.pop(k)
     Path(inputs["target_json"]).write_text(json.dumps(t))
+    qc_mod.run_verdict(inputs, inputs["verdict_json"], "sub-01")      # as the workflow would
     text = build_subject_report(inputs, tmp_path / "r.html", title="Patient <b>").read_text()
     assert 'class="status status-fail"' in text and "no T1w-space target" in text
     assert "<title>Patient &lt;b&gt;</title>" in text
@@ -479,3 +504,412 @@ def test_group_report_table_and_tsv(tmp_path):
     assert ">sub-03&lt;i&gt;</a>" in text
     assert "3 unit(s): 1 pass, 1 warn, 1 fail" in text
     assert text.count("data:image/png;base64,") == 1 and "Not available" not in text
+
+
+# ----------------------------------------------------------------------------- navigator box, coil glyph
+
+
+def _navbox(text: str) -> str:
+    return text.split('<div class="navbox" id="navigator">')[1].split("<h4>Files to import</h4>")[0]
+
+
+def test_navigator_box_names_the_t1w_coordinates_handle_depth_and_files(subject):
+    _, _, _, text = subject
+    summary = text.split('<section id="summary">')[1].split("</section>")[0]
+    assert 'id="navigator"' in summary                       # next to the coordinate, in the summary
+    box = _navbox(summary)
+    assert "sub-01_desc-preproc_T1w.nii.gz" in box and "<code>" + "ab" * 6 + "</code>" in box
+    assert "(-40.5, 47.2, 35.0)" in box and "(-58.0, 52.0, 52.0)" in box
+    assert "NIfTI world coordinates of this file: x to the right, y to the front, z up" in box
+    assert "posterior-lateral, 45 deg from posterior towards left" in box
+    assert "18.3 mm" in box
+    assert "<svg class=\"handle-glyph\"" in box and ">handle</text>" in box
+    assert "Header warning" not in box
+    files = summary.split('<div class="navbox" id="navigator">')[1]
+    for nav, name in (("Brainsight", "nav/sub-01_desc-target_brainsight.txt"),
+                      ("Localite TMS Navigator", "nav/localite/InstrumentMarkers/InstrumentMarker"),
+                      ("ANT Neuro visor2", "nav/sub-01_desc-target_visor2.mrk"),
+                      ("3D Slicer", "nav/sub-01_desc-target_slicer.mrk.json")):
+        assert nav in files and name in files
+
+
+def test_navigator_box_lists_only_the_configured_exports_and_header_warnings(tmp_path):
+    inputs = make_subject_inputs(tmp_path)
+    inputs["nav_formats"] = ["brainsight"]
+    objs = [json.loads(Path(inputs[k]).read_text()) for k in ("target_json", "native_json", "denoise_qc_json",
+                                                                "seed_json")]
+    v = assess(*objs, unit="sub-01", header_warnings=[
+        "sub-01_bold.nii.gz: qform_code and sform_code are both 0, so the orientation is not recorded"])
+    assert v["status"] == "warn"
+    Path(inputs["verdict_json"]).write_text(json.dumps(v))
+    text = report.render_subject_html(inputs, reportlets=(report.SUBJECT_REPORTLETS[0],))
+    box = _navbox(text)
+    assert "Header warning" in box and "a left-right flip cannot be excluded" in box
+    files = text.split("<h4>Files to import</h4>")[1]
+    assert "brainsight.txt" in files and "visor2" not in files and "localite" not in files
+
+
+def test_navigator_box_on_fail_says_nothing_was_exported(tmp_path):
+    inputs = make_subject_inputs(tmp_path)
+    v = json.loads(Path(inputs["verdict_json"]).read_text())
+    v.update(status="fail", status_word="FAIL", coordinate_usable=False)
+    Path(inputs["verdict_json"]).write_text(json.dumps(v))
+    text = report.render_subject_html(inputs, reportlets=(report.SUBJECT_REPORTLETS[0],))
+    files = text.split("<h4>Files to import</h4>")[1]
+    assert "No navigator file was exported" in files and "brainsight.txt" not in files
+
+
+@pytest.mark.parametrize("side", [-1.0, 1.0])
+def test_handle_words_and_glyph_follow_the_recorded_handle(side):
+    from tmstarget.scalp import handle_direction_ras
+
+    entry = np.array([side * 58.0, 52.0, 52.0])
+    target = np.array([side * 40.5, 47.25, 35.0])
+    normal = (target - entry) / np.linalg.norm(target - entry)
+    for angle in (0.0, 45.0, 90.0):
+        handle = handle_direction_ras(entry, normal, angle)
+        native = {"entry_t1w_ras_mm": entry.tolist(), "target_t1w_ras_mm": target.tolist(),
+                  "inward_normal_t1w_ras": normal.tolist(), "handle_direction_t1w_ras": handle.tolist()}
+        got, hemi = report.handle_angle_from_posterior_deg(handle, normal, entry)
+        assert got == pytest.approx(angle, abs=0.5) and hemi == ("left" if side < 0 else "right")
+        words = report.handle_in_words(native)
+        assert f"{angle:.0f} deg from posterior towards {hemi}" in words
+        glyph = report.coil_glyph_ras_mm(report.coil_geometry(native))
+        d = glyph["handle"][1] - glyph["handle"][0]
+        assert np.degrees(np.arccos(np.clip(np.dot(d / np.linalg.norm(d), handle), -1, 1))) < 0.5  # along the handle
+        assert np.allclose(np.linalg.norm(glyph["circle"] - entry, axis=1), report.COIL_GLYPH_RADIUS_MM)
+        assert np.allclose((glyph["circle"] - entry) @ normal, 0, atol=1e-9)     # circle in the scalp plane
+    # a reversed handle (the issue-11 defect) is not called posterior
+    native["handle_direction_t1w_ras"] = (-handle_direction_ras(entry, normal, 45.0)).tolist()
+    assert report.handle_in_words(native).startswith("anterior-medial, 135 deg")
+
+
+def test_entry_figure_draws_the_coil_circle_and_a_labelled_handle(subject):
+    _, inputs, _, _ = subject
+    fig = report.render_target_t1w(report.SubjectContext(inputs))
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert texts.count("handle") == 3                       # one per view of the entry row
+    magenta = [ln for ax in fig.axes for ln in ax.lines if ln.get_color() == "#ff4fd8"]
+    assert len(magenta) == 3
+    # entry and target on every view of both rows, joined by the dashed coil axis
+    axis_lines = [ln for ax in fig.axes for ln in ax.lines if ln.get_linestyle() == "--" and ln.get_color() == "white"]
+    assert len(axis_lines) == 6
+    for ln in axis_lines:
+        assert len(ln.get_xdata()) == 2
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+
+
+def test_tsnr_map_has_no_coloured_background(subject):
+    import matplotlib.pyplot as plt
+
+    from tmstarget.report import figures
+
+    _, inputs, _, _ = subject
+    fig = figures.render_seed_tsnr(report.SubjectContext(inputs))
+    tsnr_images = [im for ax in fig.axes for im in ax.get_images() if im.get_cmap().name == "viridis"]
+    slices = [im.get_array() for im in tsnr_images if im.get_array().ndim == 2 and min(im.get_array().shape) > 5]
+    assert len(slices) >= 3
+    masked = [a for a in slices if np.ma.is_masked(a) and np.ma.getmaskarray(a).mean() > 0.2]
+    assert len(masked) >= 3                                     # outside the brain: transparent, not purple
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- the verdict, shown once
+
+
+def _write_verdict(inputs: dict, **kw) -> dict:
+    return qc_mod.run_verdict(inputs, inputs["verdict_json"], "sub-01", **kw)
+
+
+def _summary(inputs: dict) -> str:
+    text = report.render_subject_html(inputs, reportlets=(report.SUBJECT_REPORTLETS[0],))
+    return text.split('<section id="summary">')[1].split("</section>")[0]
+
+
+def test_report_shows_the_verdict_file_not_its_own_judgement(tmp_path):
+    inputs = make_subject_inputs(tmp_path)
+    v = json.loads(Path(inputs["verdict_json"]).read_text())
+    v.update(status="warn", status_word="WARN", reasons=["a reason only the verdict knows"],
+             action="acceptable for research; acquire 4+ more minutes before clinical use")
+    Path(inputs["verdict_json"]).write_text(json.dumps(v))
+    summary = _summary(inputs)       # the inputs alone would PASS: the banner follows the verdict file
+    assert 'class="status status-warn" id="qc-status">QC: WARN' in summary
+    assert "<li>a reason only the verdict knows</li>" in summary
+    assert "<b>What to do:</b> acceptable for research; acquire 4+ more minutes before clinical use" in summary
+    assert "not-usable" not in summary
+    Path(inputs["verdict_json"]).unlink()                       # no verdict: never shown as usable
+    summary = _summary(inputs)
+    assert "QC: FAIL" in summary and "verdict (*_desc-verdict_qc.json) is missing" in summary
+
+
+def test_on_fail_the_coordinate_is_folded_away_as_not_usable(tmp_path):
+    inputs = make_subject_inputs(tmp_path)
+    Path(inputs["denoise_qc_json"]).write_text(json.dumps(denoise_qc(tmp_path, fd_scale=8.0)))
+    v = _write_verdict(inputs)
+    assert v["status"] == "fail"
+    summary = _summary(inputs)
+    assert "QC: FAIL" in summary and "mean framewise displacement" in summary
+    banner, rest = summary.split("<details class='not-usable'>", 1)
+    assert "(-40.5, 47.2, 35.0)" not in banner                   # no coordinate before the fold
+    assert "Coordinate (not usable: verdict FAIL" in rest and "(-40.5, 47.2, 35.0)" in rest
+    assert "do not use this coordinate" in banner
+
+
+@pytest.mark.parametrize("minutes, status, words", [(4.0, "warn", "only 4.0 min of data kept"),
+                                                     (2.5, "fail", "(minimum 3 min, denoising.min_retained_minutes)")])
+def test_report_uses_the_run_thresholds(tmp_path, minutes, status, words):
+    inputs = make_subject_inputs(tmp_path)
+    Path(inputs["denoise_qc_json"]).write_text(json.dumps(denoise_qc(tmp_path, minutes_kept=minutes)))
+    thresholds = qc_mod.thresholds_from_config({"denoising": {"min_retained_minutes": 3.0}})
+    _write_verdict(inputs, thresholds=thresholds)
+    summary = _summary(inputs)
+    assert f"QC: {status.upper()}" in summary and words in summary
+    assert "minimum 5 min" not in summary
+    assert "<tr><th><code>denoising.min_retained_minutes</code></th><td>3.00</td></tr>" in summary
+
+
+def test_every_header_warning_is_a_finding(tmp_path):
+    inputs = make_subject_inputs(tmp_path)
+    warnings = ["sub-01_task-rest_bold.nii.gz: the qform and sform disagree (a corner of the image moves 3.10 mm)",
+                "sub-01_task-rest_bold.nii.gz: header TR 2.5 s differs from the sidecar's RepetitionTime 2 s",
+                "sub-01_T1w.nii.gz: qform_code and sform_code are both 0, so the orientation is not recorded"]
+    v = assess(*[json.loads(Path(inputs[k]).read_text()) for k in ("target_json", "native_json", "denoise_qc_json",
+                                                                   "seed_json")], unit="sub-01", header_warnings=warnings)
+    Path(inputs["verdict_json"]).write_text(json.dumps(v))
+    summary = _summary(inputs)
+    findings = summary.split("<h4>Problems</h4>")[1]
+    assert "qform and sform disagree (a corner of the image moves 3.10 mm)" in findings
+    assert "header TR 2.5 s differs" in findings
+    assert "a left-right flip cannot be excluded" in findings
+    assert findings.count("<span class='topic'>header</span>") == 3
+
+
+def test_reliability_is_split_half_words_bootstrap_a_detail_and_candidates_shown(tmp_path):
+    inputs = make_subject_inputs(tmp_path)
+    t = json.loads(Path(inputs["target_json"]).read_text())
+    t["uncertainty"]["reliability"] = {
+        "measure": "split-half", "median_distance_mm": 14.2, "first_vs_second_half_mm": 16.0, "repeats": 10,
+        "limit_mm": 8.0, "reproducible": False,
+        "plain_words": "targets from the two halves of the data lie 14 mm apart: not reproducible"}
+    t["uncertainty"]["multiple_candidates"] = True
+    t["uncertainty"]["candidates"] = [
+        {"target_mni_ras_mm": [-42.0, 42.0, 30.0], "support_fraction": 0.55, "n_targets": 28},
+        {"target_mni_ras_mm": [-36.0, 22.0, 44.0], "support_fraction": 0.4, "n_targets": 20}]
+    Path(inputs["target_json"]).write_text(json.dumps(t))
+    _write_verdict(inputs)
+    text = report.render_subject_html(inputs)
+    summary = text.split('<section id="summary">')[1].split("</section>")[0]
+    assert ("<tr><th>Reliability (split halves)</th><td>targets from the two halves of the data lie 14 mm apart: "
+            "not reproducible</td></tr>") in summary
+    assert "Judged reproducible" not in text
+    boot = summary.split("<details class='bootstrap'>")[1].split("</details>")[0]
+    assert "7.9 mm" in boot and "optimistic" in boot and "share" in boot
+    cands = summary.split("id='candidates'")[1].split("</div>")[0]
+    assert "(-36.0, 22.0, 44.0)" in cands and "55 %" in cands and "40 %" in cands
+    unc = text.split('<section id="uncertainty">')[1].split("</section>")[0]
+    assert "id='candidates'" in unc and "14 mm apart" in unc
+    t["uncertainty"]["multiple_candidates"] = False
+    Path(inputs["target_json"]).write_text(json.dumps(t))
+    assert "id='candidates'" not in report.render_subject_html(inputs)
+
+
+def test_page_and_reportlet_files_share_the_figures_drawn_once(tmp_path, monkeypatch):
+    import base64
+
+    from tmstarget.report import figures, page
+
+    inputs = make_subject_inputs(tmp_path)
+    calls = []
+    real = figures.figure_bytes
+
+    def counting(fig, fmt="png"):
+        calls.append(fmt)
+        return real(fig, fmt)
+
+    monkeypatch.setattr(figures, "figure_bytes", counting)
+    out = build_subject_report(inputs, tmp_path / "sub-01.html", reportlet_dir=tmp_path / "figs")
+    n_figs = sum(r.figure is not None for r in SUBJECT_REPORTLETS) + 2 * sum(r.flicker is not None
+                                                                             for r in SUBJECT_REPORTLETS)
+    assert len(calls) == n_figs == 15                             # each figure drawn once for both outputs
+    text = out.read_text()
+    png = (tmp_path / "figs" / "seed_map.png").read_bytes()
+    assert f'src="data:image/png;base64,{base64.b64encode(png).decode()}"' in text
+    assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == sorted(report.reportlet_filenames())
+    assert page.ENV.autoescape is True
+
+
+# ----------------------------------------------------------------------------- issue 12: contradictions, figures, print
+
+
+@pytest.fixture(scope="module")
+def page_text(subject):
+    return subject[3]
+
+
+def _section_of(text: str, name: str) -> str:
+    return text.split(f'<section id="{name}">')[1].split("</section>")[0]
+
+
+def test_no_contradictions_in_the_words(tmp_path):
+    inputs = make_subject_inputs(tmp_path)
+    t = json.loads(Path(inputs["target_json"]).read_text())
+    t["gsr_comparison"]["shift_mm"] = 0.0                       # same voxel with and without GSR
+    t["uncertainty"]["split_half_distance_mm"] = 1.2
+    Path(inputs["target_json"]).write_text(json.dumps(t))
+    v = json.loads(Path(inputs["verdict_json"]).read_text())
+    v.update(status="warn", status_word="WARN", reasons=["only 6.5 min of data kept after censoring"])
+    Path(inputs["verdict_json"]).write_text(json.dumps(v))
+    text = report.render_subject_html(inputs)
+    assert "Good: status PASS" not in text and "Judged reproducible" not in text
+    summary = _section_of(text, "summary")
+    assert "<tr><th>Shift without GSR</th><td>&lt; 6 mm (same or neighbouring voxel of the 6 mm grid)</td></tr>" \
+        in summary and "0.0 mm" not in text
+    assert "1.2 mm" not in _section_of(text, "uncertainty") and "&lt; 6 mm" in _section_of(text, "uncertainty")
+    # the reliability caveat names this run's own data and check, not only the literature
+    assert "This run kept 12.5 min; its own split-half check says:" in _section_of(text, "caveats")
+    # BA46 region (label) vs BA46 site (a point) and "(unverified)" are explained
+    assert "<th>Inside the BA46 region (HCPex label)</th>" in summary
+    lit = _section_of(text, "literature")
+    assert "a target can lie inside the region and still 10-20 mm from the BA46 site point" in lit
+    assert "(unverified): this coordinate is widely quoted but was not checked" in lit
+    # the anticorrelated blob outside the search region is explained in the caption
+    assert "Blue areas outside the green outline, even larger ones, are expected" in _section_of(text, "seed_map")
+
+
+def test_seed_map_scale_includes_the_target_and_uses_the_subject_anatomy(subject):
+    from matplotlib.text import Text
+
+    from tmstarget.report import figures
+
+    data = np.concatenate([np.linspace(-0.5, 0.5, 1000), [-0.86]])
+    assert figures.seed_map_vmax(data, -0.86) >= 0.86
+    assert figures.seed_map_vmax(data, -0.1) == pytest.approx(np.percentile(np.abs(data), 99), abs=1e-9)
+    _, inputs, _, _ = subject
+    fig = figures.render_seed_map(report.SubjectContext(inputs))
+    texts = [t.get_text() for t in fig.findobj(Text)]
+    assert any("on the subject's T1w in MNI" in t for t in texts)
+    assert texts.count("A") >= 2 and texts.count("P") >= 2          # sagittal views labelled
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+
+
+def test_figure_fonts_are_readable_and_gsr_markers_stay_visible(subject):
+    import matplotlib.pyplot as plt
+    from matplotlib.text import Text
+
+    from tmstarget.report import figures
+
+    _, inputs, _, _ = subject
+    ctx = report.SubjectContext(inputs)
+    for render in (figures.render_motion, figures.render_uncertainty, figures.render_gsr):
+        fig = render(ctx)
+        fig.canvas.draw()
+        sizes = [t.get_fontsize() for t in fig.findobj(Text) if t.get_text().strip() and t.get_visible()]
+        assert sizes and min(sizes) >= 9, (render.__name__, min(sizes))   # >= 12 px at 100 dpi on screen
+        plt.close(fig)
+    t = json.loads(Path(inputs["target_json"]).read_text())
+    t["gsr_comparison"] = {"strategy": "acompcor", "target_mni_ras_mm": t["target_mni_ras_mm"], "shift_mm": 0.0}
+    ctx = report.SubjectContext(dict(inputs, target_json=None))
+    ctx._cache["target_json"] = t
+    fig = figures.render_gsr(ctx)
+    rings = [c for ax in fig.axes for c in ax.collections if c.get_sizes()[0] > 200]
+    assert len(rings) == 3 and all(len(c.get_facecolors()) == 0 or c.get_facecolors()[0][3] == 0 for c in rings)
+    assert "same position" in fig._suptitle.get_text()
+    plt.close(fig)
+
+
+def test_literature_sites_are_named_in_the_figure(subject):
+    import matplotlib.pyplot as plt
+
+    from tmstarget.report import figures
+
+    _, inputs, _, _ = subject
+    fig = figures.render_literature(report.SubjectContext(inputs))
+    legend = [t.get_text() for lg in fig.legends for t in lg.get_texts()]
+    assert "BA46 site" in legend and "Beam F3 site" in legend and "this target" in legend
+    plt.close(fig)
+
+
+def test_registration_views_are_large_with_a_css_only_switch(page_text):
+    for name in ("bold_to_t1w", "t1w_to_mni"):
+        sec = _section_of(page_text, name)
+        assert f'<input type="checkbox" id="flip-{name}" class="flip-toggle">' in sec
+        assert sec.count('class="fig flip-') == 2
+        assert "What failure looks like: the red edges cut through the brain" in sec
+    css = page_text.split("<style>")[1].split("</style>")[0]
+    assert ".flip-toggle:checked~.flip-imgs img.flip-a{display:none}" in css
+    assert "<script" not in page_text
+    from tmstarget.report.figures import REGISTRATION_FIGSIZE_IN
+    assert REGISTRATION_FIGSIZE_IN[0] >= 12
+
+
+def test_print_stylesheet_and_sticky_nav(page_text):
+    css = page_text.split("<style>")[1].split("</style>")[0]
+    assert "section{scroll-margin-top:64px}" in css                # anchors not hidden under the sticky bar
+    printed = css.split("@media print{")[1]
+    assert "nav{display:none}" in printed and "print-color-adjust:exact" in printed
+    assert ".status{background:none!important;color:#000!important;border:4px solid" in printed
+    assert "break-after:avoid" in printed and "footer.print-footer{display:block;position:fixed;bottom:0" in printed
+    footer = page_text.split('<footer class="print-footer">')[1].split("</footer>")[0]
+    assert footer.startswith("sub-01 - tmstarget ") and re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d \S+", footer)
+
+
+def test_glossary_and_methods(tmp_path):
+    inputs = make_subject_inputs(tmp_path)
+    inputs["run_config"] = {"bids_dir": f"/data/{SECRET_DIR}/bids", "output_dir": f"/data/{SECRET_DIR}/out",
+                            "participant_label": ["01"], "task": "rest",
+                            "denoising": {"strategy": "fox", "min_retained_minutes": 3.0}}
+    text = report.render_subject_html(inputs)
+    glossary = _section_of(text, "glossary")
+    for term in ("RAS", "MNI152NLin2009aSym", "r / Fisher z", "FD", "Censoring", "tSNR", "GSR", "aCompCor",
+                 "Split-half", "Carpet plot", "Cluster rule", "HCPex", "5-cm rule", "Beam F3"):
+        assert f"<dt>{term}</dt>" in glossary, term
+    methods = _section_of(text, "methods")
+    assert "following Fox et al. (2012)" in methods and "Biol Psychiatry. 2012;72(7):595-603." in methods
+    import html
+    words = html.unescape(methods)
+    assert "with ANTs (Avants et al. 2008" in words and "the 'cluster' rule (Cash et al. 2021)" in words
+    assert "also computed with the 'acompcor' strategy (aCompCor, Behzadi et al. 2007)" in words
+    fmriprep = _section_of(report.render_subject_html(dict(inputs, input_route="fmriprep"),
+                                                      reportlets=(report.SUBJECT_REPORTLETS[-2],)), "methods")
+    assert "preprocessed with fMRIPrep (its derivatives were the input)" in fmriprep and "with ANTs" not in fmriprep
+    assert "<code id='command-line'>tmstarget bids out participant --participant-label 01 --task rest " \
+           "--config logs/config.yaml</code>" in methods
+    assert "min_retained_minutes: 3.0" in methods
+    from tmstarget import __version__
+    assert f"<tr><th>tmstarget version</th><td>{__version__}</td></tr>" in methods
+    assert re.search(r"<td id='report-date'>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \S+ \(UTC[+-]\d{4}\)</td>", methods)
+    assert_private_and_escaped(text)
+
+
+def test_group_report_names_template_version_units_and_spaces(tmp_path):
+    from matplotlib.text import Text
+
+    from tmstarget.report import figures
+
+    rows = [{"unit": "sub-01", "status": "pass", "target_mni_x": -40.0, "target_mni_y": 40.0, "target_mni_z": 30.0},
+            {"unit": "sub-02", "status": "fail", "target_mni_x": None, "target_mni_y": None, "target_mni_z": None}]
+    fig = figures.render_group_targets(rows, "MNI152NLin2009aSym")
+    texts = [t.get_text() for t in fig.findobj(Text)]
+    assert "sub-01" in texts and "sub-02" not in texts
+    assert any("targets in MNI152NLin2009aSym" in t for t in texts)
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+    entries = []
+    for k in range(2):
+        t = target_markers(target_mni_ras_mm=[-40.0 - k, 40.0, 30.0])
+        paths = {key: tmp_path / f"u{k}_{key}.json" for key in ("target_json", "native_json", "denoise_qc_json",
+                                                                "seed_json")}
+        objs = {"target_json": t, "native_json": native_markers(t, tmp_path), "denoise_qc_json": denoise_qc(tmp_path),
+                "seed_json": seed_sidecar()}
+        for key, obj in objs.items():
+            paths[key].write_text(json.dumps(obj))
+        entries.append({"unit": f"sub-0{k + 1}", **{k2: str(v) for k2, v in paths.items()},
+                        "report_html": f"sub-0{k + 1}.html"})
+    text = build_group_report(entries, tmp_path / "group.html", tmp_path / "g.tsv").read_text()
+    assert "<th>scalp to cortex (mm)</th>" in text and "<td>18.3</td>" in text
+    about = text.split("id='group-about'>")[1].split("</p>")[0]
+    assert "MNI152NLin2009aSym" in about and "each in their own subject's T1w world space" in about
+    from tmstarget import __version__
+    assert f"tmstarget {__version__}, report made " in about and re.search(r"\(UTC[+-]\d{4}\)", about)

@@ -192,7 +192,7 @@ def test_subject_report_in_chromium(reports, browser, tmp_path):
     requested = [e["params"]["request"]["url"][:5] for e in browser.events if e["method"] == "Network.requestWillBeSent"]
     assert requested and set(requested) <= {"file:", "data:"}
     images = browser.evaluate("Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.naturalHeight])")
-    assert len(images) == 11
+    assert len(images) == 15                         # 11 figures + 2 before/after pairs (registration)
     assert all(done and w >= 300 and h >= 100 for done, w, h in images), images
     assert browser.evaluate("document.querySelector('#qc-status').textContent").startswith("QC: PASS")
     assert browser.evaluate("getComputedStyle(document.querySelector('#qc-status')).backgroundColor") == "rgb(27, 127, 59)"
@@ -202,6 +202,11 @@ def test_subject_report_in_chromium(reports, browser, tmp_path):
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert _colour_fraction(png, "#1b7f3b") > 0.001       # the green PASS banner is drawn
     assert _colour_fraction(png, "#20334d") > 0.005       # the header bar
+    # the CSS-only before/after switch of the registration views: one image shown, the other after a click
+    shown = "Array.from(document.querySelectorAll('#t1w_to_mni .flip-imgs img')).map(i => i.offsetHeight > 0)"
+    assert browser.evaluate(shown) == [True, False]
+    browser.evaluate("document.querySelector('#t1w_to_mni .flip-label').click()")
+    assert browser.evaluate(shown) == [False, True]
     browser.evaluate("document.querySelector('nav a[href=\"#seed_map\"]').click()")
     browser.drain(0.5)
     assert browser.evaluate("window.scrollY") > 500                # the table of contents jumps

@@ -397,18 +397,15 @@ def _sample_vector_map(map_img, points_ras_mm):
 
 
 @pytest.fixture(scope="module")
-def demo_anat(tmp_path_factory):
-    """One demo subject through the built-in anatomical preprocessing (fast registration mode)."""
+def demo_anat(demo_workflow, tmp_path_factory):
+    """Demo sub-01's built-in anatomical preprocessing, from the session's shared workflow run."""
     from tmstarget.bids_inputs import preproc_anat_paths
-    from tmstarget.demo import load_ground_truth, make_demo_dataset
-    from tmstarget.preprocessing import preprocess_anat
+    from tmstarget.demo import load_ground_truth
 
-    root = tmp_path_factory.mktemp("demo_native")
-    bids = make_demo_dataset(root / "bids", n_subjects=1, n_volumes=20, seed=0)
-    anat = preproc_anat_paths(root / "preproc", "sub-01/anat/sub-01")
-    t1w = bids / "sub-01" / "anat" / "sub-01_T1w.nii.gz"
-    preprocess_anat(t1w, anat, {"registration": "fast"})
-    return {"root": root, "t1w": t1w, "anat": anat, "truth": load_ground_truth(bids, "01")}
+    bids = demo_workflow["bids"]
+    anat = preproc_anat_paths(demo_workflow["preproc"], "sub-01/anat/sub-01")
+    return {"root": tmp_path_factory.mktemp("demo_native"), "t1w": bids / "sub-01" / "anat" / "sub-01_T1w.nii.gz",
+            "anat": anat, "truth": load_ground_truth(bids, "01")}
 
 
 @pytest.mark.slow

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -17,29 +15,23 @@ import numpy as np
 import pytest
 
 from tmstarget.config import REPO_ROOT
-from tmstarget.demo import load_ground_truth, make_demo_dataset
+from conftest import DEMO_SUBJECTS, run_tmstarget_cli
+from tmstarget.demo import load_ground_truth
 
 pytestmark = pytest.mark.slow
 
-SUBJECTS = ("01", "02")
+SUBJECTS = DEMO_SUBJECTS
 DEMO_CONFIG = REPO_ROOT / "config" / "demo.yaml"
 
 
 def tmstarget(*args, check=True):
-    cmd = [sys.executable, "-m", "tmstarget.cli", *map(str, args)]
-    result = subprocess.run(cmd, capture_output=True, text=True)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-    return result
+    return run_tmstarget_cli(*args, check=check)
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("workflow")
-    bids = make_demo_dataset(root / "bids", n_subjects=len(SUBJECTS), seed=0)
-    out = root / "out"
-    result = tmstarget(bids, out, "group", "--config", DEMO_CONFIG, "--cores", 2)
-    return bids, out, result
+def demo_run(demo_workflow):
+    """The session's shared demo run (tests/conftest.py): both subjects, raw route, group level."""
+    return demo_workflow["bids"], demo_workflow["out"], demo_workflow["result"]
 
 
 def native_json(out, sub):

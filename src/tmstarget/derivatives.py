@@ -40,6 +40,7 @@ OUTPUT_PATTERNS = {
     # one folder per unit; file names inside: tmstarget.navigation.export_names
     "nav_dir": "{subdir}/nav",
     "verdict": "{subdir}/{unit}_desc-verdict_qc.json",
+    "registration_qc": "{subdir}/{unit}_desc-registration_qc.json",
     "report": "{unit}.html",
 }
 

@@ -94,11 +94,14 @@ def choose_affine(img: nib.Nifti1Image, path: str | os.PathLike, what: str = "im
     elif qcode > 0:
         affine = header.get_qform()
     else:
+        # NIfTI-1 "method 1": x = pixdim[1] * i, y = pixdim[2] * j, z = pixdim[3] * k (no flip; nibabel's
+        # get_base_affine flips x, the Analyze convention, which mirrored RAS-stored data), centred
         affine = header.get_base_affine()
+        affine[0, :] *= -1
         msg = (f"{name}: qform_code and sform_code are both 0, so the {what}'s orientation in the "
-               "scanner is not recorded; using voxel sizes only with x stored right to left (the "
-               "Analyze convention FSL and nibabel assume) and letting the rigid registration find any "
-               "tilt. A left-right flip cannot be detected this way: check the BOLD->T1w figure, and set "
+               "scanner is not recorded; using voxel sizes only with the voxel axes taken as R, A, S (NIfTI "
+               "method 1) and letting the registration's centre-of-mass and rotation search find the "
+               "position and tilt. A left-right flip cannot be detected this way: check the BOLD->T1w figure, and set "
                "sform_code/qform_code to 1 if the stored matrices are right (e.g. re-convert the DICOMs "
                "with dcm2niix)")
         log.warning(msg)

@@ -7,7 +7,8 @@ skull-stripped T1w to the template, and a three-class Atropos segmentation (CSF,
 template tissue maps as priors.
 
 BOLD (:func:`preprocess_bold`): non-steady-state volumes dropped (``dummy_scans``), optional
-slice-timing correction, rigid motion correction of every volume to a median reference (antspyx),
+slice-timing correction, rigid motion correction of every volume to a median reference
+(:mod:`tmstarget.realign`: least squares on intensity differences in world coordinates),
 rigid BOLD reference -> T1w registration (mutual information inside the T1w brain), confounds in
 the native BOLD grid, and ONE resampling of every raw volume to the MNI 2 mm grid: the
 MNI -> T1w -> BOLD-reference mapping is composed once into a displacement field, each volume's
@@ -35,6 +36,7 @@ import numpy as np
 from scipy import ndimage
 
 from . import preproc_confounds as pc
+from . import realign
 from .errors import InputError
 from .io import atomic_path, save_img, write_json
 from .preproc_headers import (RAS_TO_LPS, ants_affine_ras, choose_affine, is_oblique, nifti_img,
@@ -53,6 +55,8 @@ DEFAULT_PARAMS = {
     "fd_head_radius_mm": 50,        # Power FD: radius turning rotations (rad) into mm
     "n_acompcor": 5,                # aCompCor components (WM + CSF mask)
     "chunk_volumes": 50,            # volumes resampled and written per chunk (memory)
+    "anat_working_resolution_mm": 1.0,  # N4, registration, Atropos on a copy this coarse (outputs stay native)
+    "registration_init": "search",  # "search" (centre of mass + rotation search) or "header" (trust the headers)
 }
 
 #: registration settings per mode: template resolution (mm), SyN iterations per level
@@ -83,6 +87,12 @@ def resolve_params(params: dict | None) -> dict:
                          "steps expect) is supported")
     if int(out["chunk_volumes"]) < 1:
         raise InputError("preprocessing.chunk_volumes must be >= 1")
+    if not 0.5 <= float(out["anat_working_resolution_mm"]) <= 3.0:
+        raise InputError("preprocessing.anat_working_resolution_mm must be between 0.5 and 3 mm, not "
+                         f"{out['anat_working_resolution_mm']!r}")
+    if out["registration_init"] not in ("search", "header"):
+        raise InputError("preprocessing.registration_init must be 'search' or 'header', not "
+                         f"{out['registration_init']!r}")
     return out
 
 
@@ -121,11 +131,16 @@ ANTS_RANDOM_SEED = 20120901
 def make_ants_repeatable(seed: int = ANTS_RANDOM_SEED) -> None:
     """Fix the random seed antspyx passes to antsRegistration (``--random-seed``).
 
-    ``ants.set_ants_deterministic`` would also force a single ITK thread; only the seed is set
-    here (``ants.config._random_seed`` is what ``ants.registration`` reads), so threads still help.
+    The seed alone does not make a multi-threaded ANTs registration repeatable (the metric's
+    per-thread sums are added in scheduling order), so every ITK filter of the process is also
+    pinned to one thread (:func:`tmstarget.registration.pin_itk_threads`; this must happen before
+    the process's first ITK filter, which is why both preprocessing steps call this first).
     """
     import ants.config
 
+    from .registration import pin_itk_threads
+
+    pin_itk_threads(1)
     ants.config._random_seed = int(seed)
 
 
@@ -163,34 +178,48 @@ def load_t1w(t1w_path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, list[
     return np.asarray(img.get_fdata(dtype=np.float32)), affine, warnings
 
 
-def register_t1w_to_template(t1w: "ants.ANTsImage", template: dict, mode: str, workdir: Path) -> dict:
+def register_t1w_to_template(t1w: "ants.ANTsImage", template: dict, mode: str, workdir: Path,
+                             init: str = "search") -> dict:
     """Skull-strip the T1w and register it to the template with SyN.
 
     Parameters
     ----------
     t1w : ANTsImage
-        Bias-corrected whole-head T1w.
+        Bias-corrected whole-head T1w (the working-resolution copy).
     template : dict
         From :func:`load_template` (nibabel images).
     mode : {"default", "fast"}
     workdir : Path
         Scratch folder for ANTs transform files.
+    init : {"search", "header"}
+        ``"search"``: start from :func:`tmstarget.registration.search_initial_transform` (centre of
+        mass + rotation search; independent of head position and storage); ``"header"``: from the
+        headers with centres of mass aligned (ANTs' default).
 
     Returns
     -------
     dict
         ``fwd_h5`` (composite: maps template points to T1w points, i.e. warps the T1w into MNI),
-        ``inv_h5`` (the inverse), ``brain_mask`` (ANTsImage on the T1w grid, 0/1),
-        ``t1w_brain`` (skull-stripped T1w).
+        ``inv_h5`` (the inverse), ``brain_mask`` (ANTsImage on the grid of ``t1w``, 0/1),
+        ``t1w_brain`` (skull-stripped T1w), ``init`` (the search's result or None).
     """
+    from .registration import search_initial_transform
+
     settings = REGISTRATION_MODES[mode]
     template_t1 = _to_ants(template["t1"])
     template_mask = _to_ants(template["mask"])
     dilated_mask = ants.iMath(template_mask, "MD", 4 if settings["template_resolution_mm"] == 1 else 2)
     t0 = time.time()
+    search = None
+    initial = None
+    if init == "search":
+        search = search_initial_transform(template_t1, t1w, workdir / "init.mat", fixed_mask=dilated_mask,
+                                          metric="correlation")
+        initial = [search["transform"]]
     # stage 1: whole head -> brain-only template, affine, metric restricted to the (dilated) template brain
     affine_reg = ants.registration(
         fixed=template_t1, moving=t1w, type_of_transform="Affine", mask=dilated_mask,
+        initial_transform=initial,
         aff_iterations=settings["affine_iterations"], aff_shrink_factors=(8, 4, 2, 1),
         aff_smoothing_sigmas=(3, 2, 1, 0), outprefix=str(workdir / "affine_"))
     mask0 = ants.apply_transforms(fixed=t1w, moving=template_mask, transformlist=affine_reg["invtransforms"],
@@ -206,11 +235,15 @@ def register_t1w_to_template(t1w: "ants.ANTsImage", template: dict, mode: str, w
         aff_smoothing_sigmas=(3, 2, 1, 0), reg_iterations=settings["syn_iterations"],
         write_composite_transform=True, outprefix=str(workdir / "syn_"))
     log.info("T1w -> template SyN done in %.0f s", time.time() - t0)
-    brain = ants.apply_transforms(fixed=t1w, moving=template_mask, transformlist=syn["invtransforms"],
-                                  interpolator="linear")
-    brain_mask = ants.iMath(ants.threshold_image(brain, 0.5, 2.0), "FillHoles")
+    brain_mask = pull_template_mask(template_mask, t1w, syn["invtransforms"])
     return {"fwd_h5": syn["fwdtransforms"], "inv_h5": syn["invtransforms"], "brain_mask": brain_mask,
-            "t1w_brain": t1w * brain_mask}
+            "t1w_brain": t1w * brain_mask, "init": search}
+
+
+def pull_template_mask(template_mask: "ants.ANTsImage", grid: "ants.ANTsImage", inv_h5) -> "ants.ANTsImage":
+    """The template brain mask pulled onto ``grid`` (T1w world) through ``inv_h5``, 0/1, holes filled."""
+    brain = ants.apply_transforms(fixed=grid, moving=template_mask, transformlist=inv_h5, interpolator="linear")
+    return ants.iMath(ants.threshold_image(brain, 0.5, 2.0), "FillHoles")
 
 
 def segment_tissues(t1w: "ants.ANTsImage", brain_mask: "ants.ANTsImage", template: dict, inv_h5: str,
@@ -239,6 +272,11 @@ def segment_tissues(t1w: "ants.ANTsImage", brain_mask: "ants.ANTsImage", templat
 def preprocess_anat(t1w_path, out_paths: dict, params: dict) -> dict:
     """Anatomical preprocessing of one T1w; writes fMRIPrep-named files.
 
+    N4, skull stripping, registration and segmentation run on a copy at
+    ``anat_working_resolution_mm`` when the T1w is finer (:func:`tmstarget.registration.working_image`);
+    every file written is on the T1w's own grid and world (the bias field, the brain mask and the
+    tissue maps are resampled back; the transforms are in world coordinates).
+
     Parameters
     ----------
     t1w_path : path-like
@@ -255,8 +293,13 @@ def preprocess_anat(t1w_path, out_paths: dict, params: dict) -> dict:
     -------
     dict
         QC numbers: ``template_correlation`` (T1w in MNI vs template inside the template brain),
-        ``brain_volume_ml``, ``header_warnings``, ``seconds`` per step.
+        ``brain_volume_ml``, ``registration_checks`` (levels as in
+        :mod:`tmstarget.registration_qc`), ``header_warnings``, ``seconds`` per step,
+        ``working_resolution_mm`` (None: the T1w's own grid was used).
     """
+    from .registration import to_grid, working_image
+    from .registration_qc import anat_checks
+
     params = resolve_params(params)
     make_ants_repeatable()
     settings = REGISTRATION_MODES[params["registration"]]
@@ -264,37 +307,60 @@ def preprocess_anat(t1w_path, out_paths: dict, params: dict) -> dict:
     t0 = time.time()
     data, affine, warnings = load_t1w(t1w_path)
     t1w_raw = nifti_to_ants(data, affine)
-    head = ants.get_mask(t1w_raw, cleanup=2)
-    t1w = ants.n4_bias_field_correction(t1w_raw, mask=head, shrink_factor=4)
+    del data
+    work_raw = working_image(t1w_raw, params["anat_working_resolution_mm"])
+    resampled = work_raw is not t1w_raw
+    head = ants.get_mask(work_raw, cleanup=2)
+    if resampled:
+        bias = ants.n4_bias_field_correction(work_raw, mask=head, shrink_factor=4, return_bias_field=True)
+        t1w_work = work_raw / bias
+        t1w = t1w_raw / to_grid(bias, t1w_raw)
+        log.info("T1w voxels %s mm: N4, registration and segmentation at %g mm", 
+                 "x".join(f"{v:.2f}" for v in t1w_raw.spacing), params["anat_working_resolution_mm"])
+    else:
+        t1w = t1w_work = ants.n4_bias_field_correction(t1w_raw, mask=head, shrink_factor=4)
     seconds["n4"] = time.time() - t0
     template = load_template(settings["template_resolution_mm"])
     with tempfile.TemporaryDirectory(prefix="tmstarget_anat_") as tmp:
         t0 = time.time()
-        reg = register_t1w_to_template(t1w, template, params["registration"], Path(tmp))
+        reg = register_t1w_to_template(t1w_work, template, params["registration"], Path(tmp),
+                                       init=params["registration_init"])
         seconds["registration"] = time.time() - t0
         t0 = time.time()
-        tissues = segment_tissues(t1w, reg["brain_mask"], template, reg["inv_h5"], settings["atropos_iterations"])
+        tissues = segment_tissues(t1w_work, reg["brain_mask"], template, reg["inv_h5"], settings["atropos_iterations"])
+        if resampled:
+            brain_mask = pull_template_mask(_to_ants(template["mask"]), t1w, reg["inv_h5"])
+            tissues = {k: to_grid(v, t1w) * brain_mask for k, v in tissues.items()}
+            t1w_brain = t1w * brain_mask
+        else:
+            brain_mask, t1w_brain = reg["brain_mask"], reg["t1w_brain"]
         seconds["segmentation"] = time.time() - t0
         mni2 = load_template(2)
         mni2_t1 = _to_ants(mni2["t1"])
-        t1w_mni = ants.apply_transforms(fixed=mni2_t1, moving=reg["t1w_brain"], transformlist=reg["fwd_h5"],
+        t1w_mni = ants.apply_transforms(fixed=mni2_t1, moving=t1w_brain, transformlist=reg["fwd_h5"],
                                         interpolator="linear")
         for key in ("xfm_t1w_to_mni", "xfm_mni_to_t1w"):
             src = reg["fwd_h5"] if key == "xfm_t1w_to_mni" else reg["inv_h5"]
             with atomic_path(out_paths[key]) as dst:
                 shutil.copyfile(src, dst)
     save_img(nifti_img(t1w.numpy(), affine), out_paths["preproc_t1w"])
-    save_img(nifti_img(reg["brain_mask"].numpy(), affine, dtype=np.uint8), out_paths["brain_mask"])
+    mask_array = brain_mask.numpy()
+    save_img(nifti_img(mask_array, affine, dtype=np.uint8), out_paths["brain_mask"])
     for name in ("gm", "wm", "csf"):
         save_img(nifti_img(tissues[name].numpy(), affine), out_paths[f"{name}_probseg"])
     save_img(nifti_img(t1w_mni.numpy(), mni2["t1"].affine), out_paths["t1w_mni"])
     template_mask = mni2["mask"].get_fdata() > 0
     corr = image_correlation(t1w_mni.numpy(), mni2["t1"].get_fdata(), template_mask)
     voxel_ml = abs(np.linalg.det(affine[:3, :3])) / 1000.0
-    qc = {"template_correlation": corr, "brain_volume_ml": float(reg["brain_mask"].numpy().sum() * voxel_ml),
+    volume_ml = float((mask_array > 0).sum() * voxel_ml)
+    checks = anat_checks(corr, volume_ml)
+    qc = {"template_correlation": corr, "brain_volume_ml": volume_ml, "registration_checks": checks,
           "header_warnings": warnings, "seconds": seconds, "template": TEMPLATE_SPACE,
-          "registration": params["registration"]}
-    log.info("anat done: T1w-template correlation %.3f, brain %.0f ml", corr, qc["brain_volume_ml"])
+          "registration": params["registration"], "registration_init": params["registration_init"],
+          "initial_search": reg["init"],
+          "working_resolution_mm": float(params["anat_working_resolution_mm"]) if resampled else None}
+    log.info("anat done: T1w-template correlation %.3f, brain %.0f ml; registration QC: %s", corr, volume_ml,
+             "; ".join(f"{c['name']} {c['level'].upper()}" for c in checks))
     return qc
 
 
@@ -347,53 +413,8 @@ def head_global_signal(data_xyzt: np.ndarray) -> np.ndarray:
     return data_xyzt[mask].mean(axis=0)
 
 
-def _lps_matrix(transform_file: str) -> np.ndarray:
-    """4x4 LPS matrix of an ITK affine/rigid transform file (maps fixed points to moving points)."""
-    tx = ants.read_transform(transform_file)
-    p = np.asarray(tx.parameters, dtype=float)
-    centre = np.asarray(tx.fixed_parameters, dtype=float)
-    m = p[:9].reshape(3, 3)
-    out = np.eye(4)
-    out[:3, :3] = m
-    out[:3, 3] = p[9:12] + centre - m @ centre
-    return out
-
-
-def estimate_motion(data_xyzt: np.ndarray, affine_ras: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """Rigid head motion of every volume relative to ``reference`` (antspyx, mean squares).
-
-    Parameters
-    ----------
-    data_xyzt : array (X, Y, Z, T)
-    affine_ras : array (4, 4)
-    reference : array (X, Y, Z)
-        Same grid.
-
-    Returns
-    -------
-    array (T, 4, 4)
-        RAS mm transforms mapping a point of the reference head to the same point in volume t.
-    """
-    ref = nifti_to_ants(reference, affine_ras)
-    n_t = data_xyzt.shape[3]
-    out = np.empty((n_t, 4, 4))
-    t0 = time.time()
-    with tempfile.TemporaryDirectory(prefix="tmstarget_hmc_") as tmp:
-        for t in range(n_t):
-            moving = nifti_to_ants(data_xyzt[..., t], affine_ras)
-            reg = ants.registration(fixed=ref, moving=moving, type_of_transform="Rigid",
-                                    initial_transform="Identity", aff_metric="meansquares",
-                                    aff_iterations=(40, 20), aff_shrink_factors=(2, 1),
-                                    aff_smoothing_sigmas=(1, 0), outprefix=f"{tmp}/v{t}_")
-            out[t] = RAS_TO_LPS @ _lps_matrix(reg["fwdtransforms"][0]) @ RAS_TO_LPS
-            for f in reg["fwdtransforms"]:
-                os.remove(f)
-    log.info("motion correction of %d volumes: %.0f s", n_t, time.time() - t0)
-    return out
-
-
 def coregister_bold_to_t1w(boldref: "ants.ANTsImage", t1w_brain: "ants.ANTsImage",
-                           t1w_mask: "ants.ANTsImage", out_txt: str | os.PathLike) -> dict:
+                           t1w_mask: "ants.ANTsImage", out_txt: str | os.PathLike, init: str = "search") -> dict:
     """Rigid BOLD reference -> T1w registration (Mattes MI, metric inside the dilated T1w brain).
 
     Writes the ITK text transform (maps T1w points to BOLD-reference points, i.e. resamples the
@@ -404,11 +425,25 @@ def coregister_bold_to_t1w(boldref: "ants.ANTsImage", t1w_brain: "ants.ANTsImage
     dict
         ``transform`` (path written) and ``correlation`` (absolute correlation of the resampled
         BOLD reference with the T1w inside the brain; T2* vs T1 contrast, so a rough check).
+
+    ``init="search"`` starts from the centres of mass of the two brains and the best of a search over
+    rotations (mutual information; :func:`tmstarget.registration.search_initial_transform`), so the
+    result does not depend on how far the two headers disagree; ``"header"`` trusts the headers
+    (centres of mass of the intensities aligned, ANTs' default).
     """
+    from .registration import search_initial_transform
+
     mask = ants.iMath(t1w_mask, "MD", 2)
-    reg = ants.registration(fixed=t1w_brain, moving=boldref, type_of_transform="Rigid", mask=mask,
-                            aff_metric="mattes", aff_iterations=(1000, 500, 250, 100),
-                            aff_shrink_factors=(8, 4, 2, 1), aff_smoothing_sigmas=(3, 2, 1, 0))
+    with tempfile.TemporaryDirectory(prefix="tmstarget_coreg_") as tmp:
+        initial = None
+        if init == "search":
+            search = search_initial_transform(t1w_brain, boldref, Path(tmp) / "init.mat", fixed_mask=mask,
+                                              moving_mask=ants.get_mask(boldref, cleanup=2), metric="mi")
+            initial = [search["transform"]]
+        reg = ants.registration(fixed=t1w_brain, moving=boldref, type_of_transform="Rigid", mask=mask,
+                                initial_transform=initial,
+                                aff_metric="mattes", aff_iterations=(1000, 500, 250, 100),
+                                aff_shrink_factors=(8, 4, 2, 1), aff_smoothing_sigmas=(3, 2, 1, 0))
     tx = ants.read_transform(reg["fwdtransforms"][0])
     out_mat = Path(reg["fwdtransforms"][0])  # antspyx inverts only files named .mat
     with atomic_path(out_txt) as tmp:
@@ -559,7 +594,7 @@ def preprocess_bold(bold_path, metadata: dict, anat: dict, out_paths: dict, para
     t0 = time.time()
     n_ref = min(10, data.shape[3])
     reference = np.median(data[..., :n_ref], axis=3)
-    transforms_ras = estimate_motion(data, affine, reference)
+    transforms_ras = realign.estimate_motion(data, affine, reference)
     centre_ras = (affine @ np.append((np.asarray(data.shape[:3]) - 1) / 2.0, 1.0))[:3]
     motion = np.array([pc.rigid_to_motion_params(m, centre_ras) for m in transforms_ras])
     # a sharper reference: the mean of the motion-corrected volumes
@@ -571,7 +606,8 @@ def preprocess_bold(bold_path, metadata: dict, anat: dict, out_paths: dict, para
     boldref = nifti_to_ants(boldref_native, affine)
     t1w = _to_ants(nib.load(anat["preproc_t1w"]))
     t1w_mask = _to_ants(nib.load(anat["brain_mask"]))
-    coreg = coregister_bold_to_t1w(boldref, t1w * t1w_mask, t1w_mask, out_paths["xfm_bold_to_t1w"])
+    coreg = coregister_bold_to_t1w(boldref, t1w * t1w_mask, t1w_mask, out_paths["xfm_bold_to_t1w"],
+                                   init=params["registration_init"])
     boldref_t1w = ants.apply_transforms(fixed=t1w, moving=boldref, transformlist=[coreg["transform"]])
     save_img(nifti_img(boldref_t1w.numpy(), ants_affine_ras(t1w)), out_paths["boldref_t1w"])
     seconds["coregistration"] = time.time() - t0
@@ -697,7 +733,8 @@ def _confounds_sidecar(params: dict, n_dummy: int, n_wm: int, n_csf: int) -> dic
         "Description": "Confounds of the built-in antspyx preprocessing (fMRIPrep column names).",
         "NumberOfVolumesDiscardedByTmstarget": n_dummy,
         "trans_x": {"Units": "mm", "Description": "rigid head motion relative to the BOLD reference, world RAS, "
-                    "about the BOLD grid centre"},
+                    "about the BOLD grid centre: x' = R (x - c) + c + t maps a reference head point to its "
+                    "position in the volume (tmstarget.realign; not mcflirt's FSL-frame convention)"},
         "rot_x": {"Units": "rad", "Description": "rotations about x, y, z (R = Rz Ry Rx)"},
         "framewise_displacement": {"Units": "mm", "Method": "Power 2012",
                                    "HeadRadius_mm": params["fd_head_radius_mm"]},

@@ -317,8 +317,9 @@ def _reliability_findings(unc: dict, limit_mm: float) -> list[Finding]:
     if unc.get("multiple_candidates") is True:
         cands = unc.get("candidates") if isinstance(unc.get("candidates"), list) else []
         where = "; ".join(
-            f"MNI {_fmt3(c.get('target_mni_ras_mm'))}" + (f" (support {_fmt(c.get('support'), 2)})"
-                                                           if c.get("support") is not None else "")
+            f"MNI {_fmt3(c.get('target_mni_ras_mm'))}"
+            + (f" (support {_fmt(c.get('support_fraction', c.get('support')), 2)})"
+               if c.get("support_fraction", c.get("support")) is not None else "")
             for c in cands[:3] if isinstance(c, dict))
         out.append(Finding("warn", "two or more separated candidate targets" + (f": {where}" if where else ""),
                            "reliability"))
@@ -339,7 +340,7 @@ def _registration_findings(registration_qc: dict) -> list[Finding]:
         level = str(c.get("level", "info")).lower()
         level = level if level in ("pass", "warn", "fail", "info") else "info"
         text = str(c.get("text") or c.get("name") or "registration check")
-        if level == "fail":
+        if level == "fail" and "not usable" not in text:  # tmstarget.registration_qc texts say it themselves
             text = f"the T1w could not be aligned reliably: {text}"
         out.append(Finding(level, text, "registration"))
     status = str(registration_qc.get("status", "")).lower()
@@ -486,7 +487,10 @@ def qc_findings(target_json: dict | None, native_json: dict | None, denoise_qc: 
             out.append(Finding("warn", f"the target moves {shift:.1f} mm without global signal regression "
                                        f"(above {warn_gsr_shift_mm:g} mm): it depends on GSR", "gsr"))
         else:
-            out.append(Finding("pass", f"target moves {shift:.1f} mm without global signal regression", "gsr"))
+            # 0.0 means the same voxel: say so instead of a precision below the grid (issue 12)
+            out.append(Finding("pass", "the target is the same voxel with and without global signal regression"
+                               if shift < 0.5 else f"target moves {shift:.1f} mm without global signal regression",
+                               "gsr"))
 
         if t.get("in_ba46") is False:
             out.append(Finding("warn", "target lies outside BA46 (HCPex label)", "target"))

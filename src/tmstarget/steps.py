@@ -103,6 +103,13 @@ def maps_to_t1w(input, output, params):
                            {"r": output["r"], "z": output["z"]}, output["json"])
 
 
+def registration_qc(input, output, params):
+    from .registration_qc import run_registration_qc
+
+    return run_registration_qc(dict(params["anat"]), list(params["runs"]), output["json"],
+                               thresholds=dict(params.get("thresholds") or {}))
+
+
 def verdict(input, output, params):
     from .qc import run_verdict
 
@@ -129,7 +136,8 @@ def report(input, output, params):
     from .report import build_subject_report
 
     inputs = dict(params["inputs"])
-    return build_subject_report(inputs, output["html"])
+    # the same drawn figures go into the page and into the reportlet files of `snakemake --report`
+    return build_subject_report(inputs, output["html"], reportlet_dir=params.get("reportlet_dir"))
 
 
 def reportlets(input, output, params):
@@ -154,7 +162,8 @@ def dataset_files(input, output, params):
 
 
 STEPS = {f.__name__: f for f in (preprocess_anat, preprocess_bold, t1w_bold_to_template, denoise, masks, seedmap, target,
-                                 native, maps_to_t1w, verdict, exports, report, reportlets, group_report,
+                                 native, maps_to_t1w, registration_qc, verdict, exports, report, reportlets,
+                                 group_report,
                                  dataset_files)}
 
 

@@ -23,48 +23,38 @@ def report_inputs(w):
         "t1w": u.anat["preproc_t1w"],
         "t1w_mni": u.anat.get("t1w_mni"),
         "template_space": SPACE,
+        # not files: the export formats named in the report's navigator box
+        "nav_formats": EXPORT_FORMATS,
+        # the configuration of this run, for the report's Methods (command line, settings)
+        "run_config": config,
+        "input_route": PLAN.route,
     }
+
+
+NOT_FILES = ("template_space", "nav_formats", "run_config", "input_route")
 
 
 def report_file_inputs(w):
     inputs = report_inputs(w)
     files = []
     for key, value in inputs.items():
-        if key == "template_space" or value is None:
+        if key in NOT_FILES or value is None:
             continue
         files += value if isinstance(value, list) else [value]
     return files
 
 
+REPORTLETS = reportlet_titles()
+
+
+# The subject page and one file per report section for `snakemake --report`
+# (tmstarget BIDS OUT participant -- --report r.html), from figures drawn once.
 rule report:
     input:
         report_file_inputs,
     output:
         html=D("report"),
-    params:
-        step="report",
-        inputs=report_inputs,
-    log:
-        LOGS / "report" / "{unit}.log",
-    benchmark:
-        LOGS / "benchmarks" / "report" / "{unit}.tsv"
-    threads: 1
-    resources:
-        mem_mb=3000,
-        runtime=15,
-    script:
-        "../scripts/run_step.py"
-
-
-REPORTLETS = reportlet_titles()
-
-
-# One file per report section, for `snakemake --report` (tmstarget BIDS OUT participant -- --report r.html).
-rule reportlets:
-    input:
-        report_file_inputs,
-    output:
-        [
+        reportlets=[
             report(
                 str(WORK / "reportlets" / "{unit}" / name),
                 caption="../report/reportlet.rst",
@@ -74,17 +64,17 @@ rule reportlets:
             for name, title, _ in REPORTLETS
         ],
     params:
-        step="reportlets",
+        step="report",
         inputs=report_inputs,
-        out_dir=lambda w: str(WORK / "reportlets" / w.unit),
+        reportlet_dir=lambda w: str(WORK / "reportlets" / w.unit),
     log:
-        LOGS / "reportlets" / "{unit}.log",
+        LOGS / "report" / "{unit}.log",
     benchmark:
-        LOGS / "benchmarks" / "reportlets" / "{unit}.tsv"
+        LOGS / "benchmarks" / "report" / "{unit}.tsv"
     threads: 1
     resources:
         mem_mb=3000,
-        runtime=15,
+        runtime=20,
     script:
         "../scripts/run_step.py"
 

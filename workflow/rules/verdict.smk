@@ -8,6 +8,41 @@ def verdict_bold_sidecars(w):
     return [str(Path(r.bold).with_name(Path(r.bold).name.replace(".nii.gz", ".json"))) for r in UNITS[w.unit].runs]
 
 
+def registration_qc_files(w):
+    """What the registration checks of a unit read (tmstarget.registration_qc): files that exist or a rule makes."""
+    u = UNITS[w.unit]
+    anat = {k: u.anat.get(k) for k in ("t1w_mni", "brain_mask", "preproc_t1w", "wm_probseg")
+            if u.anat.get(k) and (PLAN.route == "raw" or Path(u.anat[k]).exists())}
+    runs = [{"name": r.name, **({"mask_mni": r.mask} if r.mask else {}),
+             **({"boldref_t1w": r.boldref_t1w} if r.boldref_t1w else {})} for r in u.runs]
+    return anat, runs
+
+
+# Registration checks of one unit (T1w -> template correlation, brain volume, BOLD mask overlap, BOLD-T1w
+# edges); a FAIL there makes the verdict FAIL.
+rule registration_qc:
+    input:
+        lambda w: list(registration_qc_files(w)[0].values())
+        + [p for run in registration_qc_files(w)[1] for k, p in run.items() if k != "name"],
+    output:
+        json=D("registration_qc"),
+    params:
+        step="registration_qc",
+        anat=lambda w: registration_qc_files(w)[0],
+        runs=lambda w: registration_qc_files(w)[1],
+        thresholds=(config.get("qc") or {}).get("registration") or {},
+    log:
+        LOGS / "registration_qc" / "{subdir}" / "{unit}.log",
+    benchmark:
+        LOGS / "benchmarks" / "registration_qc" / "{subdir}" / "{unit}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/run_step.py"
+
+
 # One verdict per unit (PASS / WARN / FAIL, reasons, action), judged with this run's configured thresholds;
 # the report, the group table, the exports and the terminal summary all read it.
 rule verdict:
@@ -16,6 +51,7 @@ rule verdict:
         native_json=D("native_json"),
         denoise_qc_json=lambda w: D("denoise_qc", subdir=w.subdir, unit=w.unit, strategy=MAIN),
         seed_json=lambda w: D("seed_json", subdir=w.subdir, unit=w.unit, strategy=cap(MAIN)),
+        registration_qc=D("registration_qc"),
     output:
         json=D("verdict"),
     params:

@@ -1,0 +1,62 @@
+"""Screenshots of a subject report for docs/img/: top screen, navigator box, seed map, printed first page.
+
+Usage: PYTHONPATH=src python scripts/report_screenshots.py REPORT.html OUT_DIR
+
+Needs Debian's ``chromium`` and ``pdftoppm`` (poppler-utils). Drives Chromium through the DevTools
+protocol with the Browser class of tests/test_report_browser.py; the printed page is made with
+``chromium --print-to-pdf`` (background graphics off, the browser default) and ``pdftoppm -r 60``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from test_report_browser import CHROMIUM, Browser  # noqa: E402
+
+
+def element_shot(browser: Browser, selector: str, path: Path, pad: int = 8) -> None:
+    rect = json.loads(browser.evaluate(
+        f"(() => {{ const r = document.querySelector({json.dumps(selector)}).getBoundingClientRect();"
+        " return JSON.stringify({x: r.left + window.scrollX, y: r.top + window.scrollY, w: r.width, h: r.height}); })()"))
+    clip = {"x": max(0, rect["x"] - pad), "y": max(0, rect["y"] - pad), "width": rect["w"] + 2 * pad,
+            "height": rect["h"] + 2 * pad, "scale": 1}
+    data = browser.call("Page.captureScreenshot", format="png", captureBeyondViewport=True, clip=clip)["data"]
+    path.write_bytes(base64.b64decode(data))
+
+
+def main(report_html: str, out_dir: str) -> None:
+    html = Path(report_html).resolve()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        browser = Browser(Path(tmp) / "profile", width=1280, height=1000)
+        try:
+            browser.load(html.as_uri())
+            problems = browser.problems()
+            if problems:
+                raise SystemExit(f"{html.name}: {problems}")
+            data = browser.call("Page.captureScreenshot", format="png")["data"]
+            (out / "report_top.png").write_bytes(base64.b64decode(data))
+            element_shot(browser, "#navigator", out / "report_navigator.png")
+            element_shot(browser, "#seed_map", out / "report_seed_map.png")
+            element_shot(browser, "#target_t1w", out / "report_coil.png")
+        finally:
+            browser.close()
+        pdf = Path(tmp) / "report.pdf"
+        subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                        f"--user-data-dir={tmp}/profile2", "--no-pdf-header-footer", f"--print-to-pdf={pdf}",
+                        html.as_uri()], check=True, capture_output=True, timeout=180)
+        subprocess.run(["pdftoppm", "-png", "-r", "60", "-f", "1", "-l", "1", "-singlefile", str(pdf),
+                        str(out / "report_print_page1")], check=True, timeout=120)
+    for p in sorted(out.glob("report_*.png")):
+        print(p)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:3])

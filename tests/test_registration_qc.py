@@ -1,0 +1,167 @@
+"""Registration checks (tmstarget.registration_qc) and the registration helpers (tmstarget.registration):
+levels and texts, measurements from files, the verdict FAIL and the export gate, the rotation search,
+the working resolution and the thread pin. Small generated images; about half a minute."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import ants
+import nibabel as nib
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from tmstarget import preprocessing as pp
+from tmstarget import qc
+from tmstarget import registration as rg
+from tmstarget import registration_qc as rq
+from tmstarget.preproc_headers import RAS_TO_LPS, nifti_to_ants
+
+
+def test_levels_and_status():
+    checks = rq.anat_checks(0.93, 1659.0)
+    assert [c["level"] for c in checks] == ["pass", "pass"]
+    assert rq.status_of(checks) == "pass"
+    assert [c["level"] for c in rq.anat_checks(0.6, 2100.0)] == ["warn", "warn"]
+    failed = rq.anat_checks(0.35, 1482.0)
+    assert failed[0]["level"] == "fail" and rq.status_of(failed) == "fail"
+    assert "the T1w could not be aligned to the template; the target is not usable" in failed[0]["text"]
+    assert rq.anat_checks(0.9, 2500.0)[1]["level"] == "fail"
+    run = rq.bold_checks("sub-01_task-rest", 0.9, 0.05)
+    assert [c["level"] for c in run] == ["pass", "fail"] and run[1]["run"] == "sub-01_task-rest"
+    assert "could not be aligned to the T1w" in run[1]["text"]
+    # thresholds are settings
+    assert rq.anat_checks(0.6, 1500.0, {"warn_template_correlation": 0.5})[0]["level"] == "pass"
+    with pytest.raises(TypeError, match="unknown"):
+        rq.resolve_thresholds({"warn_template_corr": 0.5})
+
+
+def _template_files(tmp_path, shift_vox=0):
+    """The 2 mm template as an 'MNI-space T1w', its mask as BOLD mask (optionally shifted)."""
+    tpl = pp.load_template(2)
+    t1 = np.roll(tpl["t1"].get_fdata(), shift_vox, axis=1)
+    mask = np.roll(tpl["mask"].get_fdata() > 0, shift_vox, axis=1)
+    paths = {"t1w_mni": tmp_path / f"t1_{shift_vox}.nii.gz", "mask_mni": tmp_path / f"m_{shift_vox}.nii.gz"}
+    nib.save(nib.Nifti1Image(t1.astype(np.float32), tpl["t1"].affine), paths["t1w_mni"])
+    nib.save(nib.Nifti1Image(mask.astype(np.uint8), tpl["t1"].affine), paths["mask_mni"])
+    return paths
+
+
+def test_measurements_from_files_see_a_shift(tmp_path):
+    good = _template_files(tmp_path, 0)
+    bad = _template_files(tmp_path, 10)  # 20 mm along y
+    assert rq.template_correlation(good["t1w_mni"]) == pytest.approx(1.0, abs=1e-6)
+    assert rq.template_correlation(bad["t1w_mni"]) < 0.5
+    assert rq.mask_dice_with_template(good["mask_mni"]) == pytest.approx(1.0)
+    assert rq.mask_dice_with_template(bad["mask_mni"]) < 0.8
+    # brain volume of the template's own mask: 2 mm voxels
+    vol = rq.brain_volume_ml(good["mask_mni"])
+    assert 1500 < vol < 2200, vol
+    # the same T1w as 'BOLD in T1w': edges agree; 10 mm off: much less
+    t1 = nib.load(good["t1w_mni"])
+    shifted = tmp_path / "shifted.nii.gz"
+    nib.save(nib.Nifti1Image(np.roll(t1.get_fdata(), 5, axis=1).astype(np.float32), t1.affine), shifted)
+    same = rq.bold_t1w_edge_correlation(good["t1w_mni"], good["t1w_mni"], good["mask_mni"])
+    off = rq.bold_t1w_edge_correlation(shifted, good["t1w_mni"], good["mask_mni"])
+    assert same == pytest.approx(1.0, abs=1e-3) and off < 0.6, (same, off)  # T1w masked: not exactly 1
+
+
+def test_wm_boundary_fraction_sees_alignment(tmp_path):
+    """A white-matter ball in grey matter; the 'BOLD' is darker in WM (T2* contrast). Aligned: every
+    boundary point has GM brighter outside; the BOLD moved 6 mm: many points disagree."""
+    shape, voxel = (60, 60, 60), 1.5
+    affine = np.diag([voxel, voxel, voxel, 1.0])
+    ijk = np.indices(shape).astype(float)
+    r_mm = np.linalg.norm(ijk - 29.5, axis=0) * voxel
+    r2_mm = np.linalg.norm(ijk - 29.5 - np.array([4, 0, 0])[:, None, None, None], axis=0) * voxel  # 6 mm along x
+    wm = 1 / (1 + np.exp((r_mm - 25) / 1.0))
+    brain = r_mm < 40
+    noise = np.random.default_rng(0).normal(0, 2.0, shape)  # flat regions: no systematic contrast
+    paths = {}
+    for name, arr in (("wm", wm), ("mask", brain),
+                      ("bold", (100 - 30 / (1 + np.exp((r_mm - 25) / 0.5)) + noise) * brain),
+                      ("moved", (100 - 30 / (1 + np.exp((r2_mm - 25) / 0.5)) + noise) * brain)):
+        paths[name] = tmp_path / f"{name}.nii.gz"
+        nib.save(nib.Nifti1Image(arr.astype(np.float32), affine), paths[name])
+    aligned = rq.wm_boundary_fraction(paths["bold"], paths["wm"], paths["mask"])
+    moved = rq.wm_boundary_fraction(paths["moved"], paths["wm"], paths["mask"])
+    print("boundary fraction aligned", aligned, "moved 6 mm", moved)
+    assert aligned > 0.99 and moved < 0.9  # measured 1.00 and 0.82
+    assert [c["level"] for c in rq.bold_checks("r", None, None, boundary_fraction=0.52)] == ["fail"]
+
+
+def test_failed_registration_fails_the_verdict_and_blocks_exports(tmp_path):
+    bad = _template_files(tmp_path, 10)
+    out = tmp_path / "sub-01_desc-registration_qc.json"
+    result = rq.run_registration_qc({"t1w_mni": str(bad["t1w_mni"]), "brain_mask": str(bad["mask_mni"])},
+                                    [{"name": "sub-01_task-rest", "mask_mni": str(bad["mask_mni"])}], out)
+    assert json.loads(out.read_text()) == result
+    assert set(result) == {"checks", "status", "Sources"} and result["status"] == "fail"
+    assert all(set(c) >= {"name", "value", "threshold", "level", "text"} for c in result["checks"])
+    assert str(tmp_path) not in out.read_text()
+    v = qc.assess(None, None, None, None, unit="sub-01", registration_qc=result)
+    assert v["status"] == "fail" and not v["coordinate_usable"]
+    reasons = [r for r in v["reasons"] if "template" in r]
+    assert any("the T1w could not be aligned to the template; the target is not usable" in r for r in reasons), \
+        v["reasons"]
+    verdict_json = tmp_path / "verdict.json"
+    verdict_json.write_text(json.dumps(v))
+    assert qc.export_gate(verdict_json, tmp_path / "nav") is False
+    assert [p.name for p in (tmp_path / "nav").iterdir()] == [qc.NOT_EXPORTED]
+
+
+# ----------------------------------------------------------------------------- registration helpers
+
+
+def _rigid_ras(angles_deg, shift_mm) -> np.ndarray:
+    m = np.eye(4)
+    m[:3, :3] = rg._rotation_xyz_deg(angles_deg)
+    m[:3, 3] = shift_mm
+    return m
+
+
+def test_rotation_search_finds_a_rotated_head():
+    """The 2 mm template moved by 20 / -15 / 10 degrees and 25 mm: the search starts within one grid step."""
+    tpl = pp.load_template(2)
+    fixed = pp._to_ants(tpl["t1"])
+    moved = _rigid_ras((20, -15, 10), (10, -20, 15))
+    moving = nifti_to_ants(tpl["t1"].get_fdata().astype(np.float32), moved @ tpl["t1"].affine)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        res = rg.search_initial_transform(fixed, moving, f"{tmp}/init.mat")
+        matrix_lps, _ = rg.affine_parameters_lps(res["transform"])
+    matrix_ras = RAS_TO_LPS @ matrix_lps @ RAS_TO_LPS
+    # fixed -> moving points should be ``moved``; compare on points of a 70 mm ball
+    rng = np.random.default_rng(0)
+    pts = np.c_[rng.normal(0, 40, (200, 3)), np.ones(200)]
+    err = np.linalg.norm((pts @ matrix_ras.T - pts @ moved.T)[:, :3], axis=1)
+    print("search:", res, "median error", np.median(err))
+    assert res["score"] > res["score_identity"]
+    assert np.median(err) < 12.0  # the grid is 15 degrees; the affine stage refines from here
+
+
+def test_working_image_resamples_only_finer_images_and_keeps_the_world():
+    affine = np.diag([0.7, 0.7, 0.7, 1.0])
+    affine[:3, 3] = [-30, -40, -20]
+    data = ndimage.gaussian_filter(np.random.default_rng(0).random((80, 90, 70)), 3).astype(np.float32)
+    fine = nifti_to_ants(data, affine)
+    work = rg.working_image(fine, 1.0)
+    assert np.allclose(work.spacing, 1.0) and np.allclose(work.origin, fine.origin)
+    back = rg.to_grid(work, fine)
+    assert back.shape == fine.shape
+    inner = (slice(5, -5),) * 3
+    assert np.corrcoef(back.numpy()[inner].ravel(), data[inner].ravel())[0, 1] > 0.99
+    coarse = nifti_to_ants(data, np.diag([1.5, 1.5, 1.5, 1.0]))
+    assert rg.working_image(coarse, 1.0) is coarse
+
+
+def test_make_ants_repeatable_pins_one_itk_thread(monkeypatch):
+    monkeypatch.setenv("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "2")
+    pp.make_ants_repeatable()
+    assert os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] == "1"
+    import ants.config
+
+    assert ants.config._random_seed == pp.ANTS_RANDOM_SEED
