@@ -497,7 +497,8 @@ def minutes_table(curve: dict, snrs, minutes, curve_sets) -> str:
     head = ["minutes"] + [f"SNR {snr}, {label(s)}" for s in curve_sets for snr in snrs]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for m in minutes:
-        row = [f"{m:g}"] + [_f(np.median(curve[(snr, label(s), m)])) for s in curve_sets for snr in snrs]
+        row = [f"{m:g}"] + [f"{_f(np.median(curve[(snr, label(s), m)]))} ({_f(np.max(curve[(snr, label(s), m)]))})"
+                            for s in curve_sets for snr in snrs]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -512,10 +513,13 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default="real,demo,synthetic,minutes",
                     help="comma-separated subset of real, demo, synthetic, minutes (default: all)")
     ap.add_argument("--demo", action="store_true", help="prepare: also run the demo dataset through the workflow")
+    ap.add_argument("--demo-all", action="store_true",
+                    help="demo recovery for every setting (default: those at the old and new smoothing)")
     ap.add_argument("--runs", default=",".join(REAL_RUNS), help="real runs (default: all cached)")
     ap.add_argument("--quick", action="store_true", help="only the one-factor-at-a-time settings")
     ap.add_argument("--replicates", type=int, default=3, help="synthetic datasets per condition")
     ap.add_argument("--curve-replicates", type=int, default=5, help="synthetic datasets per point of the minutes curve")
+    ap.add_argument("--curve-snrs", default="0.2,0.3", help="SNRs of the minutes curve")
     ap.add_argument("--curve-chosen-only", action="store_true",
                     help="minutes curve of the chosen default only (not also the old default)")
     ap.add_argument("--out", type=Path, help="also write the tables (markdown) here")
@@ -533,13 +537,19 @@ def main(argv=None) -> int:
     real = run_real(names, sets, log) if "real" in data else {}
     snrs = (0.2, 0.5)
     synth = run_synthetic(sets, snrs, replicates=args.replicates, log=log) if "synthetic" in data else {}
-    demo = run_demo(sets, log) if "demo" in data else {}
+    # the demo: the settings at the old and new default smoothing (each smoothing re-denoises both
+    # subjects); --demo-all for every setting
+    demo_sets = sets if args.demo_all else [x for x in sets if x["fwhm"] in (BASE["fwhm"], CHOSEN["fwhm"])
+                                            and x["strategy"] == "fox"]
+    demo = run_demo(demo_sets, log) if "demo" in data else {}
     text = settings_table(sets, real, synth, snrs, demo) if (real or synth or demo) else ""
     if "minutes" in data:
-        msnrs, mins = (0.2, 0.3), (4, 6, 8, 10, 15, 20, 30)
+        msnrs = tuple(float(x) for x in args.curve_snrs.split(","))
+        mins = (4, 6, 8, 10, 15, 20, 30)
         curve_sets = ([] if args.curve_chosen_only else [BASE]) + ([CHOSEN] if CHOSEN != BASE else [])
         curve = minutes_curve(curve_sets, msnrs, mins, args.curve_replicates, log)
-        text += "\n\nMedian random split-half distance (mm) by data length, synthetic runs (TR 2 s):\n\n"
+        text += ("\n\nRandom split-half distance (mm) by data length, synthetic runs (TR 2 s): median over "
+                 f"{args.curve_replicates} datasets (largest of them in brackets):\n\n")
         text += minutes_table(curve, msnrs, mins, curve_sets)
     text += f"\n\n(total {time.time() - t0:.0f} s)\n"
     print(text)

@@ -274,7 +274,7 @@ def test_warning_below_warn_threshold(tmp_path):
     res = dn.denoise_runs([run], {**dn.DEFAULT_STRATEGIES["fox"], "smoothing_fwhm_mm": None})
     assert res.data_tv.shape[0] == 200 - 2 - 3
     assert math.isclose(res.qc["minutes_kept"], 195 * 2 / 60, abs_tol=1e-3)
-    assert any("6.5 min" in w and "10 min" in w for w in res.warnings)
+    assert any("6.5 min" in w and "8 min" in w for w in res.warnings)
     assert res.qc["runs"][0]["censored_volumes"] == [50, 51, 100]
     assert res.qc["runs"][0]["dummy_volumes"] == 2
 

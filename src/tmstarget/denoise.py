@@ -858,7 +858,7 @@ def _clean_run(plan: _RunPlan, mask_3d: np.ndarray, out_tv: np.ndarray | None, t
 
 
 def denoise_runs(runs: list[dict], strategy: dict, min_retained_minutes: float = 5.0,
-                 warn_retained_minutes: float = 10.0, strategy_name: str = "strategy") -> DenoiseResult:
+                 warn_retained_minutes: float = 8.0, strategy_name: str = "strategy") -> DenoiseResult:
     """Denoise one or more runs of one subject and concatenate them.
 
     Parameters
@@ -1024,7 +1024,7 @@ def load_denoised_npz(path: str | os.PathLike) -> dict:
 
 
 def run_denoise(runs: list[dict], strategy: dict, out_npz, out_qc_json, min_retained_minutes: float = 5.0,
-                warn_retained_minutes: float = 10.0, strategy_name: str = "fox") -> DenoiseResult:
+                warn_retained_minutes: float = 8.0, strategy_name: str = "fox") -> DenoiseResult:
     """Workflow adapter: denoise the runs of one unit, write the npz and the QC JSON.
 
     Writes nothing when denoising fails (:class:`InputError`, :class:`QCFailure`).

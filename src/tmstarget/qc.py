@@ -12,7 +12,7 @@ check                                 level    threshold (config key, default)
 ====================================  =======  ===============================================================
 no T1w-space target (native stage)    fail     (the MNI coordinate alone is not usable at the bedside)
 minutes kept after censoring          fail     < ``denoising.min_retained_minutes`` (5)
-minutes kept after censoring          warn     < ``denoising.warn_retained_minutes`` (10)
+minutes kept after censoring          warn     < ``denoising.warn_retained_minutes`` (8)
 all-zero / constant volumes           warn     any (censored by denoising)
 mean framewise displacement (Power)   fail     > ``qc.fail_mean_fd_mm`` (0.5 mm)
 mean framewise displacement (Power)   warn     > ``qc.warn_mean_fd_mm`` (0.2 mm)
@@ -143,7 +143,7 @@ def mean_fd_mm(denoise_qc: dict | None) -> float | None:
 #: report and the terminal judge a unit by the same numbers that shaped it.
 THRESHOLDS = {
     "fail_minutes": ("denoising.min_retained_minutes", 5.0),
-    "warn_minutes": ("denoising.warn_retained_minutes", 10.0),
+    "warn_minutes": ("denoising.warn_retained_minutes", 8.0),
     "fail_mean_fd_mm": ("qc.fail_mean_fd_mm", 0.5),
     "warn_mean_fd_mm": ("qc.warn_mean_fd_mm", 0.2),
     "warn_seed_low_tsnr_fraction": ("seed.max_low_tsnr_fraction", 0.5),
@@ -351,7 +351,7 @@ def _registration_findings(registration_qc: dict) -> list[Finding]:
 
 
 def qc_findings(target_json: dict | None, native_json: dict | None, denoise_qc: dict | None,
-                seed_json: dict | None, *, fail_minutes: float = 5.0, warn_minutes: float = 10.0,
+                seed_json: dict | None, *, fail_minutes: float = 5.0, warn_minutes: float = 8.0,
                 fail_mean_fd_mm: float = 0.5, warn_mean_fd_mm: float = 0.2,
                 warn_seed_low_tsnr_fraction: float = 0.5, warn_seed_in_mask_fraction: float = 0.8,
                 warn_abs_z: float = 0.1, warn_bootstrap_p95_mm: float | None = None,
