@@ -236,7 +236,7 @@ def test_good_unit_passes_with_no_reasons():
     assert _qc() == ("pass", [])
 
 
-@pytest.mark.parametrize("minutes, expected", [(4.9, "fail"), (5.0, "warn"), (9.9, "warn"), (10.0, "pass")])
+@pytest.mark.parametrize("minutes, expected", [(4.9, "fail"), (5.0, "warn"), (7.9, "warn"), (8.0, "pass")])  # denoising.warn_retained_minutes 8 (docs/reliability.md)
 def test_minutes_kept_thresholds(minutes, expected):
     status, reasons = _qc(qc=denoise_qc(Path("/x"), minutes_kept=minutes))
     assert status == expected
