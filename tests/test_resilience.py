@@ -113,7 +113,7 @@ def test_fmriprep_route_recovers_target_and_maps_it_with_the_h5_transforms(clean
     verdict = json.loads((out / "tmstarget" / "sub-01" / "sub-01_desc-verdict_qc.json").read_text())
     assert verdict["status"] == "warn" and verdict["coordinate_usable"] is True
     nav = out / "tmstarget" / "sub-01" / "nav"
-    assert sorted(str(p.relative_to(nav)) for p in nav.rglob("*") if p.is_file()) == [
+    assert sorted(str(p.relative_to(nav)) for p in nav.rglob("*") if p.is_file() and not p.name.startswith(".")) == [
         "README.txt",
         "localite/EntryTarget/EntryTarget20000101000000000.xml",
         "localite/InstrumentMarkers/InstrumentMarker20000101000000000.xml",

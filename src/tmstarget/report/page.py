@@ -140,7 +140,8 @@ SUBJECT_REPORTLETS: tuple[Reportlet, ...] = (
               figure=F.render_target_t1w),
     Reportlet("motion", "Head motion",
               "Framewise displacement (FD, mm) of each volume. Good: FD mostly below the dashed threshold, few "
-              "censored (red) volumes, and at least 10 minutes kept in total.", figure=F.render_motion, fmt="svg",
+              "censored (red) volumes, and the minutes kept at or above this run's threshold (Summary, QC "
+              "thresholds).", figure=F.render_motion, fmt="svg",
               view=V.motion_view),
     Reportlet("carpet_before", "Carpet plot before denoising",
               "Each row is a brain voxel, each column a volume (detrended z-scores). Vertical bands that "
