@@ -144,7 +144,7 @@ def framewise_displacement(motion_t6: np.ndarray, head_radius_mm: float = 50.0) 
     return np.concatenate([[np.nan], fd])
 
 
-def dvars(data_tv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def dvars(data_tv: np.ndarray, chunk_voxels: int = 20000) -> tuple[np.ndarray, np.ndarray]:
     """DVARS (RMS over voxels of the backward temporal difference) and its standardised form.
 
     The standardised DVARS divides by the value expected for temporally independent noise of each
@@ -153,37 +153,52 @@ def dvars(data_tv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     Parameters
     ----------
     data_tv : array (T, V)
-        Motion-corrected intensities of brain voxels.
+        Motion-corrected intensities of brain voxels (any float dtype; read ``chunk_voxels``
+        columns at a time in float64, so memory stays about the size of ``data_tv``).
+    chunk_voxels : int
 
     Returns
     -------
     dvars_t, std_dvars_t : arrays (T,)
         Intensity units and unitless; first value NaN.
     """
-    data = np.asarray(data_tv, dtype=np.float64)
-    diff = np.diff(data, axis=0)
-    raw = np.sqrt(np.mean(diff ** 2, axis=1))
-    # robust per-voxel sd (IQR / 1.349) and lag-1 autocorrelation
-    q75, q25 = np.percentile(data, [75, 25], axis=0)
-    sd_v = (q75 - q25) / 1.349
-    centred = data - data.mean(axis=0)
-    denom = np.sum(centred ** 2, axis=0)
-    ar1_v = np.where(denom > 0, np.sum(centred[1:] * centred[:-1], axis=0) / np.where(denom > 0, denom, 1), 0)
-    expected = np.sqrt(np.mean(2 * (1 - ar1_v) * sd_v ** 2))
+    n_t, n_v = data_tv.shape
+    sq_sum_t = np.zeros(max(n_t - 1, 0))
+    expected_sum = 0.0
+    for start in range(0, n_v, chunk_voxels):
+        data = np.asarray(data_tv[:, start:start + chunk_voxels], dtype=np.float64)
+        sq_sum_t += np.sum(np.diff(data, axis=0) ** 2, axis=1)
+        # robust per-voxel sd (IQR / 1.349) and lag-1 autocorrelation
+        q75, q25 = np.percentile(data, [75, 25], axis=0)
+        sd_v = (q75 - q25) / 1.349
+        centred = data - data.mean(axis=0)
+        denom = np.sum(centred ** 2, axis=0)
+        ar1_v = np.where(denom > 0, np.sum(centred[1:] * centred[:-1], axis=0) / np.where(denom > 0, denom, 1), 0)
+        expected_sum += float(np.sum(2 * (1 - ar1_v) * sd_v ** 2))
+    if n_v == 0:
+        raw = np.full(max(n_t - 1, 0), np.nan)
+        expected = 0.0
+    else:
+        raw = np.sqrt(sq_sum_t / n_v)
+        expected = np.sqrt(expected_sum / n_v)
     std = raw / expected if expected > 0 else np.full_like(raw, np.nan)
     return np.concatenate([[np.nan], raw]), np.concatenate([[np.nan], std])
 
 
-def acompcor(data_tv: np.ndarray, n_components: int, t_r: float, high_pass_hz: float = 1 / 128) -> np.ndarray:
+def acompcor(data_tv: np.ndarray, n_components: int, t_r: float, high_pass_hz: float = 1 / 128,
+             chunk_voxels: int = 20000) -> np.ndarray:
     """Anatomical CompCor (Behzadi 2007): principal components of noise-region time series.
 
     Each voxel is high-pass filtered (discrete cosine basis up to ``high_pass_hz``, as fMRIPrep),
-    variance-normalised, and the top components of the SVD are returned.
+    variance-normalised, and the top left singular vectors of the (T, V) matrix are returned. They
+    are computed as the top eigenvectors of its (T, T) Gram matrix, accumulated ``chunk_voxels``
+    columns at a time, so memory stays about the size of ``data_tv`` at any run length. Signs
+    follow scikit-learn's ``svd_flip``: each component's largest-magnitude value is positive.
 
     Parameters
     ----------
     data_tv : array (T, V)
-        Time series of the WM+CSF voxels.
+        Time series of the WM+CSF voxels (any float dtype).
     n_components : int
     t_r : float
         Seconds.
@@ -193,18 +208,26 @@ def acompcor(data_tv: np.ndarray, n_components: int, t_r: float, high_pass_hz: f
     array (T, n)
         Unit-norm component time series (fewer columns if V or T is too small).
     """
-    data = np.asarray(data_tv, dtype=np.float64)
-    n_t = data.shape[0]
+    n_t, n_v = data_tv.shape
     basis = cosine_drift_basis(n_t, t_r, high_pass_hz)
-    beta, *_ = np.linalg.lstsq(basis, data, rcond=None)
-    resid = data - basis @ beta
-    sd = resid.std(axis=0)
-    keep = sd > 1e-8
-    resid = resid[:, keep] / sd[keep]
-    if resid.shape[1] == 0 or n_components <= 0:
+    gram = np.zeros((n_t, n_t))
+    n_kept = 0
+    for start in range(0, n_v, chunk_voxels):
+        data = np.asarray(data_tv[:, start:start + chunk_voxels], dtype=np.float64)
+        beta, *_ = np.linalg.lstsq(basis, data, rcond=None)
+        resid = data - basis @ beta
+        sd = resid.std(axis=0)
+        keep = sd > 1e-8
+        resid = resid[:, keep] / sd[keep]
+        gram += resid @ resid.T
+        n_kept += int(keep.sum())
+    n_out = min(n_components, n_t, n_kept)
+    if n_out <= 0:
         return np.zeros((n_t, 0))
-    u, _, _ = np.linalg.svd(resid, full_matrices=False)
-    return u[:, : min(n_components, u.shape[1])]
+    eigenvalues, eigenvectors = np.linalg.eigh(gram)
+    u = eigenvectors[:, np.argsort(eigenvalues)[::-1][:n_out]]
+    signs = np.sign(u[np.argmax(np.abs(u), axis=0), np.arange(n_out)])
+    return u * np.where(signs == 0, 1.0, signs)
 
 
 def cosine_drift_basis(n_t: int, t_r: float, high_pass_hz: float) -> np.ndarray:
