@@ -8,7 +8,7 @@ DEMO_BIDS ?= demo/bids
 DEMO_OUT ?= demo/out
 CORES ?= 2
 
-.PHONY: install demo test test-fast benchmark clean
+.PHONY: install demo test test-fast test-acceptance benchmark clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,11 +24,16 @@ $(DEMO_BIDS)/dataset_description.json: | $(BIN)/.installed
 demo: install $(DEMO_BIDS)/dataset_description.json
 	$(BIN)/tmstarget $(DEMO_BIDS) $(DEMO_OUT) group --config config/demo.yaml --cores $(CORES)
 
+# every kind of check (unit, whole demo workflow, real scans, browser, SLURM, kill-and-resume) in < 20 min
 test: install
-	$(BIN)/python -m pytest -q -ra
+	$(BIN)/python -m pytest -q -ra -m "not acceptance"
+
+# the longer acceptance runs (registration invariance cases, one workflow each); .ci/run runs them too
+test-acceptance: install
+	$(BIN)/python -m pytest -q -ra -m acceptance
 
 test-fast: install
-	$(BIN)/python -m pytest -q -ra -m "not slow"
+	$(BIN)/python -m pytest -q -ra -m "not slow and not acceptance"
 
 # Wall time and peak memory: every stage of the demo run (Snakemake benchmark files), the built-in
 # preprocessing step by step, and denoise + seed map next to plain nilearn on a demo-sized and a

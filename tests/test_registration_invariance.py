@@ -14,7 +14,8 @@ whose T1w and BOLD were rewritten in the test:
 
 Criteria (issue 15): MNI seed maps correlate > 0.95 with the original's; MNI target within 2 mm; for
 (b) the T1w target equals the rigid transform applied to the original T1w target within 2 mm. The
-original run is shared (module fixture). Each case is one workflow run of a few CPU minutes.
+original run is shared (module fixture). Each case is one workflow run of a few CPU minutes, so (a)-(d)
+carry the ``acceptance`` marker: `make test-acceptance` and .ci/run run them, `make test` runs (e).
 """
 
 from __future__ import annotations
@@ -144,6 +145,7 @@ def assert_same_target(original, ours, label):
     assert dist < 2.0, dist
 
 
+@pytest.mark.acceptance
 def test_permuted_and_flipped_storage(original, demo_bids, tmp_path):
     bids = variant(demo_bids, tmp_path, permute_and_flip)
     tmstarget(bids, tmp_path / "out", "--cores", 2)
@@ -154,6 +156,7 @@ def test_permuted_and_flipped_storage(original, demo_bids, tmp_path):
     assert d < 2.0, d
 
 
+@pytest.mark.acceptance
 def test_rigidly_moved_head(original, demo_bids, tmp_path):
     move = rigid_ras((0.6, -0.5, 0.62), 17.0, (14.0, -18.0, 12.0))
     bids = variant(demo_bids, tmp_path, lambda img: with_affine(img, move @ img.affine))
@@ -166,6 +169,7 @@ def test_rigidly_moved_head(original, demo_bids, tmp_path):
     assert d < 2.0, d
 
 
+@pytest.mark.acceptance
 def test_zero_header_codes(original, demo_bids, tmp_path):
     bids = variant(demo_bids, tmp_path, lambda img: with_affine(img, img.affine, codes=0))
     tmstarget(bids, tmp_path / "out", "--cores", 2)
@@ -174,6 +178,7 @@ def test_zero_header_codes(original, demo_bids, tmp_path):
     assert any("registration" in f["topic"] or "header" in f["topic"] for f in ours["verdict"]["findings"])
 
 
+@pytest.mark.acceptance
 def test_one_thread_and_one_core_give_identical_transforms_and_target(original, demo_bids, tmp_path):
     import tempfile
 
