@@ -6,7 +6,8 @@ whose T1w and BOLD were rewritten in the test:
 
 (a) both images stored with permuted and flipped voxel axes, the same world coordinates;
 (b) both images moved by one rigid transform (17 degrees about an oblique axis, 26 mm);
-(c) qform and sform codes 0 on both (the world is then the voxel grid, NIfTI method 1);
+(c) qform and sform codes 0 on the BOLD (its world is then the voxel grid, NIfTI method 1); a T1w with
+    codes 0 is refused before any job (navigator positions would have no defined world);
 (d) the original again with one ITK thread and ``--cores 1`` (the original ran with ``--cores 2`` and
     ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS=2 in the environment): identical transforms and target;
 (e) the BOLD's header rotated 90 degrees relative to the T1w (beyond the +-30 degree rotation search):
@@ -61,7 +62,7 @@ def outputs(out: Path) -> dict:
                         .dataobj, dtype=np.float64),
         "verdict": json.loads((d / "sub-01_desc-verdict_qc.json").read_text()),
         "registration_qc": json.loads((d / "sub-01_desc-registration_qc.json").read_text()),
-        "nav": sorted(p.name for p in (d / "nav").iterdir()),
+        "nav": sorted(p.name for p in (d / "nav").iterdir() if not p.name.startswith(".")),
         "xfm": out / "preproc" / "sub-01" / "anat" / f"sub-01_from-T1w_to-{SPACE}_mode-image_xfm.h5",
         "mask": out / "preproc" / "sub-01" / "anat" / "sub-01_desc-brain_mask.nii.gz",
     }
@@ -89,11 +90,12 @@ def original(demo_bids, tmp_path_factory):
     return outputs(out)
 
 
-def variant(demo_bids, tmp_path, rewrite) -> Path:
-    """A copy of the demo dataset whose T1w and BOLD NIfTIs went through ``rewrite(img) -> img``."""
+def variant(demo_bids, tmp_path, rewrite, which=(T1W, BOLD)) -> Path:
+    """A copy of the demo dataset whose T1w and BOLD NIfTIs (or those in ``which``) went through
+    ``rewrite(img) -> img``."""
     bids = tmp_path / "bids"
     shutil.copytree(demo_bids, bids)
-    for rel in (T1W, BOLD):
+    for rel in which:
         img = nib.load(demo_bids / rel)
         new = rewrite(nib.Nifti1Image(np.asarray(img.dataobj), img.affine, img.header))
         nib.save(new, bids / rel)
@@ -171,11 +173,20 @@ def test_rigidly_moved_head(original, demo_bids, tmp_path):
 
 @pytest.mark.acceptance
 def test_zero_header_codes(original, demo_bids, tmp_path):
-    bids = variant(demo_bids, tmp_path, lambda img: with_affine(img, img.affine, codes=0))
+    """(c) A BOLD whose header lost its orientation (codes 0) gives the same target; a T1w with codes 0 is
+    refused before any job by design: the navigator files give positions in the T1w's world, and with
+    codes 0 that world is undefined (navigators disagree on how to read such a file)."""
+    codes0 = lambda img: with_affine(img, img.affine, codes=0)  # noqa: E731
+    bids = variant(demo_bids, tmp_path, codes0, which=(BOLD,))
     tmstarget(bids, tmp_path / "out", "--cores", 2)
     ours = outputs(tmp_path / "out")
-    assert_same_target(original, ours, "(c) codes 0")
-    assert any("registration" in f["topic"] or "header" in f["topic"] for f in ours["verdict"]["findings"])
+    assert_same_target(original, ours, "(c) BOLD codes 0")
+    header = [f["text"] for f in ours["verdict"]["findings"] if f["topic"] == "header"]
+    assert ours["verdict"]["status"] == "warn" and any("left-right" in t for t in header), ours["verdict"]
+    t1w_bids = variant(demo_bids, tmp_path / "t1w", codes0, which=(T1W,))
+    refused = tmstarget(t1w_bids, tmp_path / "t1w" / "out", "--cores", 2, check=False)
+    assert refused.returncode == 2 and "sub-01_T1w.nii.gz: neither qform nor sform is set" in refused.stderr
+    assert not (tmp_path / "t1w" / "out" / "tmstarget").exists()
 
 
 @pytest.mark.acceptance
@@ -223,5 +234,5 @@ def test_misregistered_bold_fails_naming_registration_and_exports_nothing(demo_b
     assert verdict["status"] == "fail" and not verdict["coordinate_usable"]
     assert any(f["topic"] == "registration" and f["level"] == "fail" for f in verdict["findings"])
     assert any("not usable" in r for r in verdict["reasons"]), verdict["reasons"]
-    assert sorted(p.name for p in (d / "nav").iterdir()) == ["NOT_EXPORTED.txt"]
+    assert sorted(p.name for p in (d / "nav").iterdir() if not p.name.startswith(".")) == ["NOT_EXPORTED.txt"]
     assert result.returncode == 3, result.stdout
