@@ -227,3 +227,12 @@ def test_group_row_takes_the_verdict_and_hides_failed_coordinates(tmp_path):
     assert tsv[[f"target_{s}_{a}" for s in ("mni", "t1w") for a in "xyz"]].iloc[1].isna().all()
     np.testing.assert_allclose(tsv["split_half_median_mm"], 5.0, atol=1e-9)
     np.testing.assert_allclose(tsv["scalp_to_cortex_mm"], 18.3, atol=1e-9)
+
+
+def test_a_bold_to_t1w_registration_failure_names_the_bold_in_the_action():
+    bold = verdict(registration_qc={"status": "fail", "checks": [
+        {"name": "bold_wm_boundary_fraction", "value": 0.43, "level": "fail",
+         "text": "sub-01_task-rest: BOLD grey/white contrast 0.43 is below 0.6: the BOLD run could not be "
+                 "aligned to the T1w; the target is not usable"}]})
+    assert bold["status"] == "fail" and "the BOLD run could not be aligned to the T1w" in bold["action"]
+    assert "the T1w could not be aligned:" not in bold["action"]

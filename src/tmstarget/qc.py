@@ -573,6 +573,10 @@ def action_for(status: str, findings: list[Finding], thresholds: dict, minutes_k
         return ACTIONS["pass"]
     if status == "fail":
         if "registration" in topics:
+            failed = " ".join(f.text for f in findings if f.level == "fail" and f.topic == "registration")
+            if "aligned to the T1w" in failed and "template" not in failed:
+                return (ACTIONS["fail"] + "; the BOLD run could not be aligned to the T1w: check that both "
+                        "scans are of this person and the BOLD header's orientation, and rerun")
             return (ACTIONS["fail"] + "; the T1w could not be aligned: check the T1w (field of view, "
                     "artefacts, orientation) and rerun")
         if "header" in topics or "navigation" in topics:
