@@ -19,25 +19,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ..qc import _point, read_json_tolerant, scrub_paths  # noqa: E402
+from ..qc import _fmt, _point, read_json_tolerant, scrub_paths  # noqa: E402
 
 STATUS_COLOURS = {"pass": "#1b7f3b", "warn": "#b06f00", "fail": "#b3261e", "info": "#555555"}
 
 
 MAX_CARPET_VOXELS = 1200
-
-
-def _fmt(value, digits: int = 1, unit: str = "") -> str:
-    """A number for display (``n/a`` for missing), with an optional unit."""
-    if value is None:
-        return "n/a"
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return scrub_paths(value)
-    if not np.isfinite(v):
-        return "n/a"
-    return f"{v:.{digits}f}{(' ' + unit) if unit else ''}"
 
 
 def _fmt_mm3(point) -> str:
