@@ -553,6 +553,19 @@ _PROJECTIONS = (("sagittal (y, z)", 1, 2, "y anterior (mm)", "z superior (mm)"),
                 ("axial (x, y)", 0, 1, "x right (mm)", "y anterior (mm)"))
 
 
+def _finish_point_axes(ax, centre_2d, span: float, title: str, xlabel: str, ylabel: str, legend: bool) -> None:
+    """Square window of +-``span`` mm around ``centre_2d`` with readable labels (uncertainty and GSR plots)."""
+    ax.set_xlim(centre_2d[0] - span, centre_2d[0] + span)
+    ax.set_ylim(centre_2d[1] - span, centre_2d[1] + span)
+    ax.set_aspect("equal")
+    ax.set_title(title, fontsize=MIN_FONT_PT)
+    ax.set_xlabel(xlabel, fontsize=MIN_FONT_PT)
+    ax.set_ylabel(ylabel, fontsize=MIN_FONT_PT)
+    ax.tick_params(labelsize=MIN_FONT_PT)
+    if legend:
+        ax.legend(fontsize=MIN_FONT_PT, loc="lower left", frameon=False)
+
+
 def render_uncertainty(ctx: SubjectContext):
     """Bootstrap and split-half targets around the target, three projections, p95 circle (MNI mm)."""
     target = ctx.target_mni()
@@ -575,15 +588,7 @@ def render_uncertainty(ctx: SubjectContext):
         ax.scatter([target[a]], [target[b]], s=90, marker="X", color="#d62728", label="target", zorder=5)
         if p95 is not None:
             ax.add_patch(plt.Circle((target[a], target[b]), p95, fill=False, ls="--", color="k", lw=0.8))
-        ax.set_xlim(target[a] - span, target[a] + span)
-        ax.set_ylim(target[b] - span, target[b] + span)
-        ax.set_aspect("equal")
-        ax.set_title(name, fontsize=MIN_FONT_PT)
-        ax.set_xlabel(xl, fontsize=MIN_FONT_PT)
-        ax.set_ylabel(yl, fontsize=MIN_FONT_PT)
-        ax.tick_params(labelsize=MIN_FONT_PT)
-        if k == 0:
-            ax.legend(fontsize=MIN_FONT_PT, loc="lower left", frameon=False)
+        _finish_point_axes(ax, target[[a, b]], span, name, xl, yl, legend=k == 0)
     fig.tight_layout()
     return fig
 
@@ -616,15 +621,7 @@ def render_gsr(ctx: SubjectContext):
         ax.scatter([target[a]], [target[b]], s=90, marker="X", color="#d62728", label="with GSR (target)", zorder=5)
         ax.annotate("", xy=(other[a], other[b]), xytext=(target[a], target[b]),
                     arrowprops={"arrowstyle": "->", "color": "#555555"})
-        ax.set_xlim(centre[a] - span, centre[a] + span)
-        ax.set_ylim(centre[b] - span, centre[b] + span)
-        ax.set_aspect("equal")
-        ax.set_title(name, fontsize=MIN_FONT_PT)
-        ax.set_xlabel(xl, fontsize=MIN_FONT_PT)
-        ax.set_ylabel(yl, fontsize=MIN_FONT_PT)
-        ax.tick_params(labelsize=MIN_FONT_PT)
-        if k == 0:
-            ax.legend(fontsize=MIN_FONT_PT, loc="lower left", frameon=False)
+        _finish_point_axes(ax, centre[[a, b]], span, name, xl, yl, legend=k == 0)
     shift = _num(gsr, "shift_mm")
     same = shift is not None and shift < grid_mm(ctx)
     fig.suptitle("same position (shift below the grid spacing)" if same else f"shift {_fmt(shift, 1, 'mm')}",
