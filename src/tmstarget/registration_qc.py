@@ -191,6 +191,19 @@ def mask_dice_with_template(mask_mni_path) -> float | None:
     return float(2 * (mask & template).sum() / max(mask.sum() + template.sum(), 1))
 
 
+def _arrays_on_one_grid(paths, mismatch_warning: str):
+    """The images at ``paths`` as float32 arrays and the mean voxel size (mm) of the second one, or None
+    when one is missing or their grids differ (then ``mismatch_warning`` is logged)."""
+    imgs = [_load(p) for p in paths]
+    if any(i is None for i in imgs):
+        return None
+    arrays = [np.asarray(i.dataobj, dtype=np.float32) for i in imgs]
+    if len({a.shape for a in arrays}) != 1:
+        log.warning(mismatch_warning)
+        return None
+    return arrays, float(np.mean(np.linalg.norm(imgs[1].affine[:3, :3], axis=0)))
+
+
 def bold_t1w_edge_correlation(boldref_t1w_path, t1w_path, brain_mask_path) -> float | None:
     """:func:`tmstarget.preprocessing.edge_correlation` of the BOLD reference in the T1w grid and the T1w,
     inside the T1w brain mask where the BOLD has signal. Both are brought to ~2 mm first (the BOLD
@@ -199,14 +212,11 @@ def bold_t1w_edge_correlation(boldref_t1w_path, t1w_path, brain_mask_path) -> fl
 
     from .preprocessing import edge_correlation
 
-    imgs = [_load(p) for p in (boldref_t1w_path, t1w_path, brain_mask_path)]
-    if any(i is None for i in imgs):
+    loaded = _arrays_on_one_grid((boldref_t1w_path, t1w_path, brain_mask_path),
+                                 "BOLD reference, T1w and brain mask grids differ; edge correlation skipped")
+    if loaded is None:
         return None
-    bold, t1w, mask = (np.asarray(i.dataobj, dtype=np.float32) for i in imgs)
-    if not (bold.shape == t1w.shape == mask.shape):
-        log.warning("BOLD reference, T1w and brain mask grids differ; edge correlation skipped")
-        return None
-    voxel_mm = float(np.mean(np.linalg.norm(imgs[1].affine[:3, :3], axis=0)))
+    (bold, t1w, mask), voxel_mm = loaded
     step = max(1, int(round(2.0 / voxel_mm)))
     if step > 1:
         bold = ndimage.uniform_filter(bold, step)[::step, ::step, ::step]
@@ -229,14 +239,11 @@ def wm_boundary_fraction(boldref_t1w_path, wm_probseg_path, brain_mask_path, dis
     """
     from scipy import ndimage
 
-    imgs = [_load(p) for p in (boldref_t1w_path, wm_probseg_path, brain_mask_path)]
-    if any(i is None for i in imgs):
+    loaded = _arrays_on_one_grid((boldref_t1w_path, wm_probseg_path, brain_mask_path),
+                                 "BOLD reference, WM map and brain mask grids differ; boundary check skipped")
+    if loaded is None:
         return None
-    bold, wm, mask = (np.asarray(i.dataobj, dtype=np.float32) for i in imgs)
-    if not (bold.shape == wm.shape == mask.shape):
-        log.warning("BOLD reference, WM map and brain mask grids differ; boundary check skipped")
-        return None
-    voxel_mm = float(np.mean(np.linalg.norm(imgs[1].affine[:3, :3], axis=0)))
+    (bold, wm, mask), voxel_mm = loaded
     smooth = ndimage.gaussian_filter(wm, 1.0)
     grad = np.stack(np.gradient(smooth))
     norm = np.linalg.norm(grad, axis=0)
