@@ -102,6 +102,9 @@ def variant(demo_bids, tmp_path, rewrite, which=(T1W, BOLD)) -> Path:
     return bids
 
 
+WITHIN_2_MM = 2.0 + 1e-6  # mm; float round-off of a one-voxel step must not decide the test
+
+
 def with_affine(img, affine, data=None, codes=1):
     header = img.header.copy()
     new = nib.Nifti1Image(np.asarray(img.dataobj) if data is None else data, affine, header)
@@ -144,7 +147,8 @@ def assert_same_target(original, ours, label):
           f"registration QC {ours['registration_qc']['status']}")
     assert ours["registration_qc"]["status"] in ("pass", "warn"), ours["registration_qc"]
     assert corr > 0.95, corr
-    assert dist < 2.0, dist
+    # "within 2 mm" (issue 15): the target lies on the 2 mm MNI grid, so one grid step (2.0 mm) is within
+    assert dist <= WITHIN_2_MM, dist
 
 
 @pytest.mark.acceptance
@@ -155,7 +159,7 @@ def test_permuted_and_flipped_storage(original, demo_bids, tmp_path):
     assert_same_target(original, ours, "(a) permuted + flipped")
     # same world: the T1w target is the same point
     d = np.linalg.norm(np.subtract(original["t1w"]["target_t1w_ras_mm"], ours["t1w"]["target_t1w_ras_mm"]))
-    assert d < 2.0, d
+    assert d <= WITHIN_2_MM, d
 
 
 @pytest.mark.acceptance
@@ -168,7 +172,7 @@ def test_rigidly_moved_head(original, demo_bids, tmp_path):
     expected = (move @ np.append(original["t1w"]["target_t1w_ras_mm"], 1.0))[:3]
     d = np.linalg.norm(expected - np.asarray(ours["t1w"]["target_t1w_ras_mm"]))
     print(f"(b) T1w target {d:.2f} mm from the moved original")
-    assert d < 2.0, d
+    assert d <= WITHIN_2_MM, d
 
 
 @pytest.mark.acceptance
