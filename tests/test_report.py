@@ -729,6 +729,8 @@ def test_reliability_is_split_half_words_bootstrap_a_detail_and_candidates_shown
     assert "7.9 mm" in boot and "optimistic" in boot and "share" in boot
     cands = summary.split("id='candidates'")[1].split("</div>")[0]
     assert "(-36.0, 22.0, 44.0)" in cands and "55 %" in cands and "40 %" in cands
+    # each candidate's distance from the headline target (-42, 42, 30): the first is the same voxel
+    assert "<td>same voxel</td>" in cands and "<td>25.1 mm</td>" in cands
     unc = text.split('<section id="uncertainty">')[1].split("</section>")[0]
     assert "id='candidates'" in unc and "14 mm apart" in unc
     t["uncertainty"]["multiple_candidates"] = False
