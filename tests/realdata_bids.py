@@ -80,3 +80,30 @@ def different_people_bids(realdata_dir, bids) -> Path:
     (bids / "sub-01" / "func" / "sub-01_task-rest_bold.json").write_text(
         json.dumps({"RepetitionTime": 1.5, "TaskName": "rest"}))
     return bids
+
+
+def moved_copy(img: nib.Nifti1Image, move_ras: np.ndarray) -> nib.Nifti1Image:
+    """``img`` with its content moved by ``move_ras`` (4x4 world RAS) on its own grid (trilinear, 0 outside):
+    what a registration off by that transform would have written."""
+    from scipy import ndimage
+
+    vox = np.linalg.inv(img.affine) @ np.linalg.inv(move_ras) @ img.affine   # output voxel -> input voxel
+    data = ndimage.affine_transform(np.asarray(img.dataobj, dtype=np.float32), vox[:3, :3], vox[:3, 3],
+                                    order=1, mode="constant", cval=0.0)
+    return nib.Nifti1Image(data, img.affine)
+
+
+def brain_centre_ras_mm(mask_img: nib.Nifti1Image) -> np.ndarray:
+    ijk = np.argwhere(np.asarray(mask_img.dataobj) > 0).mean(axis=0)
+    return (mask_img.affine @ np.append(ijk, 1.0))[:3]
+
+
+#: simulated misregistrations of the BOLD reference in the T1w (name -> axis, degrees, shift mm)
+MISREGISTRATIONS = {
+    "rot5x": ((1, 0, 0), 5.0, (0, 0, 0)), "rot10x": ((1, 0, 0), 10.0, (0, 0, 0)),
+    "rot10y": ((0, 1, 0), 10.0, (0, 0, 0)), "rot10z": ((0, 0, 1), 10.0, (0, 0, 0)),
+    "rot20x": ((1, 0, 0), 20.0, (0, 0, 0)), "rot30x": ((1, 0, 0), 30.0, (0, 0, 0)),
+    "rot30y": ((0, 1, 0), 30.0, (0, 0, 0)), "rot30z": ((0, 0, 1), 30.0, (0, 0, 0)),
+    "shift5y": ((1, 0, 0), 0.0, (0, 5, 0)), "shift10x": ((1, 0, 0), 0.0, (10, 0, 0)),
+    "shift10y": ((1, 0, 0), 0.0, (0, 10, 0)), "shift10z": ((1, 0, 0), 0.0, (0, 0, 10)),
+}

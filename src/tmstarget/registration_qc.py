@@ -114,14 +114,21 @@ def anat_checks(template_correlation: float, brain_volume_ml: float, thresholds:
 
 
 def bold_checks(run_name: str, mask_dice: float | None, edge_corr: float | None,
-                thresholds: dict | None = None, boundary_fraction: float | None = None) -> list[dict]:
-    """Checks of one run's BOLD -> T1w -> template alignment."""
+                thresholds: dict | None = None, boundary_fraction: float | None = None,
+                coverage: float | None = None) -> list[dict]:
+    """Checks of one run's BOLD -> T1w -> template alignment. ``coverage`` (fraction of the template
+    brain the run covers) is reported with the mask Dice, not judged: a slab that covers the seed and
+    the search region is a legitimate acquisition (the seed's coverage is a verdict finding)."""
     t = resolve_thresholds(thresholds)
     out = []
     if mask_dice is not None:
         c = _check_low("bold_mask_dice", mask_dice, t["warn_bold_mask_dice"], t["fail_bold_mask_dice"],
-                       f"{run_name}: overlap (Dice) of the BOLD brain mask with the template brain",
+                       f"{run_name}: overlap (Dice) of the BOLD brain mask with the template brain within the "
+                       "run's field of view",
                        "the BOLD run does not line up with the template; the target is not usable")
+        if coverage is not None:
+            c["coverage"] = round(float(coverage), 4)
+            c["text"] += f" (the run covers {100 * coverage:.0f}% of the template brain)"
         out.append({**c, "run": run_name})
     if edge_corr is not None:
         c = _check_low("bold_t1w_edge_correlation", edge_corr, t["warn_bold_t1w_edge_correlation"],
@@ -182,13 +189,37 @@ def brain_volume_ml(brain_mask_path) -> float | None:
     return float((np.asarray(img.dataobj) > 0).sum() * abs(np.linalg.det(img.affine[:3, :3])) / 1000.0)
 
 
-def mask_dice_with_template(mask_mni_path) -> float | None:
+def field_of_view(boldref_mni_path, shape) -> np.ndarray | None:
+    """Where the run has data in MNI: the voxels where its MNI BOLD reference is non-zero (the one
+    resampling writes 0 outside the BOLD's field of view); None without the file or on another grid."""
+    img = _load(boldref_mni_path)
+    if img is None or img.shape[:3] != tuple(shape[:3]):
+        return None
+    return np.asarray(img.dataobj) != 0
+
+
+def mask_dice_with_template(mask_mni_path, boldref_mni_path=None) -> float | None:
+    """Dice of the run's MNI brain mask with the template brain mask; with ``boldref_mni_path``, within
+    the run's field of view (:func:`field_of_view`), so that a run that covers part of the brain (a slab)
+    is judged on the part it covers, not failed for the part it never imaged."""
     img = _load(mask_mni_path)
     if img is None:
         return None
     mask = np.asarray(img.dataobj) > 0
     template = _template_on_grid(img, "mask") > 0.5
+    fov = field_of_view(boldref_mni_path, mask.shape)
+    if fov is not None:
+        mask, template = mask & fov, template & fov
     return float(2 * (mask & template).sum() / max(mask.sum() + template.sum(), 1))
+
+
+def template_brain_coverage(mask_mni_path) -> float | None:
+    """Fraction of the template brain inside the run's MNI brain mask (1 for whole-brain coverage)."""
+    img = _load(mask_mni_path)
+    if img is None:
+        return None
+    template = _template_on_grid(img, "mask") > 0.5
+    return float(((np.asarray(img.dataobj) > 0) & template).sum() / max(template.sum(), 1))
 
 
 def _arrays_on_one_grid(paths, mismatch_warning: str):
@@ -269,7 +300,8 @@ def assess_registration(anat: dict, runs: list[dict], thresholds: dict | None = 
     anat : dict
         ``t1w_mni`` (MNI-space T1w, optional), ``brain_mask``, ``preproc_t1w``, ``wm_probseg``.
     runs : list of dict
-        Per run: ``name``, ``mask_mni``, optional ``boldref_t1w``.
+        Per run: ``name``, ``mask_mni``, optional ``boldref_mni`` (its field of view bounds the mask
+        Dice), optional ``boldref_t1w``.
     thresholds : dict, optional
         Overrides of :data:`DEFAULT_THRESHOLDS`.
 
@@ -287,12 +319,13 @@ def assess_registration(anat: dict, runs: list[dict], thresholds: dict | None = 
     elif volume is not None:
         checks += [c for c in anat_checks(1.0, volume, t) if c["name"] == "brain_volume_ml"]
     for run in runs:
-        dice = mask_dice_with_template(run.get("mask_mni"))
+        dice = mask_dice_with_template(run.get("mask_mni"), run.get("boldref_mni"))
         edge = bold_t1w_edge_correlation(run.get("boldref_t1w"), anat.get("preproc_t1w"), anat.get("brain_mask"))
         boundary = wm_boundary_fraction(run.get("boldref_t1w"), anat.get("wm_probseg"), anat.get("brain_mask"))
-        checks += bold_checks(run["name"], dice, edge, t, boundary_fraction=boundary)
+        checks += bold_checks(run["name"], dice, edge, t, boundary_fraction=boundary,
+                              coverage=template_brain_coverage(run.get("mask_mni")))
     sources = [Path(p).name for p in [anat.get(k) for k in ("t1w_mni", "brain_mask", "preproc_t1w", "wm_probseg")]
-               + [r.get(k) for r in runs for k in ("mask_mni", "boldref_t1w")] if p and Path(p).exists()]
+               + [r.get(k) for r in runs for k in ("mask_mni", "boldref_mni", "boldref_t1w")] if p and Path(p).exists()]
     out = {"checks": checks, "status": status_of(checks), "Sources": sources}
     log.info("registration QC: %s (%s)", out["status"].upper(),
              "; ".join(f"{c['name']}={c['value']:g} {c['level']}" for c in checks))
