@@ -100,6 +100,8 @@ def brain_centre_ras_mm(mask_img: nib.Nifti1Image) -> np.ndarray:
 
 #: simulated misregistrations of the BOLD reference in the T1w (name -> axis, degrees, shift mm)
 MISREGISTRATIONS = {
+    **{f"shift{s:+.0f}{ax}": (np.eye(3)[i], 0.0, np.eye(3)[i] * s) for i, ax in enumerate("xyz") for s in (-2.0, 2.0)},
+    **{f"rot{d:+.0f}{ax}": (np.eye(3)[i], d, (0, 0, 0)) for i, ax in enumerate("xyz") for d in (-3.0, 3.0)},
     "rot5x": ((1, 0, 0), 5.0, (0, 0, 0)), "rot5y": ((0, 1, 0), 5.0, (0, 0, 0)), "rot5z": ((0, 0, 1), 5.0, (0, 0, 0)),
     "rot10x": ((1, 0, 0), 10.0, (0, 0, 0)),
     "rot10y": ((0, 1, 0), 10.0, (0, 0, 0)), "rot10z": ((0, 0, 1), 10.0, (0, 0, 0)),
