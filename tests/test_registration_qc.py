@@ -92,9 +92,16 @@ def test_mask_dice_is_judged_within_the_field_of_view(tmp_path):
           f"coverage {coverage:.3f}")
     assert whole < 0.80 and in_fov == pytest.approx(1.0) and off < 0.9  # measured 0.756, 1.000, 0.849
     assert coverage == pytest.approx((brain & slab).sum() / brain.sum())
-    check = rq.bold_checks("r", in_fov, None, coverage=coverage)[0]
+    check = rq.bold_checks("r", in_fov, None, coverage=coverage, dice_in_fov=True)[0]
     assert check["level"] == "pass" and check["coverage"] == pytest.approx(coverage, abs=1e-4)
-    assert f"covers {100 * coverage:.0f}% of the template brain" in check["text"]
+    assert "within the run's field of view" in check["text"]
+    assert check["text"].endswith(f"(the run covers {100 * coverage:.0f}% of the template brain)")
+    # through assess_registration: the field of view is used when the MNI BOLD reference is given
+    result = rq.assess_registration({}, [{"name": "r", "mask_mni": str(paths["mask"]), "boldref_mni": str(paths["boldref"])}])
+    (dice,) = result["checks"]
+    assert dice["value"] == pytest.approx(1.0) and "field of view" in dice["text"] and dice["level"] == "pass"
+    result = rq.assess_registration({}, [{"name": "r", "mask_mni": str(paths["mask"])}])
+    assert result["checks"][0]["value"] == pytest.approx(whole, abs=1e-4) and "field of view" not in result["checks"][0]["text"]
     # an MNI BOLD reference on another grid is not a field of view: the whole brain is used
     other = tmp_path / "other.nii.gz"
     nib.save(nib.Nifti1Image(np.ones((10, 10, 10), np.float32), np.eye(4)), other)

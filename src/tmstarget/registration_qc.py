@@ -42,8 +42,9 @@ degrees and moved 10 mm: 0.81 (registration within 1 mm of the original); turned
 (registration 3.3 mm median, 7.8 mm max from the original). Lower than the synthetic demo (weaker
 grey/white contrast at 4x4x6 mm), so the thresholds are WARN 0.72 (0.08 below the aligned
 same-person run; most 5 mm / 5 degree errors WARN or FAIL, 2 mm / 3 degree errors mostly pass) and
-FAIL 0.65 (0.15 below it; every error of 10 mm or 10 degrees and more FAILs, the largest 0.62). A BOLD run and a T1w of two different people FAIL
-(rapidtide's RAPIDTIDETEST with this T1w: 0.52 after registration): no rigid transform lines one
+FAIL 0.65 (0.15 below it; every error of 10 mm or 10 degrees and more FAILs, the largest 0.62).
+A BOLD run and a T1w of two different people FAIL (rapidtide's RAPIDTIDETEST with this T1w: 0.52
+after registration): no rigid transform lines one
 brain's grey matter up with another's white-matter boundary, and that is how a T1w mix-up (the
 wrong person's T1w loaded for navigation) is caught. The thresholds are settings
 (``qc.registration`` in the configuration). Any FAIL makes the unit's verdict FAIL ("the T1w could
@@ -132,16 +133,17 @@ def anat_checks(template_correlation: float, brain_volume_ml: float, thresholds:
 
 def bold_checks(run_name: str, mask_dice: float | None, edge_corr: float | None,
                 thresholds: dict | None = None, boundary_fraction: float | None = None,
-                coverage: float | None = None) -> list[dict]:
+                coverage: float | None = None, dice_in_fov: bool = False) -> list[dict]:
     """Checks of one run's BOLD -> T1w -> template alignment. ``coverage`` (fraction of the template
     brain the run covers) is reported with the mask Dice, not judged: a slab that covers the seed and
-    the search region is a legitimate acquisition (the seed's coverage is a verdict finding)."""
+    the search region is a legitimate acquisition (the seed's coverage is a verdict finding).
+    ``dice_in_fov``: the Dice was measured within the run's field of view (said in the text)."""
     t = resolve_thresholds(thresholds)
     out = []
     if mask_dice is not None:
         c = _check_low("bold_mask_dice", mask_dice, t["warn_bold_mask_dice"], t["fail_bold_mask_dice"],
-                       f"{run_name}: overlap (Dice) of the BOLD brain mask with the template brain within the "
-                       "run's field of view",
+                       f"{run_name}: overlap (Dice) of the BOLD brain mask with the template brain"
+                       + (" within the run's field of view" if dice_in_fov else ""),
                        "the BOLD run does not line up with the template; the target is not usable")
         if coverage is not None:
             c["coverage"] = round(float(coverage), 4)
@@ -339,8 +341,10 @@ def assess_registration(anat: dict, runs: list[dict], thresholds: dict | None = 
         dice = mask_dice_with_template(run.get("mask_mni"), run.get("boldref_mni"))
         edge = bold_t1w_edge_correlation(run.get("boldref_t1w"), anat.get("preproc_t1w"), anat.get("brain_mask"))
         boundary = wm_boundary_fraction(run.get("boldref_t1w"), anat.get("wm_probseg"), anat.get("brain_mask"))
+        in_fov = dice is not None and field_of_view(run.get("boldref_mni"),
+                                                    nib.load(str(run["mask_mni"])).shape) is not None
         checks += bold_checks(run["name"], dice, edge, t, boundary_fraction=boundary,
-                              coverage=template_brain_coverage(run.get("mask_mni")))
+                              coverage=template_brain_coverage(run.get("mask_mni")), dice_in_fov=in_fov)
     sources = [Path(p).name for p in [anat.get(k) for k in ("t1w_mni", "brain_mask", "preproc_t1w", "wm_probseg")]
                + [r.get(k) for r in runs for k in ("mask_mni", "boldref_mni", "boldref_t1w")] if p and Path(p).exists()]
     out = {"checks": checks, "status": status_of(checks), "Sources": sources}
