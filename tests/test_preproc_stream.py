@@ -3,7 +3,6 @@ and preprocess_bold's peak memory does not grow with the number of volumes."""
 
 from __future__ import annotations
 
-import gzip
 import tracemalloc
 
 import ants
