@@ -299,7 +299,8 @@ def preprocess_anat(t1w_path, out_paths: dict, params: dict) -> dict:
     dict
         QC numbers: ``template_correlation`` (T1w in MNI vs template inside the template brain),
         ``brain_volume_ml``, ``registration_checks`` (levels as in
-        :mod:`tmstarget.registration_qc`), ``header_warnings``, ``seconds`` per step,
+        :mod:`tmstarget.registration_qc`), ``header_warnings``, ``seconds`` (wall) and ``cpu_seconds``
+        (user+sys of this process; ITK runs one thread) per step,
         ``working_resolution_mm`` (None: the T1w's own grid was used).
     """
     from .registration import to_grid, working_image
@@ -308,8 +309,8 @@ def preprocess_anat(t1w_path, out_paths: dict, params: dict) -> dict:
     params = resolve_params(params)
     make_ants_repeatable()
     settings = REGISTRATION_MODES[params["registration"]]
-    seconds = {}
-    t0 = time.time()
+    seconds, cpu_seconds = {}, {}
+    t0, c0 = time.time(), time.process_time()
     data, affine, warnings = load_t1w(t1w_path)
     t1w_raw = nifti_to_ants(data, affine)
     del data
@@ -324,14 +325,14 @@ def preprocess_anat(t1w_path, out_paths: dict, params: dict) -> dict:
                  "x".join(f"{v:.2f}" for v in t1w_raw.spacing), params["anat_working_resolution_mm"])
     else:
         t1w = t1w_work = ants.n4_bias_field_correction(t1w_raw, mask=head, shrink_factor=4)
-    seconds["n4"] = time.time() - t0
+    seconds["n4"], cpu_seconds["n4"] = time.time() - t0, time.process_time() - c0
     template = load_template(settings["template_resolution_mm"])
     with tempfile.TemporaryDirectory(prefix="tmstarget_anat_") as tmp:
-        t0 = time.time()
+        t0, c0 = time.time(), time.process_time()
         reg = register_t1w_to_template(t1w_work, template, params["registration"], Path(tmp),
                                        init=params["registration_init"])
-        seconds["registration"] = time.time() - t0
-        t0 = time.time()
+        seconds["registration"], cpu_seconds["registration"] = time.time() - t0, time.process_time() - c0
+        t0, c0 = time.time(), time.process_time()
         tissues = segment_tissues(t1w_work, reg["brain_mask"], template, reg["inv_h5"], settings["atropos_iterations"])
         if resampled:
             brain_mask = pull_template_mask(_to_ants(template["mask"]), t1w, reg["inv_h5"])
@@ -339,7 +340,7 @@ def preprocess_anat(t1w_path, out_paths: dict, params: dict) -> dict:
             t1w_brain = t1w * brain_mask
         else:
             brain_mask, t1w_brain = reg["brain_mask"], reg["t1w_brain"]
-        seconds["segmentation"] = time.time() - t0
+        seconds["segmentation"], cpu_seconds["segmentation"] = time.time() - t0, time.process_time() - c0
         mni2 = load_template(2)
         mni2_t1 = _to_ants(mni2["t1"])
         t1w_mni = ants.apply_transforms(fixed=mni2_t1, moving=t1w_brain, transformlist=reg["fwd_h5"],
@@ -360,7 +361,7 @@ def preprocess_anat(t1w_path, out_paths: dict, params: dict) -> dict:
     volume_ml = float((mask_array > 0).sum() * voxel_ml)
     checks = anat_checks(corr, volume_ml)
     qc = {"template_correlation": corr, "brain_volume_ml": volume_ml, "registration_checks": checks,
-          "header_warnings": warnings, "seconds": seconds, "template": TEMPLATE_SPACE,
+          "header_warnings": warnings, "seconds": seconds, "cpu_seconds": cpu_seconds, "template": TEMPLATE_SPACE,
           "registration": params["registration"], "registration_init": params["registration_init"],
           "initial_search": reg["init"],
           "working_resolution_mm": float(params["anat_working_resolution_mm"]) if resampled else None}
