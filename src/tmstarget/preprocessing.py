@@ -303,7 +303,7 @@ def preprocess_anat(t1w_path, out_paths: dict, params: dict) -> dict:
         (user+sys of this process; ITK runs one thread) per step,
         ``working_resolution_mm`` (None: the T1w's own grid was used).
     """
-    from .registration import to_grid, working_image
+    from .registration import pad_edges, to_grid, working_image
     from .registration_qc import anat_checks
 
     params = resolve_params(params)
@@ -320,7 +320,7 @@ def preprocess_anat(t1w_path, out_paths: dict, params: dict) -> dict:
     if resampled:
         bias = ants.n4_bias_field_correction(work_raw, mask=head, shrink_factor=4, return_bias_field=True)
         t1w_work = work_raw / bias
-        t1w = t1w_raw / to_grid(bias, t1w_raw)
+        t1w = t1w_raw / to_grid(pad_edges(bias), t1w_raw)
         log.info("T1w voxels %s mm: N4, registration and segmentation at %g mm", 
                  "x".join(f"{v:.2f}" for v in t1w_raw.spacing), params["anat_working_resolution_mm"])
     else:
