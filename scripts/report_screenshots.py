@@ -1,4 +1,5 @@
-"""Screenshots of a subject report for docs/img/: top screen, navigator box, seed map, printed first page.
+"""Screenshots of a subject report for docs/img/: top screen, navigator box, seed map, coil, printed first
+page, and the uncertainty section when it lists two or more candidate targets.
 
 Usage: PYTHONPATH=src python scripts/report_screenshots.py REPORT.html OUT_DIR
 
@@ -46,6 +47,8 @@ def main(report_html: str, out_dir: str) -> None:
             element_shot(browser, "#navigator", out / "report_navigator.png")
             element_shot(browser, "#seed_map", out / "report_seed_map.png")
             element_shot(browser, "#target_t1w", out / "report_coil.png")
+            if browser.evaluate("document.querySelector('#uncertainty #candidates') !== null") is True:
+                element_shot(browser, "#uncertainty", out / "report_candidates.png")
         finally:
             browser.close()
         pdf = Path(tmp) / "report.pdf"

@@ -158,8 +158,8 @@ def test_reliability_is_the_split_half_finding_and_bootstrap_is_info():
         {"target_mni_ras_mm": [-40, 40, 30], "support": 0.55}, {"target_mni_ras_mm": [-36, 24, 44], "support": 0.45}])
     v = verdict(t=target(uncertainty=unc))
     assert v["status"] == "warn"
-    assert v["reasons"] == ["two or more separated candidate targets: MNI (-40.0, 40.0, 30.0) (support 0.55); "
-                            "MNI (-36.0, 24.0, 44.0) (support 0.45)"]
+    assert v["reasons"] == ["two or more separated candidate targets: MNI (-40.0, 40.0, 30.0) with 55 % of the "
+                            "split-half targets; MNI (-36.0, 24.0, 44.0) with 45 % of the split-half targets"]
 
 
 def test_constant_volumes_are_a_data_finding():

@@ -15,8 +15,11 @@ whose T1w and BOLD were rewritten in the test:
 
 Criteria (issue 15): MNI seed maps correlate > 0.95 with the original's; MNI target within 2 mm; for
 (b) the T1w target equals the rigid transform applied to the original T1w target within 2 mm. The
-original run is shared (module fixture). Each case is one workflow run of a few CPU minutes, so (a)-(d)
-carry the ``acceptance`` marker: `make test-acceptance` and .ci/run run them, `make test` runs (e).
+original run is shared (module fixture). Each case is one workflow run of a few CPU minutes, so all five
+carry the ``acceptance`` marker: `make test-acceptance` and .ci/run run them. `make test` checks each link
+of (e) on its own: the gate on real misregistered EPI (test_realdata), a failed registration check
+failing the verdict and blocking exports (test_registration_qc), a FAIL subject exiting 3 with no
+navigator file (test_resilience).
 """
 
 from __future__ import annotations
@@ -221,6 +224,7 @@ def test_one_thread_and_one_core_give_identical_transforms_and_target(original, 
     assert ours["t1w"]["target_t1w_ras_mm"] == original["t1w"]["target_t1w_ras_mm"]
 
 
+@pytest.mark.acceptance
 def test_misregistered_bold_fails_naming_registration_and_exports_nothing(demo_bids, tmp_path):
     bids = tmp_path / "bids"
     shutil.copytree(demo_bids, bids)

@@ -68,6 +68,46 @@ def test_measurements_from_files_see_a_shift(tmp_path):
     assert same == pytest.approx(1.0, abs=1e-3) and off < 0.6, (same, off)  # T1w masked: not exactly 1
 
 
+def test_mask_dice_is_judged_within_the_field_of_view(tmp_path):
+    """A run that images a 60 mm axial slab (MNI z -10..+50, which holds the sgACC seed and the DLPFC) with a
+    correct mask: Dice with the whole template brain is low (what it never imaged counts as a miss: a WARN,
+    and a thinner slab FAILs), within its field of view (non-zero MNI BOLD reference) it is 1. The same
+    slab's mask 20 mm off along y still lowers it."""
+    tpl = pp.load_template(2)
+    nz = tpl["t1"].shape[2]
+    z_mm = (tpl["t1"].affine @ np.vstack([np.zeros((2, nz)), np.arange(nz)[None], np.ones((1, nz))]))[2]
+    slab = np.zeros(tpl["t1"].shape, bool)
+    slab[:, :, (z_mm >= -10) & (z_mm <= 50)] = True
+    brain = tpl["mask"].get_fdata() > 0
+    paths = {}
+    for name, arr, dtype in (("mask", brain & slab, np.uint8), ("off", np.roll(brain, 10, axis=1) & slab, np.uint8),
+                             ("boldref", np.where(slab, 100.0 + tpl["t1"].get_fdata(), 0.0), np.float32)):
+        paths[name] = tmp_path / f"{name}.nii.gz"
+        nib.save(nib.Nifti1Image(arr.astype(dtype), tpl["t1"].affine), paths[name])
+    whole = rq.mask_dice_with_template(paths["mask"])
+    in_fov = rq.mask_dice_with_template(paths["mask"], paths["boldref"])
+    off = rq.mask_dice_with_template(paths["off"], paths["boldref"])
+    coverage = rq.template_brain_coverage(paths["mask"])
+    print(f"slab: Dice whole brain {whole:.3f}, within the field of view {in_fov:.3f}, 20 mm off {off:.3f}; "
+          f"coverage {coverage:.3f}")
+    assert whole < 0.80 and in_fov == pytest.approx(1.0) and off < 0.9  # measured 0.756, 1.000, 0.849
+    assert coverage == pytest.approx((brain & slab).sum() / brain.sum())
+    check = rq.bold_checks("r", in_fov, None, coverage=coverage, dice_in_fov=True)[0]
+    assert check["level"] == "pass" and check["coverage"] == pytest.approx(coverage, abs=1e-4)
+    assert "within the run's field of view" in check["text"]
+    assert check["text"].endswith(f"(the run covers {100 * coverage:.0f}% of the template brain)")
+    # through assess_registration: the field of view is used when the MNI BOLD reference is given
+    result = rq.assess_registration({}, [{"name": "r", "mask_mni": str(paths["mask"]), "boldref_mni": str(paths["boldref"])}])
+    (dice,) = result["checks"]
+    assert dice["value"] == pytest.approx(1.0) and "field of view" in dice["text"] and dice["level"] == "pass"
+    result = rq.assess_registration({}, [{"name": "r", "mask_mni": str(paths["mask"])}])
+    assert result["checks"][0]["value"] == pytest.approx(whole, abs=1e-4) and "field of view" not in result["checks"][0]["text"]
+    # an MNI BOLD reference on another grid is not a field of view: the whole brain is used
+    other = tmp_path / "other.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((10, 10, 10), np.float32), np.eye(4)), other)
+    assert rq.mask_dice_with_template(paths["mask"], other) == pytest.approx(whole)
+
+
 def test_wm_boundary_fraction_sees_alignment(tmp_path):
     """A white-matter ball in grey matter; the 'BOLD' is darker in WM (T2* contrast). Aligned: every
     boundary point has GM brighter outside; the BOLD moved 6 mm: many points disagree."""

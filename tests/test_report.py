@@ -372,11 +372,30 @@ def test_a_failing_figure_is_reported_without_paths_and_the_rest_survives():
 # ----------------------------------------------------------------------------- subject report
 
 
+FIGURE_CALLS: list[str] = []  # formats of the figures drawn while the `subject` fixture built its report
+
+
 @pytest.fixture(scope="module")
 def subject(tmp_path_factory):
+    """One full report, built as the workflow builds it (page + reportlet files), shared by the tests
+    that read the whole page; ``figure_calls`` counts the figures drawn for both outputs."""
+    from tmstarget.report import figures
+
     root = tmp_path_factory.mktemp("rep")
     inputs = make_subject_inputs(root)
-    out = build_subject_report(inputs, root / "out" / "sub-01.html")
+    real = figures.figure_bytes
+    calls = []
+
+    def counting(fig, fmt="png"):
+        calls.append(fmt)
+        return real(fig, fmt)
+
+    figures.figure_bytes = counting
+    try:
+        out = build_subject_report(inputs, root / "out" / "sub-01.html", reportlet_dir=root / "figs")
+    finally:
+        figures.figure_bytes = real
+    FIGURE_CALLS[:] = calls
     return root, inputs, out, out.read_text()
 
 
@@ -447,11 +466,14 @@ def test_subject_report_with_missing_inputs(tmp_path):
     assert ET.fromstring((tmp_path / "figs" / "gsr.svg").read_bytes()) is not None
 
 
-def test_write_reportlets_writes_one_file_each(subject, tmp_path):
-    _, inputs, _, _ = subject
-    paths = write_reportlets(inputs, tmp_path / "figs")
+def test_reportlet_files_one_per_section(subject):
+    """The files `snakemake --report` shows, as the workflow writes them (build_subject_report with a
+    reportlet_dir, in the `subject` fixture); write_reportlets writes the same names
+    (test_subject_report_with_missing_inputs)."""
+    root = subject[0]
+    paths = [root / "figs" / name for name in report.reportlet_filenames()]
     assert [p.stem for p in paths] == [r.name for r in SUBJECT_REPORTLETS]
-    assert [p.name for p in paths] == report.reportlet_filenames()
+    assert sorted(p.name for p in (root / "figs").iterdir()) == sorted(p.name for p in paths)  # nothing else
     for r, p in zip(SUBJECT_REPORTLETS, paths):
         data = p.read_bytes()
         if r.name in report.HTML_REPORTLETS:
@@ -698,7 +720,7 @@ def test_reliability_is_split_half_words_bootstrap_a_detail_and_candidates_shown
         {"target_mni_ras_mm": [-36.0, 22.0, 44.0], "support_fraction": 0.4, "n_targets": 20}]
     Path(inputs["target_json"]).write_text(json.dumps(t))
     _write_verdict(inputs)
-    text = report.render_subject_html(inputs)
+    text = render_only(inputs, "summary", "uncertainty")
     summary = text.split('<section id="summary">')[1].split("</section>")[0]
     assert ("<tr><th>Reliability (split halves)</th><td>targets from the two halves of the data lie 14 mm apart: "
             "not reproducible</td></tr>") in summary
@@ -707,35 +729,27 @@ def test_reliability_is_split_half_words_bootstrap_a_detail_and_candidates_shown
     assert "7.9 mm" in boot and "optimistic" in boot and "share" in boot
     cands = summary.split("id='candidates'")[1].split("</div>")[0]
     assert "(-36.0, 22.0, 44.0)" in cands and "55 %" in cands and "40 %" in cands
+    # each candidate's distance from the headline target (-42, 42, 30): the first is the same voxel
+    assert "<td>same voxel</td>" in cands and "<td>25.1 mm</td>" in cands
     unc = text.split('<section id="uncertainty">')[1].split("</section>")[0]
     assert "id='candidates'" in unc and "14 mm apart" in unc
     t["uncertainty"]["multiple_candidates"] = False
     Path(inputs["target_json"]).write_text(json.dumps(t))
-    assert "id='candidates'" not in report.render_subject_html(inputs)
+    assert "id='candidates'" not in render_only(inputs, "summary", "uncertainty")
 
 
-def test_page_and_reportlet_files_share_the_figures_drawn_once(tmp_path, monkeypatch):
+def test_page_and_reportlet_files_share_the_figures_drawn_once(subject):
     import base64
 
-    from tmstarget.report import figures, page
+    from tmstarget.report import page
 
-    inputs = make_subject_inputs(tmp_path)
-    calls = []
-    real = figures.figure_bytes
-
-    def counting(fig, fmt="png"):
-        calls.append(fmt)
-        return real(fig, fmt)
-
-    monkeypatch.setattr(figures, "figure_bytes", counting)
-    out = build_subject_report(inputs, tmp_path / "sub-01.html", reportlet_dir=tmp_path / "figs")
+    root, _, out, text = subject
     n_figs = sum(r.figure is not None for r in SUBJECT_REPORTLETS) + 2 * sum(r.flicker is not None
                                                                              for r in SUBJECT_REPORTLETS)
-    assert len(calls) == n_figs == 15                             # each figure drawn once for both outputs
-    text = out.read_text()
-    png = (tmp_path / "figs" / "seed_map.png").read_bytes()
+    assert len(FIGURE_CALLS) == n_figs == 15           # each figure drawn once for both outputs
+    png = (root / "figs" / "seed_map.png").read_bytes()
     assert f'src="data:image/png;base64,{base64.b64encode(png).decode()}"' in text
-    assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == sorted(report.reportlet_filenames())
+    assert sorted(p.name for p in (root / "figs").iterdir()) == sorted(report.reportlet_filenames())
     assert page.ENV.autoescape is True
 
 
@@ -751,6 +765,14 @@ def _section_of(text: str, name: str) -> str:
     return text.split(f'<section id="{name}">')[1].split("</section>")[0]
 
 
+def render_only(inputs: dict, *names: str, **kwargs) -> str:
+    """The subject page with only the named sections: the figures of the other sections (carpets,
+    registration views, seed map) cost most of a full render and these tests do not read them."""
+    chosen = tuple(r for r in SUBJECT_REPORTLETS if r.name in names)
+    assert [r.name for r in chosen] == [n for n in (r.name for r in SUBJECT_REPORTLETS) if n in names], names
+    return report.render_subject_html(inputs, reportlets=chosen, **kwargs)
+
+
 def test_no_contradictions_in_the_words(tmp_path):
     inputs = make_subject_inputs(tmp_path)
     t = json.loads(Path(inputs["target_json"]).read_text())
@@ -760,7 +782,7 @@ def test_no_contradictions_in_the_words(tmp_path):
     v = json.loads(Path(inputs["verdict_json"]).read_text())
     v.update(status="warn", status_word="WARN", reasons=["only 6.5 min of data kept after censoring"])
     Path(inputs["verdict_json"]).write_text(json.dumps(v))
-    text = report.render_subject_html(inputs)
+    text = render_only(inputs, "summary", "seed_map", "uncertainty", "gsr", "literature", "caveats")
     assert "Good: status PASS" not in text and "Judged reproducible" not in text
     summary = _section_of(text, "summary")
     assert "<tr><th>Shift without GSR</th><td>&lt; 6 mm (same or neighbouring voxel of the 6 mm grid)</td></tr>" \
@@ -860,7 +882,7 @@ def test_glossary_and_methods(tmp_path):
     inputs["run_config"] = {"bids_dir": f"/data/{SECRET_DIR}/bids", "output_dir": f"/data/{SECRET_DIR}/out",
                             "participant_label": ["01"], "task": "rest",
                             "denoising": {"strategy": "fox", "min_retained_minutes": 3.0}}
-    text = report.render_subject_html(inputs)
+    text = render_only(inputs, "glossary", "methods")
     glossary = _section_of(text, "glossary")
     for term in ("RAS", "MNI152NLin2009aSym", "r / Fisher z", "FD", "Censoring", "tSNR", "GSR", "aCompCor",
                  "Split-half", "Carpet plot", "Cluster rule", "HCPex", "5-cm rule", "Beam F3"):

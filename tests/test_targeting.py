@@ -355,6 +355,26 @@ def test_candidates_group_targets_by_separation():
     assert len(T.target_candidates(pts, separation_mm=30.0)) == 1
 
 
+def test_candidates_do_not_chain_a_spread_of_targets_into_one():
+    """Targets spread along a 40 mm line, 4 mm apart: single linkage chained them into one candidate
+    with 100 % support; no two targets of one candidate may lie farther apart than twice the
+    separation (each is within the separation of its leader), so the spread gives several candidates,
+    and a second candidate holds a real share."""
+    line = np.array([[-50.0 + 4.0 * k, 40.0, 30.0] for k in range(11)])   # 40 mm long
+    cands = T.target_candidates(line, separation_mm=10.0)
+    assert len(cands) >= 2 and cands[0]["support_fraction"] < 0.6
+    assert sum(c["n_targets"] for c in cands) == 11
+    assert T.has_multiple_candidates(cands, 0.25)
+    for c in cands:   # members are the points within 10 mm of a leader: candidate centres are 4 mm steps apart
+        assert np.min(np.abs(line[:, 0] - c["target_mni_ras_mm"][0])) <= 2.0
+    # the leader is the densest target: a tight group of 8 plus 3 stragglers 12-20 mm away
+    group = np.array([[-40.0, 40.0, 30.0]] * 8) + np.arange(8)[:, None] * [0.5, 0.0, 0.0]
+    stragglers = np.array([[-40.0, 52.0, 30.0], [-40.0, 56.0, 30.0], [-40.0, 60.0, 30.0]])
+    cands = T.target_candidates(np.vstack([stragglers, group]), separation_mm=10.0)
+    assert [c["n_targets"] for c in cands] == [8, 3]
+    assert _dist(cands[0]["target_mni_ras_mm"], [-38.25, 40.0, 30.0]) < 1e-9
+
+
 def test_two_equal_anticorrelated_clusters_give_two_candidates():
     """Two equally strong anticorrelated patches 40 mm apart: which one is the largest cluster of
     the tail depends on the half of the data, so the split-half targets split between them: two

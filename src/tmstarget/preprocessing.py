@@ -28,6 +28,7 @@ import os
 import shutil
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
 import ants
@@ -39,6 +40,8 @@ from . import preproc_confounds as pc
 from . import realign
 from .errors import InputError
 from .io import atomic_path, save_img, write_json
+from .preproc_stream import (BoldVolumes, DiskTimeVoxels, scratch_dir, scratch_file, slice_timing_to_file,
+                             uncompressed_copy, voxels_per_block)
 from .preproc_headers import (RAS_TO_LPS, ants_affine_ras, choose_affine, is_oblique, nifti_img,
                               nifti_to_ants)
 
@@ -374,7 +377,19 @@ def preprocess_anat(t1w_path, out_paths: dict, params: dict) -> dict:
 
 
 def load_bold(bold_path: str | os.PathLike, metadata: dict) -> tuple[np.ndarray, np.ndarray, float, list[str]]:
-    """Raw BOLD voxels (X, Y, Z, T) float32, checked RAS affine, repetition time (s), warnings.
+    """Raw BOLD voxels (X, Y, Z, T) float32 (the whole run in memory), checked RAS affine, repetition
+    time (s), warnings; see :func:`read_bold_header` (which :func:`preprocess_bold` uses instead)."""
+    from .io import load_img_checked
+
+    img, affine, t_r, warnings = read_bold_header(bold_path, metadata)
+    load_img_checked(bold_path, ndim=4, what="BOLD run", min_volumes=10)
+    return np.asarray(img.get_fdata(dtype=np.float32)), affine, t_r, warnings
+
+
+def read_bold_header(bold_path: str | os.PathLike, metadata: dict) -> tuple[nib.Nifti1Image, np.ndarray, float, list[str]]:
+    """The BOLD image (data not read), checked RAS affine, repetition time (s), warnings.
+
+    Reads only the header: the voxels are checked (NaN, truncation) as they are read.
 
     Raises
     ------
@@ -382,8 +397,6 @@ def load_bold(bold_path: str | os.PathLike, metadata: dict) -> tuple[np.ndarray,
         Missing or non-positive ``RepetitionTime`` in the sidecar (names the JSON to fix), 3D
         image, unreadable file.
     """
-    from .io import load_img_checked
-
     bold_path = Path(bold_path)
     sidecar = bold_path.name.replace(".nii.gz", ".json").replace(".nii", ".json")
     t_r = (metadata or {}).get("RepetitionTime")
@@ -397,7 +410,7 @@ def load_bold(bold_path: str | os.PathLike, metadata: dict) -> tuple[np.ndarray,
     if not t_r > 0:
         raise InputError(f"{sidecar}: RepetitionTime must be a positive number of seconds, "
                          f"not {metadata.get('RepetitionTime')!r}")
-    img = load_img_checked(bold_path, ndim=4, what="BOLD run", min_volumes=10)
+    img = _bold_header_checked(bold_path)
     affine, warnings = choose_affine(img, bold_path, what="BOLD run", disagreement="warn")
     header_tr = float(img.header.get_zooms()[3]) if len(img.header.get_zooms()) > 3 else 0.0
     units = img.header.get_xyzt_units()[1]
@@ -409,7 +422,39 @@ def load_bold(bold_path: str | os.PathLike, metadata: dict) -> tuple[np.ndarray,
         warnings.append(msg)
     if is_oblique(affine):
         log.info("%s is oblique; handled through its affine (no reslicing before registration)", bold_path.name)
-    return np.asarray(img.get_fdata(dtype=np.float32)), affine, t_r, warnings
+    return img, affine, t_r, warnings
+
+
+def _bold_header_checked(bold_path: Path, min_volumes: int = 10) -> nib.Nifti1Image:
+    """nibabel image of a BOLD run after the header checks of :func:`tmstarget.io.load_img_checked`
+    (exists, readable header, 4D, at least ``min_volumes`` volumes), without reading the voxels."""
+    name = bold_path.name
+    if not bold_path.exists():
+        raise InputError(f"{bold_path}: BOLD run not found; check the path")
+    try:
+        img = nib.load(str(bold_path))
+    except (EOFError, OSError, zlib.error, gzip.BadGzipFile, ValueError, nib.filebasedimages.ImageFileError) as exc:
+        raise InputError(f"{name}: cannot read this BOLD run ({type(exc).__name__}: {exc}); the file is "
+                         "truncated or corrupt: copy or convert it again") from None
+    shape = img.shape
+    if len(shape) != 4:
+        raise InputError(f"{name} is {len(shape)}D with shape {shape}; a resting-state run must be 4D (x, y, z, time)")
+    if shape[3] < min_volumes:
+        raise InputError(f"{name} has {shape[3]} volumes; at least {min_volumes} are needed for a seed map "
+                         "(use a longer resting-state run)")
+    return img
+
+
+def head_global_signal_streamed(data_xyzt) -> np.ndarray:
+    """:func:`head_global_signal` reading one volume at a time (two passes: the mean, then each
+    volume's mean inside the head); ``data_xyzt`` is any run whose ``[..., t]`` is a volume."""
+    n_t = data_xyzt.shape[3]
+    total = np.zeros(data_xyzt.shape[:3], np.float64)
+    for t in range(n_t):
+        total += data_xyzt[..., t]
+    mean = (total / n_t).astype(np.float32)
+    mask = mean > np.percentile(mean, 98) / 8
+    return np.array([np.asarray(data_xyzt[..., t], np.float32)[mask].mean(dtype=np.float32) for t in range(n_t)])
 
 
 def head_global_signal(data_xyzt: np.ndarray) -> np.ndarray:
@@ -576,36 +621,45 @@ def preprocess_bold(bold_path, metadata: dict, anat: dict, out_paths: dict, para
     """
     params = resolve_params(params)
     make_ants_repeatable()
+    with scratch_dir(out_paths["bold_mni"]) as scratch:
+        return _preprocess_bold(bold_path, metadata, anat, out_paths, params, scratch)
+
+
+def _preprocess_bold(bold_path, metadata, anat, out_paths, params, scratch: Path) -> dict:
+    """:func:`preprocess_bold` with its temporary folder: the run is read one volume at a time from an
+    uncompressed copy (:mod:`tmstarget.preproc_stream`) and never held whole in memory."""
     seconds = {}
     t_start = time.time()
-    data, affine, t_r, warnings = load_bold(bold_path, metadata)
-    n_total = data.shape[3]
+    img, affine, t_r, warnings = read_bold_header(bold_path, metadata)
+    del img
+    run = BoldVolumes(uncompressed_copy(bold_path, scratch), name=Path(bold_path).name, affine=affine)
+    n_total = run.shape[3]
     # --- non-steady-state volumes
     if params["dummy_scans"] == "auto":
-        n_dummy = pc.detect_nonsteady_volumes(head_global_signal(data))
+        n_dummy = pc.detect_nonsteady_volumes(head_global_signal_streamed(run))
     else:
         n_dummy = int(params["dummy_scans"])
     if n_total - n_dummy < 10:
         raise InputError(f"{Path(bold_path).name}: only {n_total - n_dummy} volumes left after dropping "
                          f"{n_dummy} non-steady-state volumes; set preprocessing.dummy_scans lower")
-    data = data[..., n_dummy:]
+    data = run.drop(n_dummy)
+    n_t = data.shape[3]
     log.info("%s: %d volumes, %d non-steady-state dropped, TR %.3f s", Path(bold_path).name, n_total,
              n_dummy, t_r)
     # --- slice timing
     stc_applied = False
     if params["slice_timing"]:
-        data, stc_applied = _maybe_slice_timing(data, metadata, t_r, bold_path, warnings)
+        data, stc_applied = _maybe_slice_timing(data, metadata, t_r, bold_path, warnings, scratch)
     seconds["load"] = time.time() - t_start
     # --- motion
     t0 = time.time()
-    n_ref = min(10, data.shape[3])
-    reference = np.median(data[..., :n_ref], axis=3)
+    n_ref = min(10, n_t)
+    reference = np.median(np.stack([data[..., t] for t in range(n_ref)], axis=3), axis=3)
     transforms_ras = realign.estimate_motion(data, affine, reference)
     centre_ras = (affine @ np.append((np.asarray(data.shape[:3]) - 1) / 2.0, 1.0))[:3]
     motion = np.array([pc.rigid_to_motion_params(m, centre_ras) for m in transforms_ras])
     # a sharper reference: the mean of the motion-corrected volumes
-    native = motion_correct_native(data, affine, transforms_ras)
-    boldref_native = native.mean(axis=3)
+    boldref_native = motion_corrected_mean(data, affine, transforms_ras)
     seconds["motion"] = time.time() - t0
     # --- coregistration
     t0 = time.time()
@@ -617,19 +671,20 @@ def preprocess_bold(bold_path, metadata: dict, anat: dict, out_paths: dict, para
     boldref_t1w = ants.apply_transforms(fixed=t1w, moving=boldref, transformlist=[coreg["transform"]])
     save_img(nifti_img(boldref_t1w.numpy(), ants_affine_ras(t1w)), out_paths["boldref_t1w"])
     seconds["coregistration"] = time.time() - t0
-    # --- confounds in the native grid
+    # --- confounds in the native grid (motion-corrected brain, WM and CSF voxels only, via a scratch file)
     t0 = time.time()
     brain_native = _to_bold_grid(t1w_mask, boldref, coreg["transform_mat"]) > 0.5
     wm_native = _tissue_mask(_to_bold_grid(_to_ants(nib.load(anat["wm_probseg"])), boldref, coreg["transform_mat"]))
     csf_native = _tissue_mask(_to_bold_grid(_to_ants(nib.load(anat["csf_probseg"])), boldref, coreg["transform_mat"]))
     fd = pc.framewise_displacement(motion, params["fd_head_radius_mm"])
-    brain_tv = native[brain_native].T
-    dvars_t, std_dvars_t = pc.dvars(brain_tv)
-    noise_tv = native[wm_native | csf_native].T
-    table = pc.confounds_table(motion, fd, dvars_t, std_dvars_t, brain_tv.mean(axis=1),
-                               native[wm_native].T.mean(axis=1), native[csf_native].T.mean(axis=1),
-                               pc.acompcor(noise_tv, int(params["n_acompcor"]), t_r))
-    del native, brain_tv, noise_tv
+    series = native_tissue_series(data, affine, transforms_ras, brain_native, wm_native, csf_native,
+                                  scratch_file(scratch, "tissue_series"))
+    dvars_t, std_dvars_t = pc.dvars(series["brain_tv"], chunk_voxels=voxels_per_block(n_t))
+    table = pc.confounds_table(motion, fd, dvars_t, std_dvars_t, series["global_signal"],
+                               series["white_matter"], series["csf"],
+                               pc.acompcor(series["noise_tv"], int(params["n_acompcor"]), t_r,
+                                           chunk_voxels=voxels_per_block(n_t)))
+    Path(series["path"]).unlink(missing_ok=True)
     with atomic_path(out_paths["confounds"]) as tmp:
         table.to_csv(tmp, sep="\t", index=False, na_rep="n/a", float_format="%.6g")
     write_json(_confounds_sidecar(params, n_dummy, int(wm_native.sum()), int(csf_native.sum())),
@@ -642,11 +697,13 @@ def preprocess_bold(bold_path, metadata: dict, anat: dict, out_paths: dict, para
     points_lps = mni_to_boldref_points_lps(mni_ref, boldref, anat["xfm_t1w_to_mni"], coreg["transform"])
     shape_mni = mni_ref.shape
     flat_points = points_lps.reshape(-1, 3)
+    del points_lps
     ijk_ref = world_to_voxel_indices(flat_points, np.eye(4), affine)
     in_fov = np.all((ijk_ref > -0.5) & (ijk_ref < np.asarray(data.shape[:3])[:, None] - 0.5), axis=0)
     idx = np.flatnonzero(in_fov)
     boldref_mni = np.zeros(flat_points.shape[0], np.float32)
     boldref_mni[idx] = sample_volume(boldref_native, ijk_ref[:, idx])
+    del ijk_ref
     save_img(nifti_img(boldref_mni.reshape(shape_mni), mni["t1"].affine), out_paths["boldref_mni"])
     anat_mask_mni = ants.apply_transforms(fixed=mni_ref, moving=t1w_mask, transformlist=anat["xfm_t1w_to_mni"],
                                           interpolator="linear").numpy() > 0.5
@@ -656,18 +713,18 @@ def preprocess_bold(bold_path, metadata: dict, anat: dict, out_paths: dict, para
 
     def volumes():
         chunk = int(params["chunk_volumes"])
-        for start in range(0, data.shape[3], chunk):
+        for start in range(0, n_t, chunk):
             block = []
-            for t in range(start, min(start + chunk, data.shape[3])):
+            for t in range(start, min(start + chunk, n_t)):
                 vol = np.zeros(flat_points.shape[0], np.float32)
                 transform_lps = RAS_TO_LPS @ transforms_ras[t] @ RAS_TO_LPS
                 vol[idx] = sample_volume(data[..., t], world_to_voxel_indices(pts, transform_lps, affine))
                 block.append(vol.reshape(shape_mni, order="C"))
             yield from block
 
-    write_nifti_streamed(out_paths["bold_mni"], shape_mni, mni["t1"].affine, t_r, volumes(), data.shape[3])
+    write_nifti_streamed(out_paths["bold_mni"], shape_mni, mni["t1"].affine, t_r, volumes(), n_t)
     seconds["resample_mni"] = time.time() - t0
-    qc = {"bold": Path(bold_path).name, "volumes_total": n_total, "dummy_volumes": n_dummy, "volumes": int(data.shape[3]),
+    qc = {"bold": Path(bold_path).name, "volumes_total": n_total, "dummy_volumes": n_dummy, "volumes": int(n_t),
           "t_r": t_r, "mean_fd_mm": float(np.nanmean(fd)), "max_fd_mm": float(np.nanmax(fd)) if len(fd) > 1 else 0.0,
           "coreg_correlation": coreg["correlation"], "slice_timing_corrected": stc_applied,
           "header_warnings": warnings, "seconds": seconds}
@@ -680,20 +737,67 @@ def preprocess_bold(bold_path, metadata: dict, anat: dict, out_paths: dict, para
     return qc
 
 
-def motion_correct_native(data_xyzt: np.ndarray, affine_ras: np.ndarray, transforms_ras: np.ndarray) -> np.ndarray:
-    """Every volume resampled onto the reference grid (for confounds only; not an output)."""
-    shape = data_xyzt.shape[:3]
+def _native_grid_points_lps(shape, affine_ras: np.ndarray) -> np.ndarray:
     ijk = np.indices(shape, dtype=np.float64).reshape(3, -1)
-    points_lps = ((RAS_TO_LPS @ affine_ras)[:3, :3] @ ijk + (RAS_TO_LPS @ affine_ras)[:3, 3:4]).T
-    out = np.empty(data_xyzt.shape, np.float32)
+    return ((RAS_TO_LPS @ affine_ras)[:3, :3] @ ijk + (RAS_TO_LPS @ affine_ras)[:3, 3:4]).T
+
+
+def motion_corrected_mean(data_xyzt, affine_ras: np.ndarray, transforms_ras: np.ndarray) -> np.ndarray:
+    """Mean (float32, X Y Z) of the volumes resampled onto the reference grid, one volume at a time.
+
+    ``data_xyzt``: any run whose ``[..., t]`` is a volume (array, :class:`BoldVolumes`)."""
+    shape = data_xyzt.shape[:3]
+    points_lps = _native_grid_points_lps(shape, affine_ras)
+    total = np.zeros(int(np.prod(shape)), np.float64)
     for t in range(data_xyzt.shape[3]):
         transform_lps = RAS_TO_LPS @ transforms_ras[t] @ RAS_TO_LPS
-        out[..., t] = sample_volume(data_xyzt[..., t], world_to_voxel_indices(points_lps, transform_lps,
-                                                                             affine_ras)).reshape(shape)
-    return out
+        total += sample_volume(np.asarray(data_xyzt[..., t], np.float32),
+                               world_to_voxel_indices(points_lps, transform_lps, affine_ras))
+    return (total / data_xyzt.shape[3]).astype(np.float32).reshape(shape)
 
 
-def _maybe_slice_timing(data, metadata, t_r, bold_path, warnings):
+def native_tissue_series(data_xyzt, affine_ras: np.ndarray, transforms_ras: np.ndarray, brain: np.ndarray,
+                         wm: np.ndarray, csf: np.ndarray, path: Path) -> dict:
+    """Motion-corrected time series of the brain, WM and CSF voxels of the reference grid, written to
+    ``path`` one volume at a time (only those voxels are resampled).
+
+    The columns are ordered noise-only (WM or CSF outside ``brain``), noise in brain, brain only, so
+    the brain voxels and the WM+CSF (noise) voxels are each one contiguous block of columns.
+
+    Returns
+    -------
+    dict
+        ``brain_tv`` and ``noise_tv`` (:class:`DiskTimeVoxels`, (T, V), column blocks read on demand;
+        voxels in C order within each group), ``global_signal``, ``white_matter``, ``csf`` (T,)
+        means per volume, ``path``.
+    """
+    noise = wm | csf
+    groups = [np.flatnonzero((noise & ~brain).ravel()), np.flatnonzero((noise & brain).ravel()),
+              np.flatnonzero((brain & ~noise).ravel())]
+    flat = np.concatenate(groups)
+    n_noise_only, n_noise = len(groups[0]), len(groups[0]) + len(groups[1])
+    in_brain = np.zeros(flat.size, bool)
+    in_brain[n_noise_only:] = True
+    in_wm, in_csf = wm.ravel()[flat], csf.ravel()[flat]
+    points_lps = _native_grid_points_lps(brain.shape, affine_ras)[flat]
+    n_t = data_xyzt.shape[3]
+    store = DiskTimeVoxels.create(path, n_t, flat.size)
+    means = {k: np.zeros(n_t) for k in ("global_signal", "white_matter", "csf")}
+    for t in range(n_t):
+        transform_lps = RAS_TO_LPS @ transforms_ras[t] @ RAS_TO_LPS
+        values = sample_volume(np.asarray(data_xyzt[..., t], np.float32),
+                               world_to_voxel_indices(points_lps, transform_lps, affine_ras))
+        store.write_row(t, values)
+        means["global_signal"][t] = values[in_brain].mean(dtype=np.float32) if in_brain.any() else np.nan
+        means["white_matter"][t] = values[in_wm].mean(dtype=np.float32) if in_wm.any() else np.nan
+        means["csf"][t] = values[in_csf].mean(dtype=np.float32) if in_csf.any() else np.nan
+    return {"brain_tv": store.columns(n_noise_only, flat.size), "noise_tv": store.columns(0, n_noise), **means,
+            "path": path}
+
+
+def _maybe_slice_timing(data, metadata, t_r, bold_path, warnings, scratch: Path | None = None):
+    """Slice-timing correction of ``data``: an array (returned corrected in memory) or a
+    :class:`BoldVolumes` (corrected slab by slab into a float32 run in ``scratch``)."""
     slice_times = (metadata or {}).get("SliceTiming")
     name = Path(bold_path).name
     if not slice_times:
@@ -715,6 +819,8 @@ def _maybe_slice_timing(data, metadata, t_r, bold_path, warnings):
                          f"{data.shape[axis]} slices along {direction}; fix the sidecar")
     if max(slice_times) >= t_r:
         raise InputError(f"{name}: SliceTiming values must be below RepetitionTime ({t_r} s); fix the sidecar")
+    if isinstance(data, BoldVolumes):
+        return slice_timing_to_file(data, slice_times, t_r, axis, scratch), True
     return pc.slice_timing_correct(data, slice_times, t_r, slice_axis=axis), True
 
 

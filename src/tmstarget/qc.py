@@ -318,7 +318,7 @@ def _reliability_findings(unc: dict, limit_mm: float) -> list[Finding]:
         cands = unc.get("candidates") if isinstance(unc.get("candidates"), list) else []
         where = "; ".join(
             f"MNI {_fmt3(c.get('target_mni_ras_mm'))}"
-            + (f" (support {_fmt(c.get('support_fraction', c.get('support')), 2)})"
+            + (f" with {_fmt(100 * float(c.get('support_fraction', c.get('support'))), 0)} % of the split-half targets"
                if c.get("support_fraction", c.get("support")) is not None else "")
             for c in cands[:3] if isinstance(c, dict))
         out.append(Finding("warn", "two or more separated candidate targets" + (f": {where}" if where else ""),

@@ -519,9 +519,13 @@ def target_candidates(points_mni_ras_mm, space: SearchSpace | None = None,
                       separation_mm: float = 10.0) -> list[dict]:
     """Group resampled targets into candidate targets separated by more than ``separation_mm``.
 
-    Targets are linked when closer than ``separation_mm`` (single linkage: a candidate is a set of
-    targets with no gap wider than that); each candidate is the mean of its targets, snapped to the
-    nearest search voxel when ``space`` is given. NaN rows (no target) are left out.
+    Greedy density grouping (the "leader" step of quality-threshold clustering): the target with the
+    most other targets within ``separation_mm`` leads the first candidate, which takes every target
+    within ``separation_mm`` of it; the same is repeated on the targets left. Single linkage (used
+    before) chained a broad spread of targets into one candidate with 100 % support: on a real run whose
+    halves disagree by a median 19 mm it reported one candidate. Each candidate is the mean of its
+    targets, snapped to the nearest search voxel when ``space`` is given. NaN rows (no target) are left
+    out. Ties go to the earlier target, so the result depends only on the targets and their order.
 
     Returns
     -------
@@ -534,15 +538,18 @@ def target_candidates(points_mni_ras_mm, space: SearchSpace | None = None,
     if len(pts) == 0:
         return []
     near = np.linalg.norm(pts[:, None] - pts[None], axis=2) <= separation_mm
-    labels = connected_components(sparse.csr_matrix(near), directed=False)[1]
+    left = np.ones(len(pts), bool)
     out = []
-    for lab in np.unique(labels):
-        members = pts[labels == lab]
-        centre = members.mean(axis=0)
+    while left.any():
+        counts = np.where(left, (near & left[None, :]).sum(axis=1), -1)
+        leader = int(np.argmax(counts))
+        members = near[leader] & left
+        left &= ~members
+        centre = pts[members].mean(axis=0)
         if space is not None:
             centre = space.xyz_mm[space.snap(centre)]
         out.append({"target_mni_ras_mm": [float(v) for v in centre],
-                    "support_fraction": float(len(members) / len(pts)), "n_targets": int(len(members))})
+                    "support_fraction": float(members.sum() / len(pts)), "n_targets": int(members.sum())})
     out.sort(key=lambda c: (-c["n_targets"], c["target_mni_ras_mm"]))
     for c in out:
         c["support"] = c["support_fraction"]   # the key qc.py's finding reads

@@ -14,6 +14,7 @@ def registration_qc_files(w):
     anat = {k: u.anat.get(k) for k in ("t1w_mni", "brain_mask", "preproc_t1w", "wm_probseg")
             if u.anat.get(k) and (PLAN.route == "raw" or Path(u.anat[k]).exists())}
     runs = [{"name": r.name, **({"mask_mni": r.mask} if r.mask else {}),
+             **({"boldref_mni": r.boldref_mni} if r.boldref_mni else {}),
              **({"boldref_t1w": r.boldref_t1w} if r.boldref_t1w else {})} for r in u.runs]
     return anat, runs
 

@@ -140,9 +140,12 @@ def candidate_rows(ctx: SubjectContext) -> list[dict]:
         if isinstance(native_cands, list) and i < len(native_cands) and isinstance(native_cands[i], dict):
             t1w = native_cands[i].get("target_t1w_ras_mm")
         support = _first_number(_num(c, "support_fraction"), _num(c, "support"))
+        point, headline = _point(c.get("target_mni_ras_mm")), ctx.target_mni()
+        away = None if point is None or headline is None else float(np.linalg.norm(point - headline))
         rows.append({"mni": _fmt_mm3(c.get("target_mni_ras_mm")), "t1w": _fmt_mm3(t1w),
                      "support": _fmt(None if support is None else 100 * support, 0, "%"),
-                     "n": _fmt(c.get("n_targets"), 0)})
+                     "n": _fmt(c.get("n_targets"), 0),
+                     "from_target": "-" if away is None else ("same voxel" if away < 0.5 else _fmt(away, 1, "mm"))})
     return rows
 
 
