@@ -17,7 +17,10 @@ T1w->MNI transforms on a grid of brain points.
     python benchmarks/anat_resolution.py [--voxel-mm 0.7] [--registration default|fast] [--workdir DIR]
         [--skip-threads] [--full-resolution]
 
-Goal (issue 14): under 5 minutes on 2 cores for a 0.7 mm whole-head T1w.
+Goal (issue 14): under 5 minutes on 2 cores for a 0.7 mm whole-head T1w. Measured 2026-12-02 with
+``--skip-threads``: 221 s wall, 218 CPU s (before the SyNOnly / SyNQuick-schedule change: 723 CPU s);
+figures in docs/architecture.md ("Working resolution"). ``benchmarks/anat_accuracy.py`` measures what
+the registration settings do to the T1w->MNI error on the demo.
 """
 
 from __future__ import annotations
