@@ -17,7 +17,10 @@ T1w->MNI transforms on a grid of brain points.
     python benchmarks/anat_resolution.py [--voxel-mm 0.7] [--registration default|fast] [--workdir DIR]
         [--skip-threads] [--full-resolution]
 
-Goal (issue 14): under 5 minutes on 2 cores for a 0.7 mm whole-head T1w.
+Goal (issue 14): under 5 minutes on 2 cores for a 0.7 mm whole-head T1w. Measured 2026-12-02 with
+``--skip-threads``: 221 s wall, 218 CPU s (before the SyNOnly / SyNQuick-schedule change: 723 CPU s);
+figures in docs/architecture.md ("Working resolution"). ``benchmarks/anat_accuracy.py`` measures what
+the registration settings do to the T1w->MNI error on the demo.
 """
 
 from __future__ import annotations
@@ -136,12 +139,12 @@ def main(argv=None) -> int:
     if args.full_resolution:
         cases.append(("full resolution", {"anat_working_resolution_mm": args.voxel_mm}, {}))
     results = {}
-    print(f"{'case':24s} {'wall s':>8s} {'CPU s':>8s} {'peak MB':>8s}  steps (s)  template corr  brain ml")
+    print(f"{'case':24s} {'wall s':>8s} {'CPU s':>8s} {'peak MB':>8s}  steps (wall/CPU s)  template corr  brain ml")
     for name, extra, env in cases:
         params = {"registration": args.registration, **extra}
         r = run_case(t1w, work / name.split()[0].replace("(", ""), params, env)
         results[name] = r
-        steps = ", ".join(f"{k} {v:.0f}" for k, v in r["qc"]["seconds"].items())
+        steps = ", ".join(f"{k} {v:.0f}/{r['qc']['cpu_seconds'][k]:.0f}" for k, v in r["qc"]["seconds"].items())
         print(f"{name:24s} {r['wall_s']:8.0f} {r['cpu_s']:8.0f} {r['peak_mb']:8.0f}  {steps}  "
               f"{r['qc']['template_correlation']:.3f}  {r['qc']['brain_volume_ml']:.0f}", flush=True)
     if "2 threads (unpinned)" in results:

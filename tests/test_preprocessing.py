@@ -19,6 +19,7 @@ from scipy import ndimage
 
 from tmstarget import preproc_confounds as pc
 from tmstarget import preprocessing as pp
+from tmstarget.demo import t1w_to_mni_error_mm
 from tmstarget.errors import InputError
 from tmstarget.preproc_headers import (RAS_TO_LPS, ants_affine_ras, choose_affine, is_oblique,
                                        nifti_to_ants)
@@ -213,29 +214,6 @@ def test_composed_points_equal_ants_two_step_resampling(tmp_path, small_head):
 
 
 # ----------------------------------------------------------------------------- demo acceptance (slow)
-
-
-def t1w_to_mni_error_mm(t1w_path, xfm_mni_to_t1w, truth_map_path, brain_mask_path) -> np.ndarray:
-    """Distance (mm) between our and the true MNI position of every brain voxel of the T1w.
-
-    ``xfm_mni_to_t1w`` pulls MNI images into the T1w grid, i.e. maps T1w points to MNI points; ANTs
-    composes it into a displacement field on the T1w grid (LPS).
-    """
-    t1w_img = nib.load(t1w_path)
-    t1w = nifti_to_ants(t1w_img.get_fdata(dtype=np.float32), t1w_img.affine)
-    mni = pp._to_ants(pp.load_template(2)["t1"])
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        field = ants.apply_transforms(fixed=t1w, moving=mni, transformlist=[str(xfm_mni_to_t1w)],
-                                      compose=f"{tmp}/c_")
-        disp_lps = np.asarray(nib.load(field).dataobj, dtype=np.float64).reshape(t1w.shape + (3,))
-    ijk = np.indices(t1w.shape, dtype=np.float64).reshape(3, -1)
-    points_lps = ((RAS_TO_LPS @ t1w_img.affine)[:3, :3] @ ijk + (RAS_TO_LPS @ t1w_img.affine)[:3, 3:4]).T
-    ours_mni_ras = (points_lps + disp_lps.reshape(-1, 3)) * [-1, -1, 1]
-    truth_mni_ras = np.asarray(nib.load(truth_map_path).dataobj, dtype=np.float64).reshape(-1, 3)
-    brain = np.asarray(nib.load(brain_mask_path).dataobj).reshape(-1) > 0
-    return np.linalg.norm(ours_mni_ras[brain] - truth_mni_ras[brain], axis=1)
 
 
 @pytest.fixture(scope="module")

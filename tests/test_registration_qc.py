@@ -198,6 +198,25 @@ def test_working_image_resamples_only_finer_images_and_keeps_the_world():
     assert rg.working_image(coarse, 1.0) is coarse
 
 
+def test_padded_working_image_covers_the_whole_fine_grid():
+    """The 1 mm copy of a 0.7 mm grid of 229 slices ends 0.6 mm short of the fine grid's last centre;
+    resampled back, that slice was 0 (and the bias-corrected T1w, divided by it, inf/NaN)."""
+    affine = np.diag([0.7, 0.7, 0.7, 1.0])
+    affine[:3, 3] = [-30, -40, -20]
+    field = 1.0 + 0.2 * np.sin(np.indices((40, 30, 229)).sum(axis=0) / 60.0).astype(np.float32)
+    fine = nifti_to_ants(field, affine)
+    work = rg.working_image(fine, 1.0)
+    plain = rg.to_grid(work, fine).numpy()
+    assert (plain[:, :, -1] == 0).all()  # the failure this guards against
+    padded = rg.pad_edges(work)
+    assert np.allclose(padded.origin, np.asarray(work.origin) - np.asarray(work.direction) @ work.spacing)
+    back = rg.to_grid(padded, fine).numpy()
+    assert back.min() > 0.75
+    # inside the copy's extent the padding changes nothing; at the edge it extrapolates by < 1 %
+    np.testing.assert_allclose(back[:, :, :-1], plain[:, :, :-1], rtol=1e-5)
+    np.testing.assert_allclose(back, field, rtol=0.01)
+
+
 def test_make_ants_repeatable_pins_one_itk_thread(monkeypatch):
     monkeypatch.setenv("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "2")
     pp.make_ants_repeatable()

@@ -801,3 +801,33 @@ def load_ground_truth(bids_dir: str | os.PathLike, subject: str) -> dict:
         truth[key] = folder / truth[key]
     truth["motion"] = np.loadtxt(truth["motion_tsv"], delimiter="\t", skiprows=1, ndmin=2)
     return truth
+
+
+def t1w_to_mni_error_mm(t1w_path, xfm_mni_to_t1w, truth_map_path, brain_mask_path) -> np.ndarray:
+    """Distance (mm) between an estimated and the true MNI position of every brain voxel of a demo T1w.
+
+    ``xfm_mni_to_t1w`` (ITK .h5, e.g. tmstarget's ``from-MNI..._to-T1w`` transform) pulls MNI images
+    into the T1w grid, i.e. maps T1w points to MNI points; ANTs composes it into a displacement field
+    on the T1w grid (LPS). ``truth_map_path`` is the demo's ``t1w_to_mni_map`` (MNI RAS mm per T1w
+    voxel), ``brain_mask_path`` selects the voxels. Returns a float array, one distance per voxel.
+    """
+    import ants
+
+    from .preproc_headers import RAS_TO_LPS, nifti_to_ants
+    from .preprocessing import load_template
+
+    t1w_img = nib.load(str(t1w_path))
+    t1w = nifti_to_ants(t1w_img.get_fdata(dtype=np.float32), t1w_img.affine)
+    mni_img = load_template(2)["t1"]
+    mni = nifti_to_ants(np.asarray(mni_img.get_fdata(dtype=np.float32)), mni_img.affine)
+    with tempfile.TemporaryDirectory() as tmp:
+        field = ants.apply_transforms(fixed=t1w, moving=mni, transformlist=[str(xfm_mni_to_t1w)],
+                                      compose=f"{tmp}/c_")
+        disp_lps = np.asarray(nib.load(field).dataobj, dtype=np.float64).reshape(t1w.shape + (3,))
+    ijk = np.indices(t1w.shape, dtype=np.float64).reshape(3, -1)
+    world_lps = RAS_TO_LPS @ t1w_img.affine
+    points_lps = (world_lps[:3, :3] @ ijk + world_lps[:3, 3:4]).T
+    ours_mni_ras = (points_lps + disp_lps.reshape(-1, 3)) * [-1, -1, 1]
+    truth_mni_ras = np.asarray(nib.load(str(truth_map_path)).dataobj, dtype=np.float64).reshape(-1, 3)
+    brain = np.asarray(nib.load(str(brain_mask_path)).dataobj).reshape(-1) > 0
+    return np.linalg.norm(ours_mni_ras[brain] - truth_mni_ras[brain], axis=1)

@@ -63,10 +63,14 @@ DEFAULT_PARAMS = {
 }
 
 #: registration settings per mode: template resolution (mm), SyN iterations per level
-#: (coarsest first, each level halves the shrink factor), affine iterations, Atropos iterations
+#: (coarsest first, each level halves the shrink factor), affine iterations (shrink 8, 4, 2, 1),
+#: Atropos iterations. "default" is antsRegistrationSyNQuick's schedule: no iterations at shrink 1
+#: (the 1 mm template's full grid), i.e. the affine and SyN stop at 2 mm; the SyN field is still
+#: written on the 1 mm grid. The 1 mm SyN level cost 3/4 of the step's CPU on a 0.7 mm T1w (see
+#: docs/architecture.md, "Working resolution").
 REGISTRATION_MODES = {
-    "default": {"template_resolution_mm": 1, "syn_iterations": (100, 70, 50, 20),
-                "affine_iterations": (1000, 500, 250, 100), "atropos_iterations": 5},
+    "default": {"template_resolution_mm": 1, "syn_iterations": (100, 70, 50, 0),
+                "affine_iterations": (1000, 500, 250, 0), "atropos_iterations": 5},
     "fast": {"template_resolution_mm": 2, "syn_iterations": (60, 30, 10),
              "affine_iterations": (500, 250, 100, 0), "atropos_iterations": 3},
 }
@@ -229,14 +233,15 @@ def register_t1w_to_template(t1w: "ants.ANTsImage", template: dict, mode: str, w
                                   whichtoinvert=[True], interpolator="linear")
     mask0 = ants.iMath(ants.threshold_image(mask0, 0.5, 2.0), "MD", 3)
     log.info("T1w -> template affine done in %.0f s", time.time() - t0)
-    # stage 2: SyN of the roughly stripped T1w, started from the affine
+    # stage 2: SyN of the roughly stripped T1w, started from the affine. "SyNOnly": antspyx's "SyN"
+    # would first run its own affine stage again (2100x1200x1200 iterations, unmasked, aff_iterations
+    # ignored) before the deformable one; the composite still includes the initial affine.
     t0 = time.time()
     syn = ants.registration(
-        fixed=template_t1, moving=t1w * mask0, type_of_transform="SyN",
+        fixed=template_t1, moving=t1w * mask0, type_of_transform="SyNOnly",
         initial_transform=affine_reg["fwdtransforms"][0], mask=dilated_mask,
-        aff_iterations=settings["affine_iterations"], aff_shrink_factors=(8, 4, 2, 1),
-        aff_smoothing_sigmas=(3, 2, 1, 0), reg_iterations=settings["syn_iterations"],
-        write_composite_transform=True, outprefix=str(workdir / "syn_"))
+        reg_iterations=settings["syn_iterations"], write_composite_transform=True,
+        outprefix=str(workdir / "syn_"))
     log.info("T1w -> template SyN done in %.0f s", time.time() - t0)
     brain_mask = pull_template_mask(template_mask, t1w, syn["invtransforms"])
     return {"fwd_h5": syn["fwdtransforms"], "inv_h5": syn["invtransforms"], "brain_mask": brain_mask,
@@ -297,17 +302,18 @@ def preprocess_anat(t1w_path, out_paths: dict, params: dict) -> dict:
     dict
         QC numbers: ``template_correlation`` (T1w in MNI vs template inside the template brain),
         ``brain_volume_ml``, ``registration_checks`` (levels as in
-        :mod:`tmstarget.registration_qc`), ``header_warnings``, ``seconds`` per step,
+        :mod:`tmstarget.registration_qc`), ``header_warnings``, ``seconds`` (wall) and ``cpu_seconds``
+        (user+sys of this process; ITK runs one thread) per step,
         ``working_resolution_mm`` (None: the T1w's own grid was used).
     """
-    from .registration import to_grid, working_image
+    from .registration import pad_edges, to_grid, working_image
     from .registration_qc import anat_checks
 
     params = resolve_params(params)
     make_ants_repeatable()
     settings = REGISTRATION_MODES[params["registration"]]
-    seconds = {}
-    t0 = time.time()
+    seconds, cpu_seconds = {}, {}
+    t0, c0 = time.time(), time.process_time()
     data, affine, warnings = load_t1w(t1w_path)
     t1w_raw = nifti_to_ants(data, affine)
     del data
@@ -317,19 +323,19 @@ def preprocess_anat(t1w_path, out_paths: dict, params: dict) -> dict:
     if resampled:
         bias = ants.n4_bias_field_correction(work_raw, mask=head, shrink_factor=4, return_bias_field=True)
         t1w_work = work_raw / bias
-        t1w = t1w_raw / to_grid(bias, t1w_raw)
+        t1w = t1w_raw / to_grid(pad_edges(bias), t1w_raw)
         log.info("T1w voxels %s mm: N4, registration and segmentation at %g mm", 
                  "x".join(f"{v:.2f}" for v in t1w_raw.spacing), params["anat_working_resolution_mm"])
     else:
         t1w = t1w_work = ants.n4_bias_field_correction(t1w_raw, mask=head, shrink_factor=4)
-    seconds["n4"] = time.time() - t0
+    seconds["n4"], cpu_seconds["n4"] = time.time() - t0, time.process_time() - c0
     template = load_template(settings["template_resolution_mm"])
     with tempfile.TemporaryDirectory(prefix="tmstarget_anat_") as tmp:
-        t0 = time.time()
+        t0, c0 = time.time(), time.process_time()
         reg = register_t1w_to_template(t1w_work, template, params["registration"], Path(tmp),
                                        init=params["registration_init"])
-        seconds["registration"] = time.time() - t0
-        t0 = time.time()
+        seconds["registration"], cpu_seconds["registration"] = time.time() - t0, time.process_time() - c0
+        t0, c0 = time.time(), time.process_time()
         tissues = segment_tissues(t1w_work, reg["brain_mask"], template, reg["inv_h5"], settings["atropos_iterations"])
         if resampled:
             brain_mask = pull_template_mask(_to_ants(template["mask"]), t1w, reg["inv_h5"])
@@ -337,7 +343,7 @@ def preprocess_anat(t1w_path, out_paths: dict, params: dict) -> dict:
             t1w_brain = t1w * brain_mask
         else:
             brain_mask, t1w_brain = reg["brain_mask"], reg["t1w_brain"]
-        seconds["segmentation"] = time.time() - t0
+        seconds["segmentation"], cpu_seconds["segmentation"] = time.time() - t0, time.process_time() - c0
         mni2 = load_template(2)
         mni2_t1 = _to_ants(mni2["t1"])
         t1w_mni = ants.apply_transforms(fixed=mni2_t1, moving=t1w_brain, transformlist=reg["fwd_h5"],
@@ -358,7 +364,7 @@ def preprocess_anat(t1w_path, out_paths: dict, params: dict) -> dict:
     volume_ml = float((mask_array > 0).sum() * voxel_ml)
     checks = anat_checks(corr, volume_ml)
     qc = {"template_correlation": corr, "brain_volume_ml": volume_ml, "registration_checks": checks,
-          "header_warnings": warnings, "seconds": seconds, "template": TEMPLATE_SPACE,
+          "header_warnings": warnings, "seconds": seconds, "cpu_seconds": cpu_seconds, "template": TEMPLATE_SPACE,
           "registration": params["registration"], "registration_init": params["registration_init"],
           "initial_search": reg["init"],
           "working_resolution_mm": float(params["anat_working_resolution_mm"]) if resampled else None}

@@ -83,6 +83,22 @@ def to_grid(image: "ants.ANTsImage", target: "ants.ANTsImage", interpolation: st
     return ants.resample_image_to_target(image, target, interp_type=interpolation)
 
 
+def pad_edges(image: "ants.ANTsImage", n_voxels: int = 1) -> "ants.ANTsImage":
+    """``image`` with ``n_voxels`` layers of its edge values added on every side (same world).
+
+    A working-resolution copy's outermost voxel centres can lie inside the fine grid's (a 0.7 mm grid
+    of 229 slices ends 159.6 mm from its first centre, the 1 mm copy's last centre at 159 mm), and ITK
+    resamples points beyond half a voxel past the last centre as 0; dividing by a bias field resampled
+    that way gave inf/NaN in the preprocessed T1w's last slice. Resampling the padded copy extends it
+    by its edge values instead.
+    """
+    data = np.pad(image.numpy(), n_voxels, mode="edge")
+    direction = np.asarray(image.direction, float)
+    origin = np.asarray(image.origin, float) - direction @ (np.asarray(image.spacing, float) * n_voxels)
+    return ants.from_numpy(data.astype(np.float32), origin=tuple(origin), spacing=tuple(image.spacing),
+                           direction=direction)
+
+
 def _rotation_xyz_deg(angles_deg) -> np.ndarray:
     rx, ry, rz = np.deg2rad(angles_deg)
     cx, sx, cy, sy, cz, sz = np.cos(rx), np.sin(rx), np.cos(ry), np.sin(ry), np.cos(rz), np.sin(rz)
