@@ -131,3 +131,18 @@ def demo_workflow(tmp_path_factory):
     out = root / "out"
     result = run_tmstarget_cli(bids, out, "group", "--config", REPO_ROOT / "config" / "demo.yaml", "--cores", 2)
     return {"bids": bids, "out": out, "result": result, "preproc": out / "preproc"}
+
+
+@pytest.fixture(scope="module")
+def small_head():
+    """MNI template (brain) downsampled to 4 mm: array (X, Y, Z) and its RAS affine (a small head for
+    the preprocessing tests)."""
+    from scipy import ndimage
+
+    from tmstarget import preprocessing as pp
+
+    tpl = pp.load_template(2)["t1"]
+    data = ndimage.zoom(tpl.get_fdata(), 0.5, order=1).astype(np.float32)
+    affine = tpl.affine.copy()
+    affine[:3, :3] *= 2
+    return data * 1000, affine

@@ -18,16 +18,6 @@ from tmstarget.errors import InputError
 from tmstarget.preproc_headers import RAS_TO_LPS
 
 
-@pytest.fixture(scope="module")
-def small_head():
-    """MNI template (brain) downsampled to 4 mm: array (X, Y, Z) and its RAS affine."""
-    tpl = pp.load_template(2)["t1"]
-    data = ndimage.zoom(tpl.get_fdata(), 0.5, order=1).astype(np.float32)
-    affine = tpl.affine.copy()
-    affine[:3, :3] *= 2
-    return data * 1000, affine
-
-
 def _run(head, n_t, seed=0, moves=True):
     """A 4D run of the head with small rigid moves (voxel shifts) and noise, float32 (X, Y, Z, T)."""
     rng = np.random.default_rng(seed)

@@ -15,7 +15,6 @@ import ants
 import nibabel as nib
 import numpy as np
 import pytest
-from scipy import ndimage
 
 from tmstarget import preproc_confounds as pc
 from tmstarget import preprocessing as pp
@@ -33,16 +32,6 @@ def oblique_lps_affine(voxel_mm=4.0, angle_deg=20.0) -> np.ndarray:
     affine[:3, :3] = rot @ np.diag([-voxel_mm, -voxel_mm, voxel_mm])
     affine[:3, 3] = [80.0, 90.0, -60.0]
     return affine
-
-
-@pytest.fixture(scope="module")
-def small_head():
-    """MNI template (brain) downsampled to 4 mm: array (X, Y, Z) and its RAS affine."""
-    tpl = pp.load_template(2)["t1"]
-    data = ndimage.zoom(tpl.get_fdata(), 0.5, order=1).astype(np.float32)
-    affine = tpl.affine.copy()
-    affine[:3, :3] *= 2
-    return data * 1000, affine
 
 
 # ----------------------------------------------------------------------------- headers
