@@ -218,28 +218,35 @@ def field_of_view(boldref_mni_path, shape) -> np.ndarray | None:
     return np.asarray(img.dataobj) != 0
 
 
-def mask_dice_with_template(mask_mni_path, boldref_mni_path=None) -> float | None:
-    """Dice of the run's MNI brain mask with the template brain mask; with ``boldref_mni_path``, within
-    the run's field of view (:func:`field_of_view`), so that a run that covers part of the brain (a slab)
-    is judged on the part it covers, not failed for the part it never imaged."""
+def mask_overlap(mask_mni_path, boldref_mni_path=None) -> dict | None:
+    """The run's MNI brain mask against the template brain mask, each file read once: ``dice`` (within
+    the run's field of view, :func:`field_of_view`, when ``boldref_mni_path`` gives one on the mask's
+    grid, so that a run covering part of the brain, a slab, is judged on the part it covers, not failed
+    for the part it never imaged), ``in_fov`` (whether it was) and ``coverage`` (fraction of the
+    template brain inside the mask). None without the mask."""
     img = _load(mask_mni_path)
     if img is None:
         return None
     mask = np.asarray(img.dataobj) > 0
     template = _template_on_grid(img, "mask") > 0.5
+    coverage = float((mask & template).sum() / max(template.sum(), 1))
     fov = field_of_view(boldref_mni_path, mask.shape)
     if fov is not None:
         mask, template = mask & fov, template & fov
-    return float(2 * (mask & template).sum() / max(mask.sum() + template.sum(), 1))
+    return {"dice": float(2 * (mask & template).sum() / max(mask.sum() + template.sum(), 1)),
+            "in_fov": fov is not None, "coverage": coverage}
+
+
+def mask_dice_with_template(mask_mni_path, boldref_mni_path=None) -> float | None:
+    """Dice of :func:`mask_overlap`."""
+    overlap = mask_overlap(mask_mni_path, boldref_mni_path)
+    return None if overlap is None else overlap["dice"]
 
 
 def template_brain_coverage(mask_mni_path) -> float | None:
     """Fraction of the template brain inside the run's MNI brain mask (1 for whole-brain coverage)."""
-    img = _load(mask_mni_path)
-    if img is None:
-        return None
-    template = _template_on_grid(img, "mask") > 0.5
-    return float(((np.asarray(img.dataobj) > 0) & template).sum() / max(template.sum(), 1))
+    overlap = mask_overlap(mask_mni_path)
+    return None if overlap is None else overlap["coverage"]
 
 
 def _arrays_on_one_grid(paths, mismatch_warning: str):
@@ -339,13 +346,11 @@ def assess_registration(anat: dict, runs: list[dict], thresholds: dict | None = 
     elif volume is not None:
         checks += [c for c in anat_checks(1.0, volume, t) if c["name"] == "brain_volume_ml"]
     for run in runs:
-        dice = mask_dice_with_template(run.get("mask_mni"), run.get("boldref_mni"))
+        overlap = mask_overlap(run.get("mask_mni"), run.get("boldref_mni")) or {}
         edge = bold_t1w_edge_correlation(run.get("boldref_t1w"), anat.get("preproc_t1w"), anat.get("brain_mask"))
         boundary = wm_boundary_fraction(run.get("boldref_t1w"), anat.get("wm_probseg"), anat.get("brain_mask"))
-        in_fov = dice is not None and field_of_view(run.get("boldref_mni"),
-                                                    nib.load(str(run["mask_mni"])).shape) is not None
-        checks += bold_checks(run["name"], dice, edge, t, boundary_fraction=boundary,
-                              coverage=template_brain_coverage(run.get("mask_mni")), dice_in_fov=in_fov)
+        checks += bold_checks(run["name"], overlap.get("dice"), edge, t, boundary_fraction=boundary,
+                              coverage=overlap.get("coverage"), dice_in_fov=overlap.get("in_fov", False))
     sources = [Path(p).name for p in [anat.get(k) for k in ("t1w_mni", "brain_mask", "preproc_t1w", "wm_probseg")]
                + [r.get(k) for r in runs for k in ("mask_mni", "boldref_mni", "boldref_t1w")] if p and Path(p).exists()]
     out = {"checks": checks, "status": status_of(checks), "Sources": sources}
