@@ -28,7 +28,6 @@ import os
 import shutil
 import tempfile
 import time
-import zlib
 from pathlib import Path
 
 import ants
@@ -39,7 +38,7 @@ from scipy import ndimage
 from . import preproc_confounds as pc
 from . import realign
 from .errors import InputError
-from .io import atomic_path, save_img, write_json
+from .io import atomic_path, load_img_checked, save_img, write_json
 from .preproc_stream import (BoldVolumes, DiskTimeVoxels, scratch_dir, scratch_file, slice_timing_to_file,
                              uncompressed_copy, voxels_per_block)
 from .preproc_headers import (RAS_TO_LPS, ants_affine_ras, choose_affine, is_oblique, nifti_img,
@@ -178,8 +177,6 @@ def edge_correlation(a: np.ndarray, b: np.ndarray, mask: np.ndarray, sigma_vox: 
 
 def load_t1w(t1w_path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """T1w voxels (X, Y, Z) float32 and the checked RAS affine; qform/sform disagreement raises."""
-    from .io import load_img_checked
-
     img = load_img_checked(t1w_path, ndim=3, what="T1w")
     affine, warnings = choose_affine(img, t1w_path, what="T1w", disagreement="error")
     return np.asarray(img.get_fdata(dtype=np.float32)), affine, warnings
@@ -379,8 +376,6 @@ def preprocess_anat(t1w_path, out_paths: dict, params: dict) -> dict:
 def load_bold(bold_path: str | os.PathLike, metadata: dict) -> tuple[np.ndarray, np.ndarray, float, list[str]]:
     """Raw BOLD voxels (X, Y, Z, T) float32 (the whole run in memory), checked RAS affine, repetition
     time (s), warnings; see :func:`read_bold_header` (which :func:`preprocess_bold` uses instead)."""
-    from .io import load_img_checked
-
     img, affine, t_r, warnings = read_bold_header(bold_path, metadata)
     load_img_checked(bold_path, ndim=4, what="BOLD run", min_volumes=10)
     return np.asarray(img.get_fdata(dtype=np.float32)), affine, t_r, warnings
@@ -410,7 +405,7 @@ def read_bold_header(bold_path: str | os.PathLike, metadata: dict) -> tuple[nib.
     if not t_r > 0:
         raise InputError(f"{sidecar}: RepetitionTime must be a positive number of seconds, "
                          f"not {metadata.get('RepetitionTime')!r}")
-    img = _bold_header_checked(bold_path)
+    img = load_img_checked(bold_path, ndim=4, what="BOLD run", min_volumes=10, read_data=False)
     affine, warnings = choose_affine(img, bold_path, what="BOLD run", disagreement="warn")
     header_tr = float(img.header.get_zooms()[3]) if len(img.header.get_zooms()) > 3 else 0.0
     units = img.header.get_xyzt_units()[1]
@@ -423,26 +418,6 @@ def read_bold_header(bold_path: str | os.PathLike, metadata: dict) -> tuple[nib.
     if is_oblique(affine):
         log.info("%s is oblique; handled through its affine (no reslicing before registration)", bold_path.name)
     return img, affine, t_r, warnings
-
-
-def _bold_header_checked(bold_path: Path, min_volumes: int = 10) -> nib.Nifti1Image:
-    """nibabel image of a BOLD run after the header checks of :func:`tmstarget.io.load_img_checked`
-    (exists, readable header, 4D, at least ``min_volumes`` volumes), without reading the voxels."""
-    name = bold_path.name
-    if not bold_path.exists():
-        raise InputError(f"{bold_path}: BOLD run not found; check the path")
-    try:
-        img = nib.load(str(bold_path))
-    except (EOFError, OSError, zlib.error, gzip.BadGzipFile, ValueError, nib.filebasedimages.ImageFileError) as exc:
-        raise InputError(f"{name}: cannot read this BOLD run ({type(exc).__name__}: {exc}); the file is "
-                         "truncated or corrupt: copy or convert it again") from None
-    shape = img.shape
-    if len(shape) != 4:
-        raise InputError(f"{name} is {len(shape)}D with shape {shape}; a resting-state run must be 4D (x, y, z, time)")
-    if shape[3] < min_volumes:
-        raise InputError(f"{name} has {shape[3]} volumes; at least {min_volumes} are needed for a seed map "
-                         "(use a longer resting-state run)")
-    return img
 
 
 def head_global_signal_streamed(data_xyzt) -> np.ndarray:
