@@ -24,16 +24,21 @@ $(DEMO_BIDS)/dataset_description.json: | $(BIN)/.installed
 demo: install $(DEMO_BIDS)/dataset_description.json
 	$(BIN)/tmstarget $(DEMO_BIDS) $(DEMO_OUT) group --config config/demo.yaml --cores $(CORES)
 
+# Tests run on TEST_WORKERS pytest-xdist workers; tests/conftest.py puts every test that reads the shared
+# demo workflow run on one worker and starts the longest files first. TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
+PYTEST = $(BIN)/python -m pytest -q -ra $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder)
+
 # every kind of check (unit, whole demo workflow, real scans, browser, SLURM, kill-and-resume) in < 20 min
 test: install
-	$(BIN)/python -m pytest -q -ra -m "not acceptance"
+	$(PYTEST) -m "not acceptance"
 
 # the longer acceptance runs (registration invariance cases, one workflow each); .ci/run runs them too
 test-acceptance: install
-	$(BIN)/python -m pytest -q -ra -m acceptance
+	$(PYTEST) -m acceptance
 
 test-fast: install
-	$(BIN)/python -m pytest -q -ra -m "not slow and not acceptance"
+	$(PYTEST) -m "not slow and not acceptance"
 
 # Wall time and peak memory: every stage of the demo run (Snakemake benchmark files), the built-in
 # preprocessing step by step, and denoise + seed map next to plain nilearn on a demo-sized and a

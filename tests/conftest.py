@@ -146,3 +146,58 @@ def small_head():
     affine = tpl.affine.copy()
     affine[:3, :3] *= 2
     return data * 1000, affine
+
+
+# ---- running the suite on two workers (pytest-xdist, `make test` uses `-n 2 --dist loadgroup`) ----
+# Each worker process builds its own session fixtures, so every file whose tests read the shared demo
+# workflow run (the `demo_workflow` fixture, four minutes of CPU) goes to ONE worker as one group; every
+# other file is a group of its own, so that module-scoped fixtures are built once as well. The groups
+# that take longest go first (in alternation to the two workers, `--no-loadscope-reorder` keeps this
+# order), so the short files fill in behind them and neither worker idles at the end.
+LONGEST_GROUPS_FIRST = ("demo_workflow", "test_realdata", "test_resilience", "test_slurm", "test_report_browser")
+
+
+def _xdist_group_of(items_in_file) -> str:
+    if any("demo_workflow" in item.fixturenames for item in items_in_file):
+        return "demo_workflow"
+    return items_in_file[0].path.stem
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    by_file: dict = {}
+    for item in items:
+        by_file.setdefault(item.path, []).append(item)
+    group_of = {path: _xdist_group_of(file_items) for path, file_items in by_file.items()}
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(group_of[item.path]))
+
+    def rank(item):
+        group = group_of[item.path]
+        return LONGEST_GROUPS_FIRST.index(group) if group in LONGEST_GROUPS_FIRST else len(LONGEST_GROUPS_FIRST)
+
+    items.sort(key=rank)  # stable: within a group and among the rest, the collected order is kept
+
+
+def pytest_configure(config):
+    """Refuse ``--dist loadgroup`` where it silently does not group. pytest-xdist 3.8 passes a test's
+    group by appending ``@group`` to its node id, which pytest 9.2 ignores (pytest-dev/pytest-xdist#1386;
+    pyproject.toml pins pytest below 9.2 for this): the tests would be dealt out one by one and each
+    worker would run the four-minute demo workflow itself."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    if getattr(config.option, "dist", "no") != "loadgroup":
+        return
+    try:
+        xdist_version = version("pytest-xdist")
+    except PackageNotFoundError:
+        return
+
+    def release(text):
+        return tuple(int(p) for p in text.split(".")[:2] if p.isdigit())
+
+    if release(pytest.__version__) >= (9, 2) and release(xdist_version) <= (3, 8):
+        raise pytest.UsageError(
+            f"pytest {pytest.__version__} with pytest-xdist {xdist_version}: --dist loadgroup would not group "
+            "the tests (pytest-dev/pytest-xdist#1386) and every worker would rerun the demo workflow; "
+            "install the pinned test extra (pip install -e '.[test]') or run without -n")
