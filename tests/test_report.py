@@ -678,6 +678,66 @@ def test_on_fail_the_coordinate_is_folded_away_as_not_usable(tmp_path):
     assert "do not use this coordinate" in banner
 
 
+def _text_outside_not_usable_folds(html: str) -> str:
+    """The page's text with every ``<details class='not-usable'>`` fold (and what it holds) removed."""
+    from html.parser import HTMLParser
+
+    class Outside(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.depth, self.fold_at, self.parts = 0, None, []
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "details":
+                self.depth += 1
+                if self.fold_at is None and "not-usable" in (dict(attrs).get("class") or ""):
+                    self.fold_at = self.depth
+
+        def handle_endtag(self, tag):
+            if tag == "details":
+                if self.fold_at == self.depth:
+                    self.fold_at = None
+                self.depth -= 1
+
+        def handle_data(self, data):
+            if self.fold_at is None:
+                self.parts.append(data)
+
+    parser = Outside()
+    parser.feed(html)
+    return " ".join(parser.parts)
+
+
+def test_on_fail_no_coordinate_of_this_person_is_shown_outside_a_fold(tmp_path):
+    """A FAILed unit with two candidate targets: the target, the scalp entry and both candidates appear
+    only inside 'not usable' folds, in every section of the page, and the verdict's reasons (what the
+    terminal prints) name the candidates without their coordinates. Published site coordinates of the
+    literature section are not this person's and may show."""
+    inputs = make_subject_inputs(tmp_path)
+    Path(inputs["denoise_qc_json"]).write_text(json.dumps(denoise_qc(tmp_path, fd_scale=8.0)))
+    t = json.loads(Path(inputs["target_json"]).read_text())
+    t["uncertainty"]["multiple_candidates"] = True
+    t["uncertainty"]["candidates"] = [
+        {"target_mni_ras_mm": [-42.0, 42.0, 30.0], "support_fraction": 0.55, "n_targets": 28},
+        {"target_mni_ras_mm": [-36.0, 22.0, 44.0], "support_fraction": 0.4, "n_targets": 20}]
+    Path(inputs["target_json"]).write_text(json.dumps(t))
+    v = _write_verdict(inputs)
+    assert v["status"] == "fail"
+    assert "two or more separated candidate targets (coordinates withheld: verdict FAIL)" in v["reasons"]
+    assert not any("-36.0" in r or "-42.0" in r for r in v["reasons"])
+    html = report.render_subject_html(inputs)
+    outside = _text_outside_not_usable_folds(html)
+    for coordinate in ("(-40.5, 47.2, 35.0)", "(-58.0, 52.0, 52.0)", "(-42.0, 42.0, 30.0)", "(-36.0, 22.0, 44.0)"):
+        assert coordinate in html, coordinate                     # still there for review, folded away
+        assert coordinate not in outside, coordinate
+    assert "Candidate targets (not usable: verdict FAIL" in html
+    # the same unit passing its motion check shows the candidates with their coordinates
+    Path(inputs["denoise_qc_json"]).write_text(json.dumps(denoise_qc(tmp_path)))
+    v = _write_verdict(inputs)
+    assert v["status"] == "warn" and any("MNI (-36.0, 22.0, 44.0) with 40 %" in r for r in v["reasons"])
+    assert "(-36.0, 22.0, 44.0)" in _text_outside_not_usable_folds(report.render_subject_html(inputs))
+
+
 @pytest.mark.parametrize("minutes, status, words", [(4.0, "warn", "only 4.0 min of data kept"),
                                                      (2.5, "fail", "(minimum 3 min, denoising.min_retained_minutes)")])
 def test_report_uses_the_run_thresholds(tmp_path, minutes, status, words):

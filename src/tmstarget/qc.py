@@ -321,9 +321,20 @@ def _reliability_findings(unc: dict, limit_mm: float) -> list[Finding]:
             + (f" with {_fmt(100 * float(c.get('support_fraction', c.get('support'))), 0)} % of the split-half targets"
                if c.get("support_fraction", c.get("support")) is not None else "")
             for c in cands[:3] if isinstance(c, dict))
-        out.append(Finding("warn", "two or more separated candidate targets" + (f": {where}" if where else ""),
-                           "reliability"))
+        out.append(Finding("warn", CANDIDATES_TEXT + (f": {where}" if where else ""), "reliability"))
     return out
+
+
+CANDIDATES_TEXT = "two or more separated candidate targets"
+
+
+def withhold_coordinates_on_fail(findings: list[Finding]) -> list[Finding]:
+    """The findings as shown for a unit: when any finding FAILs, the candidate-target finding loses its
+    coordinates (a coordinate that failed QC is never presented, not even as a candidate)."""
+    if not any(f.level == "fail" for f in findings):
+        return findings
+    return [Finding(f.level, CANDIDATES_TEXT + " (coordinates withheld: verdict FAIL)", f.topic)
+            if f.text.startswith(CANDIDATES_TEXT) else f for f in findings]
 
 
 def _fmt3(value) -> str:
@@ -544,7 +555,7 @@ def assess_qc(target_json: dict | None, native_json: dict | None, denoise_qc: di
     reasons : list of str
         The fail reasons first, then the warnings; empty when the status is pass.
     """
-    findings = qc_findings(target_json, native_json, denoise_qc, seed_json, **thresholds)
+    findings = withhold_coordinates_on_fail(qc_findings(target_json, native_json, denoise_qc, seed_json, **thresholds))
     return _status_and_reasons(findings)
 
 
@@ -627,9 +638,9 @@ def assess(target_json: dict | None, native_json: dict | None, denoise_qc: dict 
         (False on fail), ``thresholds`` ({name: {value, config_key}}), ``unit``, ``Sources``.
     """
     values = _resolved_thresholds(thresholds)
-    findings = qc_findings(target_json, native_json, denoise_qc, seed_json,
-                           **{k: v for k, v in values.items()},
-                           header_warnings=header_warnings, registration_qc=registration_qc)
+    findings = withhold_coordinates_on_fail(qc_findings(
+        target_json, native_json, denoise_qc, seed_json, **{k: v for k, v in values.items()},
+        header_warnings=header_warnings, registration_qc=registration_qc))
     status, reasons = _status_and_reasons(findings)
     minutes = _num(denoise_qc, "minutes_kept")
     if minutes is None:

@@ -326,6 +326,7 @@ def uncertainty_view(ctx: SubjectContext) -> dict:
     unc = _uncertainty(ctx)
     grid = grid_mm(ctx)
     return {
+        "status": unit_verdict(ctx)["status"],
         "rows": [("Reliability (split halves)", reliability_words(ctx)),
                  ("Split-half distance (first vs second half / median of repeats)",
                   f"{dist_mm(unc.get('split_half_distance_mm'), grid)} / "
