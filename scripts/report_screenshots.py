@@ -48,6 +48,9 @@ def main(report_html: str, out_dir: str) -> None:
             element_shot(browser, "#seed_map", out / "report_seed_map.png")
             element_shot(browser, "#target_t1w", out / "report_coil.png")
             if browser.evaluate("document.querySelector('#uncertainty #candidates') !== null") is True:
+                # on a FAIL the table sits in a 'not usable' fold: open it for the picture
+                browser.evaluate("document.querySelectorAll('#uncertainty details.not-usable')"
+                                 ".forEach(d => { d.open = true; }); true")
                 element_shot(browser, "#uncertainty", out / "report_candidates.png")
         finally:
             browser.close()
