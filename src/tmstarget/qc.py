@@ -410,7 +410,8 @@ def qc_findings(target_json: dict | None, native_json: dict | None, denoise_qc: 
     Returns
     -------
     list of Finding
-        Level ``info`` marks checks that could not be made (value not recorded) or details.
+        Level ``info`` marks checks that could not be made (value not recorded) or details. When any
+        finding FAILs, no finding carries a target coordinate (:func:`withhold_coordinates_on_fail`).
     """
     out: list[Finding] = []
     t = target_json or {}
@@ -533,7 +534,7 @@ def qc_findings(target_json: dict | None, native_json: dict | None, denoise_qc: 
             out.append(f)
     if registration_qc:
         out.extend(_registration_findings(registration_qc))
-    return out
+    return withhold_coordinates_on_fail(out)
 
 
 def assess_qc(target_json: dict | None, native_json: dict | None, denoise_qc: dict | None, seed_json: dict | None,
@@ -555,7 +556,7 @@ def assess_qc(target_json: dict | None, native_json: dict | None, denoise_qc: di
     reasons : list of str
         The fail reasons first, then the warnings; empty when the status is pass.
     """
-    findings = withhold_coordinates_on_fail(qc_findings(target_json, native_json, denoise_qc, seed_json, **thresholds))
+    findings = qc_findings(target_json, native_json, denoise_qc, seed_json, **thresholds)
     return _status_and_reasons(findings)
 
 
@@ -638,9 +639,9 @@ def assess(target_json: dict | None, native_json: dict | None, denoise_qc: dict 
         (False on fail), ``thresholds`` ({name: {value, config_key}}), ``unit``, ``Sources``.
     """
     values = _resolved_thresholds(thresholds)
-    findings = withhold_coordinates_on_fail(qc_findings(
-        target_json, native_json, denoise_qc, seed_json, **{k: v for k, v in values.items()},
-        header_warnings=header_warnings, registration_qc=registration_qc))
+    findings = qc_findings(target_json, native_json, denoise_qc, seed_json,
+                           **{k: v for k, v in values.items()},
+                           header_warnings=header_warnings, registration_qc=registration_qc)
     status, reasons = _status_and_reasons(findings)
     minutes = _num(denoise_qc, "minutes_kept")
     if minutes is None:
