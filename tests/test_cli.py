@@ -273,3 +273,73 @@ def test_job_errors_carry_their_exit_class_and_unit(tmp_path):
     assert exit_status(failed, errors, 1) == 2          # a bad input wins: the user must fix it first
     assert exit_status(ok, [e for e in errors if e.exit_code != 2], 1) == 1   # an unexpected failure
     assert exit_status(ok, [], 1) == 1
+
+
+# ----------------------------------------------------------------------------- settings of an output folder
+
+
+def _saved_run(tmp_path, method="cluster"):
+    """A dataset and an OUT whose first run saved its settings (as the CLI does) with ``method``."""
+    from tmstarget.cli import _bids_app_parser, build_config
+    from tmstarget.run_record import write_settings
+
+    bids = make_raw_bids(tmp_path / "bids", n_vols=200)
+    out = tmp_path / "out"
+    (out / "logs").mkdir(parents=True)
+    config = build_config(_bids_app_parser().parse_args([str(bids), str(out), "participant", "--method", method]))
+    write_settings(config, out / "logs" / "config.yaml")
+    return bids, out
+
+
+@pytest.mark.parametrize("level", ["participant", "group"])
+def test_changed_settings_stop_before_any_job(tmp_path, capsys, level):
+    """Issue 21 item 5: a command whose settings differ from those that made OUT exits 2 at once, names
+    the setting (saved -> new) and both ways forward, and writes nothing (no job, no log, no new config)."""
+    import time
+
+    bids, out = _saved_run(tmp_path, method="peak")
+    saved = (out / "logs" / "config.yaml").read_text()
+    other = tmp_path / "other.yaml"
+    other.write_text("targeting:\n  method: cluster\n")
+    t0 = time.time()
+    code, text = run_cli(capsys, bids, out, level, "--config", other)
+    assert code == 2 and time.time() - t0 < 5.0
+    assert f"tmstarget: error: {out} holds results made with other settings ({out / 'logs' / 'config.yaml'})" in text
+    assert "    targeting.method: peak -> cluster\n" in text
+    assert f"add `--config {out / 'logs' / 'config.yaml'}`" in text and "add --rerun-with-new-settings" in text
+    assert sorted(p.name for p in out.rglob("*")) == ["config.yaml", "logs"]
+    assert (out / "logs" / "config.yaml").read_text() == saved
+
+
+def test_group_without_config_uses_the_participant_settings(tmp_path, capsys):
+    from tmstarget.cli import _bids_app_parser, build_config
+    from tmstarget.run_record import check_same_settings
+
+    bids, out = _saved_run(tmp_path, method="peak")
+    config = build_config(_bids_app_parser().parse_args([str(bids), str(out), "group"]))
+    assert "group uses the settings of the participant run saved in" in capsys.readouterr().out
+    assert config["targeting"]["method"] == "peak" and config["participant_label"] == []
+    assert check_same_settings(config) == []
+    # participant without --config is the default settings: refused, unless asked to rerun
+    fresh = build_config(_bids_app_parser().parse_args([str(bids), str(out), "participant"]))
+    with pytest.raises(Exception, match="targeting.method: peak -> cluster"):
+        check_same_settings(fresh)
+    assert check_same_settings(fresh, rerun_with_new_settings=True) == ["targeting.method: peak -> cluster"]
+    # which subjects a run covers is not a setting
+    subset = build_config(_bids_app_parser().parse_args([str(bids), str(out), "participant", "--method", "peak",
+                                                         "--participant-label", "01"]))
+    assert check_same_settings(subset) == []
+
+
+def test_settings_of_another_version_are_named(tmp_path):
+    from tmstarget import __version__
+    from tmstarget.errors import InputError
+    from tmstarget.run_record import check_same_settings, read_settings
+
+    bids, out = _saved_run(tmp_path)
+    path = out / "logs" / "config.yaml"
+    config, version = read_settings(path)
+    assert version == __version__
+    path.write_text(path.read_text().replace(f"tmstarget {__version__}", "tmstarget 0.0.1", 1))
+    with pytest.raises(InputError, match=rf"tmstarget version: 0.0.1 -> {__version__}"):
+        check_same_settings(config)
