@@ -395,3 +395,60 @@ def test_fmriprep_consistency_checks_take_well_under_a_second(tmp_path):
     t0 = time.perf_counter()
     assert check_fmriprep_inputs(plan) == 1
     assert time.perf_counter() - t0 < 1.0
+
+
+# ----------------------------------------------------------------------------- a stop names its cause (issue 21 item 4)
+
+
+def test_a_jobs_disk_full_error_names_the_file_and_the_free_space(tmp_path):
+    import errno
+
+    from tmstarget.steps import os_error_message
+
+    out_html = tmp_path / "out" / "tmstarget" / "sub-01.html"  # its folder does not exist yet: the nearest one is used
+    text = os_error_message(OSError(errno.ENOSPC, "No space left on device"), [str(out_html), ["a", "b"]])
+    assert text.startswith(f"No space left on device writing {out_html} (")
+    assert text.endswith(f" MB free in {tmp_path}); free space there or choose another OUTPUT_DIR")
+    named = os_error_message(PermissionError(errno.EACCES, "Permission denied", "/x/y.nii.gz"), [str(out_html)])
+    assert named == "Permission denied writing /x/y.nii.gz"
+
+
+def test_stopped_line_names_the_cause_and_the_log(tmp_path):
+    import time
+
+    from tmstarget.cli import JobError, _os_error_cause, _stopped_line
+
+    log = tmp_path / "logs" / "report" / "sub-01.log"
+    err = JobError("No space left on device writing /o/tmstarget/sub-01.html (0 MB free in /o/tmstarget)", 1, log)
+    assert _stopped_line([err], None, tmp_path) == (
+        f"tmstarget: the workflow stopped: {err.message}; log: {log}. Fix the cause and run the same command "
+        "again: finished steps are kept.")
+    # Snakemake itself died on the full disk: no tmstarget message, the errno line of its own log is the cause
+    start = time.time() - 1
+    smk_log = tmp_path / ".snakemake" / "log" / "2026-12-07T180000.snakemake.log"
+    smk_log.parent.mkdir(parents=True)
+    smk_log.write_text("Building DAG of jobs...\nOSError: [Errno 28] No space left on device: '/o/.snakemake/x'\n")
+    (tmp_path / "logs").mkdir()
+    cause = _os_error_cause(tmp_path / "logs", tmp_path, start)
+    assert cause == ("OSError: [Errno 28] No space left on device: '/o/.snakemake/x'", smk_log)
+    assert _stopped_line([], cause, tmp_path).startswith(
+        "tmstarget: the workflow stopped: OSError: [Errno 28] No space left on device: '/o/.snakemake/x'; "
+        f"log: {smk_log}.")
+
+
+def test_a_unit_without_its_report_is_not_pass(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from tmstarget.cli import print_summary
+
+    deriv = tmp_path / "tmstarget"
+    deriv.mkdir()
+    plan = SimpleNamespace(output_dir=str(tmp_path))
+    native = {"target_mni_ras_mm": [-42.0, 42.0, 30.0], "target_t1w_ras_mm": [-38.0, 36.0, 33.0]}
+    verdict = {"status": "pass", "status_word": "PASS", "reasons": [], "action": "use"}
+    (deriv / "sub-02.html").write_text("<html></html>")
+    print_summary(plan, [("sub-01", verdict, native), ("sub-02", verdict, native)])
+    text = capsys.readouterr().out
+    assert "sub-01: NOT FINISHED \u2014 no target\n  - the verdict was PASS but the report sub-01.html was not written\n" \
+        in text
+    assert "sub-02: PASS \u2014 target MNI RAS mm (-42.0, 42.0, 30.0)" in text and "sub-01: PASS" not in text
