@@ -421,9 +421,9 @@ def run_bids_app(argv: list[str]) -> int:
     if args.dry_run:
         return result.returncode
     verdicts = unit_verdicts(plan, errors, log_dir)
-    if result.returncode != 0 and args.analysis_level == "group" and "--dry-run" not in extra:
-        # --keep-going ran every unit that could run; the group step waits for all of them, so it is
-        # written here from every unit's verdict, a failed unit with its job's reason
+    if errors and args.analysis_level == "group" and "--dry-run" not in extra:
+        # a unit's job failed: --keep-going ran every unit that could run, but the group step waits for
+        # all of them, so it is written here from every unit's verdict, a failed unit with its job's reason
         try:
             write_group_after_failure(plan, config, verdicts)
         except OSError as exc:
