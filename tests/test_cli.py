@@ -453,3 +453,18 @@ def test_a_unit_without_its_report_is_not_pass(tmp_path, capsys):
     assert "sub-01: NOT FINISHED \u2014 no target\n  - the verdict was PASS but the report sub-01.html was not written\n" \
         in text
     assert "sub-02: PASS \u2014 target MNI RAS mm (-42.0, 42.0, 30.0)" in text and "sub-01: PASS" not in text
+
+
+def test_rerun_with_new_settings_goes_ahead_and_a_dry_run_keeps_the_saved_settings(tmp_path, capsys):
+    bids, out = _saved_run(tmp_path, method="peak")
+    saved = (out / "logs" / "config.yaml").read_text()
+    code, text = run_cli(capsys, bids, out, "participant", "--method", "cluster", "--rerun-with-new-settings",
+                         "--dry-run", "--cores", "1")
+    assert code == 0, text
+    assert f"tmstarget: --rerun-with-new-settings: recomputing the results in {out} with changed settings: " \
+           "targeting.method: peak -> cluster" in text
+    # a dry run computes nothing, so OUT's settings stay those of its results; Snakemake read the dry run's copy
+    assert (out / "logs" / "config.yaml").read_text() == saved
+    assert "method: cluster" in (out / "logs" / "config.dry-run.yaml").read_text()
+    record = (out / "logs" / "commands.jsonl").read_text().splitlines()
+    assert len(record) == 1 and '"command_line": "tmstarget ' in record[0] and "--rerun-with-new-settings" in record[0]

@@ -396,7 +396,8 @@ def run_bids_app(argv: list[str]) -> int:
     if changed:
         print("tmstarget: --rerun-with-new-settings: recomputing the results in "
               f"{out} with changed settings: " + "; ".join(changed), flush=True)
-    config_path = write_settings(config, log_dir / "config.yaml")
+    # a dry run changes nothing: OUT's saved settings stay those of its results
+    config_path = write_settings(config, log_dir / ("config.dry-run.yaml" if args.dry_run else "config.yaml"))
     record_command(log_dir, command_argv)
     n_runs = sum(len(u.runs) for u in plan.units.values())
     print(f"tmstarget {__version__}: {len(plan.units)} unit(s), {n_runs} run(s), input route "
