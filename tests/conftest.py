@@ -71,7 +71,7 @@ def make_fmriprep_tree(root: Path, subjects=("01",), runs=(None,), n_vols=20, sp
             write_nifti(anat / f"sub-{sub}_label-{lab}_probseg.nii.gz", rng.random((8, 8, 8)), np.eye(4))
         if with_xfm:
             for name in (f"from-T1w_to-{space}", f"from-{space}_to-T1w"):
-                (anat / f"sub-{sub}_{name}_mode-image_xfm.h5").write_bytes(b"stand-in")
+                (anat / f"sub-{sub}_{name}_mode-image_xfm.h5").write_bytes(b"\x89HDF\r\n\x1a\nstand-in")  # HDF5 signature: passes the preflight header check
         func = root / f"sub-{sub}" / "func"
         for run in runs:
             stem = f"sub-{sub}_task-rest" + (f"_run-{run}" if run else "")

@@ -157,10 +157,48 @@ def preflight_dataset(tmp_path, kind):
         data = img.get_fdata(dtype=np.float32)
         data[2, 3, 3, 40:43] = np.nan
         nib.save(nib.Nifti1Image(data, img.affine, img.header), bold)
+    elif kind == "json_bom":
+        sidecar = func / "sub-01_task-rest_bold.json"
+        sidecar.write_bytes(b"\xef\xbb\xbf" + sidecar.read_bytes())
+    elif kind == "json_broken":
+        (bids / "dataset_description.json").write_text('{\n  "Name": "x",\n  "BIDSVersion": "1.9.0",\n}\n')
+    elif kind == "fmriprep_json_broken":
+        deriv = make_fmriprep_tree(bids / "derivatives" / "fmriprep", n_vols=200)
+        (deriv / "sub-01" / "func" / "sub-01_task-rest_space-MNI152NLin2009cAsym_res-2_desc-preproc_bold.json"
+         ).write_text('{"RepetitionTime": 2.0 "SkullStripped": false}')
+    elif kind.startswith("fmriprep_"):
+        deriv = make_fmriprep_tree(bids / "derivatives" / "fmriprep", n_vols=200)
+        dfunc, danat = deriv / "sub-01" / "func", deriv / "sub-01" / "anat"
+        if kind == "fmriprep_confounds_rows":
+            tsv = dfunc / "sub-01_task-rest_desc-confounds_timeseries.tsv"
+            tsv.write_text("".join(tsv.read_text().splitlines(keepends=True)[:-20]))
+        elif kind == "fmriprep_mask_grid":
+            write_nifti(dfunc / "sub-01_task-rest_space-MNI152NLin2009cAsym_res-2_desc-brain_mask.nii.gz",
+                        np.ones((3, 3, 3)), np.diag([4.0, 4.0, 4.0, 1.0]))
+        elif kind == "fmriprep_xfm_empty":
+            (danat / "sub-01_from-T1w_to-MNI152NLin2009cAsym_mode-image_xfm.h5").write_bytes(b"")
+        elif kind == "fmriprep_xfm_damaged":
+            (danat / "sub-01_from-MNI152NLin2009cAsym_to-T1w_mode-image_xfm.h5").write_bytes(b"<html>not found")
     return bids
 
 
 @pytest.mark.parametrize("kind, message", [
+    ("fmriprep_confounds_rows", r"sub-01_task-rest_desc-confounds_timeseries.tsv has 180 rows but "
+                                r"sub-01_task-rest_space-MNI152NLin2009cAsym_res-2_desc-preproc_bold.nii.gz has 200 "
+                                r"volumes; use the confounds file of this run"),
+    ("fmriprep_mask_grid", r"sub-01_task-rest_space-MNI152NLin2009cAsym_res-2_desc-brain_mask.nii.gz is on another "
+                           r"grid \(\(3, 3, 3\), 4, 4, 4 mm voxels\) than its BOLD "
+                           r"sub-01_task-rest_space-MNI152NLin2009cAsym_res-2_desc-preproc_bold.nii.gz \(\(6, 6, 6\), "
+                           r"2, 2, 2 mm\); use the brain mask fMRIPrep wrote with this BOLD"),
+    ("fmriprep_xfm_empty", r"anat/sub-01_from-T1w_to-MNI152NLin2009cAsym_mode-image_xfm.h5: the transform file is "
+                           r"empty; copy it again"),
+    ("fmriprep_xfm_damaged", r"anat/sub-01_from-MNI152NLin2009cAsym_to-T1w_mode-image_xfm.h5: not an HDF5 file"),
+    ("json_bom", r"bids/sub-01/func/sub-01_task-rest_bold.json: starts with a byte-order mark \(BOM\); save it as "
+                 r"UTF-8 without BOM"),
+    ("json_broken", r"bids/dataset_description.json: not valid JSON at line 4, column 1 \(Expecting property name "
+                    r"enclosed in double quotes\); correct the file there"),
+    ("fmriprep_json_broken", r"fmriprep/sub-01/func/sub-01_task-rest_space-MNI152NLin2009cAsym_res-2_desc-preproc_"
+                             r"bold.json: not valid JSON at line 1, column 24 \(Expecting ',' delimiter\)"),
     ("tr_ms", r"sub-01_task-rest_bold.json: RepetitionTime is 2000, more than 30 s: it looks like milliseconds; "
               r"BIDS wants seconds: write \"RepetitionTime\": 2"),
     ("tr_text", r"sub-01_task-rest_bold.json: RepetitionTime is '2.0s', not a number"),
@@ -273,3 +311,160 @@ def test_job_errors_carry_their_exit_class_and_unit(tmp_path):
     assert exit_status(failed, errors, 1) == 2          # a bad input wins: the user must fix it first
     assert exit_status(ok, [e for e in errors if e.exit_code != 2], 1) == 1   # an unexpected failure
     assert exit_status(ok, [], 1) == 1
+
+
+# ----------------------------------------------------------------------------- settings of an output folder
+
+
+def _saved_run(tmp_path, method="cluster"):
+    """A dataset and an OUT whose first run saved its settings (as the CLI does) with ``method``."""
+    from tmstarget.cli import _bids_app_parser, build_config
+    from tmstarget.run_record import write_settings
+
+    bids = make_raw_bids(tmp_path / "bids", n_vols=200)
+    out = tmp_path / "out"
+    (out / "logs").mkdir(parents=True)
+    config = build_config(_bids_app_parser().parse_args([str(bids), str(out), "participant", "--method", method]))
+    write_settings(config, out / "logs" / "config.yaml")
+    return bids, out
+
+
+@pytest.mark.parametrize("level", ["participant", "group"])
+def test_changed_settings_stop_before_any_job(tmp_path, capsys, level):
+    """Issue 21 item 5: a command whose settings differ from those that made OUT exits 2 at once, names
+    the setting (saved -> new) and both ways forward, and writes nothing (no job, no log, no new config)."""
+
+    bids, out = _saved_run(tmp_path, method="peak")
+    saved = (out / "logs" / "config.yaml").read_text()
+    other = tmp_path / "other.yaml"
+    other.write_text("targeting:\n  method: cluster\n")
+    code, text = run_cli(capsys, bids, out, level, "--config", other)
+    assert code == 2
+    assert f"tmstarget: error: {out} holds results made with other settings ({out / 'logs' / 'config.yaml'})" in text
+    assert "    targeting.method: peak -> cluster\n" in text
+    assert f"add `--config {out / 'logs' / 'config.yaml'}`" in text and "add --rerun-with-new-settings" in text
+    assert sorted(p.name for p in out.rglob("*")) == ["config.yaml", "logs"]
+    assert (out / "logs" / "config.yaml").read_text() == saved
+
+
+def test_group_without_config_uses_the_participant_settings(tmp_path, capsys):
+    from tmstarget.cli import _bids_app_parser, build_config
+    from tmstarget.run_record import check_same_settings
+
+    bids, out = _saved_run(tmp_path, method="peak")
+    config = build_config(_bids_app_parser().parse_args([str(bids), str(out), "group"]))
+    assert "group uses the settings of the participant run saved in" in capsys.readouterr().out
+    assert config["targeting"]["method"] == "peak" and config["participant_label"] == []
+    assert check_same_settings(config) == []
+    # participant without --config is the default settings: refused, unless asked to rerun
+    fresh = build_config(_bids_app_parser().parse_args([str(bids), str(out), "participant"]))
+    with pytest.raises(Exception, match="targeting.method: peak -> cluster"):
+        check_same_settings(fresh)
+    assert check_same_settings(fresh, rerun_with_new_settings=True) == ["targeting.method: peak -> cluster"]
+    # which subjects a run covers is not a setting
+    subset = build_config(_bids_app_parser().parse_args([str(bids), str(out), "participant", "--method", "peak",
+                                                         "--participant-label", "01"]))
+    assert check_same_settings(subset) == []
+
+
+def test_settings_of_another_version_are_named(tmp_path):
+    from tmstarget import __version__
+    from tmstarget.errors import InputError
+    from tmstarget.run_record import check_same_settings, read_settings
+
+    bids, out = _saved_run(tmp_path)
+    path = out / "logs" / "config.yaml"
+    config, version = read_settings(path)
+    assert version == __version__
+    path.write_text(path.read_text().replace(f"tmstarget {__version__}", "tmstarget 0.0.1", 1))
+    with pytest.raises(InputError, match=rf"tmstarget version: 0.0.1 -> {__version__}"):
+        check_same_settings(config)
+
+
+def test_fmriprep_consistency_checks_take_well_under_a_second(tmp_path):
+    """The confounds/mask-grid/transform checks read headers and tables only (issue 21 item 7: cheap
+    checks before any job, not after 50-100 s of jobs)."""
+    import time
+
+    from tmstarget.bids_inputs import make_plan
+    from tmstarget.config import load_config
+    from tmstarget.preflight import check_fmriprep_inputs
+    import tmstarget.denoise  # noqa: F401 (its import, shared with the image scan that follows, is not timed)
+
+    bids = preflight_dataset(tmp_path, "fmriprep_ok")
+    plan = make_plan(load_config(None, {"bids_dir": str(bids), "output_dir": str(tmp_path / "out")}))
+    t0 = time.perf_counter()
+    assert check_fmriprep_inputs(plan) == 1
+    assert time.perf_counter() - t0 < 1.0
+
+
+# ----------------------------------------------------------------------------- a stop names its cause (issue 21 item 4)
+
+
+def test_a_jobs_disk_full_error_names_the_file_and_the_free_space(tmp_path):
+    import errno
+
+    from tmstarget.steps import os_error_message
+
+    out_html = tmp_path / "out" / "tmstarget" / "sub-01.html"  # its folder does not exist yet: the nearest one is used
+    text = os_error_message(OSError(errno.ENOSPC, "No space left on device"), [str(out_html), ["a", "b"]])
+    assert text.startswith(f"No space left on device writing {out_html} (")
+    assert text.endswith(f" MB free in {tmp_path}); free space there or choose another OUTPUT_DIR")
+    named = os_error_message(PermissionError(errno.EACCES, "Permission denied", "/x/y.nii.gz"), [str(out_html)])
+    assert named == "Permission denied writing /x/y.nii.gz"
+
+
+def test_stopped_line_names_the_cause_and_the_log(tmp_path):
+    import time
+
+    from tmstarget.cli import JobError, _os_error_cause, _stopped_line
+
+    log = tmp_path / "logs" / "report" / "sub-01.log"
+    err = JobError("No space left on device writing /o/tmstarget/sub-01.html (0 MB free in /o/tmstarget)", 1, log)
+    assert _stopped_line([err], None, tmp_path) == (
+        f"tmstarget: the workflow stopped: {err.message}; log: {log}. Fix the cause and run the same command "
+        "again: finished steps are kept.")
+    # Snakemake itself died on the full disk: no tmstarget message, the errno line of its own log is the cause
+    start = time.time() - 1
+    smk_log = tmp_path / ".snakemake" / "log" / "2026-12-07T180000.snakemake.log"
+    smk_log.parent.mkdir(parents=True)
+    smk_log.write_text("Building DAG of jobs...\nOSError: [Errno 28] No space left on device: '/o/.snakemake/x'\n")
+    (tmp_path / "logs").mkdir()
+    cause = _os_error_cause(tmp_path / "logs", tmp_path, start)
+    assert cause == ("OSError: [Errno 28] No space left on device: '/o/.snakemake/x'", smk_log)
+    assert _stopped_line([], cause, tmp_path).startswith(
+        "tmstarget: the workflow stopped: OSError: [Errno 28] No space left on device: '/o/.snakemake/x'; "
+        f"log: {smk_log}.")
+
+
+def test_a_unit_without_its_report_is_not_pass(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from tmstarget.cli import print_summary
+
+    deriv = tmp_path / "tmstarget"
+    deriv.mkdir()
+    plan = SimpleNamespace(output_dir=str(tmp_path))
+    native = {"target_mni_ras_mm": [-42.0, 42.0, 30.0], "target_t1w_ras_mm": [-38.0, 36.0, 33.0]}
+    verdict = {"status": "pass", "status_word": "PASS", "reasons": [], "action": "use"}
+    (deriv / "sub-02.html").write_text("<html></html>")
+    print_summary(plan, [("sub-01", verdict, native), ("sub-02", verdict, native)])
+    text = capsys.readouterr().out
+    assert "sub-01: NOT FINISHED \u2014 no target\n  - the verdict was PASS but the report sub-01.html was not written\n" \
+        in text
+    assert "sub-02: PASS \u2014 target MNI RAS mm (-42.0, 42.0, 30.0)" in text and "sub-01: PASS" not in text
+
+
+def test_rerun_with_new_settings_goes_ahead_and_a_dry_run_keeps_the_saved_settings(tmp_path, capsys):
+    bids, out = _saved_run(tmp_path, method="peak")
+    saved = (out / "logs" / "config.yaml").read_text()
+    code, text = run_cli(capsys, bids, out, "participant", "--method", "cluster", "--rerun-with-new-settings",
+                         "--dry-run", "--cores", "1")
+    assert code == 0, text
+    assert f"tmstarget: --rerun-with-new-settings: recomputing the results in {out} with changed settings: " \
+           "targeting.method: peak -> cluster" in text
+    # a dry run computes nothing, so OUT's settings stay those of its results; Snakemake read the dry run's copy
+    assert (out / "logs" / "config.yaml").read_text() == saved
+    assert "method: cluster" in (out / "logs" / "config.dry-run.yaml").read_text()
+    record = (out / "logs" / "commands.jsonl").read_text().splitlines()
+    assert len(record) == 1 and '"command_line": "tmstarget ' in record[0] and "--rerun-with-new-settings" in record[0]

@@ -937,6 +937,29 @@ def test_print_stylesheet_and_sticky_nav(page_text):
     assert footer.startswith("sub-01 - tmstarget ") and re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d \S+", footer)
 
 
+def test_methods_show_the_command_that_was_run(tmp_path, monkeypatch):
+    """Issue 21 item 6: the Methods show the command as typed (from OUT/logs/commands.jsonl) and where it
+    was run; absolute paths are cut to names in the report, kept whole in the log."""
+    import html
+
+    from tmstarget.run_record import record_command
+
+    out, workdir = tmp_path / "rec" / "out", tmp_path / "rec" / "study"
+    (out / "logs").mkdir(parents=True)
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
+    record_command(out / "logs", ["demo/bids", "demo/out", "group", "--participant-label", "01 02", "--cores", "1"])
+    inputs = make_subject_inputs(tmp_path)
+    inputs["run_config"] = {"bids_dir": str(tmp_path / "bids"), "output_dir": str(out), "task": "rest"}
+    methods = html.unescape(_section_of(render_only(inputs, "methods"), "methods"))
+    assert "<code id='command-line'>tmstarget demo/bids demo/out group --participant-label '01 02' --cores 1</code>" \
+        in methods
+    assert "<code id='working-directory'>study</code>" in methods
+    assert "--config logs/config.yaml" not in methods
+    record = json.loads((out / "logs" / "commands.jsonl").read_text().splitlines()[-1])
+    assert record["working_directory"] == str(workdir)
+
+
 def test_glossary_and_methods(tmp_path):
     inputs = make_subject_inputs(tmp_path)
     inputs["run_config"] = {"bids_dir": f"/data/{SECRET_DIR}/bids", "output_dir": f"/data/{SECRET_DIR}/out",
@@ -956,8 +979,9 @@ def test_glossary_and_methods(tmp_path):
     fmriprep = _section_of(report.render_subject_html(dict(inputs, input_route="fmriprep"),
                                                       reportlets=(report.SUBJECT_REPORTLETS[-2],)), "methods")
     assert "preprocessed with fMRIPrep (its derivatives were the input)" in fmriprep and "with ANTs" not in fmriprep
-    assert "<code id='command-line'>tmstarget bids out participant --participant-label 01 --task rest " \
-           "--config logs/config.yaml</code>" in methods
+    # no command recorded in OUT/logs/commands.jsonl: an equivalent command, said to be one
+    assert "<code id='command-line'>not recorded; equivalent: tmstarget bids out participant --participant-label 01 " \
+           "--task rest --config logs/config.yaml</code>" in methods
     assert "min_retained_minutes: 3.0" in methods
     from tmstarget import __version__
     assert f"<tr><th>tmstarget version</th><td>{__version__}</td></tr>" in methods

@@ -338,3 +338,75 @@ def test_failing_subject_exits_3_with_its_report_and_no_navigator_file(mini, tmp
     assert tsv["status"].tolist() == ["fail"] and tsv["coordinate_usable"].tolist() == [False]
     assert np.isnan(tsv["target_mni_x"].iloc[0]) and np.isnan(tsv["target_t1w_x"].iloc[0])
     assert tsv["reasons"].iloc[0].startswith("mean framewise displacement 0.10 mm (above 0.05 mm)")
+
+
+# ----------------------------------------------------------------------------- issue 21: group run, disk full
+
+
+def test_group_run_with_one_subject_all_censored_lists_both_and_exits_3(tmp_path):
+    """Issue 21 item 3: sub-02 has every volume censored (its denoise step stops with a QCFailure); the
+    group run still writes group_targets.tsv and group.html with both subjects, sub-02 FAIL with the
+    step's reason and no coordinate, sub-01 with its target; exit 3."""
+    bids = make_raw_bids(tmp_path / "bids", subjects=("01", "02"), n_vols=160)
+    for sub in ("01", "02"):
+        make_mini_fmriprep(bids / "derivatives" / "fmriprep", sub=sub)
+    confounds = bids / "derivatives/fmriprep/sub-02/func/sub-02_task-rest_desc-confounds_timeseries.tsv"
+    table = pd.read_csv(confounds, sep="\t", na_values="n/a")
+    table.loc[1:, "framewise_displacement"] = 2.0
+    table.to_csv(confounds, sep="\t", index=False, na_rep="n/a")
+    config = tmp_path / "fast.yaml"
+    config.write_text(FAST)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "tmstarget.cli", str(bids), str(out), "group", "--config", str(config), "--cores", "2"]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    assert result.returncode == 3, result.stdout[-2000:] + result.stderr[-3000:]
+    deriv = out / "tmstarget"
+    tsv = pd.read_csv(deriv / "group_targets.tsv", sep="\t", na_values="n/a", keep_default_na=False)
+    assert tsv["unit"].tolist() == ["sub-01", "sub-02"]
+    assert tsv["status"].tolist() == ["warn", "fail"] and tsv["coordinate_usable"].tolist() == [True, False]
+    assert tsv["reasons"].iloc[1].startswith(
+        "sub-02_task-rest_space-MNI152NLin2009cAsym_res-2_desc-preproc_bold.nii.gz: only 0.0 min of data kept after "
+        "censoring (FD > 0.5 mm, 0 of 160 volumes)")
+    assert np.isnan(tsv["target_mni_x"].iloc[1]) and pd.isna(tsv["report_html"].iloc[1])  # n/a: no report
+    sub01 = json.loads((deriv / "sub-01" / "func" / f"sub-01_task-rest_space-{SPACE}_desc-target_markers.json"
+                        ).read_text())["target_mni_ras_mm"]
+    assert [tsv[f"target_mni_{a}"].iloc[0] for a in "xyz"] == pytest.approx(sub01, abs=0.01)
+    page = (deriv / "group.html").read_text()
+    assert "2 unit(s): 0 pass, 1 warn, 1 fail." in page
+    assert '<a href="sub-01.html">sub-01</a>' in page and "<td>sub-02</td><td><span class='badge fail'>fail" in page
+    assert "only 0.0 min of data kept after censoring" in page
+    assert "sub-02: FAIL \u2014 no usable target (coordinate withheld)" in result.stdout
+    assert f"dataset report {deriv / 'group.html'}" in result.stdout
+
+
+def test_disk_full_at_the_report_step_names_the_cause_and_the_log(mini, clean_run, tmp_path):
+    """Issue 21 item 4: OUT on a 60 MB tmpfs that is full when the report is written. The last line names
+    the cause (no space left, which file) and the job's log; the unit is not shown as PASS/WARN; exit 1."""
+    root, bids, config = mini
+    clean_out, _ = clean_run
+    out = tmp_path / "out"
+    out.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=60m", "tmpfs", str(out)], capture_output=True,
+                             text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.strip()}")
+    try:
+        subprocess.run(["cp", "-a", f"{clean_out}/.", str(out)], check=True)
+        (out / "tmstarget" / "sub-01.html").unlink()
+        for path in (out / "work" / "reportlets" / "sub-01").iterdir():
+            path.unlink()
+        free = shutil.disk_usage(out).free
+        with open(out / "filler", "wb") as f:  # leave 300 kB: the jobs' logs fit, the 1 MB report does not
+            f.write(b"\0" * (free - 300_000))
+        result = cli(bids, out, config)
+        last = result.stderr.strip().splitlines()[-1]
+    finally:
+        subprocess.run(["umount", str(out)], check=False)
+    assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-3000:]
+    assert last.startswith(f"tmstarget: the workflow stopped: No space left on device writing "
+                           f"{out / 'tmstarget' / 'sub-01.html'} ("), last
+    assert last.endswith(f"; log: {out / 'logs' / 'report' / 'sub-01.log'}. Fix the cause and run the same command "
+                         "again: finished steps are kept."), last
+    assert "sub-01: WARN" not in result.stdout and "sub-01: PASS" not in result.stdout
+    assert "sub-01: FAIL \u2014 no usable target (coordinate withheld)" in result.stdout
+    assert "report: " not in result.stdout

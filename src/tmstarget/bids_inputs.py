@@ -110,6 +110,9 @@ def _check_participants(available: list[str], requested: list[str], where: str) 
 def _layout(root: Path, derivative: bool = False):
     import bids
 
+    from .preflight import check_json_files
+
+    check_json_files(root)  # a broken JSON named with its line, not inside a pybids repr
     try:
         return bids.BIDSLayout(str(root), validate=not derivative, is_derivative=derivative)
     except Exception as exc:  # pybids raises several types for a missing/invalid description

@@ -43,7 +43,7 @@ EPILOG = """\
 examples:
   tmstarget /data/bids /data/out participant --participant-label 01 02 --cores 4
   tmstarget /data/bids /data/out participant --derivatives /data/bids/derivatives/fmriprep
-  tmstarget /data/bids /data/out group              # dataset report of all subjects
+  tmstarget /data/bids /data/out group              # also the dataset report of all subjects
   tmstarget /data/bids /data/out participant --profile slurm   # run jobs on a SLURM cluster
   tmstarget /data/bids /data/out participant -- --forceall      # options after -- go to snakemake
   tmstarget demo-data /tmp/demo && tmstarget /tmp/demo /tmp/demo_out participant
@@ -55,10 +55,19 @@ followed by the reasons and the action. On FAIL no coordinate is shown and no na
 written (only nav/NOT_EXPORTED.txt saying why). Subjects are independent: one failing subject does
 not stop the others.
 
+participant vs group: `participant` makes each subject's target, verdict, report and navigator
+files; `group` does the same (reusing what is finished) and then writes OUTPUT_DIR/tmstarget/group.html
+and group_targets.tsv with one row per subject (a FAILed one with its reason). `group` without --config
+uses the settings the participant run saved in OUTPUT_DIR/logs/config.yaml. A command whose settings
+differ from those that made OUTPUT_DIR stops before any job (exit 2) listing them; add
+--rerun-with-new-settings to recompute with the new ones. Command lines are logged in
+OUTPUT_DIR/logs/commands.jsonl.
+
 exit status: 0 every subject PASS or WARN; 2 bad input or configuration (the message names the
 file and the fix; found before any job runs, or by a job); 3 at least one subject FAILed a quality
 threshold (its report and verdict are written when the data got that far; the finished steps of
-all subjects are kept); 1 a job failed unexpectedly (see OUTPUT_DIR/logs).
+all subjects are kept); 1 a job failed unexpectedly, e.g. a full disk (the last line names the cause and
+the log); 130 interrupted (Ctrl-C; the same command resumes).
 """
 
 
@@ -86,6 +95,9 @@ def _bids_app_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"tmstarget {__version__}")
     p.add_argument("--group-runs-by", choices=["subject", "session"],
                    help="one target per subject (default, all runs pooled) or per session")
+    p.add_argument("--rerun-with-new-settings", action="store_true",
+                   help="OUTPUT_DIR holds results made with other settings: recompute them with this command's "
+                   "settings (without it such a command stops, exit 2, naming the settings that differ)")
     return p
 
 
@@ -114,10 +126,19 @@ def _resolve_profile(profile: str | None) -> str | None:
 
 
 def build_config(args) -> dict:
+    """The resolved settings of a command: defaults, ``--config`` (for ``group`` without ``--config``: the
+    settings saved in OUT by the participant run), then the options given on the command line."""
     from .config import load_config
+    from .run_record import settings_path
 
     overrides: dict = {"bids_dir": str(Path(args.bids_dir).resolve()),
                        "output_dir": str(Path(args.output_dir).resolve())}
+    user_config = args.config
+    saved = settings_path(overrides["output_dir"])
+    if args.analysis_level == "group" and not user_config and saved.exists():
+        user_config = saved
+        overrides["participant_label"] = []  # the dataset report covers every subject unless labels are given
+        print(f"tmstarget: group uses the settings of the participant run saved in {saved}", flush=True)
     if args.participant_label:
         overrides["participant_label"] = [p[4:] if p.startswith("sub-") else p for p in args.participant_label]
     if args.derivatives:
@@ -131,7 +152,7 @@ def build_config(args) -> dict:
         overrides["targeting"] = {"method": args.method}
     if args.group_runs_by:
         overrides["group_runs_by"] = args.group_runs_by
-    return load_config(args.config, overrides)
+    return load_config(user_config, overrides)
 
 
 @dataclass
@@ -219,6 +240,13 @@ def print_summary(plan, verdicts: list[tuple[str, dict, dict | None]]) -> None:
     print()
     for unit, verdict, native in verdicts:
         word = verdict.get("status_word") or "FAIL"
+        report = Path(output_path("report", deriv, unit=unit))
+        if verdict.get("status") in ("pass", "warn") and not report.exists():
+            # a unit is PASS/WARN only with its report: the workflow stopped between verdict and report
+            verdict = {"status": None, "reasons": [f"the verdict was {word} but the report {report.name} was not "
+                                                  "written"],
+                       "action": "the workflow stopped before this unit's report; run the same command again"}
+            word = "NOT FINISHED"
         if verdict.get("status") in ("pass", "warn") and native:
             head = (f"target MNI RAS mm {_fmt_point(native.get('target_mni_ras_mm'))} / "
                     f"T1w RAS mm {_fmt_point(native.get('target_t1w_ras_mm'))}")
@@ -231,7 +259,6 @@ def print_summary(plan, verdicts: list[tuple[str, dict, dict | None]]) -> None:
             print(f"  - {scrub_paths(reason)}")
         if verdict.get("action"):
             print(f"  action: {verdict['action']}")
-        report = Path(output_path("report", deriv, unit=unit))
         if report.exists():
             print(f"  report: {report}")
     group = deriv / "group.html"
@@ -294,15 +321,70 @@ def _hold_output_lock(out: Path):
     return handle
 
 
+def _os_error_cause(log_dir: Path, out: Path, since: float) -> tuple[str, Path | None] | None:
+    """``(cause, log)`` of a job or of Snakemake itself that died on an operating-system error (e.g.
+    ``[Errno 28] No space left on device``) without a tmstarget message: the last such line of the job
+    logs written since ``since`` or of Snakemake's own newest log."""
+    errno_line = re.compile(r"(?:OSError|IOError|\[Errno \d+\])[^\n]*")
+    logs = [p for p in sorted(log_dir.rglob("*.log")) if p.stat().st_mtime >= since]
+    smk_logs = sorted((out / ".snakemake" / "log").glob("*.snakemake.log"), key=lambda p: p.stat().st_mtime)
+    for path in logs + smk_logs[-1:]:
+        try:
+            found = errno_line.findall(path.read_text(errors="replace"))
+        except OSError:
+            continue
+        if found:
+            return found[-1].strip(), path
+    return None
+
+
+def _stopped_line(errors: list[JobError], os_cause, out: Path) -> str:
+    """The run's last line after a stop: the cause and the log to read, and what to do."""
+    if errors:
+        e = errors[-1]
+        cause, log_path = e.message, e.log
+    elif os_cause:
+        cause, log_path = os_cause
+    else:
+        cause, log_path = "a job failed without a tmstarget message", out / ".snakemake" / "log"
+    more = f" (and {len(errors) - 1} more error(s) above)" if len(errors) > 1 else ""
+    return (f"tmstarget: the workflow stopped: {cause}{more}; log: {log_path}. Fix the cause and run the same "
+            "command again: finished steps are kept.")
+
+
+def write_group_after_failure(plan, config: dict, verdicts) -> Path:
+    """The dataset report and table when the workflow stopped before its group step (a unit FAILed a job):
+    every unit gets its row, a failed one with the reason its job gave (never a coordinate)."""
+    from .group import unit_group_entries
+    from .report import build_group_report
+
+    deriv = Path(plan.output_dir) / "tmstarget"
+    verdict_of = {unit: verdict for unit, verdict, _ in verdicts}
+    entries = unit_group_entries(deriv, plan.units.values(), config["task"], plan.space,
+                                 config["denoising"]["strategy"])
+    for entry in entries:
+        verdict = verdict_of.get(entry["unit"])
+        if verdict is not None and verdict.get("status") is None:
+            verdict = dict(verdict, status="fail", reasons=["not finished: " + verdict["action"]])
+        entry["verdict"] = verdict
+        if not (deriv / entry["report_html"]).exists():
+            entry["report_html"] = None
+    deriv.mkdir(parents=True, exist_ok=True)
+    return build_group_report(entries, deriv / "group.html", deriv / "group_targets.tsv")
+
+
 def run_bids_app(argv: list[str]) -> int:
     from .bids_inputs import make_plan
     from .config import SNAKEFILE
+    from .run_record import check_same_settings, record_command, write_settings
 
+    command_argv = list(argv)
     # Everything after a bare '--' goes to snakemake unchanged.
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
     argv = argv[: argv.index("--")] if "--" in argv else argv
     args = _bids_app_parser().parse_args(argv)
     config = build_config(args)
+    changed = check_same_settings(config, args.rerun_with_new_settings)  # before anything runs or is written
     plan = make_plan(config)  # checks names, headers and sidecars before anything is written
     if not args.dry_run:
         from .preflight import check_input_data
@@ -311,8 +393,12 @@ def run_bids_app(argv: list[str]) -> int:
     out = Path(config["output_dir"])
     log_dir = _make_output_dir(out)
     lock = _hold_output_lock(out)  # noqa: F841 (held until this process exits)
-    config_path = log_dir / "config.yaml"
-    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    if changed:
+        print("tmstarget: --rerun-with-new-settings: recomputing the results in "
+              f"{out} with changed settings: " + "; ".join(changed), flush=True)
+    # a dry run changes nothing: OUT's saved settings stay those of its results
+    config_path = write_settings(config, log_dir / ("config.dry-run.yaml" if args.dry_run else "config.yaml"))
+    record_command(log_dir, command_argv)
     n_runs = sum(len(u.runs) for u in plan.units.values())
     print(f"tmstarget {__version__}: {len(plan.units)} unit(s), {n_runs} run(s), input route "
           f"'{plan.route}', space {plan.space}; logs in {log_dir}", flush=True)
@@ -333,12 +419,28 @@ def run_bids_app(argv: list[str]) -> int:
         print("\ntmstarget: the workflow stopped.", file=sys.stderr)
         for e in errors:
             print(f"  {e.message}  [log: {e.log}]", file=sys.stderr)
-        print("Fix the cause and run the same command again: finished steps are kept.", file=sys.stderr)
     if args.dry_run:
         return result.returncode
     verdicts = unit_verdicts(plan, errors, log_dir)
+    if errors and args.analysis_level == "group" and "--dry-run" not in extra:
+        # a unit's job failed: --keep-going ran every unit that could run, but the group step waits for
+        # all of them, so it is written here from every unit's verdict, a failed unit with its job's reason
+        try:
+            write_group_after_failure(plan, config, verdicts)
+        except OSError as exc:
+            print(f"tmstarget: could not write the dataset report: {_os_error_text(exc)}", file=sys.stderr)
     print_summary(plan, verdicts)
+    if result.returncode != 0:
+        os_cause = None if errors else _os_error_cause(log_dir, out, start)
+        sys.stdout.flush()
+        print(_stopped_line(errors, os_cause, out), file=sys.stderr)
     return exit_status(verdicts, errors, result.returncode)
+
+
+def _os_error_text(exc: OSError) -> str:
+    """``No space left on device writing OUT/x`` from an OSError (the file when the error names one)."""
+    what = exc.strerror or str(exc)
+    return f"{what} ({exc.filename})" if exc.filename else what
 
 
 def run_demo(argv: list[str]) -> int:
@@ -365,6 +467,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tmstarget: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    except OSError as exc:  # e.g. the disk filled while the CLI itself wrote OUT/logs
+        print(f"tmstarget: error: {_os_error_text(exc)}; free space or fix the permissions of that folder, then "
+              "run the same command again: finished steps are kept", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -51,6 +51,7 @@ from scipy.interpolate import CubicSpline
 
 from .errors import InputError, QCFailure
 from .io import atomic_path, load_img_checked, write_json
+from .preflight import check_confounds_rows
 
 log = logging.getLogger(__name__)
 
@@ -756,9 +757,7 @@ def _plan_run(run: dict, strategy: dict, strategy_name: str, t_r: float) -> _Run
     n_total = img.shape[3]
     conf_path = Path(run["confounds"])
     df = read_confounds(conf_path)
-    if len(df) != n_total:
-        raise InputError(f"{conf_path.name} has {len(df)} rows but {bold.name} has {n_total} volumes; "
-                         "use the confounds file of this run")
+    check_confounds_rows(len(df), conf_path, bold, n_total)
     dummy, flagged = dummy_volume_count(df)
     if "framewise_displacement" in df.columns:
         fd_mm = np.nan_to_num(df["framewise_displacement"].to_numpy(dtype=np.float64))

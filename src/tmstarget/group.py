@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from .derivatives import OUTPUT_PATTERNS, output_path
 from .io import atomic_path
 from .qc import _num, _point, assess_qc, mean_fd_mm, read_json_tolerant, scrub_paths
 
@@ -31,11 +32,36 @@ def _split_half_median_mm(t: dict | None) -> float | None:
                              _num(t, "uncertainty", "split_half_distance_mm")) if v is not None), None)
 
 
+def unit_group_entries(deriv_root, units, task: str, space: str, strategy: str) -> list[dict]:
+    """One entry per unit for :func:`group_row` / ``build_group_report``: the paths of the unit's JSON
+    outputs under ``deriv_root`` (``OUT/tmstarget``) and its report link (relative to ``deriv_root``).
+
+    ``units`` are ``Plan.units`` values (with ``subdir`` and ``unit``); ``strategy`` is the main
+    denoising strategy in lower case (e.g. ``fox``). The Snakefile's group rule and the CLI's group
+    table after a failed unit both use this, so they read the same files.
+    """
+    cap = strategy[:1].upper() + strategy[1:]
+    entries = []
+    for u in units:
+        f = dict(subdir=u.subdir, unit=u.unit, task=task, space=space)
+        entries.append({
+            "unit": u.unit,
+            "target_json": output_path("target_json", deriv_root, **f),
+            "native_json": output_path("native_json", deriv_root, **f),
+            "denoise_qc_json": output_path("denoise_qc", deriv_root, strategy=strategy, **f),
+            "seed_json": output_path("seed_json", deriv_root, strategy=cap, **f),
+            "verdict_json": output_path("verdict", deriv_root, **f),
+            "report_html": OUTPUT_PATTERNS["report"].format(unit=u.unit),
+        })
+    return entries
+
+
 def group_row(entry: dict) -> dict:
     """One dataset-table row (values as Python numbers/strings, None when missing) for one unit entry.
 
-    The status and reasons come from the unit's verdict JSON (``entry["verdict_json"]``) when it
-    exists, else they are assessed here with the default thresholds. A FAIL row carries no
+    The status and reasons come from ``entry["verdict"]`` (a verdict given in memory, e.g. the FAIL
+    the CLI made from a job's error), else from the unit's verdict JSON (``entry["verdict_json"]``)
+    when it exists, else they are assessed here with the default thresholds. A FAIL row carries no
     coordinates (``coordinate_usable`` false): a failed target is never listed as if it could be used.
     """
     t, _ = read_json_tolerant(entry.get("target_json"))
@@ -43,6 +69,8 @@ def group_row(entry: dict) -> dict:
     q, _ = read_json_tolerant(entry.get("denoise_qc_json"))
     s, _ = read_json_tolerant(entry.get("seed_json"))
     v, _ = read_json_tolerant(entry.get("verdict_json")) if entry.get("verdict_json") else (None, None)
+    if isinstance(entry.get("verdict"), dict):
+        v = entry["verdict"]
     if v is not None and v.get("status") in ("pass", "warn", "fail"):
         status, reasons = v["status"], [str(r) for r in v.get("reasons") or []]
     else:

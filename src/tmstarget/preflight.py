@@ -79,6 +79,59 @@ def check_subject_folders(root) -> None:
             )
 
 
+# folders pybids does not index (BIDS: not part of the raw data); derivatives are checked where they are used
+_NOT_INDEXED = {"derivatives", "sourcedata", "code", "stimuli"}
+
+
+def check_json_file(path) -> None:
+    """One JSON file must be UTF-8 JSON without a byte-order mark.
+
+    Raises
+    ------
+    InputError
+        Naming the file, the line and column of the first error, and the fix.
+    """
+    import json
+
+    path = Path(path)
+    raw = path.read_bytes()
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raise InputError(f"{path}: starts with a byte-order mark (BOM); save it as UTF-8 without BOM (in the "
+                         "editor choose 'UTF-8', not 'UTF-8 with BOM')")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise InputError(f"{path}: line {line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); save it as UTF-8"
+                         ) from None
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: not valid JSON at line {exc.lineno}, column {exc.colno} ({exc.msg}); correct "
+                         f"the file there (`python -m json.tool {path.name}` shows the same place)") from None
+
+
+def check_json_files(root) -> int:
+    """Check every ``*.json`` of a dataset (see :func:`check_json_file`) before pybids indexes it, so a
+    broken sidecar is named with its line and column instead of failing inside pybids.
+
+    Hidden folders are skipped, and at the top also ``derivatives/``, ``sourcedata/``, ``code/`` and
+    ``stimuli/`` (pybids does not index them; the fMRIPrep folder is checked itself when used). Returns
+    the number of files checked.
+    """
+    import os
+
+    n = 0
+    for folder, dirs, files in os.walk(root):
+        top = Path(folder) == Path(root)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not (top and d in _NOT_INDEXED))
+        for name in sorted(files):
+            if name.endswith(".json") and not name.startswith("."):
+                check_json_file(Path(folder) / name)
+                n += 1
+    return n
+
+
 def check_repetition_time(value, bold_path) -> float:
     """``RepetitionTime`` of a BOLD sidecar as seconds, or an error naming the JSON and the fix.
 
@@ -221,10 +274,73 @@ def scan_image_data(path, what: str = "image", mask_path=None) -> dict:
     return {"volumes": n_total, "seconds": time.time() - t0}
 
 
+def check_confounds_rows(n_rows: int, confounds_path, bold_path, n_volumes: int) -> None:
+    """fMRIPrep writes one confounds row per BOLD volume; anything else is another run's file or a cut one."""
+    if n_rows != n_volumes:
+        raise InputError(f"{Path(confounds_path).name} has {n_rows} rows but {Path(bold_path).name} has {n_volumes} "
+                         "volumes; use the confounds file of this run")
+
+
+def check_same_grid(mask_path, bold_img, bold_path, tol_mm: float = 1e-3) -> None:
+    """A brain mask must be on its BOLD's voxel grid (shape and affine), e.g. not another ``res-`` or space."""
+    mask = nib.load(str(mask_path))
+    if tuple(mask.shape[:3]) != tuple(bold_img.shape[:3]) or not np.allclose(mask.affine, bold_img.affine,
+                                                                              atol=tol_mm):
+        zooms = ", ".join(f"{z:g}" for z in mask.header.get_zooms()[:3])
+        bold_zooms = ", ".join(f"{z:g}" for z in bold_img.header.get_zooms()[:3])
+        raise InputError(f"{Path(mask_path).name} is on another grid ({mask.shape[:3]}, {zooms} mm voxels) than its "
+                         f"BOLD {Path(bold_path).name} ({bold_img.shape[:3]}, {bold_zooms} mm); use the brain mask "
+                         "fMRIPrep wrote with this BOLD (same space and res-)")
+
+
+_TRANSFORM_MAGIC = {".h5": (b"\x89HDF\r\n\x1a\n", "an HDF5 file"),
+                    ".txt": (b"#Insight Transform File", "an ITK text transform")}
+
+
+def check_transform_file(path) -> None:
+    """A transform file must be readable, non-empty and (``.h5``, ``.txt``) start like its format."""
+    path = Path(path)
+    fix = "copy it again from the fMRIPrep anat folder (or rerun fMRIPrep for this subject)"
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read this transform ({exc.strerror or exc}); {fix}") from None
+    if not head:
+        raise InputError(f"{path}: the transform file is empty; {fix}")
+    magic, what = _TRANSFORM_MAGIC.get(path.suffix, (b"", ""))
+    if magic and not head.startswith(magic):
+        raise InputError(f"{path}: not {what} (it does not start like one); the file is damaged: {fix}")
+
+
+def check_fmriprep_inputs(plan) -> int:
+    """The cheap consistency checks of the fMRIPrep route, before any voxel is read: each run's confounds
+    has one row per volume, its brain mask is on its grid, and every transform file is readable.
+    Returns the number of runs checked; raises InputError naming the file and the fix."""
+    from .denoise import read_confounds
+
+    for unit in plan.units.values():
+        for key in ("xfm_t1w_to_mni", "xfm_mni_to_t1w"):
+            if unit.anat.get(key):
+                check_transform_file(unit.anat[key])
+    n = 0
+    for unit in plan.units.values():
+        for run in unit.runs:
+            bold, mask = (run.t1w_bold, run.t1w_mask) if run.t1w_bold else (run.bold, run.mask)
+            img = nib.load(str(bold))
+            n_volumes = int(img.shape[3]) if len(img.shape) > 3 else 1
+            check_same_grid(mask, img, bold)
+            check_confounds_rows(len(read_confounds(run.confounds)), run.confounds, bold, n_volumes)
+            n += 1
+    return n
+
+
 def check_input_data(plan) -> dict:
     """Read every input image of a plan once: the T1w used for navigation and every BOLD run (with its
     brain mask on the fMRIPrep route). Returns ``{"files": n, "seconds": s}``; raises InputError."""
     t0 = time.time()
+    if plan.route == "fmriprep":
+        check_fmriprep_inputs(plan)  # headers and tables only: a wrong file is named before the long read
     seen = set()
     for unit in plan.units.values():
         jobs = [(unit.t1w_navigation, "T1w", None)]

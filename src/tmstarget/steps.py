@@ -188,6 +188,24 @@ def setup_logging(log_path: str | None) -> None:
     logging.captureWarnings(True)
 
 
+def os_error_message(exc: OSError, outputs: list) -> str:
+    """One line for an operating-system error of a job: the cause, the file (the error's own, else the
+    job's first output) and, for a full disk, the space left there."""
+    import errno
+    import shutil
+
+    first = next((o[0] if isinstance(o, list) and o else o for o in outputs if o), None)
+    where = exc.filename or first
+    text = f"{exc.strerror or exc} writing {where}" if where else f"{exc.strerror or exc}"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT) and first:
+        folder = Path(first).parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        free_mb = shutil.disk_usage(folder).free / 1e6
+        text += f" ({free_mb:.0f} MB free in {folder}); free space there or choose another OUTPUT_DIR"
+    return text
+
+
 def run_from_snakemake(smk) -> None:
     """Run the step named in ``params.step`` with the job's inputs, outputs and params."""
     params = _named(smk.params)
@@ -202,4 +220,9 @@ def run_from_snakemake(smk) -> None:
         # (2 bad input, 3 quality failure) instead of Snakemake's generic 1
         log.error("%s [exit %d]", exc, exc.exit_code)
         sys.exit(exc.exit_code)
+    except OSError as exc:
+        # e.g. the disk filled: name the cause and where this job was writing, not only a traceback
+        log.warning("step %s stopped on an operating-system error:", step, exc_info=True)
+        log.error("%s [exit 1]", os_error_message(exc, list(_named(smk.output).values())))
+        sys.exit(1)
     log.info("step %s finished in %.1f s", step, time.time() - start)

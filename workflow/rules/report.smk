@@ -80,18 +80,9 @@ rule report:
 
 
 def group_entries():
-    return [
-        {
-            "unit": u,
-            "target_json": for_unit("target_json", u),
-            "native_json": for_unit("native_json", u),
-            "denoise_qc_json": for_unit("denoise_qc", u, strategy=MAIN),
-            "seed_json": for_unit("seed_json", u, strategy=cap(MAIN)),
-            "verdict_json": for_unit("verdict", u),
-            "report_html": OUTPUT_PATTERNS["report"].format(unit=u),
-        }
-        for u in UNITS
-    ]
+    from tmstarget.group import unit_group_entries
+
+    return unit_group_entries(DERIV, UNITS.values(), TASK, SPACE, MAIN)
 
 
 rule group_report:

@@ -493,10 +493,16 @@ def glossary_view(ctx: SubjectContext) -> dict:
     return {"terms": [{"term": t, "meaning": m} for t, m in GLOSSARY]}
 
 
-def _command_line(cfg: dict) -> str:
-    """The tmstarget command that reproduces this run from its saved configuration (paths cut to names)."""
+def _command_line(cfg: dict) -> tuple[str, str | None]:
+    """The command that made this report and its working directory, as recorded by the CLI in
+    ``OUT/logs/commands.jsonl`` (absolute paths cut to names); without a record (a report made by plain
+    ``snakemake``), an equivalent command rebuilt from the saved configuration, marked as such."""
     from ..qc import scrub_paths
+    from ..run_record import last_command
 
+    record = last_command(cfg["output_dir"]) if cfg.get("output_dir") else None
+    if record:
+        return scrub_paths(record["command_line"]), scrub_paths(record.get("working_directory") or "") or None
     parts = ["tmstarget", scrub_paths(cfg.get("bids_dir", "BIDS_DIR")), scrub_paths(cfg.get("output_dir", "OUT")),
              "participant"]
     labels = cfg.get("participant_label") or []
@@ -507,7 +513,7 @@ def _command_line(cfg: dict) -> str:
     if cfg.get("fmriprep_dir"):
         parts += ["--derivatives", scrub_paths(cfg["fmriprep_dir"])]
     parts += ["--config", "logs/config.yaml"]
-    return " ".join(parts)
+    return "not recorded; equivalent: " + " ".join(parts), None
 
 
 def methods_view(ctx: SubjectContext) -> dict:
@@ -563,8 +569,8 @@ def methods_view(ctx: SubjectContext) -> dict:
     ]
     now = _dt.datetime.now().astimezone()
     config_text = yaml.safe_dump(cfg, sort_keys=False) if cfg else ""
-    return {"paragraph": " ".join(parts), "citations": list(CITATIONS),
-            "command": _command_line(cfg) if cfg else "not recorded (the report was made outside a workflow run)",
+    command, cwd = _command_line(cfg) if cfg else ("not recorded (the report was made outside a workflow run)", None)
+    return {"paragraph": " ".join(parts), "citations": list(CITATIONS), "command": command, "cwd": cwd,
             "config": scrub_paths(config_text) if config_text else "",
             "version": __version__,
             "date": now.strftime("%Y-%m-%d %H:%M:%S %Z (UTC%z)")}
