@@ -203,7 +203,7 @@ def make_subject_inputs(root: Path, unit: str = "sub-01") -> dict:
     bref = _head_t1((18, 25, 20), T1W_AFFINE @ np.diag([2, 2, 2, 1.0]))
     return {
         **{k: str(v) for k, v in files.items()},
-        "z_map": str(_save(d / f"{unit}_space-MNI_desc-sgacc_stat-z_boldmap.nii.gz", z.astype(np.float32), MNI_AFFINE)),
+        "fisherz_map": str(_save(d / f"{unit}_space-MNI_desc-sgacc_stat-fisherz_boldmap.nii.gz", z.astype(np.float32), MNI_AFFINE)),
         "seed_mask": str(_save(d / f"{unit}_space-MNI_desc-sgacc_mask.nii.gz", seed.astype(np.uint8), MNI_AFFINE)),
         "search_mask": str(_save(d / f"{unit}_space-MNI_desc-search_mask.nii.gz", search.astype(np.uint8), MNI_AFFINE)),
         "preproc_bold": [str(p) for p in bolds], "bold_mask": [str(p) for p in masks],

@@ -664,7 +664,7 @@ def _seedmap_weights(cfg, den, search, group_map_paths) -> tuple[np.ndarray, dic
              "n_group_maps": len(group_map_paths), "group_maps": [Path(p).name for p in group_map_paths]})
 
 
-def run_target(denoised_npz, seed_mask_path, search_mask_path, z_map_path, cfg: dict, out_json,
+def run_target(denoised_npz, seed_mask_path, search_mask_path, fisherz_map_path, cfg: dict, out_json,
                comparison_npz=None, group_map_paths=(), seed_definition=None,
                search_definition=None, template_space: str | None = None) -> dict:
     """Choose the target in template space and write the target JSON (step adapter).
@@ -676,8 +676,9 @@ def run_target(denoised_npz, seed_mask_path, search_mask_path, z_map_path, cfg: 
         ``run_lengths``).
     seed_mask_path, search_mask_path : path
         uint8 NIfTI masks in the grid of ``mask`` (``regions.run_masks``).
-    z_map_path : path
-        Seed map (Fisher z) of the main strategy, same grid; gives ``z_at_target`` / ``r_at_target``.
+    fisherz_map_path : path
+        Seed map (``stat-fisherz``: Fisher z-transformed r, arctanh r; not a z statistic) of the main
+        strategy, same grid; gives ``z_at_target`` (that Fisher z) / ``r_at_target``.
     cfg : dict
         ``config["targeting"]``; keys and defaults in :data:`TARGET_DEFAULTS`.
     out_json : path
@@ -689,7 +690,7 @@ def run_target(denoised_npz, seed_mask_path, search_mask_path, z_map_path, cfg: 
     seed_definition, search_definition : dict, optional
         Recorded as ``seed`` and ``search_region``.
     template_space : str, optional
-        Default: the ``space-`` entity of the z map's file name.
+        Default: the ``space-`` entity of the Fisher z map's file name.
 
     Returns
     -------
@@ -701,9 +702,9 @@ def run_target(denoised_npz, seed_mask_path, search_mask_path, z_map_path, cfg: 
     den = load_denoised(denoised_npz)
     seed = _grid_mask(seed_mask_path, den, "seed mask")
     search = _grid_mask(search_mask_path, den, "search mask")
-    z_img = load_img_checked(z_map_path, ndim=3, what="seed z map")
+    z_img = load_img_checked(fisherz_map_path, ndim=3, what="seed Fisher z map")
     if z_img.shape[:3] != den.mask.shape:
-        raise InputError(f"{Path(z_map_path).name}: grid {z_img.shape[:3]} differs from {den.name} "
+        raise InputError(f"{Path(fisherz_map_path).name}: grid {z_img.shape[:3]} differs from {den.name} "
                          f"{den.mask.shape}; recompute the seed map from the same denoised data")
     warnings: list[str] = []
     weights, seedmap_info = None, None
@@ -797,7 +798,7 @@ def run_target(denoised_npz, seed_mask_path, search_mask_path, z_map_path, cfg: 
     gm_at = float(grey_matter_probability(nib.Nifti1Image(den.mask.astype(np.uint8), den.affine))[tuple(target_ijk)])
     space_name = template_space
     if space_name is None:
-        m = re.search(r"space-([A-Za-z0-9]+)", Path(z_map_path).name)
+        m = re.search(r"space-([A-Za-z0-9]+)", Path(fisherz_map_path).name)
         space_name = m.group(1) if m else None
     minutes = len(den.data_tv) * den.t_r / 60.0
     method_parameters = {"rule": method}
@@ -830,7 +831,7 @@ def run_target(denoised_npz, seed_mask_path, search_mask_path, z_map_path, cfg: 
                       "run_lengths": den.run_lengths.tolist(), "minutes_kept": round(minutes, 2)},
         "targeting_parameters": {k: v for k, v in params.items() if k not in METHODS},
         "warnings": warnings,
-        "Sources": [Path(p).name for p in (denoised_npz, seed_mask_path, search_mask_path, z_map_path)]
+        "Sources": [Path(p).name for p in (denoised_npz, seed_mask_path, search_mask_path, fisherz_map_path)]
                    + ([Path(comparison_npz).name] if comparison_npz else []),
         "software": _software(),
     }

@@ -277,7 +277,7 @@ def summary_view(ctx: SubjectContext) -> dict:
         ("Scalp-to-cortex distance", _fmt(n.get("scalp_to_cortex_mm"), 1, "mm"), ""),
         (f"Target, {space} (RAS mm)", _fmt_mm3(t.get("target_mni_ras_mm")), ""),
         ("Method", str(t.get("method") or "n/a"), ""),
-        ("r / z at target", f"{_fmt(t.get('r_at_target'), 2)} / {_fmt(t.get('z_at_target'), 2)}", ""),
+        ("r / Fisher z at target", f"{_fmt(t.get('r_at_target'), 2)} / {_fmt(t.get('z_at_target'), 2)}", ""),
         ("Cluster size", _fmt(t.get("cluster_size_voxels"), 0, "voxels"), ""),
         ("Inside the BA46 region (HCPex label)", {True: "yes", False: "no"}.get(t.get("in_ba46"), "n/a"), ""),
         ("Minutes kept", _fmt(_first_number(_num(ctx.denoise_qc, "minutes_kept"),
