@@ -125,6 +125,21 @@ def test_rules_recover_planted_target(grid, strong, tmp_path, method, tol_mm):
     np.testing.assert_allclose(ijk_mm, res["target_mni_ras_mm"], atol=1e-6)
 
 
+def test_cash_contarg_cluster_rule_through_run_target(grid, strong, tmp_path):
+    # the published rule (10th percentile of the negative r, unweighted centroid) is selected by keys
+    cash = {"percentile": 10.0, "percentile_of": "negative", "weight_by_abs_r": False, "connectivity": 26}
+    npz, fisherz_map = strong
+    res = T.run_target(npz, grid["seed"], grid["search"], fisherz_map,
+                       {"method": "cluster", "cluster": cash, "bootstrap_samples": 0, "split_half": False},
+                       tmp_path / "t.json")
+    assert res["method_parameters"] == {"rule": "cluster", **cash}
+    # measured: the planted voxel itself (0.0 mm), 0.59 mm from the unsnapped centroid, a 43-voxel cluster
+    assert _dist(res["target_mni_ras_mm"], PLANTED_MNI_RAS_MM) <= 2.0
+    assert _dist(res["target_mni_ras_mm"], res["unsnapped_point_mni_ras_mm"]) <= 2.0
+    assert 20 <= res["cluster_size_voxels"] <= 80
+    assert res["in_search_mask"] and _in_mask(grid["search"], res["target_ijk"])
+
+
 def test_hierarchical_recovers_coherent_blob_on_unsmoothed_data(grid, tmp_path):
     # contarg's rule expects unsmoothed data: a strongly coherent blob (amplitude 1.5) in white noise
     npz, fisherz_map = make_unit(grid, tmp_path, strength=1.5, rng_seed=5, noise_sigma_vox=0.0)
