@@ -144,7 +144,7 @@ def stage_tmstarget_denoise(a):
 def stage_tmstarget_seedmap(a):
     from tmstarget.connectivity import run_seedmap
 
-    side = run_seedmap(a.npz, a.seed, a.out + "_r.nii.gz", a.out + "_z.nii.gz", a.out + "_r.json",
+    side = run_seedmap(a.npz, a.seed, a.out + "_r.nii.gz", a.out + "_fisherz.nii.gz", a.out + "_r.json",
                        seed_definition={"type": "sphere"})
     return {"seed_voxels": side["seed_voxels_in_mask"]}
 
@@ -190,7 +190,7 @@ def stage_nilearn_seedmap(a):
     r = (s @ data_tv) / (data_tv.shape[0] - 1)          # plain correlation of z-scored series
     z = np.arctanh(np.clip(r, -1 + 1e-7, 1 - 1e-7))
     masker.inverse_transform(r).to_filename(a.out + "_r.nii.gz")
-    masker.inverse_transform(z).to_filename(a.out + "_z.nii.gz")
+    masker.inverse_transform(z).to_filename(a.out + "_fisherz.nii.gz")
     return {"seed_voxels": int(seed_cols.sum())}
 
 

@@ -29,6 +29,7 @@ def test_user_file_overrides_only_its_keys(tmp_path):
 @pytest.mark.parametrize("override, message", [
     ({"denoisng": {}}, r"`\(top level\)`.*'denoisng' was unexpected"),
     ({"targeting": {"method": "best"}}, r"`targeting.method`: 'best' is not one of"),
+    ({"targeting": {"cluster": {"percentile_of": "positive"}}}, r"`targeting.cluster.percentile_of`: 'positive'"),
     ({"seed": {"center_mni_ras_mm": [6, 16]}}, r"`seed.center_mni_ras_mm`"),
     ({"denoising": {"strategy": "nope"}}, r"denoising.strategy is 'nope' but denoising.strategies defines only"),
     ({"denoising": {"strategies": {"fox": {"motoin": 24}}}}, r"`denoising.strategies.fox`.*'motoin'"),

@@ -111,11 +111,13 @@ def test_run_seedmap_writes_maps_and_sidecar(tmp_path):
     npz = write_npz(tmp_path, data_tv, mask_img, tsnr_v)
     seed_path = tmp_path / "sub-01_desc-sgacc_mask.nii.gz"
     nib.save(seed_img, seed_path)
-    out = {k: tmp_path / "out" / f"sub-01_stat-{k}_boldmap.nii.gz" for k in ("r", "z")}
+    out = {k: tmp_path / "out" / f"sub-01_stat-{k}_boldmap.nii.gz" for k in ("r", "fisherz")}
     out_json = tmp_path / "out" / "sub-01_stat-r_boldmap.json"
     definition = {"type": "sphere", "center_mni_ras_mm": [6, 16, -10], "radius_mm": 10}
-    side = cn.run_seedmap(npz, seed_path, out["r"], out["z"], out_json, seed_definition=definition)
-    r_img, z_img = nib.load(out["r"]), nib.load(out["z"])
+    fisherz_json = tmp_path / "out" / "sub-01_stat-fisherz_boldmap.json"
+    side = cn.run_seedmap(npz, seed_path, out["r"], out["fisherz"], out_json, fisherz_json,
+                          seed_definition=definition)
+    r_img, z_img = nib.load(out["r"]), nib.load(out["fisherz"])
     assert np.array_equal(r_img.affine, AFFINE) and r_img.get_data_dtype() == np.float32
     r_vol = np.asarray(r_img.dataobj)
     seed_t = data_tv[:, np.flatnonzero(np.asarray(seed_img.dataobj)[brain_mask()])].astype(np.float64).mean(axis=1)
@@ -124,6 +126,11 @@ def test_run_seedmap_writes_maps_and_sidecar(tmp_path):
     assert np.allclose(np.asarray(z_img.dataobj)[brain_mask()], np.arctanh(np.clip(expected, -1 + 1e-7, 1 - 1e-7)), atol=1e-5)
     saved = json.loads(out_json.read_text())
     assert saved == side
+    assert saved["Description"].startswith("Pearson correlation r of each voxel")
+    fisherz_side = json.loads(fisherz_json.read_text())
+    assert fisherz_side["Description"].startswith(
+        "Fisher z-transformed Pearson correlation (arctanh r), not a z statistic")
+    assert fisherz_side["Sources"] == [npz.name, seed_path.name, out["r"].name]
     assert saved["seed"] == definition
     assert (saved["seed_voxels_total"], saved["seed_voxels_in_mask"], saved["volumes"]) == (8, 8, 400)
     assert saved["seed_median_tsnr"] == 80.0 and saved["seed_low_tsnr_fraction"] == 0.0

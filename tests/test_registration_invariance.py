@@ -61,7 +61,7 @@ def outputs(out: Path) -> dict:
     return {
         "mni": json.loads((d / "func" / f"sub-01_task-rest_space-{SPACE}_desc-target_markers.json").read_text()),
         "t1w": json.loads((d / "anat" / "sub-01_space-T1w_desc-target_markers.json").read_text()),
-        "z": np.asarray(nib.load(d / "func" / f"sub-01_task-rest_space-{SPACE}_desc-sgaccFox_stat-z_boldmap.nii.gz")
+        "fisherz": np.asarray(nib.load(d / "func" / f"sub-01_task-rest_space-{SPACE}_desc-sgaccFox_stat-fisherz_boldmap.nii.gz")
                         .dataobj, dtype=np.float64),
         "verdict": json.loads((d / "sub-01_desc-verdict_qc.json").read_text()),
         "registration_qc": json.loads((d / "sub-01_desc-registration_qc.json").read_text()),
@@ -144,7 +144,7 @@ def permute_and_flip(img):
 
 
 def assert_same_target(original, ours, label):
-    corr = map_correlation(original["z"], ours["z"])
+    corr = map_correlation(original["fisherz"], ours["fisherz"])
     dist = mni_distance_mm(original, ours)
     print(f"{label}: seed-map correlation {corr:.3f}, MNI target {dist:.2f} mm from the original; "
           f"registration QC {ours['registration_qc']['status']}")

@@ -203,7 +203,7 @@ def make_subject_inputs(root: Path, unit: str = "sub-01") -> dict:
     bref = _head_t1((18, 25, 20), T1W_AFFINE @ np.diag([2, 2, 2, 1.0]))
     return {
         **{k: str(v) for k, v in files.items()},
-        "z_map": str(_save(d / f"{unit}_space-MNI_desc-sgacc_stat-z_boldmap.nii.gz", z.astype(np.float32), MNI_AFFINE)),
+        "fisherz_map": str(_save(d / f"{unit}_space-MNI_desc-sgacc_stat-fisherz_boldmap.nii.gz", z.astype(np.float32), MNI_AFFINE)),
         "seed_mask": str(_save(d / f"{unit}_space-MNI_desc-sgacc_mask.nii.gz", seed.astype(np.uint8), MNI_AFFINE)),
         "search_mask": str(_save(d / f"{unit}_space-MNI_desc-search_mask.nii.gz", search.astype(np.uint8), MNI_AFFINE)),
         "preproc_bold": [str(p) for p in bolds], "bold_mask": [str(p) for p in masks],
@@ -1019,3 +1019,19 @@ def test_group_report_names_template_version_units_and_spaces(tmp_path):
     assert "MNI152NLin2009aSym" in about and "each in their own subject's T1w world space" in about
     from tmstarget import __version__
     assert f"tmstarget {__version__}, report made " in about and re.search(r"\(UTC[+-]\d{4}\)", about)
+
+
+def test_methods_paragraph_says_which_cluster_rule_ran():
+    from tmstarget.report.verdict import cluster_rule_words
+
+    default = {"rule": "cluster", "percentile": 20.0, "percentile_of": "all", "weight_by_abs_r": True,
+               "connectivity": 26}
+    assert cluster_rule_words(default) == (
+        ", here: voxels at or below the 20th percentile of all search voxels, the largest 26-connected cluster "
+        "and its |r|-weighted centre, snapped to the nearest grey-matter search voxel")
+    cash = {**default, "percentile": 10.0, "percentile_of": "negative", "weight_by_abs_r": False}
+    assert "10th percentile of the negative r values" in cluster_rule_words(cash)
+    assert "its unweighted centroid" in cluster_rule_words(cash)
+    # seedmap records the cluster settings under "cluster"; peak has none
+    assert "20th percentile of all" in cluster_rule_words({"rule": "seedmap", "cluster": default})
+    assert cluster_rule_words({"rule": "peak"}) == "" and cluster_rule_words(None) == ""

@@ -90,10 +90,10 @@ def test_fmriprep_route_recovers_target_and_maps_it_with_the_h5_transforms(clean
     assert native["roundtrip_error_mm"] < 0.1
     coordsystem = json.loads((out / "tmstarget" / "sub-01" / "anat" / "sub-01_space-T1w_coordsystem.json").read_text())
     assert coordsystem["IntendedFor"] == "bids:fmriprep:sub-01/anat/sub-01_desc-preproc_T1w.nii.gz"
-    # the z map in T1w space is the MNI map moved by the same shift: equal values at matching points
+    # the Fisher z map in T1w space is the MNI map moved by the same shift: equal values at matching points
     func, anat = out / "tmstarget" / "sub-01" / "func", out / "tmstarget" / "sub-01" / "anat"
-    z_mni = nib.load(func / f"sub-01_task-rest_space-{SPACE}_desc-sgaccFox_stat-z_boldmap.nii.gz")
-    z_t1w = nib.load(anat / "sub-01_task-rest_space-T1w_desc-sgaccFox_stat-z_boldmap.nii.gz")
+    z_mni = nib.load(func / f"sub-01_task-rest_space-{SPACE}_desc-sgaccFox_stat-fisherz_boldmap.nii.gz")
+    z_t1w = nib.load(anat / "sub-01_task-rest_space-T1w_desc-sgaccFox_stat-fisherz_boldmap.nii.gz")
     t1w = nib.load(Path(out).parent / "bids" / "derivatives" / "fmriprep" / "sub-01" / "anat" /
                    "sub-01_desc-preproc_T1w.nii.gz")
     assert z_t1w.shape == t1w.shape and np.allclose(z_t1w.affine, t1w.affine)

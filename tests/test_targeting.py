@@ -47,7 +47,7 @@ def grid(tmp_path_factory):
 
 def make_unit(grid, out_dir: Path, planted=PLANTED_MNI_RAS_MM, strength=0.5, n_vols=240, n_runs=2,
               rng_seed=0, strategy="fox", blobs=None, noise_sigma_vox=1.2):
-    """Write a denoised npz and its seed z map; returns (npz path, z map path).
+    """Write a denoised npz and its seed Fisher z map; returns (npz path, Fisher z map path).
 
     ``blobs``: list of (centre_mni_ras_mm, amplitude, sigma_mm) replacing the single planted blob;
     the voxel time series is noise + sum(amplitude * profile * sgACC signal).
@@ -82,11 +82,11 @@ def make_unit(grid, out_dir: Path, planted=PLANTED_MNI_RAS_MM, strength=0.5, n_v
     r = T.pearson_r(data_tv, data_tv[:, seed].mean(axis=1))
     vol = np.zeros(mask.shape, np.float32)
     vol[mask] = np.arctanh(np.clip(r, -0.999, 0.999))
-    z_path = out_dir / "sub-01_task-rest_space-MNI152NLin2009aSym_desc-sgacc_stat-z_boldmap.nii.gz"
-    nib.save(nib.Nifti1Image(vol, mask_img.affine), z_path)
+    fisherz_path = out_dir / "sub-01_task-rest_space-MNI152NLin2009aSym_desc-sgacc_stat-fisherz_boldmap.nii.gz"
+    nib.save(nib.Nifti1Image(vol, mask_img.affine), fisherz_path)
     vol[mask] = r
     nib.save(nib.Nifti1Image(vol, mask_img.affine), out_dir / "r_map.nii.gz")
-    return npz, z_path
+    return npz, fisherz_path
 
 
 def _dist(a, b) -> float:
@@ -113,8 +113,8 @@ def test_planted_target_is_in_ba46_grey_matter(grid):
 
 @pytest.mark.parametrize("method, tol_mm", [("cluster", 4.0), ("peak", 6.0)])
 def test_rules_recover_planted_target(grid, strong, tmp_path, method, tol_mm):
-    npz, z_map = strong
-    res = T.run_target(npz, grid["seed"], grid["search"], z_map,
+    npz, fisherz_map = strong
+    res = T.run_target(npz, grid["seed"], grid["search"], fisherz_map,
                        {"method": method, "bootstrap_samples": 0, "split_half": False}, tmp_path / "t.json")
     assert _dist(res["target_mni_ras_mm"], PLANTED_MNI_RAS_MM) <= tol_mm
     assert res["in_search_mask"] and _in_mask(grid["search"], res["target_ijk"])
@@ -125,10 +125,25 @@ def test_rules_recover_planted_target(grid, strong, tmp_path, method, tol_mm):
     np.testing.assert_allclose(ijk_mm, res["target_mni_ras_mm"], atol=1e-6)
 
 
+def test_cash_contarg_cluster_rule_through_run_target(grid, strong, tmp_path):
+    # the published rule (10th percentile of the negative r, unweighted centroid) is selected by keys
+    cash = {"percentile": 10.0, "percentile_of": "negative", "weight_by_abs_r": False, "connectivity": 26}
+    npz, fisherz_map = strong
+    res = T.run_target(npz, grid["seed"], grid["search"], fisherz_map,
+                       {"method": "cluster", "cluster": cash, "bootstrap_samples": 0, "split_half": False},
+                       tmp_path / "t.json")
+    assert res["method_parameters"] == {"rule": "cluster", **cash}
+    # measured: the planted voxel itself (0.0 mm), 0.59 mm from the unsnapped centroid, a 43-voxel cluster
+    assert _dist(res["target_mni_ras_mm"], PLANTED_MNI_RAS_MM) <= 2.0
+    assert _dist(res["target_mni_ras_mm"], res["unsnapped_point_mni_ras_mm"]) <= 2.0
+    assert 20 <= res["cluster_size_voxels"] <= 80
+    assert res["in_search_mask"] and _in_mask(grid["search"], res["target_ijk"])
+
+
 def test_hierarchical_recovers_coherent_blob_on_unsmoothed_data(grid, tmp_path):
     # contarg's rule expects unsmoothed data: a strongly coherent blob (amplitude 1.5) in white noise
-    npz, z_map = make_unit(grid, tmp_path, strength=1.5, rng_seed=5, noise_sigma_vox=0.0)
-    res = T.run_target(npz, grid["seed"], grid["search"], z_map,
+    npz, fisherz_map = make_unit(grid, tmp_path, strength=1.5, rng_seed=5, noise_sigma_vox=0.0)
+    res = T.run_target(npz, grid["seed"], grid["search"], fisherz_map,
                        {"method": "hierarchical", "bootstrap_samples": 0, "split_half": False}, tmp_path / "t.json")
     assert _dist(res["target_mni_ras_mm"], PLANTED_MNI_RAS_MM) <= 2.0
     assert 50 < res["cluster_size_voxels"] < 200
@@ -138,8 +153,8 @@ def test_hierarchical_recovers_coherent_blob_on_unsmoothed_data(grid, tmp_path):
 
 def test_hierarchical_warns_when_smoothing_chains_the_region(grid, strong, tmp_path):
     # smoothed noise: neighbours correlate > 0.5, single linkage joins the whole search region
-    npz, z_map = strong
-    res = T.run_target(npz, grid["seed"], grid["search"], z_map,
+    npz, fisherz_map = strong
+    res = T.run_target(npz, grid["seed"], grid["search"], fisherz_map,
                        {"method": "hierarchical", "bootstrap_samples": 0, "split_half": False}, tmp_path / "t.json")
     n_search = int(np.asanyarray(nib.load(grid["search"]).dataobj).sum())
     assert res["cluster_size_voxels"] == n_search
@@ -217,11 +232,11 @@ def test_block_bootstrap_indices_respect_runs():
 
 
 def test_strong_effect_small_spread_and_json(grid, strong, tmp_path):
-    npz, z_map = strong
+    npz, fisherz_map = strong
     cmp_npz, _ = make_unit(grid, tmp_path / "nogsr", strength=0.5, rng_seed=2, strategy="acompcor")
     out = tmp_path / "sub-01_task-rest_space-MNI152NLin2009aSym_desc-target_markers.json"
     t0 = time.perf_counter()
-    res = T.run_target(npz, grid["seed"], grid["search"], z_map, {"method": "cluster"}, out,
+    res = T.run_target(npz, grid["seed"], grid["search"], fisherz_map, {"method": "cluster"}, out,
                        comparison_npz=cmp_npz, seed_definition={"type": "sphere"},
                        search_definition=grid["info"]["search_region"])
     elapsed = time.perf_counter() - t0
@@ -250,8 +265,8 @@ def test_strong_effect_small_spread_and_json(grid, strong, tmp_path):
 
 
 def test_literature_distance_by_hand(grid, strong, tmp_path):
-    npz, z_map = strong
-    res = T.run_target(npz, grid["seed"], grid["search"], z_map,
+    npz, fisherz_map = strong
+    res = T.run_target(npz, grid["seed"], grid["search"], fisherz_map,
                        {"method": "peak", "bootstrap_samples": 0, "split_half": False}, tmp_path / "t.json")
     x, y, z = res["target_mni_ras_mm"]
     by_hand = ((x + 44) ** 2 + (y - 40) ** 2 + (z - 29) ** 2) ** 0.5
@@ -261,8 +276,8 @@ def test_literature_distance_by_hand(grid, strong, tmp_path):
 
 
 def test_pure_noise_reports_large_uncertainty(grid, tmp_path):
-    npz, z_map = make_unit(grid, tmp_path, strength=0.0, rng_seed=4)
-    res = T.run_target(npz, grid["seed"], grid["search"], z_map, {"method": "cluster"}, tmp_path / "t.json")
+    npz, fisherz_map = make_unit(grid, tmp_path, strength=0.0, rng_seed=4)
+    res = T.run_target(npz, grid["seed"], grid["search"], fisherz_map, {"method": "cluster"}, tmp_path / "t.json")
     u = res["uncertainty"]
     # Disjoint halves of pure noise give unrelated targets: median distance above the 8 mm limit
     # (measured over 10 noise datasets: 6.9-17.5 mm, vs 2.8-5.3 mm with the planted effect).
@@ -276,43 +291,43 @@ def test_seedmap_leave_one_out(grid, tmp_path):
     planted = {"01": PLANTED_MNI_RAS_MM, "02": np.array([-40.0, 46.0, 22.0]), "03": np.array([-46.0, 36.0, 32.0])}
     units = {s: make_unit(grid, tmp_path / s, planted=p, strength=0.5, rng_seed=10 + i, n_vols=160)
              for i, (s, p) in enumerate(planted.items())}
-    for sub, (npz, z_map) in units.items():
+    for sub, (npz, fisherz_map) in units.items():
         others = [tmp_path / o / "r_map.nii.gz" for o in units if o != sub]
-        res = T.run_target(npz, grid["seed"], grid["search"], z_map,
+        res = T.run_target(npz, grid["seed"], grid["search"], fisherz_map,
                            {"method": "seedmap", "bootstrap_samples": 0, "split_half": False},
                            tmp_path / sub / "t.json", group_map_paths=others)
         assert _dist(res["target_mni_ras_mm"], planted[sub]) <= 4.0
         assert res["method_parameters"]["n_group_maps"] == 2
         assert res["method_parameters"]["group_maps"] == ["r_map.nii.gz", "r_map.nii.gz"]
-    npz, z_map = units["01"]
+    npz, fisherz_map = units["01"]
     with pytest.raises(InputError, match="add subjects.*normative_map"):
-        T.run_target(npz, grid["seed"], grid["search"], z_map, {"method": "seedmap"}, tmp_path / "x.json")
+        T.run_target(npz, grid["seed"], grid["search"], fisherz_map, {"method": "seedmap"}, tmp_path / "x.json")
     # a group map that is non-zero only inside the search region carries no weight at all
     search = np.asanyarray(nib.load(grid["search"]).dataobj) > 0
     only_search = tmp_path / "only_search.nii.gz"
     nib.save(nib.Nifti1Image(np.where(search, -0.5, 0.0).astype(np.float32), grid["mask_img"].affine), only_search)
     with pytest.raises(InputError, match="zero outside the search region"):
-        T.run_target(npz, grid["seed"], grid["search"], z_map,
+        T.run_target(npz, grid["seed"], grid["search"], fisherz_map,
                      {"method": "seedmap", "seedmap": {"normative_map": str(only_search)}}, tmp_path / "x.json")
 
 
 def test_bad_inputs(grid, strong, tmp_path):
-    npz, z_map = strong
+    npz, fisherz_map = strong
     with pytest.raises(InputError, match="targeting.method"):
-        T.run_target(npz, grid["seed"], grid["search"], z_map, {"method": "best"}, tmp_path / "x.json")
+        T.run_target(npz, grid["seed"], grid["search"], fisherz_map, {"method": "best"}, tmp_path / "x.json")
     small = tmp_path / "small_mask.nii.gz"
     nib.save(nib.Nifti1Image(np.ones((5, 5, 5), np.uint8), np.eye(4)), small)
     with pytest.raises(InputError, match="small_mask.nii.gz.*does not match"):
-        T.run_target(npz, small, grid["search"], z_map, {}, tmp_path / "x.json")
+        T.run_target(npz, small, grid["search"], fisherz_map, {}, tmp_path / "x.json")
     with pytest.raises(InputError, match="not found"):
-        T.run_target(tmp_path / "missing.npz", grid["seed"], grid["search"], z_map, {}, tmp_path / "x.json")
+        T.run_target(tmp_path / "missing.npz", grid["seed"], grid["search"], fisherz_map, {}, tmp_path / "x.json")
     assert not (tmp_path / "x.json").exists()
 
 
 # -------------------------------------------------------------------------- reliability, candidates
 def test_reliability_contract_and_plain_words(grid, strong, tmp_path):
-    npz, z_map = strong
-    res = T.run_target(npz, grid["seed"], grid["search"], z_map, {"method": "cluster", "bootstrap_samples": 10},
+    npz, fisherz_map = strong
+    res = T.run_target(npz, grid["seed"], grid["search"], fisherz_map, {"method": "cluster", "bootstrap_samples": 10},
                        tmp_path / "t.json")
     u = res["uncertainty"]
     rel = u["reliability"]

@@ -77,7 +77,7 @@ def test_derivatives_layout_and_provenance(demo_run):
     preproc_desc = json.loads((out / "preproc" / "dataset_description.json").read_text())
     assert preproc_desc["DatasetType"] == "derivative"
     z = nib.load(deriv / "sub-01" / "func" /
-                 "sub-01_task-rest_space-MNI152NLin2009aSym_desc-sgaccFox_stat-z_boldmap.nii.gz")
+                 "sub-01_task-rest_space-MNI152NLin2009aSym_desc-sgaccFox_stat-fisherz_boldmap.nii.gz")
     assert z.ndim == 3 and np.nanmin(z.get_fdata()) < -0.1
     nav = deriv / "sub-01" / "nav"
     for name in ("sub-01_desc-target_brainsight.txt", "sub-01_desc-target_visor2.mrk",

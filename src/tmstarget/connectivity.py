@@ -113,6 +113,11 @@ def correlation_map_r(data_tv: np.ndarray, seed_t: np.ndarray, chunk_voxels: int
     return r_v
 
 
+R_MAP_DESCRIPTION = "Pearson correlation r of each voxel's denoised time course with the mean sgACC seed time course"
+FISHERZ_MAP_DESCRIPTION = ("Fisher z-transformed Pearson correlation (arctanh r), not a z statistic: r of each voxel's "
+                           "denoised time course with the mean sgACC seed time course, r clipped to +-(1 - 1e-7)")
+
+
 def fisher_z(r) -> np.ndarray:
     """Fisher z = arctanh(r), with r clipped to +-(1 - 1e-7) so that |r| = 1 stays finite (float32)."""
     r = np.clip(np.asarray(r, dtype=np.float64), -_R_CLIP, _R_CLIP)
@@ -161,11 +166,12 @@ def _seed_on_grid(seed_path: Path, mask_img: nib.Nifti1Image) -> nib.Nifti1Image
     return out
 
 
-def run_seedmap(denoised_npz, seed_mask_path, out_r, out_z, out_json, seed_definition: dict | None = None,
+def run_seedmap(denoised_npz, seed_mask_path, out_r, out_fisherz, out_json, out_fisherz_json=None,
+                seed_definition: dict | None = None,
                 min_seed_tsnr: float = DEFAULT_MIN_SEED_TSNR,
                 max_low_tsnr_fraction: float = DEFAULT_MAX_LOW_TSNR_FRACTION,
                 chunk_voxels: int = DEFAULT_CHUNK_VOXELS) -> dict:
-    """Workflow adapter: seed correlation maps (r and Fisher z NIfTI) and their JSON sidecar.
+    """Workflow adapter: seed correlation maps (r and Fisher z NIfTI) and their JSON sidecars.
 
     Parameters
     ----------
@@ -173,8 +179,11 @@ def run_seedmap(denoised_npz, seed_mask_path, out_r, out_z, out_json, seed_defin
         ``work/*_denoised.npz`` written by :func:`tmstarget.denoise.run_denoise`.
     seed_mask_path : path
         3D seed mask (> 0 inside), normally on the BOLD grid (else resampled, nearest neighbour).
-    out_r, out_z, out_json : path
-        Outputs (written atomically).
+    out_r, out_fisherz, out_json : path
+        Outputs (written atomically): Pearson r map, Fisher z-transformed r map (arctanh r, not a z
+        statistic) and the r map's sidecar.
+    out_fisherz_json : path, optional
+        Sidecar of the Fisher z map (its Description and Sources).
     seed_definition : dict
         The seed settings of the config, recorded in the sidecar.
     min_seed_tsnr : float
@@ -207,7 +216,7 @@ def run_seedmap(denoised_npz, seed_mask_path, out_r, out_z, out_json, seed_defin
     r_v = correlation_map_r(data_tv, seed_t, chunk_voxels=chunk_voxels)
     z_v = fisher_z(r_v)
     save_img(unmask_to_img(r_v, mask_img), out_r)
-    save_img(unmask_to_img(z_v, mask_img), out_z)
+    save_img(unmask_to_img(z_v, mask_img), out_fisherz)
 
     warnings = []
     tsnr = seed_tsnr_summary(d["tsnr_v"], seed_cols, min_seed_tsnr)
@@ -221,6 +230,7 @@ def run_seedmap(denoised_npz, seed_mask_path, out_r, out_z, out_json, seed_defin
     for w in warnings:
         log.warning(w)
     sidecar = {
+        "Description": R_MAP_DESCRIPTION,
         "seed": dict(seed_definition or {}),
         "seed_voxels_total": seed_total, "seed_voxels_in_mask": int(seed_cols.size),
         **tsnr, "min_seed_tsnr": min_seed_tsnr, "max_low_tsnr_fraction": max_low_tsnr_fraction,
@@ -230,6 +240,9 @@ def run_seedmap(denoised_npz, seed_mask_path, out_r, out_z, out_json, seed_defin
         "Sources": [Path(denoised_npz).name, seed_mask_path.name],
     }
     write_json(sidecar, out_json)
+    if out_fisherz_json is not None:
+        write_json({"Description": FISHERZ_MAP_DESCRIPTION,
+                    "Sources": [Path(denoised_npz).name, seed_mask_path.name, Path(out_r).name]}, out_fisherz_json)
     log.info("seed map: %d seed voxels, %d volumes, r in [%.3f, %.3f]", seed_cols.size, data_tv.shape[0],
              r_v.min(), r_v.max())
     return sidecar

@@ -1,7 +1,7 @@
 """BIDS-Derivatives bookkeeping: output names, dataset_description.json, provenance.
 
 BIDS has no suffix for seed maps or TMS targets yet; tmstarget uses XCP-D-like names
-(``_stat-z_boldmap``) and the NIBS-BIDS draft's ``_markers.tsv`` / ``_coordsystem.json``, lists them
+(``_stat-fisherz_boldmap``) and the NIBS-BIDS draft's ``_markers.tsv`` / ``_coordsystem.json``, lists them
 in the derivative's README and hides them from the validator with ``.bidsignore``.
 """
 
@@ -26,12 +26,15 @@ OUTPUT_PATTERNS = {
     "search_mask": "{subdir}/func/{unit}_space-{space}_desc-search_mask.nii.gz",
     "masks_json": "{subdir}/func/{unit}_space-{space}_desc-regions_mask.json",
     "r_map": "{subdir}/func/{unit}_task-{task}_space-{space}_desc-sgacc{strategy}_stat-r_boldmap.nii.gz",
-    "z_map": "{subdir}/func/{unit}_task-{task}_space-{space}_desc-sgacc{strategy}_stat-z_boldmap.nii.gz",
+    # stat-fisherz: Fisher z-transformed Pearson r (arctanh r), not a z statistic (the name used beside
+    # XCP-D's stat-pearsoncorrelation for that transform; BIDS stats maps use stat-z for z statistics)
+    "fisherz_map": "{subdir}/func/{unit}_task-{task}_space-{space}_desc-sgacc{strategy}_stat-fisherz_boldmap.nii.gz",
+    "fisherz_json": "{subdir}/func/{unit}_task-{task}_space-{space}_desc-sgacc{strategy}_stat-fisherz_boldmap.json",
     "seed_json": "{subdir}/func/{unit}_task-{task}_space-{space}_desc-sgacc{strategy}_stat-r_boldmap.json",
     "target_json": "{subdir}/func/{unit}_task-{task}_space-{space}_desc-target_markers.json",
     "r_map_t1w": "{subdir}/anat/{unit}_task-{task}_space-T1w_desc-sgacc{strategy}_stat-r_boldmap.nii.gz",
-    "z_map_t1w": "{subdir}/anat/{unit}_task-{task}_space-T1w_desc-sgacc{strategy}_stat-z_boldmap.nii.gz",
-    "maps_t1w_json": "{subdir}/anat/{unit}_task-{task}_space-T1w_desc-sgacc{strategy}_stat-z_boldmap.json",
+    "fisherz_map_t1w": "{subdir}/anat/{unit}_task-{task}_space-T1w_desc-sgacc{strategy}_stat-fisherz_boldmap.nii.gz",
+    "maps_t1w_json": "{subdir}/anat/{unit}_task-{task}_space-T1w_desc-sgacc{strategy}_stat-fisherz_boldmap.json",
     "native_tsv": "{subdir}/anat/{unit}_space-T1w_desc-target_markers.tsv",
     "native_json": "{subdir}/anat/{unit}_space-T1w_desc-target_markers.json",
     "native_coordsystem": "{subdir}/anat/{unit}_space-T1w_coordsystem.json",
@@ -67,7 +70,7 @@ Individualized sgACC-anticorrelation TMS targets (Fox et al. 2012 method), resea
 | --- | --- |
 | `*_desc-<strategy>_qc.json` | denoising QC: motion, censored volumes, minutes kept |
 | `*_space-<tpl>_desc-sgacc_mask.nii.gz`, `*_desc-search_mask.nii.gz` | seed and search region as used |
-| `*_desc-sgacc<Strategy>_stat-r_boldmap.nii.gz` / `stat-z` | seed correlation (Pearson r, Fisher z) |
+| `*_desc-sgacc<Strategy>_stat-r_boldmap.nii.gz` / `stat-fisherz` | seed correlation: Pearson r / Fisher z-transformed r (arctanh r, not a z statistic) |
 | `*_space-<tpl>_desc-target_markers.json` | the target in template (MNI) space with all parameters |
 | `anat/*_space-T1w_desc-target_markers.tsv/.json` | target, scalp entry and coil pose in T1w world RAS mm |
 | `anat/*_space-T1w_desc-target_mask.nii.gz` (+ `.json`) | sphere at the target in the T1w grid (mm; the JSON names the T1w and its SHA-256) |

@@ -475,12 +475,13 @@ def qc_findings(target_json: dict | None, native_json: dict | None, denoise_qc: 
         if z is None:
             out.append(Finding("info", "seed-map value at the target not recorded", "target"))
         elif z >= 0:
-            out.append(Finding("fail", f"the target is not anticorrelated with the seed (z = {z:.2f})", "target"))
-        elif abs(z) < warn_abs_z:
-            out.append(Finding("warn", f"weak anticorrelation at the target (z = {z:.2f}, |z| below {warn_abs_z:g})",
+            out.append(Finding("fail", f"the target is not anticorrelated with the seed (Fisher z = {z:.2f})",
                                "target"))
+        elif abs(z) < warn_abs_z:
+            out.append(Finding("warn", f"weak anticorrelation at the target (Fisher z = {z:.2f}, "
+                                       f"|z| below {warn_abs_z:g})", "target"))
         else:
-            out.append(Finding("pass", f"anticorrelation at the target z = {z:.2f}", "target"))
+            out.append(Finding("pass", f"anticorrelation at the target: Fisher z = {z:.2f}", "target"))
 
         unc = t.get("uncertainty") if isinstance(t.get("uncertainty"), dict) else None
         if unc is None:

@@ -304,7 +304,9 @@ def run_maps_to_t1w(maps_mni: dict, t1w_path, xfm_mni_to_t1w, outputs: dict, out
         written[name] = str(resample_mni_map_to_t1w(path, t1w_path, xfm_mni_to_t1w, outputs[name]))
         log.info("%s map in T1w space: %s", name, Path(outputs[name]).name)
     if out_json:
-        write_json({"Description": "sgACC seed maps resampled from MNI into the subject's T1w grid (linear)",
+        write_json({"Description": "sgACC seed maps resampled from MNI into the subject's T1w grid (linear): "
+                                   "stat-r is Pearson r; stat-fisherz is the Fisher z-transformed Pearson "
+                                   "correlation (arctanh r), not a z statistic",
                     "Sources": [Path(p).name for p in maps_mni.values()] + [Path(t1w_path).name],
                     "Transform": Path(xfm_mni_to_t1w).name, "TransformSha256": sha256_file(xfm_mni_to_t1w),
                     "T1wSha256": sha256_file(t1w_path), "Interpolation": "linear"}, out_json)

@@ -70,7 +70,8 @@ def seedmap(input, output, params):
     def setting(key, default):  # 0 is a valid setting; only an absent key takes the default
         return default if seed.get(key) is None else seed[key]
 
-    return run_seedmap(input["npz"], input["seed"], output["r"], output["z"], output["json"],
+    return run_seedmap(input["npz"], input["seed"], output["r"], output["fisherz"], output["json"],
+                       output["fisherz_json"],
                        seed_definition=seed,
                        min_seed_tsnr=setting("min_seed_tsnr", DEFAULT_MIN_SEED_TSNR),
                        max_low_tsnr_fraction=setting("max_low_tsnr_fraction", DEFAULT_MAX_LOW_TSNR_FRACTION))
@@ -80,7 +81,7 @@ def target(input, output, params):
     from .targeting import run_target
 
     return run_target(
-        input["npz"], input["seed"], input["search"], input["z"], dict(params["cfg"]), output["json"],
+        input["npz"], input["seed"], input["search"], input["fisherz"], dict(params["cfg"]), output["json"],
         comparison_npz=input.get("compare_npz"), group_map_paths=list(input.get("group_maps", [])),
         seed_definition=dict(params["seed"]), search_definition=dict(params["search"]),
         template_space=params["space"],
@@ -99,8 +100,8 @@ def native(input, output, params):
 def maps_to_t1w(input, output, params):
     from .spaces import run_maps_to_t1w
 
-    return run_maps_to_t1w({"r": input["r"], "z": input["z"]}, input["t1w"], input["xfm_mni_to_t1w"],
-                           {"r": output["r"], "z": output["z"]}, output["json"])
+    return run_maps_to_t1w({"r": input["r"], "fisherz": input["fisherz"]}, input["t1w"], input["xfm_mni_to_t1w"],
+                           {"r": output["r"], "fisherz": output["fisherz"]}, output["json"])
 
 
 def registration_qc(input, output, params):

@@ -9,8 +9,21 @@ needs to index rows of the search-voxel matrix and of the reference: 50 resample
 Rules (METHOD.md):
 
 - ``peak``: the search voxel with the most negative Pearson r with the reference.
-- ``cluster`` (Cash et al., as in contarg): search voxels at or below the ``percentile``-th
-  percentile of r (and r < 0), the largest 26-connected cluster, its centre of mass weighted by |r|.
+- ``cluster``: the negative tail of r, its largest connected cluster, that cluster's centre. Two
+  variants, chosen by the ``cluster`` keys:
+
+  * the default (``percentile: 20``, ``percentile_of: all``, ``weight_by_abs_r: true``,
+    ``connectivity: 26``): search voxels with r at or below the 20th percentile of r over *all*
+    search voxels (and r < 0), the largest 26-connected cluster, its centre of mass weighted by |r|.
+  * the published rule of Cash et al. 2021 as contarg codes it (``contarg.utils.cluster`` with
+    ``sign="negative"`` and ``contarg.seedmap.get_com_in_mm``; ``percentile: 10``,
+    ``percentile_of: negative``, ``weight_by_abs_r: false``, ``connectivity: 26``): voxels at or
+    below the 10th percentile of the *negative* r values only, the largest 26-connected (AFNI NN3)
+    cluster, its unweighted centroid.
+
+  The default therefore keeps a wider tail (20 % of all voxels rather than 10 % of the negative
+  ones) and pulls the centre towards the strongest anticorrelation. Ties between equally large
+  clusters go to the more negative summed r (contarg takes the last label of a sort).
 - ``seedmap``: reference = sum over voxels of (group sgACC map value x voxel time course), the
   search region zeroed in the weights; then the ``selection`` rule (cluster or peak) on that r map.
 - ``hierarchical`` (SAINT-like, as in contarg): single-linkage clustering of the search voxels by
@@ -19,7 +32,9 @@ Rules (METHOD.md):
   size x concentration x net correlation; the centre of the best cluster.
 
 Every rule snaps its point to the nearest voxel of the search mask, which ``regions.search_mask``
-restricts to grey matter, so the target is always a grey-matter voxel inside the search region.
+restricts to grey matter, so the target is always a grey-matter voxel inside the search region; the
+point before snapping is kept as ``unsnapped_point_mni_ras_mm`` (contarg reports that point itself
+and does not snap).
 """
 
 from __future__ import annotations
@@ -44,6 +59,7 @@ from .regions import grey_matter_probability, in_ba46, literature_sites_mni_ras_
 log = logging.getLogger(__name__)
 
 METHODS = ("peak", "cluster", "seedmap", "hierarchical")
+PERCENTILE_OF = ("all", "negative")  # the voxels whose r distribution sets the cluster threshold
 TARGET_DEFAULTS: dict = {
     "method": "cluster",
     "bootstrap_samples": 50,          # block-bootstrap resamples of time (0: skip)
@@ -56,7 +72,8 @@ TARGET_DEFAULTS: dict = {
     "candidate_separation_mm": 10.0,  # split-half targets farther apart than this form separate candidates
     "multiple_candidates_min_support": 0.25,  # a second candidate with this support flags two targets
     "peak": {},
-    "cluster": {"percentile": 20.0, "weight_by_abs_r": True, "connectivity": 26},  # docs/reliability.md
+    "cluster": {"percentile": 20.0, "percentile_of": "all", "weight_by_abs_r": True,  # docs/reliability.md
+                "connectivity": 26},
     "seedmap": {"normative_map": None, "selection": "cluster"},
     "hierarchical": {"distance_threshold": 0.5, "min_cluster_voxels": 50, "linkage": "single",
                      "weights": {"size": 1.0, "concentration": 1.0, "net_correlation": 1.0}},
@@ -78,6 +95,9 @@ def resolve_target_cfg(cfg: dict | None) -> dict:
     out = merge(TARGET_DEFAULTS, cfg)
     if out["method"] not in METHODS:
         raise InputError(f"targeting.method '{out['method']}' is not one of {', '.join(METHODS)}; fix the config")
+    if out["cluster"]["percentile_of"] not in PERCENTILE_OF:
+        raise InputError(f"targeting.cluster.percentile_of '{out['cluster']['percentile_of']}' is not one of "
+                         f"{', '.join(PERCENTILE_OF)}; fix the config")
     if out["seedmap"]["selection"] not in ("cluster", "peak"):
         raise InputError("targeting.seedmap.selection must be cluster or peak; fix the config")
     return out
@@ -202,26 +222,44 @@ def select_peak(r_search: np.ndarray, space: SearchSpace) -> Selection:
     return Selection(i, space.xyz_mm[i].copy(), None, float(r_search[i]))
 
 
-def select_cluster(r_search: np.ndarray, space: SearchSpace, percentile: float = 10.0,
-                   weight_by_abs_r: bool = True, connectivity: int = 26) -> Selection:
-    """Largest connected cluster of the most negative tail, its (|r|-weighted) centre, snapped.
+def tail_threshold(r_search: np.ndarray, percentile: float, percentile_of: str = "all") -> float:
+    """The r at or below which a search voxel joins the negative tail.
 
-    Parameters
-    ----------
-    r_search : (Vs,) r of the search voxels with the reference.
-    percentile : voxels with r at or below this percentile of ``r_search`` (and r < 0) form the tail.
-    connectivity : 6, 18 or 26 (neighbourhood of the cluster labelling).
+    ``percentile_of="all"``: the ``percentile``-th percentile of every search voxel's r (capped at 0);
+    ``"negative"``: of the negative r values only (Cash et al. 2021; contarg ``utils.cluster``).
 
     Raises
     ------
     QCFailure
         No search voxel is anticorrelated with the reference.
     """
-    thr = min(np.percentile(r_search, percentile), 0.0)
-    tail = (r_search <= thr) & (r_search < 0)
-    if not tail.any():
+    negative = r_search[r_search < 0]
+    if negative.size == 0:
         raise QCFailure("no search-region voxel is anticorrelated with the seed; the target cannot be chosen "
                         "(check the seed map and the denoising)")
+    pool = negative if percentile_of == "negative" else r_search
+    return float(min(np.percentile(pool, percentile), 0.0))
+
+
+def select_cluster(r_search: np.ndarray, space: SearchSpace, percentile: float = 10.0,
+                   weight_by_abs_r: bool = True, connectivity: int = 26,
+                   percentile_of: str = "all") -> Selection:
+    """Largest connected cluster of the most negative tail, its (|r|-weighted) centre, snapped.
+
+    Parameters
+    ----------
+    r_search : (Vs,) r of the search voxels with the reference.
+    percentile, percentile_of : voxels with r at or below :func:`tail_threshold` (and r < 0) form the tail.
+    connectivity : 6, 18 or 26 (neighbourhood of the cluster labelling).
+    weight_by_abs_r : centre of mass weighted by |r|; False gives the plain centroid (Cash/contarg).
+
+    Raises
+    ------
+    QCFailure
+        No search voxel is anticorrelated with the reference.
+    """
+    thr = tail_threshold(r_search, percentile, percentile_of)
+    tail = (r_search <= thr) & (r_search < 0)
     lo = space.ijk.min(axis=0)
     box = np.zeros(tuple(space.ijk.max(axis=0) - lo + 1), bool)
     box[tuple((space.ijk[tail] - lo).T)] = True
@@ -626,7 +664,7 @@ def _seedmap_weights(cfg, den, search, group_map_paths) -> tuple[np.ndarray, dic
              "n_group_maps": len(group_map_paths), "group_maps": [Path(p).name for p in group_map_paths]})
 
 
-def run_target(denoised_npz, seed_mask_path, search_mask_path, z_map_path, cfg: dict, out_json,
+def run_target(denoised_npz, seed_mask_path, search_mask_path, fisherz_map_path, cfg: dict, out_json,
                comparison_npz=None, group_map_paths=(), seed_definition=None,
                search_definition=None, template_space: str | None = None) -> dict:
     """Choose the target in template space and write the target JSON (step adapter).
@@ -638,8 +676,9 @@ def run_target(denoised_npz, seed_mask_path, search_mask_path, z_map_path, cfg: 
         ``run_lengths``).
     seed_mask_path, search_mask_path : path
         uint8 NIfTI masks in the grid of ``mask`` (``regions.run_masks``).
-    z_map_path : path
-        Seed map (Fisher z) of the main strategy, same grid; gives ``z_at_target`` / ``r_at_target``.
+    fisherz_map_path : path
+        Seed map (``stat-fisherz``: Fisher z-transformed r, arctanh r; not a z statistic) of the main
+        strategy, same grid; gives ``z_at_target`` (that Fisher z) / ``r_at_target``.
     cfg : dict
         ``config["targeting"]``; keys and defaults in :data:`TARGET_DEFAULTS`.
     out_json : path
@@ -651,7 +690,7 @@ def run_target(denoised_npz, seed_mask_path, search_mask_path, z_map_path, cfg: 
     seed_definition, search_definition : dict, optional
         Recorded as ``seed`` and ``search_region``.
     template_space : str, optional
-        Default: the ``space-`` entity of the z map's file name.
+        Default: the ``space-`` entity of the Fisher z map's file name.
 
     Returns
     -------
@@ -663,9 +702,9 @@ def run_target(denoised_npz, seed_mask_path, search_mask_path, z_map_path, cfg: 
     den = load_denoised(denoised_npz)
     seed = _grid_mask(seed_mask_path, den, "seed mask")
     search = _grid_mask(search_mask_path, den, "search mask")
-    z_img = load_img_checked(z_map_path, ndim=3, what="seed z map")
+    z_img = load_img_checked(fisherz_map_path, ndim=3, what="seed Fisher z map")
     if z_img.shape[:3] != den.mask.shape:
-        raise InputError(f"{Path(z_map_path).name}: grid {z_img.shape[:3]} differs from {den.name} "
+        raise InputError(f"{Path(fisherz_map_path).name}: grid {z_img.shape[:3]} differs from {den.name} "
                          f"{den.mask.shape}; recompute the seed map from the same denoised data")
     warnings: list[str] = []
     weights, seedmap_info = None, None
@@ -759,7 +798,7 @@ def run_target(denoised_npz, seed_mask_path, search_mask_path, z_map_path, cfg: 
     gm_at = float(grey_matter_probability(nib.Nifti1Image(den.mask.astype(np.uint8), den.affine))[tuple(target_ijk)])
     space_name = template_space
     if space_name is None:
-        m = re.search(r"space-([A-Za-z0-9]+)", Path(z_map_path).name)
+        m = re.search(r"space-([A-Za-z0-9]+)", Path(fisherz_map_path).name)
         space_name = m.group(1) if m else None
     minutes = len(den.data_tv) * den.t_r / 60.0
     method_parameters = {"rule": method}
@@ -792,7 +831,7 @@ def run_target(denoised_npz, seed_mask_path, search_mask_path, z_map_path, cfg: 
                       "run_lengths": den.run_lengths.tolist(), "minutes_kept": round(minutes, 2)},
         "targeting_parameters": {k: v for k, v in params.items() if k not in METHODS},
         "warnings": warnings,
-        "Sources": [Path(p).name for p in (denoised_npz, seed_mask_path, search_mask_path, z_map_path)]
+        "Sources": [Path(p).name for p in (denoised_npz, seed_mask_path, search_mask_path, fisherz_map_path)]
                    + ([Path(comparison_npz).name] if comparison_npz else []),
         "software": _software(),
     }

@@ -62,8 +62,9 @@ rule seedmap:
         seed=D("seed_mask"),
     output:
         r=D("r_map"),
-        z=D("z_map"),
+        fisherz=D("fisherz_map"),
         json=D("seed_json"),
+        fisherz_json=D("fisherz_json"),
     params:
         step="seedmap",
         seed=config["seed"],

@@ -37,12 +37,12 @@ rule native:
 rule maps_to_t1w:
     input:
         r=D("r_map"),
-        z=D("z_map"),
+        fisherz=D("fisherz_map"),
         xfm_mni_to_t1w=lambda w: UNITS[w.unit].anat["xfm_mni_to_t1w"],
         t1w=lambda w: UNITS[w.unit].t1w_navigation,
     output:
         r=D("r_map_t1w"),
-        z=D("z_map_t1w"),
+        fisherz=D("fisherz_map_t1w"),
         json=D("maps_t1w_json"),
     params:
         step="maps_to_t1w",

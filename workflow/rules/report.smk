@@ -12,7 +12,7 @@ def report_inputs(w):
         "denoise_qc_json": D("denoise_qc", subdir=u.subdir, unit=u.unit, strategy=MAIN),
         "seed_json": D("seed_json", subdir=u.subdir, unit=u.unit, strategy=main),
         "verdict_json": D("verdict", subdir=u.subdir, unit=u.unit),
-        "z_map": D("z_map", subdir=u.subdir, unit=u.unit, strategy=main),
+        "fisherz_map": D("fisherz_map", subdir=u.subdir, unit=u.unit, strategy=main),
         "seed_mask": D("seed_mask", subdir=u.subdir, unit=u.unit),
         "search_mask": D("search_mask", subdir=u.subdir, unit=u.unit),
         "denoised_npz": str(WORK / u.subdir / f"{u.unit}_desc-{MAIN}_denoised.npz"),

@@ -7,7 +7,7 @@ def target_inputs(w):
         "npz": WORK / w.subdir / f"{w.unit}_desc-{MAIN}_denoised.npz",
         "seed": D("seed_mask", subdir=w.subdir, unit=w.unit),
         "search": D("search_mask", subdir=w.subdir, unit=w.unit),
-        "z": D("z_map", subdir=w.subdir, unit=w.unit, strategy=cap(MAIN)),
+        "fisherz": D("fisherz_map", subdir=w.subdir, unit=w.unit, strategy=cap(MAIN)),
     }
     if len(STRATEGIES) > 1:
         inputs["compare_npz"] = WORK / w.subdir / f"{w.unit}_desc-{COMPARE}_denoised.npz"

@@ -349,7 +349,7 @@ def render_t1w_to_mni(ctx: SubjectContext):
 def grid_mm(ctx: SubjectContext) -> float:
     """Voxel spacing (mm) of the seed map, the grid every target lies on (2.0 when unknown)."""
     try:
-        zooms = ctx.img("z_map").header.get_zooms()[:3]
+        zooms = ctx.img("fisherz_map").header.get_zooms()[:3]
         return float(max(zooms))
     except Unavailable:
         return 2.0
@@ -385,10 +385,10 @@ def seed_map_vmax(data: np.ndarray, z_at_target: float | None) -> float:
 
 
 def render_seed_map(ctx: SubjectContext):
-    """Seed-correlation z map with the search region (green), seed (yellow) and target (cross)."""
+    """Seed-correlation Fisher z map (arctanh r) with the search region (green), seed (yellow) and target (cross)."""
     from nilearn import plotting
 
-    z_img = ctx.img("z_map")
+    z_img = ctx.img("fisherz_map")
     target = ctx.target_mni()
     fig = _figure(9, 6.0)
     ax1 = fig.add_axes([0, 0.5, 1, 0.5])

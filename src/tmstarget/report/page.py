@@ -268,7 +268,7 @@ def build_subject_report(inputs: dict, out_html, title: str | None = None, repor
         Paths (str or PathLike; missing files are tolerated and reported):
         ``verdict_json`` (the unit's verdict: the report shows it and judges nothing itself),
         ``target_json`` (MNI target), ``native_json`` (T1w target, may be missing),
-        ``denoise_qc_json``, ``seed_json`` (seed map sidecar), ``z_map``, ``seed_mask``, ``search_mask``
+        ``denoise_qc_json``, ``seed_json`` (seed map sidecar), ``fisherz_map``, ``seed_mask``, ``search_mask``
         (template space), ``preproc_bold`` (list of MNI preprocessed BOLD runs), ``bold_mask`` (list),
         ``denoised_npz``, ``boldref_t1w`` (list, may be empty), ``t1w`` (preprocessed T1w, native),
         ``t1w_mni``, ``confounds`` (list of TSVs). Not files: ``template_space`` (a name, e.g.
@@ -328,7 +328,7 @@ def _relative_href(link, out_html: Path) -> str | None:
     return "/".join(Path(s).parts)
 
 
-GROUP_HEAD = ("unit", "QC", "target MNI (RAS mm)", "target T1w (RAS mm, own space)", "method", "z", "min kept",
+GROUP_HEAD = ("unit", "QC", "target MNI (RAS mm)", "target T1w (RAS mm, own space)", "method", "Fisher z", "min kept",
               "mean FD (mm)", "split-half (mm)", "GSR shift (mm)", "scalp to cortex (mm)", "reasons")
 
 

@@ -277,7 +277,7 @@ def summary_view(ctx: SubjectContext) -> dict:
         ("Scalp-to-cortex distance", _fmt(n.get("scalp_to_cortex_mm"), 1, "mm"), ""),
         (f"Target, {space} (RAS mm)", _fmt_mm3(t.get("target_mni_ras_mm")), ""),
         ("Method", str(t.get("method") or "n/a"), ""),
-        ("r / z at target", f"{_fmt(t.get('r_at_target'), 2)} / {_fmt(t.get('z_at_target'), 2)}", ""),
+        ("r / Fisher z at target", f"{_fmt(t.get('r_at_target'), 2)} / {_fmt(t.get('z_at_target'), 2)}", ""),
         ("Cluster size", _fmt(t.get("cluster_size_voxels"), 0, "voxels"), ""),
         ("Inside the BA46 region (HCPex label)", {True: "yes", False: "no"}.get(t.get("in_ba46"), "n/a"), ""),
         ("Minutes kept", _fmt(_first_number(_num(ctx.denoise_qc, "minutes_kept"),
@@ -458,6 +458,23 @@ GLOSSARY = (
 RULE_CITATIONS = {"cluster": " (Cash et al. 2021)", "peak": " (Fox et al. 2012)", "seedmap": " (Fox et al. 2013)",
                   "hierarchical": " (a reimplementation of the SAINT-like clustering)"}
 
+def cluster_rule_words(method_parameters) -> str:
+    """The cluster rule's settings in words (", here: ..."), or "" for another rule or no record.
+
+    Says whether the run used the default (percentile of all search voxels, |r|-weighted centre) or the
+    published Cash/contarg rule (percentile of the negative r only, unweighted centroid).
+    """
+    mp = method_parameters if isinstance(method_parameters, dict) else {}
+    cl = mp.get("cluster") if isinstance(mp.get("cluster"), dict) else mp
+    if mp.get("rule") not in ("cluster", "seedmap") or "percentile" not in cl:
+        return ""
+    pool = "the negative r values" if cl.get("percentile_of") == "negative" else "all search voxels"
+    centre = "|r|-weighted centre" if cl.get("weight_by_abs_r", True) else "unweighted centroid"
+    return (f", here: voxels at or below the {_fmt(cl.get('percentile'), 0)}th percentile of {pool}, the largest "
+            f"{cl.get('connectivity', 26)}-connected cluster and its {centre}, snapped to the nearest grey-matter "
+            "search voxel")
+
+
 CITATIONS = (
     "Fox MD, Buckner RL, White MP, Greicius MD, Pascual-Leone A. Efficacy of transcranial magnetic stimulation "
     "targets for depression is related to intrinsic functional connectivity with the subgenual cingulate. "
@@ -558,7 +575,8 @@ def methods_view(ctx: SubjectContext) -> dict:
         + (f", centre MNI {_fmt_mm3(seed.get('center_mni_ras_mm'))} mm, radius {_fmt(seed.get('radius_mm'), 0, 'mm')}"
            if seed.get("center_mni_ras_mm") is not None else "")
         + f") time series was correlated with every voxel (Fisher z), and the target was chosen with the "
-        f"'{method}' rule{RULE_CITATIONS.get(str(method), '')} inside the left-DLPFC search region; BA46 "
+        f"'{method}' rule{RULE_CITATIONS.get(str(method), '')}{cluster_rule_words(t.get('method_parameters'))} "
+        "inside the left-DLPFC search region; BA46 "
         "membership was checked with the HCPex atlas (Huang et al. 2022).",
         "Reliability was measured by computing the target separately in two halves of the data (split-half)"
         + (f"; {unc['reliability']['repeats']} repeats" if isinstance(unc.get("reliability"), dict)
