@@ -653,12 +653,12 @@ def test_report_shows_the_verdict_file_not_its_own_judgement(tmp_path):
     inputs = make_subject_inputs(tmp_path)
     v = json.loads(Path(inputs["verdict_json"]).read_text())
     v.update(status="warn", status_word="WARN", reasons=["a reason only the verdict knows"],
-             action="acceptable for research; acquire 4+ more minutes before clinical use")
+             action="usable for research with care: acquire 4 more minutes")
     Path(inputs["verdict_json"]).write_text(json.dumps(v))
     summary = _summary(inputs)       # the inputs alone would PASS: the banner follows the verdict file
     assert 'class="status status-warn" id="qc-status">QC: WARN' in summary
     assert "<li>a reason only the verdict knows</li>" in summary
-    assert "<b>What to do:</b> acceptable for research; acquire 4+ more minutes before clinical use" in summary
+    assert "<b>What to do:</b> usable for research with care: acquire 4 more minutes" in summary
     assert "not-usable" not in summary
     Path(inputs["verdict_json"]).unlink()                       # no verdict: never shown as usable
     summary = _summary(inputs)

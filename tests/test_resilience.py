@@ -109,7 +109,8 @@ def test_fmriprep_route_recovers_target_and_maps_it_with_the_h5_transforms(clean
     assert (f"sub-01: WARN \u2014 target MNI RAS mm ({mni[0]:.1f}, {mni[1]:.1f}, {mni[2]:.1f}) / T1w RAS mm "
             f"({t1w_mm[0]:.1f}, {t1w_mm[1]:.1f}, {t1w_mm[2]:.1f})") in result.stdout
     assert "  - only 5.3 min of data kept after censoring (below 8 min targets are less reliable)" in result.stdout
-    assert "  action: acceptable for research; acquire 3+ more minutes before clinical use" in result.stdout  # 8 min warn limit
+    assert ("  action: usable for research with care: acquire 3 more minutes of resting-state data (this run kept "
+            "5.3 min, 8 min give a more reliable target)") in result.stdout  # ceil(8 min warn limit - 5.3)
     verdict = json.loads((out / "tmstarget" / "sub-01" / "sub-01_desc-verdict_qc.json").read_text())
     assert verdict["status"] == "warn" and verdict["coordinate_usable"] is True
     nav = out / "tmstarget" / "sub-01" / "nav"

@@ -121,7 +121,7 @@ def reliability_words(ctx: SubjectContext) -> str:
                 f"(limit {_fmt(rel.get('limit_mm'), 0, 'mm')}): {verdict}")
     for f in unit_verdict(ctx).get("findings") or []:
         if isinstance(f, dict) and f.get("topic") == "reliability" and f.get("level") in ("pass", "warn", "fail") \
-                and "candidate" not in str(f.get("text")):
+                and f.get("kind", "reliability") == "reliability" and "candidate" not in str(f.get("text")):
             return str(f.get("text"))
     return "not assessed"
 
