@@ -131,7 +131,7 @@ def _draw_carpet(fig, carpet_vt: np.ndarray, boundaries: list[int], marks: list[
     ax_gs.plot(carpet_vt.mean(axis=0), color="#1f4e79", lw=0.8)
     ax_gs.set_ylabel("mean", fontsize=MIN_FONT_PT)
     ax_gs.tick_params(labelbottom=False, labelsize=MIN_FONT_PT)
-    ax_gs.set_title(title, fontsize=9, loc="left")
+    ax_gs.set_title(title, fontsize=MIN_FONT_PT, loc="left")
     ax.imshow(carpet_vt, aspect="auto", cmap="gray", vmin=-2, vmax=2, interpolation="nearest")
     for b in boundaries:
         ax.axvline(b - 0.5, color="#ffd700", lw=1)
@@ -234,7 +234,9 @@ def render_seed_tsnr(ctx: SubjectContext):
     vmax = float(np.percentile(tsnr_v, 99)) if tsnr_v.size else 1.0
     disp = plotting.plot_img(tsnr_img, display_mode="ortho", cut_coords=None if cut is None else tuple(cut),
                              cmap="viridis", vmin=0, vmax=vmax, colorbar=True, threshold=1e-6, axes=ax_map, figure=fig,
-                             draw_cross=False, black_bg=True, annotate=True, title="tSNR")
+                             draw_cross=False, black_bg=True, annotate=False, title="tSNR",
+                             cbar_tick_format="%.0f")
+    label_anterior_posterior(disp, cuts=cut is not None)
     seed_vals = None
     if seed_img is not None:
         disp.add_contours(seed_img, levels=[0.5], colors="r", linewidths=1.2)
@@ -258,7 +260,7 @@ def render_seed_tsnr(ctx: SubjectContext):
 
 
 #: Size (inches at 100 dpi) of the registration figures: large enough that a misalignment of a few mm shows.
-REGISTRATION_FIGSIZE_IN = (12.0, 4.2)
+REGISTRATION_FIGSIZE_IN = (10.5, 3.8)  # 1050 px: the page's column, so it is never scaled down
 
 
 def _bold_to_t1w_images(ctx: SubjectContext):
@@ -279,8 +281,9 @@ def render_bold_to_t1w(ctx: SubjectContext):
 
     t1w, ref, cut = _bold_to_t1w_images(ctx)
     fig = _figure(*REGISTRATION_FIGSIZE_IN)
-    disp = plotting.plot_anat(colorbar=False, anat_img=t1w, display_mode="ortho", cut_coords=cut, figure=fig, dim=-0.5,
-                              title="T1w + BOLD reference edges (through the target)", draw_cross=False)
+    disp = plotting.plot_anat(colorbar=False, anat_img=t1w, display_mode="ortho", cut_coords=cut, figure=fig,
+                              title="T1w + BOLD reference edges (through the target)", draw_cross=False,
+                              annotate=False, **_anat_range(t1w))
     disp.add_edges(ref, color="r")
     label_anterior_posterior(disp)
     return fig
@@ -296,8 +299,8 @@ def _flicker_pair(fixed, moving, cut, titles):
     figs = []
     for img, title in zip((fixed, _clean_img(np.asarray(moving_on.dataobj), fixed.affine)), titles):
         fig = _figure(*REGISTRATION_FIGSIZE_IN)
-        disp = plotting.plot_anat(colorbar=False, anat_img=img, display_mode="ortho", cut_coords=cut, figure=fig, dim=-0.3,
-                                  title=title, draw_cross=False)
+        disp = plotting.plot_anat(colorbar=False, anat_img=img, display_mode="ortho", cut_coords=cut, figure=fig,
+                                  title=title, draw_cross=False, annotate=False, **_anat_range(img))
         label_anterior_posterior(disp)
         figs.append(fig)
     return figs
@@ -339,11 +342,22 @@ def render_t1w_to_mni(ctx: SubjectContext):
     t1w_mni = ctx.img("t1w_mni")
     template, note = _template_img(ctx.inputs.get("template_space"))
     fig = _figure(*REGISTRATION_FIGSIZE_IN)
-    disp = plotting.plot_anat(colorbar=False, anat_img=t1w_mni, display_mode="ortho", cut_coords=(0, 0, 10), figure=fig, dim=-0.5,
-                              title=f"T1w in MNI + edges of {note}", draw_cross=False)
+    disp = plotting.plot_anat(colorbar=False, anat_img=t1w_mni, display_mode="ortho", cut_coords=(0, 0, 10), figure=fig,
+                              title=f"T1w in MNI + edges of {note}", draw_cross=False, annotate=False,
+                              **_anat_range(t1w_mni))
     disp.add_edges(template, color="r")
     label_anterior_posterior(disp)
     return fig
+
+
+def _anat_range(img: nib.Nifti1Image) -> dict:
+    """Grey-scale limits of an anatomical image: 0 to the 99.5th percentile of its non-zero voxels, so
+    that neither a few bright voxels nor an intensity rescaling clips the brain to white."""
+    data = np.asarray(img.dataobj, dtype=float)
+    nz = data[np.isfinite(data) & (data > 0)]
+    if not nz.size:
+        return {}
+    return {"vmin": 0.0, "vmax": float(np.percentile(nz, 99.5)), "dim": 0}
 
 
 def grid_mm(ctx: SubjectContext) -> float:
@@ -355,21 +369,38 @@ def grid_mm(ctx: SubjectContext) -> float:
         return 2.0
 
 
-def label_anterior_posterior(display, keys=("x", "l", "r")) -> int:
-    """Write "A" and "P" at the ends of every view of ``display`` whose horizontal axis is world y
-    (nilearn's sagittal views), on the correct side whatever the view's orientation. Returns the count."""
+#: Which world axis is horizontal in each view of a nilearn display (x: sagittal, y: coronal, z: axial;
+#: l / r: the glass brain's side views) and which axis the view cuts.
+_VIEW_AXES = {"x": (1, 0), "l": (1, None), "r": (1, None), "y": (0, 1), "z": (0, 2)}
+_SIDE_WORDS = {0: ("L", "R"), 1: ("P", "A")}
+
+
+def _view_label(ax, x: float, y: float, text: str, ha: str, va: str = "center", colour: str = "#ffd54f") -> None:
+    ax.text(x, y, text, transform=ax.transAxes, fontsize=12, fontweight="bold", color=colour, ha=ha, va=va,
+            zorder=9, bbox={"boxstyle": "round,pad=0.15", "facecolor": "black", "alpha": 0.6, "lw": 0})
+
+
+def label_anterior_posterior(display, keys=("x", "l", "r", "y", "z"), cuts: bool = True) -> int:
+    """Label every view of a nilearn ``display`` inside its frame (draw it with ``annotate=False``): "A"/"P"
+    at the ends of views whose horizontal axis is world y, "L"/"R" where it is world x (on the correct
+    side whatever the orientation), and, with ``cuts``, the cut as ``x = -42 mm`` in the lower left
+    corner. Returns the number of views labelled."""
     n = 0
+    cut_coords = getattr(display, "cut_coords", None)
     for key in keys:
         cut = display.axes.get(key)
         if cut is None:
             continue
         ax = cut.ax
+        horizontal, cut_axis = _VIEW_AXES[key]
+        low, high = _SIDE_WORDS[horizontal]
         x0, x1 = ax.get_xlim()
-        left, right = ("A", "P") if x0 > x1 else ("P", "A")
-        for pos, text in ((0.02, left), (0.98, right)):
-            ax.text(pos, 0.5, text, transform=ax.transAxes, fontsize=12, fontweight="bold", color="#ffd54f",
-                    ha="left" if pos < 0.5 else "right", va="center", zorder=9,
-                    bbox={"boxstyle": "round,pad=0.15", "facecolor": "black", "alpha": 0.6, "lw": 0})
+        left, right = (high, low) if x0 > x1 else (low, high)
+        _view_label(ax, 0.02, 0.5, left, "left")
+        _view_label(ax, 0.98, 0.5, right, "right")
+        if cuts and cut_axis is not None and cut_coords is not None and len(cut_coords) == 3:
+            _view_label(ax, 0.02, 0.03, f"{'xyz'[cut_axis]} = {float(cut_coords[cut_axis]):.0f} mm", "left", "bottom",
+                        colour="white")
         n += 1
     return n
 
@@ -382,6 +413,10 @@ def seed_map_vmax(data: np.ndarray, z_at_target: float | None) -> float:
     if z_at_target is not None and np.isfinite(z_at_target):
         vmax = max(vmax, abs(float(z_at_target)) * 1.05)
     return vmax
+
+
+#: Seed-map values with |z| below this fraction of the colour scale are not coloured (the anatomy shows).
+SEED_MAP_THRESHOLD_FRACTION = 0.25
 
 
 def render_seed_map(ctx: SubjectContext):
@@ -409,8 +444,11 @@ def render_seed_map(ctx: SubjectContext):
     except Unavailable:
         bg, bg_name = _template_img(ctx.inputs.get("template_space"))[0], "template"
     cut1 = tuple(target) if target is not None else None
+    # weak values transparent and the rest see-through, so the anatomy shows under the colours
+    overlay = {"threshold": SEED_MAP_THRESHOLD_FRACTION * vmax, "transparency": 0.75, "annotate": False,
+               "cbar_tick_format": "%.2f", "dim": 0}
     d1 = plotting.plot_stat_map(z_img, bg_img=bg, cut_coords=cut1, display_mode="ortho", axes=ax1, figure=fig,
-                                cmap="RdBu_r", vmax=vmax, colorbar=True, draw_cross=False,
+                                cmap="RdBu_r", vmax=vmax, colorbar=True, draw_cross=False, **overlay,
                                 title=f"seed map (Fisher z) at the target, on the {bg_name}")
     if search_img is not None:
         d1.add_contours(search_img, levels=[0.5], colors="lime", linewidths=1.0)
@@ -419,7 +457,7 @@ def render_seed_map(ctx: SubjectContext):
     seed_cut = _centre_of_mass_ras_mm(seed_img) if seed_img is not None else None
     d2 = plotting.plot_stat_map(z_img, bg_img=bg, cut_coords=None if seed_cut is None else tuple(seed_cut),
                                 display_mode="ortho", axes=ax2, figure=fig, cmap="RdBu_r", vmax=vmax,
-                                colorbar=True, draw_cross=False, title="seed map at the sgACC seed")
+                                colorbar=True, draw_cross=False, title="seed map at the sgACC seed", **overlay)
     if seed_img is not None:
         d2.add_contours(seed_img, levels=[0.5], colors="yellow", linewidths=1.0)
     label_anterior_posterior(d1)
@@ -531,16 +569,17 @@ def render_target_t1w(ctx: SubjectContext):
     entry = None if geom is None else geom["entry"]
     fig = _figure(9, 3.0 if entry is None else 6.0)
     top = (0.0, 0.0, 1.0, 1.0) if entry is None else (0.0, 0.5, 1.0, 0.5)
-    disp = plotting.plot_anat(colorbar=False, anat_img=t1w, cut_coords=tuple(target), display_mode="ortho", figure=fig, axes=top,
-                              dim=-0.3, draw_cross=False, title="cortical target (yellow X), T1w")
+    disp = plotting.plot_anat(colorbar=False, anat_img=t1w, cut_coords=tuple(target), display_mode="ortho", figure=fig,
+                              axes=top, draw_cross=False, title="cortical target (yellow X), T1w", annotate=False,
+                              **_anat_range(t1w))
     disp.add_markers([target], marker_color="yellow", marker_size=60, marker="X")
     if geom is not None:
         draw_coil_glyph(disp, geom, with_coil=False)
     if entry is not None:
         # second row cut through the entry: nilearn draws a marker only within 2 mm of a cut
         low = plotting.plot_anat(colorbar=False, anat_img=t1w, cut_coords=tuple(entry), display_mode="ortho", figure=fig,
-                                 axes=(0.0, 0.0, 1.0, 0.5), dim=-0.3, draw_cross=False,
-                                 title="coil at the scalp entry (cyan), handle (magenta)")
+                                 axes=(0.0, 0.0, 1.0, 0.5), draw_cross=False, annotate=False,
+                                 title="coil at the scalp entry (cyan), handle (magenta)", **_anat_range(t1w))
         low.add_markers([entry], marker_color="cyan", marker_size=50, marker="o")
         draw_coil_glyph(low, geom)
         label_anterior_posterior(low)
@@ -567,7 +606,11 @@ def _finish_point_axes(ax, centre_2d, span: float, title: str, xlabel: str, ylab
 
 
 def render_uncertainty(ctx: SubjectContext):
-    """Bootstrap and split-half targets around the target, three projections, p95 circle (MNI mm)."""
+    """Split-half and block-bootstrap targets around the target, three projections (MNI mm). The legend
+    lists only what is drawn, below the plots; the dashed circle (radius: the bootstrap p95 distance) is
+    named in it. Tolerant of target JSONs without split-half target lists."""
+    from matplotlib.lines import Line2D
+
     target = ctx.target_mni()
     unc = (ctx.target or {}).get("uncertainty")
     if target is None or not isinstance(unc, dict):
@@ -577,19 +620,33 @@ def render_uncertainty(ctx: SubjectContext):
     if not len(boots) and not len(halves):
         raise Unavailable("the target JSON lists no bootstrap or split-half targets")
     p95 = _num(unc, "p95_distance_mm")
-    fig = _figure(9, 3.0)
-    span = max(10.0, float(np.abs(np.vstack([boots, halves]) - target).max()) + 3 if len(boots) + len(halves) else 10)
+    fig = _figure(9, 3.6)
+    span = max(10.0, float(np.abs(np.vstack([boots, halves]) - target).max()) + 3)
+    if p95 is not None:
+        span = max(span, p95 + 2)
     for k, (name, a, b, xl, yl) in enumerate(_PROJECTIONS):
         ax = fig.add_subplot(1, 3, k + 1)
         if len(boots):
-            ax.scatter(boots[:, a], boots[:, b], s=12, color="#1f77b4", alpha=0.5, label=f"bootstrap (n={len(boots)})")
+            ax.scatter(boots[:, a], boots[:, b], s=12, color="#1f77b4", alpha=0.5)
         if len(halves):
-            ax.scatter(halves[:, a], halves[:, b], s=30, marker="^", color="#ff7f0e", label="split halves")
-        ax.scatter([target[a]], [target[b]], s=90, marker="X", color="#d62728", label="target", zorder=5)
+            ax.scatter(halves[:, a], halves[:, b], s=36, marker="^", facecolors="none", edgecolors="#ff7f0e",
+                       linewidths=1.5, zorder=6)
+        ax.scatter([target[a]], [target[b]], s=90, marker="X", color="#d62728", zorder=5)
         if p95 is not None:
             ax.add_patch(plt.Circle((target[a], target[b]), p95, fill=False, ls="--", color="k", lw=0.8))
-        _finish_point_axes(ax, target[[a, b]], span, name, xl, yl, legend=k == 0)
-    fig.tight_layout()
+        _finish_point_axes(ax, target[[a, b]], span, name, xl, yl, legend=False)
+    handles = [Line2D([], [], ls="", marker="X", color="#d62728", markersize=9, label="target")]
+    if len(halves):
+        handles.append(Line2D([], [], ls="", marker="^", markerfacecolor="none", markeredgecolor="#ff7f0e",
+                              markersize=7, label=f"split-half targets (n={len(halves)})"))
+    if len(boots):
+        handles.append(Line2D([], [], ls="", marker="o", color="#1f77b4", alpha=0.5, markersize=5,
+                              label=f"bootstrap targets (n={len(boots)})"))
+    if p95 is not None:
+        handles.append(Line2D([], [], ls="--", color="k", lw=0.8,
+                              label=f"95 % of bootstrap targets lie within {p95:.1f} mm"))
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False, fontsize=MIN_FONT_PT)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     return fig
 
 
@@ -653,14 +710,14 @@ def render_literature(ctx: SubjectContext):
     if target is None:
         raise Unavailable("no MNI target")
     sites = _literature_sites()
-    fig = _figure(10, 4.0)
-    ax = fig.add_axes([0, 0.22, 1, 0.78])
-    disp = plotting.plot_glass_brain(None, display_mode="lzr", figure=fig, axes=ax,
-                                     title="target (red X) and published sites")
+    fig = _figure(10, 4.2)
+    ax = fig.add_axes([0, 0.2, 1, 0.72])
+    disp = plotting.plot_glass_brain(None, display_mode="lzr", figure=fig, axes=ax, annotate=False)
+    fig.text(0.01, 0.97, "target (red X) and published sites", fontsize=11, va="top")
     handles = _add_sites_with_legend(disp, fig, sites)
     disp.add_markers([target], marker_color="#d62728", marker_size=80, marker="X")
     handles.append(Line2D([], [], ls="", marker="X", color="#d62728", label="this target"))
-    label_anterior_posterior(disp)
+    label_anterior_posterior(disp, cuts=False)
     fig.legend(handles=handles, loc="lower center", ncol=3, frameon=False, fontsize=10)
     return fig
 
@@ -687,29 +744,46 @@ def _placeholder_figure(message: str):
     return fig
 
 
+def _label_column(rows: list[dict], gap_mm: float = 9.0, offset_mm: float = 22.0) -> tuple[list, list]:
+    """Rows sorted from front to back and their label positions (world mm on the axial view): one column
+    ``offset_mm`` right of the right-most target, labels at least ``gap_mm`` apart."""
+    order = sorted(rows, key=lambda r: -float(r["target_mni_y"]))
+    x_text = max(float(r["target_mni_x"]) for r in rows) + offset_mm
+    positions, last = [], None
+    for r in order:
+        y = float(r["target_mni_y"]) if last is None else min(float(r["target_mni_y"]), last - gap_mm)
+        positions.append((x_text, y))
+        last = y
+    return order, positions
+
+
 def render_group_targets(rows: list[dict], template_name: str = "MNI152NLin2009aSym"):
     """Glass-brain plot of every unit's MNI target coloured by QC status and labelled with the unit,
     with the literature sites named in a legend."""
     from matplotlib.lines import Line2D
     from nilearn import plotting
 
-    fig = _figure(11, 4.4)
-    ax = fig.add_axes([0, 0.2, 1, 0.8])
-    disp = plotting.plot_glass_brain(None, display_mode="lzr", figure=fig, axes=ax,
-                                     title=f"targets in {template_name} by QC status")
+    fig = _figure(10.5, 4.6)
+    ax = fig.add_axes([0, 0.2, 1, 0.72])
+    disp = plotting.plot_glass_brain(None, display_mode="lzr", figure=fig, axes=ax, annotate=False)
+    fig.text(0.01, 0.97, f"targets in {template_name} by QC status (FAIL targets are not shown)", fontsize=11,
+             va="top")
     handles = _add_sites_with_legend(disp, fig, _literature_sites(), size=30)
     for status in ("pass", "warn", "fail"):
         pts = [[r[f"target_mni_{a}"] for a in "xyz"] for r in rows if r["status"] == status
-               and r["target_mni_x"] is not None]
+               and r["target_mni_x"] is not None and status != "fail"]
         if pts:
             disp.add_markers(np.asarray(pts), marker_color=STATUS_COLOURS[status], marker_size=50, marker="X")
             handles.append(Line2D([], [], ls="", marker="X", color=STATUS_COLOURS[status], label=f"target, {status}"))
-    # unit labels on the top view (axes in world mm: x horizontal, y vertical)
+    # unit labels on the top view (axes in world mm: x horizontal, y vertical), in a column beside the
+    # targets with a thin leader line each, spaced so that close targets never overprint their names
     top = disp.axes.get("z")
-    for r in rows:
-        if r["target_mni_x"] is not None and top is not None:
-            top.ax.text(r["target_mni_x"] + 3, r["target_mni_y"] + 3, str(r["unit"]), fontsize=MIN_FONT_PT,
-                        color="#222222", zorder=9)
-    label_anterior_posterior(disp)
+    shown = [r for r in rows if r["target_mni_x"] is not None and r["status"] != "fail"]
+    if top is not None and shown:
+        for r, (x_text, y_text) in zip(*_label_column(shown)):
+            top.ax.annotate(str(r["unit"]), xy=(r["target_mni_x"], r["target_mni_y"]), xytext=(x_text, y_text),
+                            fontsize=MIN_FONT_PT, color="#222222", va="center", zorder=9,
+                            arrowprops={"arrowstyle": "-", "color": "#777777", "lw": 0.6})
+    label_anterior_posterior(disp, cuts=False)
     fig.legend(handles=handles, loc="lower center", ncol=4, frameon=False, fontsize=MIN_FONT_PT)
     return fig

@@ -173,7 +173,8 @@ SUBJECT_REPORTLETS: tuple[Reportlet, ...] = (
               flicker_titles=("the subject's normalised T1w", "the template")),
     Reportlet("seed_map", "Seed map, search region and target",
               "sgACC seed correlation on the subject's anatomy (blue = anticorrelated; the colour scale includes "
-              "the target's own value). Good: the target (yellow X) lies in a blue region inside the green search "
+              "the target's own value; values weaker than a quarter of the scale are not coloured, so the "
+              "anatomy shows). Good: the target (yellow X) lies in a blue region inside the green search "
               "outline; the seed (yellow outline, bottom) is in the subgenual cingulate and correlates positively "
               "with its surroundings. Blue areas outside the green outline, even larger ones, are expected: the "
               "sgACC is anticorrelated with much of the lateral frontal and parietal cortex, and the target is "
