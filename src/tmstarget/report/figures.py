@@ -285,11 +285,11 @@ def render_bold_to_t1w(ctx: SubjectContext):
                               title="T1w + BOLD reference edges (through the target)", draw_cross=False,
                               annotate=False, **_anat_range(t1w))
     disp.add_edges(ref, color="r")
-    label_anterior_posterior(disp)
+    label_anterior_posterior(disp, cuts=False)  # cut through the target: its coordinates are not written here
     return fig
 
 
-def _flicker_pair(fixed, moving, cut, titles):
+def _flicker_pair(fixed, moving, cut, titles, cut_labels: bool = True):
     """Two figures of the same views and extent: the fixed image, then the moving image resampled onto
     its grid (so that switching between them shows any misalignment as movement)."""
     from nilearn import plotting
@@ -301,7 +301,7 @@ def _flicker_pair(fixed, moving, cut, titles):
         fig = _figure(*REGISTRATION_FIGSIZE_IN)
         disp = plotting.plot_anat(colorbar=False, anat_img=img, display_mode="ortho", cut_coords=cut, figure=fig,
                                   title=title, draw_cross=False, annotate=False, **_anat_range(img))
-        label_anterior_posterior(disp)
+        label_anterior_posterior(disp, cuts=cut_labels)
         figs.append(fig)
     return figs
 
@@ -309,7 +309,7 @@ def _flicker_pair(fixed, moving, cut, titles):
 def render_bold_to_t1w_flicker(ctx: SubjectContext):
     """(T1w, BOLD reference on the T1w grid) with identical views, for the before/after toggle."""
     t1w, ref, cut = _bold_to_t1w_images(ctx)
-    return _flicker_pair(t1w, ref, cut, ("subject T1w", "BOLD reference (registered to the T1w)"))
+    return _flicker_pair(t1w, ref, cut, ("subject T1w", "BOLD reference (registered to the T1w)"), cut_labels=False)
 
 
 def render_t1w_to_mni_flicker(ctx: SubjectContext):
