@@ -325,3 +325,26 @@ def test_subject_report_prints_the_decision_first_on_few_pages(reports, browser,
     print("decision ends at", bottoms, "px; a page is", A4_PRINT_HEIGHT_PX, "px")
     assert bottoms == sorted(bottoms)                                  # in this order
     assert bottoms[-1] <= 2 * A4_PRINT_HEIGHT_PX, bottoms
+
+
+SMALLEST_TEXT_PX = """(() => {
+  document.querySelectorAll('details').forEach(d => { d.open = true; });
+  let smallest = [1000, ''];
+  const walk = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  while (walk.nextNode()) {
+    const node = walk.currentNode, el = node.parentElement;
+    if (!node.textContent.trim() || !el.checkVisibility()) continue;
+    const px = parseFloat(getComputedStyle(el).fontSize);
+    if (px < smallest[0]) smallest = [px, node.textContent.trim().slice(0, 40)];
+  }
+  return smallest;
+})()"""
+
+
+def test_every_text_of_the_report_is_at_least_12_px(reports, browser):
+    """Issue 21 item 9: at 100 % no text of the page (all folds opened) is drawn below 12 px; the figures'
+    text is held to the same by their font sizes (test_report.py)."""
+    subject_html, _ = reports
+    browser.load(subject_html.resolve().as_uri())
+    px, text = browser.evaluate(SMALLEST_TEXT_PX)
+    assert px >= 12, (px, text)
