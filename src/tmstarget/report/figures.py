@@ -85,7 +85,7 @@ def render_motion(ctx: SubjectContext):
         ax.axhline(thr, color="#d62728", lw=0.8, ls="--", label=f"censoring threshold {thr:g} mm")
         ax.legend(loc="upper right", fontsize=MIN_FONT_PT, frameon=False)
     ax.set_xlim(-0.5, start - 0.5)
-    ax.set_ylim(bottom=0)
+    ax.set_ylim(0, 1.25 * ax.get_ylim()[1])  # headroom: the run names and the legend stay off the trace
     ax.set_xlabel("volume (runs concatenated; red = censored, grey = dummy scans)")
     ax.set_ylabel("FD (mm)")
     fig.tight_layout()
