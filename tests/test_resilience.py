@@ -71,7 +71,7 @@ def copy_variant(mini, name) -> Path:
     return dst
 
 
-LOCALITE_STAMP = re.compile(r"(?<=InstrumentMarker|EntryTarget)\d{17}(?=\.xml)")
+LOCALITE_STAMP = re.compile(r"(?<=Marker|Target)\d{17}(?=\.xml)")  # InstrumentMarker<stamp>, EntryTarget<stamp>
 
 
 def output_files(out: Path) -> dict[str, Path]:
