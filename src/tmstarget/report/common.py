@@ -208,7 +208,7 @@ def label_anterior_posterior(display, keys=("x", "l", "r", "y", "z"), cuts: bool
         low, high = _SIDE_WORDS[horizontal]
         x0, x1 = ax.get_xlim()
         left, right = (high, low) if x0 > x1 else (low, high)
-        height = 0.5 if horizontal == 1 else 0.9  # A/P at mid-height, L/R near the top: never side by side
+        height = 0.5 if horizontal == 1 else 0.8  # A/P at mid-height, L/R high (below a title): never side by side
         _view_label(ax, 0.02, height, left, "left")
         _view_label(ax, 0.98, height, right, "right")
         if cuts and cut_axis is not None and cut_coords is not None and len(cut_coords) == 3:
