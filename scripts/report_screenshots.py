@@ -1,5 +1,6 @@
-"""Screenshots of a subject report for docs/img/: top screen, navigator box, seed map, coil, printed first
-page, and the uncertainty section when it lists two or more candidate targets.
+"""Screenshots of a subject report for docs/img/: top screen, navigator box, seed map, coil, printed pages 1
+and 2, and the candidate targets when the report lists two or more; prints the page's height at 1280 px
+and its number of printed pages (the measures of issue 21 item 8).
 
 Usage: PYTHONPATH=src python scripts/report_screenshots.py REPORT.html OUT_DIR
 
@@ -31,6 +32,12 @@ def element_shot(browser: Browser, selector: str, path: Path, pad: int = 8) -> N
     path.write_bytes(base64.b64decode(data))
 
 
+OPEN_FOLDS_OF = ("(sel => { let e = document.querySelector(sel); while (e) { if (e.tagName === 'DETAILS') "
+                 "e.open = true; e = e.parentElement; } "
+                 "document.querySelectorAll(sel + ' details.fold, ' + sel + ' details.not-usable')"
+                 ".forEach(d => { d.open = true; }); return true; })")
+
+
 def main(report_html: str, out_dir: str) -> None:
     html = Path(report_html).resolve()
     out = Path(out_dir)
@@ -42,24 +49,30 @@ def main(report_html: str, out_dir: str) -> None:
             problems = browser.problems()
             if problems:
                 raise SystemExit(f"{html.name}: {problems}")
+            print(f"page height at 1280 px (folds closed): {browser.evaluate('document.body.scrollHeight')} px")
             data = browser.call("Page.captureScreenshot", format="png")["data"]
             (out / "report_top.png").write_bytes(base64.b64decode(data))
+            browser.evaluate(f"{OPEN_FOLDS_OF}('#navigator')")
             element_shot(browser, "#navigator", out / "report_navigator.png")
+            browser.evaluate(f"{OPEN_FOLDS_OF}('#seed_map')")   # a closed fold (on FAIL also 'not usable')
             element_shot(browser, "#seed_map", out / "report_seed_map.png")
+            browser.evaluate(f"{OPEN_FOLDS_OF}('#target_t1w')")
             element_shot(browser, "#target_t1w", out / "report_coil.png")
-            if browser.evaluate("document.querySelector('#uncertainty #candidates') !== null") is True:
+            if browser.evaluate("document.querySelector('#candidates') !== null") is True:
                 # on a FAIL the table sits in a 'not usable' fold: open it for the picture
-                browser.evaluate("document.querySelectorAll('#uncertainty details.not-usable')"
-                                 ".forEach(d => { d.open = true; }); true")
-                element_shot(browser, "#uncertainty", out / "report_candidates.png")
+                browser.evaluate(f"{OPEN_FOLDS_OF}('#candidates')")
+                element_shot(browser, "#candidates", out / "report_candidates.png")
         finally:
             browser.close()
         pdf = Path(tmp) / "report.pdf"
         subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                         f"--user-data-dir={tmp}/profile2", "--no-pdf-header-footer", f"--print-to-pdf={pdf}",
                         html.as_uri()], check=True, capture_output=True, timeout=180)
-        subprocess.run(["pdftoppm", "-png", "-r", "60", "-f", "1", "-l", "1", "-singlefile", str(pdf),
-                        str(out / "report_print_page1")], check=True, timeout=120)
+        info = subprocess.run(["pdfinfo", str(pdf)], check=True, capture_output=True, text=True, timeout=60).stdout
+        print("printed pages:", next(line.split()[-1] for line in info.splitlines() if line.startswith("Pages:")))
+        for page in (1, 2):
+            subprocess.run(["pdftoppm", "-png", "-r", "60", "-f", str(page), "-l", str(page), "-singlefile", str(pdf),
+                            str(out / f"report_print_page{page}")], check=True, timeout=120)
     for p in sorted(out.glob("report_*.png")):
         print(p)
 

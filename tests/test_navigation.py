@@ -14,6 +14,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from tmstarget import navigation
 from tmstarget.errors import InputError
 from tmstarget.io import sha256_file, write_json
 from tmstarget.navigation import (NavTarget, describe_direction, read_brainsight, read_localite_entrytarget,
@@ -298,10 +299,18 @@ def test_run_exports_writes_every_format_into_the_nav_folder(tmp_path):
     assert sorted(written) == ["brainsight", "localite_entrytarget", "localite_instrument", "readme", "slicer",
                                "visor2"]
     rel = {k: Path(p).relative_to(nav).as_posix() for k, p in written.items()}
+    # Localite stamps its files with the time the markers were made: here the time of the run that wrote the
+    # T1w-space target (the native JSON), in UTC, to the millisecond
+    import os
+    os.utime(native, (1765200000.25, 1765200000.25))           # 2025-12-08 13:20:00.250 UTC
+    stamp = "20251208132000250"
+    assert navigation.localite_timestamp(native) == stamp
+    written = run_exports(native, t1w_path, nav, ["brainsight", "localite", "visor2", "slicer"])
+    rel = {k: Path(p).relative_to(nav).as_posix() for k, p in written.items()}
     assert rel == {"brainsight": "sub-01_desc-target_brainsight.txt",
                    # Localite session layout; readers take the marker type and date from the name
-                   "localite_instrument": "localite/InstrumentMarkers/InstrumentMarker20000101000000000.xml",
-                   "localite_entrytarget": "localite/EntryTarget/EntryTarget20000101000000000.xml",
+                   "localite_instrument": f"localite/InstrumentMarkers/InstrumentMarker{stamp}.xml",
+                   "localite_entrytarget": f"localite/EntryTarget/EntryTarget{stamp}.xml",
                    "visor2": "sub-01_desc-target_visor2.mrk", "slicer": "sub-01_desc-target_slicer.mrk.json",
                    "readme": "README.txt"}
     li = read_localite_instrument(written["localite_instrument"])
@@ -311,7 +320,11 @@ def test_run_exports_writes_every_format_into_the_nav_folder(tmp_path):
     readme = written["readme"].read_text()
     assert f"Load this T1w as the anatomy: {t1w_path.name} (sha256 {sha256_file(t1w_path)})" in readme
     assert "posterior-inferior" in readme and str(tmp_path) not in readme
-    # identical input, identical bytes (fixed Localite timestamp, no run date)
+    # the import steps travel with the files (the operator has no docs/ folder)
+    assert f"InstrumentMarker{stamp}.xml\n  Localite TMS Navigator: copy into the session's InstrumentMarkers/" in readme
+    assert "  1. New project: open the T1w NIfTI named above as the anatomical data" in readme
+    assert "docs/navigation.md" not in readme
+    # the same run's target, the same bytes (the stamp is read from the native JSON, not the clock)
     again = run_exports(native, t1w_path, tmp_path / "nav2", ["brainsight", "localite", "visor2", "slicer"])
     for key, path in written.items():
         assert Path(path).read_bytes() == Path(again[key]).read_bytes(), key

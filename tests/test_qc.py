@@ -54,7 +54,8 @@ def test_good_unit_passes_with_the_contract_keys():
     assert set(v) == CONTRACT_KEYS
     assert (v["status"], v["status_word"], v["reasons"], v["coordinate_usable"]) == ("pass", "PASS", [], True)
     assert v["unit"] == "sub-01" and v["action"].startswith("usable for research")
-    assert all(set(f) == {"level", "topic", "text"} and f["topic"] in qc.TOPICS for f in v["findings"])
+    assert all(set(f) == {"level", "topic", "kind", "text"} and f["topic"] in qc.TOPICS for f in v["findings"])
+    assert all(f["kind"] in qc.FINDING_ACTIONS or f["kind"] in ("minutes", "bootstrap") for f in v["findings"])
     assert v["thresholds"]["fail_minutes"] == {"value": 5.0, "config_key": "denoising.min_retained_minutes"}
     # every threshold is a configuration key
     assert {t["config_key"] for t in v["thresholds"].values()} == {k for k, _ in qc.THRESHOLDS.values()}
@@ -69,13 +70,15 @@ def test_configured_minimum_minutes_gives_the_matching_sentence():
     v = verdict(q=denoise(minutes=4.0), thresholds=thresholds)
     assert v["status"] == "warn"
     assert v["reasons"] == ["only 4.0 min of data kept after censoring (below 10 min targets are less reliable)"]
-    assert v["action"] == "acceptable for research; acquire 6+ more minutes before clinical use"
+    assert v["action"] == ("usable for research with care: acquire 6 more minutes of resting-state data (this run "
+                           "kept 4.0 min, 10 min give a more reliable target)")
     assert v["thresholds"]["fail_minutes"]["value"] == 3.0
     v = verdict(q=denoise(minutes=2.5), thresholds=thresholds)
     assert v["status"] == "fail" and not v["coordinate_usable"]
     assert v["reasons"][0] == ("only 2.5 min of data kept after censoring (minimum 3 min, "
                                "denoising.min_retained_minutes)")
-    assert v["action"].startswith("do not use this coordinate; re-scan")
+    assert v["action"] == ("do not use this coordinate: re-scan with a longer resting-state run (this run kept "
+                           "2.5 min, the minimum is 3 min, 10 min give a more reliable target)")
 
 
 def test_thresholds_from_config_reads_every_key_and_defaults():
@@ -236,3 +239,142 @@ def test_a_bold_to_t1w_registration_failure_names_the_bold_in_the_action():
                  "aligned to the T1w; the target is not usable"}]})
     assert bold["status"] == "fail" and "the BOLD run could not be aligned to the T1w" in bold["action"]
     assert "the T1w could not be aligned:" not in bold["action"]
+
+
+# ----------------------------------------------------------------------------- issue 21 item 2: one action per finding
+
+
+def _only(v: dict, level: str) -> list[str]:
+    return [f["kind"] for f in v["findings"] if f["level"] == level]
+
+
+def test_each_finding_kind_has_an_action_at_each_level_it_is_emitted():
+    """Every (kind, level) the verdict can give has its own sentence; no sentence mentions clinical use (the
+    report says "Research coordinate, not a clinical verdict" above it)."""
+    for kind, by_level in qc.FINDING_ACTIONS.items():
+        for level, sentence in by_level.items():
+            assert level in ("warn", "fail") and sentence and "clinical" not in sentence, (kind, level)
+    assert "clinical" not in " ".join(qc.ACTIONS.values())
+
+
+@pytest.mark.parametrize("kept, warn_min, more, words", [(5.3, 8.0, 3, "3 more minutes"), (7.2, 8.0, 1, "1 more minute "),
+                                                         (7.0, 8.0, 1, "1 more minute "), (4.01, 10.0, 6, "6 more minutes")])
+def test_minutes_warn_asks_for_the_missing_minutes_computed_from_the_threshold(kept, warn_min, more, words):
+    th = qc.thresholds_from_config({"denoising": {"min_retained_minutes": 3.0, "warn_retained_minutes": warn_min}})
+    v = verdict(q=denoise(minutes=kept), thresholds=th)
+    assert _only(v, "warn") == ["minutes"]
+    assert more == int(np.ceil(warn_min - kept))
+    assert v["action"] == (f"usable for research with care: acquire {words.strip()} of resting-state data (this run "
+                           f"kept {kept:.1f} min, {warn_min:g} min give a more reliable target)")
+
+
+def test_minutes_at_or_above_the_threshold_ask_for_nothing():
+    th = qc._resolved_thresholds(None)
+    assert qc.minutes_action("warn", 8.0, th) is None and qc.minutes_action("warn", 9.7, th) is None
+    assert qc.minutes_action("warn", None, th) is None
+
+
+def test_constant_volumes_with_enough_minutes_do_not_ask_for_more_minutes():
+    """9.7 min kept (above the 8 min warning) and all-zero volumes: the action is about the conversion."""
+    q = denoise(minutes=9.7)
+    q["runs"][0]["constant_volumes"] = [0, 1, 2]
+    v = verdict(q=q)
+    assert _only(v, "warn") == ["constant_volumes"]
+    assert v["action"] == ("usable for research with care: check the BOLD conversion (all-zero or constant volumes "
+                           "are a scanner or conversion fault, censored, so no re-scan is needed for them)")
+    assert "minute" not in v["action"]
+
+
+def test_header_tr_mismatch_asks_to_confirm_the_tr_not_the_orientation():
+    v = verdict(header_warnings=["sub-01_task-rest_bold.nii.gz: header TR 2.5 s differs from the sidecar's "
+                                 "RepetitionTime 2 s; using the sidecar (BIDS rule)"])
+    assert _only(v, "warn") == ["header_tr"]
+    assert v["action"] == ("usable for research with care: confirm the TR with the scan protocol (the sidecar's "
+                           "RepetitionTime was used, not the header's) and correct the file that is wrong")
+    assert "orientation" not in v["action"] and "fiducial" not in v["action"]
+
+
+@pytest.mark.parametrize("message, kind, words", [
+    ("b.nii.gz: qform_code and sform_code are both 0, so the orientation is not recorded", "header_orientation",
+     "confirm the left-right orientation (fiducial or vitamin-E marker) before stimulating"),
+    ("b.nii.gz: the qform and sform disagree (a corner of the image moves 3.10 mm between them)", "header_qform_sform",
+     "check which of qform and sform your navigator reads (they disagree in the file named above)"),
+    ("b.nii.gz: something else about the header", "header_other", "check the image header named above")])
+def test_each_header_warning_kind_has_its_action(message, kind, words):
+    v = verdict(header_warnings=[message])
+    assert _only(v, "warn") == [kind]
+    assert v["action"] == f"usable for research with care: {words}"
+
+
+@pytest.mark.parametrize("change, kind, level, words", [
+    (lambda t, n, q, s: q["runs"][0].update(mean_fd_mm=0.3), "motion", "warn",
+     "look at the motion and carpet plots (more head motion than usual)"),
+    (lambda t, n, q, s: q["runs"][0].update(mean_fd_mm=0.9), "motion", "fail",
+     "re-scan with less head motion (padding, instructions)"),
+    (lambda t, n, q, s: s.update(seed_low_tsnr_fraction=0.8), "seed_tsnr", "warn",
+     "look at the seed tSNR figure (with sgACC signal dropout the target is less reliable)"),
+    (lambda t, n, q, s: s.update(seed_voxels_in_mask=5), "seed_fov", "warn",
+     "check that the BOLD field of view covers the subgenual cingulate (seed tSNR figure)"),
+    (lambda t, n, q, s: t.update(z_at_target=-0.05), "anticorrelation", "warn",
+     "compare with the anatomical BA46 site (the anticorrelation at the target is weak)"),
+    (lambda t, n, q, s: t.update(z_at_target=0.2), "anticorrelation", "fail",
+     "re-scan (the seed map shows no anticorrelated target, check the seed tSNR figure first)"),
+    (lambda t, n, q, s: t["uncertainty"].update(split_half_median_distance_mm=12.0), "reliability", "warn",
+     "acquire more data or prefer the anatomical site (the target is not stable in this data)"),
+    (lambda t, n, q, s: t["uncertainty"].update(multiple_candidates=True, candidates=[]), "candidates", "warn",
+     "choose between the candidate targets with a specialist (Reliability section), or acquire more data"),
+    (lambda t, n, q, s: t["gsr_comparison"].update(shift_mm=14.0), "gsr", "warn",
+     "compare the targets with and without global signal regression (GSR section): the target depends on it"),
+    (lambda t, n, q, s: t.update(in_ba46=False), "ba46", "warn",
+     "check on the T1w figure that the target lies in the left middle frontal gyrus"),
+    (lambda t, n, q, s: t.update(in_search_mask=False), "search_mask", "warn",
+     "check on the seed map that the target lies in the left-DLPFC search region"),
+    (lambda t, n, q, s: n.update(roundtrip_error_mm=2.5), "roundtrip", "warn",
+     "check the T1w-MNI transforms (round trip above the limit) and rerun the native step"),
+    (lambda t, n, q, s: n["t1w_qform_sform"].update(max_difference_mm=2.0), "t1w_qform_sform", "fail",
+     "fix the T1w header named above (qform and sform must agree) and rerun"),
+])
+def test_each_finding_kind_gives_its_own_action(change, kind, level, words):
+    t, n, q, s = target(), native(), denoise(), seed()
+    change(t, n, q, s)
+    v = verdict(t, n, q, s)
+    assert v["status"] == level and _only(v, level) == [kind]
+    start = {"warn": "usable for research with care", "fail": "do not use this coordinate"}[level]
+    assert v["action"] == f"{start}: {words}"
+
+
+def test_missing_inputs_and_stopped_runs_have_their_actions():
+    v = verdict(s=None)
+    assert _only(v, "warn") == ["seed_missing"]
+    assert v["action"] == ("usable for research with care: rerun the seed-map step (its sidecar is missing) to check "
+                           "sgACC signal dropout")
+    v = verdict(n=None)
+    assert _only(v, "fail") == ["no_native"]
+    assert v["action"] == ("do not use this coordinate: rerun the workflow (the T1w-space stage did not finish, its "
+                           "log says why)")
+    v = verdict(q={"runs": [{"volumes_total": 200, "mean_fd_mm": 0.1}]}, t=target(denoising={}))
+    assert _only(v, "warn") == ["minutes_unknown"]
+    f = qc.failed_verdict("sub-01", ["job native failed"])
+    assert f["findings"][0]["kind"] == "workflow_error"
+    assert f["action"] == "do not use this coordinate: fix the cause named above and run the same command again"
+
+
+@pytest.mark.parametrize("name, kind, words", [
+    ("bold_wm_boundary_fraction", "registration_bold", "look at the BOLD-to-T1w figure (the red edges must follow "
+                                                       "the brain)"),
+    ("template_correlation", "registration_t1w", "look at the T1w-to-MNI figure (the template edges must follow the "
+                                                 "brain)")])
+def test_registration_warn_points_to_its_own_figure(name, kind, words):
+    v = verdict(registration_qc={"checks": [{"name": name, "value": 0.5, "level": "warn", "text": "low"}],
+                                 "status": "warn"})
+    assert _only(v, "warn") == [kind] and v["action"] == f"usable for research with care: {words}"
+
+
+def test_two_findings_give_two_actions_once_each_in_finding_order():
+    q = denoise(minutes=6.0)
+    q["runs"][0]["constant_volumes"] = [3]
+    v = verdict(q=q, header_warnings=["a.nii.gz: header TR 2.5 s differs", "b.nii.gz: header TR 2.5 s differs"])
+    assert _only(v, "warn") == ["minutes", "constant_volumes", "header_tr", "header_tr"]
+    parts = v["action"].split(": ", 1)[1].split("; ")
+    assert parts[0].startswith("acquire 2 more minutes") and parts[1].startswith("check the BOLD conversion")
+    assert sum("confirm the TR" in p for p in parts) == 1

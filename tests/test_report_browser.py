@@ -23,7 +23,7 @@ import websocket  # the websocket-client package (a test dependency): a missing 
 
 from tmstarget.report import build_group_report, build_subject_report
 
-from test_report import make_subject_inputs
+from test_report import denoise_qc, make_subject_inputs
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian package 'chromium' is not installed")
@@ -203,7 +203,10 @@ def test_subject_report_in_chromium(reports, browser, tmp_path):
     assert _colour_fraction(png, "#1b7f3b") > 0.001       # the green PASS banner is drawn
     assert _colour_fraction(png, "#20334d") > 0.005       # the header bar
     # the CSS-only before/after switch of the registration views: one image shown, the other after a click
-    shown = "Array.from(document.querySelectorAll('#t1w_to_mni .flip-imgs img')).map(i => i.offsetHeight > 0)"
+    shown = ("Array.from(document.querySelectorAll('#t1w_to_mni .flip-imgs img'))"
+             ".map(i => i.checkVisibility() && i.offsetHeight > 0)")
+    assert browser.evaluate(shown) == [False, False]                  # a closed fold: nothing drawn
+    browser.evaluate("document.querySelector('#t1w_to_mni details.fold > summary').click()")
     assert browser.evaluate(shown) == [True, False]
     browser.evaluate("document.querySelector('#t1w_to_mni .flip-label').click()")
     assert browser.evaluate(shown) == [False, True]
@@ -230,3 +233,118 @@ def test_group_report_in_chromium(reports, browser, tmp_path):
     browser.load(href)                                     # the link opens the subject report
     assert browser.evaluate("document.title") == "tmstarget QC report: sub-01"
     assert browser.problems() == []
+
+
+# ----------------------------------------------------------------------------- issue 21: FAIL page, print length
+
+#: The figures that show where this person's target is (position, slice labels, axes in mm).
+PERSONAL_FIGURES = {"target_t1w", "seed_map", "uncertainty", "gsr", "literature"}
+
+OUTSIDE_NOT_USABLE_FOLDS = """(() => {
+  const page = document.body.cloneNode(true);
+  page.querySelectorAll('details.not-usable').forEach(d => d.remove());
+  const svgText = Array.from(page.querySelectorAll('img[src^="data:image/svg"]'))
+      .map(i => atob(i.src.split(',')[1])).join(' ');
+  return {text: page.textContent, alts: Array.from(page.querySelectorAll('img')).map(i => i.alt).join(' '),
+          figures: Array.from(page.querySelectorAll('img[data-figure]')).map(i => i.dataset.figure),
+          svg: svgText};
+})()"""
+
+
+def test_fail_report_shows_no_coordinate_of_the_person_outside_the_fold_in_chromium(tmp_path, browser):
+    """Issue 21 item 1: a FAILed unit (too much motion) with two candidate targets. Outside the "not usable"
+    folds, neither the text (all of it, closed folds included), nor an image's alt text, nor the text drawn
+    in an SVG figure holds the target, the scalp entry or a candidate; no figure of the person's target is
+    drawn there, and no caption tells the reader these are the navigator's coordinates."""
+    import json as _json
+
+    inputs = make_subject_inputs(tmp_path)
+    Path(inputs["denoise_qc_json"]).write_text(_json.dumps(denoise_qc(tmp_path, fd_scale=8.0)))
+    t = _json.loads(Path(inputs["target_json"]).read_text())
+    t["uncertainty"]["multiple_candidates"] = True
+    t["uncertainty"]["candidates"] = [
+        {"target_mni_ras_mm": [-42.0, 42.0, 30.0], "support_fraction": 0.55, "n_targets": 28},
+        {"target_mni_ras_mm": [-36.0, 22.0, 44.0], "support_fraction": 0.4, "n_targets": 20}]
+    Path(inputs["target_json"]).write_text(_json.dumps(t))
+    from tmstarget.qc import run_verdict
+    assert run_verdict(inputs, inputs["verdict_json"], "sub-01")["status"] == "fail"
+    html = build_subject_report(inputs, tmp_path / "fail.html")
+    browser.load(html.resolve().as_uri())
+    assert browser.problems() == []
+    assert browser.evaluate("document.querySelector('#qc-status').textContent").startswith("QC: FAIL")
+    outside = browser.evaluate(OUTSIDE_NOT_USABLE_FOLDS)
+    inside = browser.evaluate("Array.from(document.querySelectorAll('details.not-usable img[data-figure]'))"
+                              ".map(i => i.dataset.figure)")
+    assert set(inside) == PERSONAL_FIGURES                       # drawn for review, inside the folds only
+    assert not set(outside["figures"]) & PERSONAL_FIGURES, outside["figures"]
+    assert set(outside["figures"]) == {"motion", "carpet_before", "carpet_after", "seed_tsnr", "bold_to_t1w",
+                                       "t1w_to_mni"}
+    everything = " ".join([outside["text"], outside["alts"], outside["svg"]])
+    for coordinate in ("-40.5, 47.2, 35.0", "-58.0, 52.0, 52.0", "-42.0, 42.0, 30.0", "-36.0, 22.0, 44.0"):
+        assert coordinate in browser.evaluate("document.body.textContent"), coordinate   # in the folds
+        assert coordinate not in everything, coordinate
+    for label in ("x=-40", "y=47", "z=35", "x=-58", "x=-42", "y=42", "z=30"):   # slice labels of the figures
+        assert label not in everything, label
+    assert "These are the coordinates the navigator uses" not in everything
+    assert "this figure shows the person's target, so it is folded away below" in outside["text"]
+
+
+def _pdf_pages(pdf: bytes) -> int:
+    import re
+
+    return len(re.findall(rb"/Type\s*/Page[^s]", pdf))
+
+
+#: A4 minus Chromium's default 1 cm margins, in CSS px (96 per inch).
+A4_PRINT_WIDTH_PX, A4_PRINT_HEIGHT_PX = round((8.27 - 0.79) * 96), round((11.69 - 0.79) * 96)
+
+
+def test_subject_report_prints_the_decision_first_on_few_pages(reports, browser, tmp_path):
+    """Issue 21 item 8: printed on A4, the report takes at most 6 pages, and the decision (verdict, action,
+    navigator box, target figure, reliability) ends within the first two."""
+    subject_html, _ = reports
+    browser.load(subject_html.resolve().as_uri())
+    pdf = base64.b64decode(browser.call("Page.printToPDF", paperWidth=8.27, paperHeight=11.69,
+                                        printBackground=True)["data"])
+    (tmp_path / "report.pdf").write_bytes(pdf)
+    _keep_screenshot(tmp_path / "report.pdf")
+    pages = _pdf_pages(pdf)
+    print("printed pages:", pages)
+    assert 1 <= pages <= 6, pages
+    # the print layout at the printable width: where the decision ends, in pages
+    browser.call("Emulation.setEmulatedMedia", media="print")
+    browser.call("Emulation.setDeviceMetricsOverride", width=A4_PRINT_WIDTH_PX, height=A4_PRINT_HEIGHT_PX,
+                 deviceScaleFactor=1, mobile=False)
+    try:
+        bottoms = browser.evaluate(
+            "['#qc-status', '#qc-action', '#reliability-line', '#navigator', '#target_t1w img.fig']"
+            ".map(q => document.querySelector(q).getBoundingClientRect().bottom + window.scrollY)")
+    finally:
+        browser.call("Emulation.clearDeviceMetricsOverride")
+        browser.call("Emulation.setEmulatedMedia", media="")
+    print("decision ends at", bottoms, "px; a page is", A4_PRINT_HEIGHT_PX, "px")
+    assert bottoms == sorted(bottoms)                                  # in this order
+    assert bottoms[-1] <= 2 * A4_PRINT_HEIGHT_PX, bottoms
+
+
+SMALLEST_TEXT_PX = """(() => {
+  document.querySelectorAll('details').forEach(d => { d.open = true; });
+  let smallest = [1000, ''];
+  const walk = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  while (walk.nextNode()) {
+    const node = walk.currentNode, el = node.parentElement;
+    if (!node.textContent.trim() || !el.checkVisibility()) continue;
+    const px = parseFloat(getComputedStyle(el).fontSize);
+    if (px < smallest[0]) smallest = [px, node.textContent.trim().slice(0, 40)];
+  }
+  return smallest;
+})()"""
+
+
+def test_every_text_of_the_report_is_at_least_12_px(reports, browser):
+    """Issue 21 item 9: at 100 % no text of the page (all folds opened) is drawn below 12 px; the figures'
+    text is held to the same by their font sizes (test_report.py)."""
+    subject_html, _ = reports
+    browser.load(subject_html.resolve().as_uri())
+    px, text = browser.evaluate(SMALLEST_TEXT_PX)
+    assert px >= 12, (px, text)

@@ -80,9 +80,11 @@ def test_derivatives_layout_and_provenance(demo_run):
                  "sub-01_task-rest_space-MNI152NLin2009aSym_desc-sgaccFox_stat-fisherz_boldmap.nii.gz")
     assert z.ndim == 3 and np.nanmin(z.get_fdata()) < -0.1
     nav = deriv / "sub-01" / "nav"
+    from tmstarget.navigation import localite_timestamp
+    stamp = localite_timestamp(deriv / "sub-01" / "anat" / "sub-01_space-T1w_desc-target_markers.json")
     for name in ("sub-01_desc-target_brainsight.txt", "sub-01_desc-target_visor2.mrk",
-                 "sub-01_desc-target_slicer.mrk.json", "localite/InstrumentMarkers/InstrumentMarker20000101000000000.xml",
-                 "localite/EntryTarget/EntryTarget20000101000000000.xml", "README.txt"):
+                 "sub-01_desc-target_slicer.mrk.json", f"localite/InstrumentMarkers/InstrumentMarker{stamp}.xml",
+                 f"localite/EntryTarget/EntryTarget{stamp}.xml", "README.txt"):
         assert (nav / name).stat().st_size > 200, name
     coordsystem = json.loads((deriv / "sub-01" / "anat" / "sub-01_space-T1w_coordsystem.json").read_text())
     assert coordsystem["IntendedFor"] == "bids:raw:sub-01/anat/sub-01_T1w.nii.gz"

@@ -29,8 +29,10 @@ SHA-256 where the format has room for it (comments, descriptions, a provenance b
 from __future__ import annotations
 
 import csv
+import datetime as _dt
 import json
 import logging
+import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +42,7 @@ import numpy as np
 
 from . import __version__
 from .errors import InputError
+from .nav_steps import describe_direction, readme_text  # noqa: F401 (describe_direction: public here before)
 from .io import atomic_path, load_img_checked, read_json, save_img, sha256_file, write_json
 from .spaces import (check_qform_sform, ijk_to_world_ras_mm, lps_to_ras, ras_to_lps,
                      world_ras_mm_to_ijk)
@@ -52,11 +55,12 @@ SLICER_SCHEMA_URL = ("https://raw.githubusercontent.com/slicer/slicer/master/Mod
 #: "NIfTI:Q:<intent>" (qform) or "NIfTI:S:<intent>" (sform).
 BRAINSIGHT_VERSION = 14
 BRAINSIGHT_INTENT_NAMES = {1: "Scanner", 2: "Aligned", 3: "Talairach", 4: "MNI-152", 5: "Other-Template"}
-#: Localite names marker files <Kind><YYYYMMDDhhmmssSSS>.xml and readers (SimNIBS's among them) take the
-#: marker type and a date from that name. The stamp is fixed, not the time of the run: identical input
-#: gives byte-identical files (reruns, interrupted runs and checksums compare equal) and no processing
-#: date of a patient is written.
-LOCALITE_TIMESTAMP = "20000101000000000"
+#: Localite names marker files <Kind><YYYYMMDDhhmmssSSS>.xml, stamped with the time the markers were made,
+#: and loads the latest of a session folder; readers (SimNIBS's among them) take the marker type and the
+#: date from that name. tmstarget stamps them with the time of the run that computed the T1w-space target
+#: (:func:`localite_timestamp`): recorded once per run, so re-running the export or resuming an interrupted
+#: run gives the same names and bytes.
+LOCALITE_TIMESTAMP_FORMAT = "%Y%m%d%H%M%S%f"  # cut to milliseconds: 17 digits
 _RAS_TO_LPS_3X3 = np.diag([-1.0, -1.0, 1.0])
 
 
@@ -515,56 +519,31 @@ WRITERS = {
 NATIVE_JSON_SUFFIX = "_space-T1w_desc-target_markers.json"
 
 
-def export_names(prefix: str) -> dict[str, str]:
+def localite_timestamp(native_json) -> str:
+    """The 17-digit Localite stamp (``YYYYMMDDhhmmssSSS``, UTC) of a run: the time its T1w-space target
+    was written (the modification time of ``native_json``, written once per run by the native step; the
+    export and the report read the same file, so both name the same files)."""
+    mtime = Path(native_json).stat().st_mtime
+    return _dt.datetime.fromtimestamp(mtime, tz=_dt.timezone.utc).strftime(LOCALITE_TIMESTAMP_FORMAT)[:17]
+
+
+def export_names(prefix: str, stamp: str) -> dict[str, str]:
     """File names under the ``nav`` folder, relative to it, for a unit prefix (``sub-01[_ses-1]``).
 
     The Localite files follow the layout of a Localite session folder (``InstrumentMarkers/``,
-    ``EntryTarget/``) with the fixed :data:`LOCALITE_TIMESTAMP`, because Localite and readers of its files
-    (SimNIBS's) take the marker type and date from the file name.
+    ``EntryTarget/``) with the run's ``stamp`` (:func:`localite_timestamp`), because Localite and readers
+    of its files (SimNIBS's) take the marker type and date from the file name.
     """
+    if not re.fullmatch(r"\d{17}", str(stamp)):
+        raise ValueError(f"Localite time stamp {stamp!r} is not YYYYMMDDhhmmssSSS (17 digits)")
     return {
         "brainsight": f"{prefix}_desc-target_brainsight.txt",
-        "localite_instrument": f"localite/InstrumentMarkers/InstrumentMarker{LOCALITE_TIMESTAMP}.xml",
-        "localite_entrytarget": f"localite/EntryTarget/EntryTarget{LOCALITE_TIMESTAMP}.xml",
+        "localite_instrument": f"localite/InstrumentMarkers/InstrumentMarker{stamp}.xml",
+        "localite_entrytarget": f"localite/EntryTarget/EntryTarget{stamp}.xml",
         "visor2": f"{prefix}_desc-target_visor2.mrk",
         "slicer": f"{prefix}_desc-target_slicer.mrk.json",
         "readme": "README.txt",
     }
-
-
-def _readme_text(prefix: str, native: dict, names: dict[str, str]) -> str:
-    handle = np.asarray(native.get("handle_direction_t1w_ras") or [np.nan] * 3, float)
-    lines = [
-        f"tmstarget {__version__}: neuronavigation files for {prefix}",
-        "",
-        f"Load this T1w as the anatomy: {native.get('t1w_path')} (sha256 {native.get('t1w_sha256')}).",
-        "All positions are world RAS millimetres of that file (qform and sform agree where both are set).",
-        f"Target (cortex) T1w RAS mm: {np.round(native.get('target_t1w_ras_mm', [np.nan] * 3), 2).tolist()}",
-        f"Scalp entry T1w RAS mm:     {np.round(native.get('entry_t1w_ras_mm', [np.nan] * 3), 2).tolist()}",
-        f"Handle direction (T1w RAS): {np.round(handle, 3).tolist()} = {describe_direction(handle)}, "
-        f"{native.get('handle_angle_deg')} deg from posterior towards lateral.",
-        "",
-        "Files (import steps for each navigator: docs/navigation.md of tmstarget):",
-    ]
-    lines += [f"  {names[k]}" for k in names if k != "readme"]
-    return "\n".join(lines) + "\n"
-
-
-def describe_direction(vector_ras) -> str:
-    """Words for a world RAS direction, e.g. ``posterior-lateral-inferior (left)``: each axis named when its
-    component exceeds 0.3 of the unit vector; x is given as left/right."""
-    v = np.asarray(vector_ras, float)
-    if not np.all(np.isfinite(v)) or np.linalg.norm(v) == 0:
-        return "undefined"
-    v = v / np.linalg.norm(v)
-    words = []
-    if abs(v[1]) > 0.3:
-        words.append("anterior" if v[1] > 0 else "posterior")
-    if abs(v[0]) > 0.3:
-        words.append("right" if v[0] > 0 else "left")
-    if abs(v[2]) > 0.3:
-        words.append("superior" if v[2] > 0 else "inferior")
-    return "-".join(words) or "undefined"
 
 
 def run_exports(native_json, t1w_path, nav_dir, formats, prefix: str | None = None) -> dict[str, Path]:
@@ -608,12 +587,12 @@ def run_exports(native_json, t1w_path, nav_dir, formats, prefix: str | None = No
         prefix = name[:-len(NATIVE_JSON_SUFFIX)] if name.endswith(NATIVE_JSON_SUFFIX) else "target"
     nav_dir = Path(nav_dir)
     nav_dir.mkdir(parents=True, exist_ok=True)
-    names = export_names(prefix)
+    names = export_names(prefix, localite_timestamp(native_json))
     written: dict[str, Path] = {}
     for fmt in dict.fromkeys(formats):
         for key in EXPORT_FORMATS[fmt]:
             written[key] = WRITERS[key](nav_dir / names[key], targets, t1w_img, t1w_path=t1w_path)
             log.info("wrote %s: %s", key, names[key])
     shown = {k: names[k] for k in written}
-    written["readme"] = _write_text(nav_dir / names["readme"], _readme_text(prefix, native, shown))
+    written["readme"] = _write_text(nav_dir / names["readme"], readme_text(prefix, native, shown, __version__))
     return written

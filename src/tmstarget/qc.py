@@ -157,14 +157,7 @@ THRESHOLDS = {
 
 TOPICS = ("data", "motion", "seed", "target", "reliability", "gsr", "registration", "header", "navigation")
 
-#: What to do with the coordinate, by status (WARN and FAIL get a specific remedy appended).
-ACTIONS = {
-    "pass": "usable for research targeting: load the named T1w in the navigator and check the target on the "
-            "anatomy before stimulating",
-    "warn": "acceptable for research; read the warnings and resolve them before clinical use",
-    "fail": "do not use this coordinate",
-}
-
+from .actions import ACTIONS, FINDING_ACTIONS, action_for, finding_action, minutes_action  # noqa: E402,F401
 
 def thresholds_from_config(config: dict | None) -> dict:
     """The QC thresholds of a configuration: ``{name: value}`` for every key of :data:`THRESHOLDS`.
@@ -199,14 +192,16 @@ def _resolved_thresholds(thresholds: dict | None) -> dict:
 @dataclass(frozen=True)
 class Finding:
     """One QC check result: ``level`` is pass, warn, fail or info; ``text`` says why; ``topic`` is
-    one of :data:`TOPICS`."""
+    one of :data:`TOPICS` (where the report shows it); ``kind`` is a key of :data:`FINDING_ACTIONS`
+    (which check it is, so that its action never depends on the wording of ``text``)."""
 
     level: str
     text: str
     topic: str = "data"
+    kind: str = "other"
 
     def as_dict(self) -> dict:
-        return {"level": self.level, "topic": self.topic, "text": scrub_paths(self.text)}
+        return {"level": self.level, "topic": self.topic, "kind": self.kind, "text": scrub_paths(self.text)}
 
 
 CODES_ZERO_RISK = ("a left-right flip cannot be excluded; check the fiducial or a vitamin-E marker before use")
@@ -219,11 +214,17 @@ def header_finding(message: str) -> Finding:
     header warning is a WARN (the run went on with a documented choice that a person must check).
     """
     text = scrub_paths(str(message)).strip()
+    kind = "header_other"
     if "are both 0" in text or "both codes 0" in text:
         name = text.split(":", 1)[0]
         text = (f"{name}: the image header records no orientation (qform and sform codes 0): "
                 f"{CODES_ZERO_RISK}")
-    return Finding("warn", text, "header")
+        kind = "header_orientation"
+    elif "header TR" in text:
+        kind = "header_tr"
+    elif "qform and sform disagree" in text:
+        kind = "header_qform_sform"
+    return Finding("warn", text, "header", kind=kind)
 
 
 def bold_header_warnings(path, t_r: float | None, tol_mm: float = 0.1) -> list[str]:
@@ -286,11 +287,11 @@ def _reliability_findings(unc: dict, limit_mm: float) -> list[Finding]:
         detail = words or (f"split-half targets lie a median {med:.1f} mm apart (limit {limit:g} mm)"
                            if med is not None else "split-half reliability not computed")
         if rel.get("reproducible") is False:
-            out.append(Finding("warn", f"target not reproducible: {detail}", "reliability"))
+            out.append(Finding("warn", f"target not reproducible: {detail}", "reliability", kind="reliability"))
         elif rel.get("reproducible") is True:
-            out.append(Finding("pass", detail, "reliability"))
+            out.append(Finding("pass", detail, "reliability", kind="reliability"))
         else:
-            out.append(Finding("info", detail, "reliability"))
+            out.append(Finding("info", detail, "reliability", kind="reliability"))
     else:
         # older target JSONs: the repeated split-half median, else the targeting stage's flag, else
         # the single first-vs-second-half distance
@@ -300,20 +301,20 @@ def _reliability_findings(unc: dict, limit_mm: float) -> list[Finding]:
             med, what = _num(unc, "split_half_distance_mm"), "the first and second half lie"
         if med is not None and med > limit_mm:
             out.append(Finding("warn", f"target not reproducible: the targets of {what} {med:.1f} mm apart "
-                                       f"(limit {limit_mm:g} mm)", "reliability"))
+                                       f"(limit {limit_mm:g} mm)", "reliability", kind="reliability"))
         elif med is not None:
             out.append(Finding("pass", f"the targets of {what} {med:.1f} mm apart (limit {limit_mm:g} mm)",
-                               "reliability"))
+                               "reliability", kind="reliability"))
         elif unc.get("confident") is False:
             out.append(Finding("warn", "the targeting stage flagged the target as uncertain (see Uncertainty)",
-                               "reliability"))
+                               "reliability", kind="reliability"))
     p95 = _num(unc, "p95_distance_mm")
     if p95 is None:
-        out.append(Finding("info", "bootstrap uncertainty not computed", "reliability"))
+        out.append(Finding("info", "bootstrap uncertainty not computed", "reliability", kind="bootstrap"))
     else:
         out.append(Finding("info", f"95% of bootstrap targets within {p95:.1f} mm (the bootstrap shares data "
                                    "between resamples and can look stable on noise; the split-half check "
-                                   "above is the reliability measure)", "reliability"))
+                                   "above is the reliability measure)", "reliability", kind="bootstrap"))
     if unc.get("multiple_candidates") is True:
         cands = unc.get("candidates") if isinstance(unc.get("candidates"), list) else []
         where = "; ".join(
@@ -321,7 +322,7 @@ def _reliability_findings(unc: dict, limit_mm: float) -> list[Finding]:
             + (f" with {_fmt(100 * float(c.get('support_fraction', c.get('support'))), 0)} % of the split-half targets"
                if c.get("support_fraction", c.get("support")) is not None else "")
             for c in cands[:3] if isinstance(c, dict))
-        out.append(Finding("warn", CANDIDATES_TEXT + (f": {where}" if where else ""), "reliability"))
+        out.append(Finding("warn", CANDIDATES_TEXT + (f": {where}" if where else ""), "reliability", kind="candidates"))
     return out
 
 
@@ -333,8 +334,8 @@ def withhold_coordinates_on_fail(findings: list[Finding]) -> list[Finding]:
     coordinates (a coordinate that failed QC is never presented, not even as a candidate)."""
     if not any(f.level == "fail" for f in findings):
         return findings
-    return [Finding(f.level, CANDIDATES_TEXT + " (coordinates withheld: verdict FAIL)", f.topic)
-            if f.text.startswith(CANDIDATES_TEXT) else f for f in findings]
+    return [Finding(f.level, CANDIDATES_TEXT + " (coordinates withheld: verdict FAIL)", f.topic, f.kind)
+            if f.kind == "candidates" else f for f in findings]
 
 
 def _fmt3(value) -> str:
@@ -353,11 +354,12 @@ def _registration_findings(registration_qc: dict) -> list[Finding]:
         text = str(c.get("text") or c.get("name") or "registration check")
         if level == "fail" and "not usable" not in text:  # tmstarget.registration_qc texts say it themselves
             text = f"the T1w could not be aligned reliably: {text}"
-        out.append(Finding(level, text, "registration"))
+        kind = "registration_bold" if str(c.get("name", "")).startswith("bold_") else "registration_t1w"
+        out.append(Finding(level, text, "registration", kind=kind))
     status = str(registration_qc.get("status", "")).lower()
     if status == "fail" and not any(f.level == "fail" for f in out):
         out.append(Finding("fail", "the T1w could not be aligned to the template (registration QC failed)",
-                           "registration"))
+                           "registration", kind="registration_t1w"))
     return out
 
 
@@ -416,116 +418,118 @@ def qc_findings(target_json: dict | None, native_json: dict | None, denoise_qc: 
     out: list[Finding] = []
     t = target_json or {}
     if target_json is None:
-        out.append(Finding("fail", "no target file: the targeting stage did not produce a target", "target"))
+        out.append(Finding("fail", "no target file: the targeting stage did not produce a target", "target", kind="no_target"))
     if native_json is None:
         out.append(Finding("fail", "no T1w-space target: the native-space stage failed or did not run; the MNI "
-                                   "coordinate alone cannot be used for neuronavigation", "navigation"))
+                                   "coordinate alone cannot be used for neuronavigation", "navigation", kind="no_native"))
 
     # data quantity and motion
     minutes = _num(denoise_qc, "minutes_kept")
     if minutes is None:
         minutes = _num(t, "denoising", "minutes_kept")
     if minutes is None:
-        out.append(Finding("warn", "minutes of data kept after censoring not recorded: cannot check data quantity"))
+        out.append(Finding("warn", "minutes of data kept after censoring not recorded: cannot check data quantity",
+                           kind="minutes_unknown"))
     elif minutes < fail_minutes:
         out.append(Finding("fail", f"only {minutes:.1f} min of data kept after censoring "
-                                   f"(minimum {fail_minutes:g} min, denoising.min_retained_minutes)"))
+                                   f"(minimum {fail_minutes:g} min, denoising.min_retained_minutes)", kind="minutes"))
     elif minutes < warn_minutes:
         out.append(Finding("warn", f"only {minutes:.1f} min of data kept after censoring (below {warn_minutes:g} min "
-                                   "targets are less reliable)"))
+                                   "targets are less reliable)", kind="minutes"))
     else:
-        out.append(Finding("pass", f"{minutes:.1f} min of data kept after censoring"))
+        out.append(Finding("pass", f"{minutes:.1f} min of data kept after censoring", kind="minutes"))
     bad_volumes = sum(len(run.get("constant_volumes") or []) for run in (denoise_qc or {}).get("runs") or []
                       if isinstance(run, dict))
     if bad_volumes:
         out.append(Finding("warn", f"{bad_volumes} all-zero or constant volume(s) in the BOLD data were censored "
-                                   "(a scanner or conversion fault, not brain signal)"))
+                                   "(a scanner or conversion fault, not brain signal)", kind="constant_volumes"))
     fd = mean_fd_mm(denoise_qc)
     if fd is None:
-        out.append(Finding("info", "mean framewise displacement not recorded", "motion"))
+        out.append(Finding("info", "mean framewise displacement not recorded", "motion", kind="motion"))
     elif fd > fail_mean_fd_mm:
-        out.append(Finding("fail", f"mean framewise displacement {fd:.2f} mm (above {fail_mean_fd_mm:g} mm)", "motion"))
+        out.append(Finding("fail", f"mean framewise displacement {fd:.2f} mm (above {fail_mean_fd_mm:g} mm)", "motion", kind="motion"))
     elif fd > warn_mean_fd_mm:
-        out.append(Finding("warn", f"mean framewise displacement {fd:.2f} mm (above {warn_mean_fd_mm:g} mm)", "motion"))
+        out.append(Finding("warn", f"mean framewise displacement {fd:.2f} mm (above {warn_mean_fd_mm:g} mm)", "motion", kind="motion"))
     else:
-        out.append(Finding("pass", f"mean framewise displacement {fd:.2f} mm", "motion"))
+        out.append(Finding("pass", f"mean framewise displacement {fd:.2f} mm", "motion", kind="motion"))
 
     # seed
     if seed_json is None:
-        out.append(Finding("warn", "seed-map sidecar missing: seed signal dropout cannot be checked", "seed"))
+        out.append(Finding("warn", "seed-map sidecar missing: seed signal dropout cannot be checked", "seed", kind="seed_missing"))
     else:
         low = _num(seed_json, "seed_low_tsnr_fraction")
         thr = _num(seed_json, "min_seed_tsnr")
         med = _num(seed_json, "seed_median_tsnr")
         if low is None:
-            out.append(Finding("info", "seed tSNR not recorded", "seed"))
+            out.append(Finding("info", "seed tSNR not recorded", "seed", kind="seed_tsnr"))
         elif low > warn_seed_low_tsnr_fraction:
             out.append(Finding("warn", f"{100 * low:.0f}% of seed voxels have tSNR below "
-                                       f"{_fmt(thr, 0)} (median {_fmt(med)}): possible sgACC signal dropout", "seed"))
+                                       f"{_fmt(thr, 0)} (median {_fmt(med)}): possible sgACC signal dropout", "seed", kind="seed_tsnr"))
         else:
             out.append(Finding("pass", f"seed median tSNR {_fmt(med)}, {100 * low:.0f}% of seed voxels "
-                                       f"below {_fmt(thr, 0)}", "seed"))
+                                       f"below {_fmt(thr, 0)}", "seed", kind="seed_tsnr"))
         total, inside = _num(seed_json, "seed_voxels_total"), _num(seed_json, "seed_voxels_in_mask")
         if total and inside is not None and inside / total < warn_seed_in_mask_fraction:
             out.append(Finding("warn", f"only {inside:.0f} of {total:.0f} seed voxels lie inside the BOLD mask "
-                                       "(seed partly outside the field of view)", "seed"))
+                                       "(seed partly outside the field of view)", "seed", kind="seed_fov"))
 
     if target_json is not None:
         z = _num(t, "z_at_target")
         if z is None:
-            out.append(Finding("info", "seed-map value at the target not recorded", "target"))
+            out.append(Finding("info", "seed-map value at the target not recorded", "target", kind="anticorrelation"))
         elif z >= 0:
             out.append(Finding("fail", f"the target is not anticorrelated with the seed (Fisher z = {z:.2f})",
-                               "target"))
+                               "target", kind="anticorrelation"))
         elif abs(z) < warn_abs_z:
             out.append(Finding("warn", f"weak anticorrelation at the target (Fisher z = {z:.2f}, "
-                                       f"|z| below {warn_abs_z:g})", "target"))
+                                       f"|z| below {warn_abs_z:g})", "target", kind="anticorrelation"))
         else:
-            out.append(Finding("pass", f"anticorrelation at the target: Fisher z = {z:.2f}", "target"))
+            out.append(Finding("pass", f"anticorrelation at the target: Fisher z = {z:.2f}", "target",
+                               kind="anticorrelation"))
 
         unc = t.get("uncertainty") if isinstance(t.get("uncertainty"), dict) else None
         if unc is None:
-            out.append(Finding("info", "bootstrap uncertainty not computed", "reliability"))
+            out.append(Finding("info", "bootstrap uncertainty not computed", "reliability", kind="bootstrap"))
         else:
             out.extend(_reliability_findings(unc, reliability_limit_mm))
 
         gsr = t.get("gsr_comparison") if isinstance(t.get("gsr_comparison"), dict) else None
         shift = _num(gsr, "shift_mm")
         if gsr is None:
-            out.append(Finding("info", "no GSR / no-GSR comparison computed", "gsr"))
+            out.append(Finding("info", "no GSR / no-GSR comparison computed", "gsr", kind="gsr"))
         elif shift is None:
             out.append(Finding("warn", "the no-GSR comparison gave no target: "
-                                       + str(gsr.get("note") or "reason not recorded"), "gsr"))
+                                       + str(gsr.get("note") or "reason not recorded"), "gsr", kind="gsr"))
         elif shift > warn_gsr_shift_mm:
             out.append(Finding("warn", f"the target moves {shift:.1f} mm without global signal regression "
-                                       f"(above {warn_gsr_shift_mm:g} mm): it depends on GSR", "gsr"))
+                                       f"(above {warn_gsr_shift_mm:g} mm): it depends on GSR", "gsr", kind="gsr"))
         else:
             # 0.0 means the same voxel: say so instead of a precision below the grid (issue 12)
             out.append(Finding("pass", "the target is the same voxel with and without global signal regression"
                                if shift < 0.5 else f"target moves {shift:.1f} mm without global signal regression",
-                               "gsr"))
+                               "gsr", kind="gsr"))
 
         if t.get("in_ba46") is False:
-            out.append(Finding("warn", "target lies outside BA46 (HCPex label)", "target"))
+            out.append(Finding("warn", "target lies outside BA46 (HCPex label)", "target", kind="ba46"))
         elif t.get("in_ba46") is None:
-            out.append(Finding("info", "BA46 membership not recorded", "target"))
+            out.append(Finding("info", "BA46 membership not recorded", "target", kind="ba46"))
         if t.get("in_search_mask") is False:
-            out.append(Finding("warn", "target lies outside the search mask", "target"))
+            out.append(Finding("warn", "target lies outside the search mask", "target", kind="search_mask"))
 
     if native_json is not None:
         rt = _num(native_json, "roundtrip_error_mm")
         if rt is not None and rt > warn_roundtrip_mm:
             out.append(Finding("warn", f"MNI->T1w->MNI round trip error {rt:.2f} mm (above {warn_roundtrip_mm:g} mm): "
-                                       "check the transforms", "navigation"))
+                                       "check the transforms", "navigation", kind="roundtrip"))
         qs = native_json.get("t1w_qform_sform") if isinstance(native_json.get("t1w_qform_sform"), dict) else None
         diff = _num(qs, "max_difference_mm")
         if diff is not None and diff > qform_sform_tol_mm:
             out.append(Finding("fail", f"the navigation T1w's qform and sform disagree by {diff:.2f} mm (above "
                                        f"{qform_sform_tol_mm:g} mm): navigators would place the target differently",
-                               "header"))
+                               "header", kind="t1w_qform_sform"))
         elif qs is not None:
             out.append(Finding("pass", f"navigation T1w header consistent ({qs.get('affine_used', 'sform')} used, "
-                                       f"qform/sform difference {_fmt(diff, 2)} mm)", "header"))
+                                       f"qform/sform difference {_fmt(diff, 2)} mm)", "header", kind="t1w_qform_sform"))
 
     seen = set()
     for message in header_warnings or []:
@@ -566,48 +570,6 @@ def _status_and_reasons(findings: list[Finding]) -> tuple[str, list[str]]:
     warns = [scrub_paths(f.text) for f in findings if f.level == "warn"]
     status = "fail" if fails else "warn" if warns else "pass"
     return status, fails + warns
-
-
-def action_for(status: str, findings: list[Finding], thresholds: dict, minutes_kept: float | None = None) -> str:
-    """Plain-words action for a status: what to do with this coordinate.
-
-    Parameters
-    ----------
-    status : {"pass", "warn", "fail"}
-    findings : list of Finding
-        The unit's findings (their topics choose the remedy).
-    thresholds : dict
-        Resolved thresholds (``warn_minutes`` sets how much more data to acquire).
-    minutes_kept : float, optional
-        Minutes of data kept after censoring.
-    """
-    topics = {f.topic for f in findings if f.level == status}
-    if status == "pass":
-        return ACTIONS["pass"]
-    if status == "fail":
-        if "registration" in topics:
-            failed = " ".join(f.text for f in findings if f.level == "fail" and f.topic == "registration")
-            if "aligned to the T1w" in failed and "template" not in failed:
-                return (ACTIONS["fail"] + "; the BOLD run could not be aligned to the T1w: check that both "
-                        "scans are of this person and the BOLD header's orientation, and rerun")
-            return (ACTIONS["fail"] + "; the T1w could not be aligned: check the T1w (field of view, "
-                    "artefacts, orientation) and rerun")
-        if "header" in topics or "navigation" in topics:
-            return ACTIONS["fail"] + "; fix the T1w header or transforms named above and rerun"
-        if topics & {"data", "motion"}:
-            return ACTIONS["fail"] + "; re-scan (longer resting-state run, less head motion)"
-        return ACTIONS["fail"] + "; re-scan, or review the data with a specialist before any use"
-    parts = []
-    if "data" in topics:
-        more = thresholds["warn_minutes"] - (minutes_kept or 0.0)
-        parts.append(f"acquire {max(1, int(np.ceil(more)))}+ more minutes before clinical use")
-    if "header" in topics:
-        parts.append("confirm the left-right orientation (fiducial or vitamin-E marker) before use")
-    if "reliability" in topics:
-        parts.append("the target is not stable in this data: acquire more data or prefer the anatomical site")
-    if not parts:
-        parts.append("read the warnings and resolve them before clinical use")
-    return "acceptable for research; " + "; ".join(parts)
 
 
 def assess(target_json: dict | None, native_json: dict | None, denoise_qc: dict | None,
@@ -669,9 +631,9 @@ def failed_verdict(unit: str, reasons: list[str], thresholds: dict | None = None
     texts = [scrub_paths(r) for r in reasons] or ["the workflow stopped before this unit's target was computed"]
     return {
         "status": "fail", "status_word": "FAIL",
-        "action": ACTIONS["fail"] + "; fix the cause named above and run the same command again",
+        "action": ACTIONS["fail"] + ": " + FINDING_ACTIONS["workflow_error"]["fail"],
         "reasons": texts,
-        "findings": [{"level": "fail", "topic": "data", "text": t} for t in texts],
+        "findings": [{"level": "fail", "topic": "data", "kind": "workflow_error", "text": t} for t in texts],
         "coordinate_usable": False,
         "thresholds": {name: {"value": values[name], "config_key": THRESHOLDS[name][0]} for name in THRESHOLDS},
         "unit": unit, "Sources": [],

@@ -154,8 +154,9 @@ def _clean_img(data: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
     return img
 
 
-#: Smallest font size (points) in any figure: at 100 dpi and the page's width this is >= 10 px on screen.
-MIN_FONT_PT = 9
+#: Smallest font size (points) in any figure: 13.9 px at 100 dpi; no figure is wider than the page column (1050 px),
+#: so no text is drawn below 12 px on screen at 100 %.
+MIN_FONT_PT = 10
 
 
 def _figure(width_in: float = 9.0, height_in: float = 3.0):
@@ -169,3 +170,49 @@ def _unit_name(inputs: dict) -> str:
     p = inputs.get("target_json") or inputs.get("denoise_qc_json") or ""
     m = re.match(r"(sub-[A-Za-z0-9]+(?:_ses-[A-Za-z0-9]+)?)", Path(str(p)).name)
     return m.group(1) if m else "subject"
+
+
+def grid_mm(ctx: SubjectContext) -> float:
+    """Voxel spacing (mm) of the seed map, the grid every target lies on (2.0 when unknown)."""
+    try:
+        zooms = ctx.img("fisherz_map").header.get_zooms()[:3]
+        return float(max(zooms))
+    except Unavailable:
+        return 2.0
+
+
+#: Which world axis is horizontal in each view of a nilearn display (x: sagittal, y: coronal, z: axial;
+#: l / r: the glass brain's side views) and which axis the view cuts.
+_VIEW_AXES = {"x": (1, 0), "l": (1, None), "r": (1, None), "y": (0, 1), "z": (0, 2)}
+_SIDE_WORDS = {0: ("L", "R"), 1: ("P", "A")}
+
+
+def _view_label(ax, x: float, y: float, text: str, ha: str, va: str = "center", colour: str = "#ffd54f") -> None:
+    ax.text(x, y, text, transform=ax.transAxes, fontsize=12, fontweight="bold", color=colour, ha=ha, va=va,
+            zorder=9, bbox={"boxstyle": "round,pad=0.15", "facecolor": "black", "alpha": 0.6, "lw": 0})
+
+
+def label_anterior_posterior(display, keys=("x", "l", "r", "y", "z"), cuts: bool = True) -> int:
+    """Label every view of a nilearn ``display`` inside its frame (draw it with ``annotate=False``): "A"/"P"
+    at the ends of views whose horizontal axis is world y, "L"/"R" where it is world x (on the correct
+    side whatever the orientation), and, with ``cuts``, the cut as ``x = -42 mm`` in the lower left
+    corner. Returns the number of views labelled."""
+    n = 0
+    cut_coords = getattr(display, "cut_coords", None)
+    for key in keys:
+        cut = display.axes.get(key)
+        if cut is None:
+            continue
+        ax = cut.ax
+        horizontal, cut_axis = _VIEW_AXES[key]
+        low, high = _SIDE_WORDS[horizontal]
+        x0, x1 = ax.get_xlim()
+        left, right = (high, low) if x0 > x1 else (low, high)
+        height = 0.5 if horizontal == 1 else 0.8  # A/P at mid-height, L/R high (below a title): never side by side
+        _view_label(ax, 0.02, height, left, "left")
+        _view_label(ax, 0.98, height, right, "right")
+        if cuts and cut_axis is not None and cut_coords is not None and len(cut_coords) == 3:
+            _view_label(ax, 0.02, 0.03, f"{'xyz'[cut_axis]} = {float(cut_coords[cut_axis]):.0f} mm", "left", "bottom",
+                        colour="white")
+        n += 1
+    return n

@@ -21,8 +21,10 @@ import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ..qc import _num, _point, scrub_paths  # noqa: E402
-from .common import (MAX_CARPET_VOXELS, MIN_FONT_PT, STATUS_COLOURS, SubjectContext, Unavailable, _clean_img,  # noqa: E402
-                     _figure, _fmt, _points)
+from .common import (MAX_CARPET_VOXELS, MIN_FONT_PT, SubjectContext, Unavailable, _clean_img,  # noqa: E402
+                     _figure, grid_mm, label_anterior_posterior)
+from .figures_points import (_literature_sites, render_group_targets, render_gsr, render_literature,  # noqa: E402,F401
+                             render_uncertainty)
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +85,7 @@ def render_motion(ctx: SubjectContext):
         ax.axhline(thr, color="#d62728", lw=0.8, ls="--", label=f"censoring threshold {thr:g} mm")
         ax.legend(loc="upper right", fontsize=MIN_FONT_PT, frameon=False)
     ax.set_xlim(-0.5, start - 0.5)
-    ax.set_ylim(bottom=0)
+    ax.set_ylim(0, 1.25 * ax.get_ylim()[1])  # headroom: the run names and the legend stay off the trace
     ax.set_xlabel("volume (runs concatenated; red = censored, grey = dummy scans)")
     ax.set_ylabel("FD (mm)")
     fig.tight_layout()
@@ -131,7 +133,7 @@ def _draw_carpet(fig, carpet_vt: np.ndarray, boundaries: list[int], marks: list[
     ax_gs.plot(carpet_vt.mean(axis=0), color="#1f4e79", lw=0.8)
     ax_gs.set_ylabel("mean", fontsize=MIN_FONT_PT)
     ax_gs.tick_params(labelbottom=False, labelsize=MIN_FONT_PT)
-    ax_gs.set_title(title, fontsize=9, loc="left")
+    ax_gs.set_title(title, fontsize=MIN_FONT_PT, loc="left")
     ax.imshow(carpet_vt, aspect="auto", cmap="gray", vmin=-2, vmax=2, interpolation="nearest")
     for b in boundaries:
         ax.axvline(b - 0.5, color="#ffd700", lw=1)
@@ -234,7 +236,9 @@ def render_seed_tsnr(ctx: SubjectContext):
     vmax = float(np.percentile(tsnr_v, 99)) if tsnr_v.size else 1.0
     disp = plotting.plot_img(tsnr_img, display_mode="ortho", cut_coords=None if cut is None else tuple(cut),
                              cmap="viridis", vmin=0, vmax=vmax, colorbar=True, threshold=1e-6, axes=ax_map, figure=fig,
-                             draw_cross=False, black_bg=True, annotate=True, title="tSNR")
+                             draw_cross=False, black_bg=True, annotate=False, title="tSNR",
+                             cbar_tick_format="%.0f")
+    label_anterior_posterior(disp, cuts=cut is not None)
     seed_vals = None
     if seed_img is not None:
         disp.add_contours(seed_img, levels=[0.5], colors="r", linewidths=1.2)
@@ -258,7 +262,7 @@ def render_seed_tsnr(ctx: SubjectContext):
 
 
 #: Size (inches at 100 dpi) of the registration figures: large enough that a misalignment of a few mm shows.
-REGISTRATION_FIGSIZE_IN = (12.0, 4.2)
+REGISTRATION_FIGSIZE_IN = (10.5, 3.8)  # 1050 px: the page's column, so it is never scaled down
 
 
 def _bold_to_t1w_images(ctx: SubjectContext):
@@ -279,14 +283,15 @@ def render_bold_to_t1w(ctx: SubjectContext):
 
     t1w, ref, cut = _bold_to_t1w_images(ctx)
     fig = _figure(*REGISTRATION_FIGSIZE_IN)
-    disp = plotting.plot_anat(colorbar=False, anat_img=t1w, display_mode="ortho", cut_coords=cut, figure=fig, dim=-0.5,
-                              title="T1w + BOLD reference edges (through the target)", draw_cross=False)
+    disp = plotting.plot_anat(colorbar=False, anat_img=t1w, display_mode="ortho", cut_coords=cut, figure=fig,
+                              title="T1w + BOLD reference edges (through the target)", draw_cross=False,
+                              annotate=False, **_anat_range(t1w))
     disp.add_edges(ref, color="r")
-    label_anterior_posterior(disp)
+    label_anterior_posterior(disp, cuts=False)  # cut through the target: its coordinates are not written here
     return fig
 
 
-def _flicker_pair(fixed, moving, cut, titles):
+def _flicker_pair(fixed, moving, cut, titles, cut_labels: bool = True):
     """Two figures of the same views and extent: the fixed image, then the moving image resampled onto
     its grid (so that switching between them shows any misalignment as movement)."""
     from nilearn import plotting
@@ -296,9 +301,9 @@ def _flicker_pair(fixed, moving, cut, titles):
     figs = []
     for img, title in zip((fixed, _clean_img(np.asarray(moving_on.dataobj), fixed.affine)), titles):
         fig = _figure(*REGISTRATION_FIGSIZE_IN)
-        disp = plotting.plot_anat(colorbar=False, anat_img=img, display_mode="ortho", cut_coords=cut, figure=fig, dim=-0.3,
-                                  title=title, draw_cross=False)
-        label_anterior_posterior(disp)
+        disp = plotting.plot_anat(colorbar=False, anat_img=img, display_mode="ortho", cut_coords=cut, figure=fig,
+                                  title=title, draw_cross=False, annotate=False, **_anat_range(img))
+        label_anterior_posterior(disp, cuts=cut_labels)
         figs.append(fig)
     return figs
 
@@ -306,7 +311,7 @@ def _flicker_pair(fixed, moving, cut, titles):
 def render_bold_to_t1w_flicker(ctx: SubjectContext):
     """(T1w, BOLD reference on the T1w grid) with identical views, for the before/after toggle."""
     t1w, ref, cut = _bold_to_t1w_images(ctx)
-    return _flicker_pair(t1w, ref, cut, ("subject T1w", "BOLD reference (registered to the T1w)"))
+    return _flicker_pair(t1w, ref, cut, ("subject T1w", "BOLD reference (registered to the T1w)"), cut_labels=False)
 
 
 def render_t1w_to_mni_flicker(ctx: SubjectContext):
@@ -339,39 +344,22 @@ def render_t1w_to_mni(ctx: SubjectContext):
     t1w_mni = ctx.img("t1w_mni")
     template, note = _template_img(ctx.inputs.get("template_space"))
     fig = _figure(*REGISTRATION_FIGSIZE_IN)
-    disp = plotting.plot_anat(colorbar=False, anat_img=t1w_mni, display_mode="ortho", cut_coords=(0, 0, 10), figure=fig, dim=-0.5,
-                              title=f"T1w in MNI + edges of {note}", draw_cross=False)
+    disp = plotting.plot_anat(colorbar=False, anat_img=t1w_mni, display_mode="ortho", cut_coords=(0, 0, 10), figure=fig,
+                              title=f"T1w in MNI + edges of {note}", draw_cross=False, annotate=False,
+                              **_anat_range(t1w_mni))
     disp.add_edges(template, color="r")
     label_anterior_posterior(disp)
     return fig
 
 
-def grid_mm(ctx: SubjectContext) -> float:
-    """Voxel spacing (mm) of the seed map, the grid every target lies on (2.0 when unknown)."""
-    try:
-        zooms = ctx.img("fisherz_map").header.get_zooms()[:3]
-        return float(max(zooms))
-    except Unavailable:
-        return 2.0
-
-
-def label_anterior_posterior(display, keys=("x", "l", "r")) -> int:
-    """Write "A" and "P" at the ends of every view of ``display`` whose horizontal axis is world y
-    (nilearn's sagittal views), on the correct side whatever the view's orientation. Returns the count."""
-    n = 0
-    for key in keys:
-        cut = display.axes.get(key)
-        if cut is None:
-            continue
-        ax = cut.ax
-        x0, x1 = ax.get_xlim()
-        left, right = ("A", "P") if x0 > x1 else ("P", "A")
-        for pos, text in ((0.02, left), (0.98, right)):
-            ax.text(pos, 0.5, text, transform=ax.transAxes, fontsize=12, fontweight="bold", color="#ffd54f",
-                    ha="left" if pos < 0.5 else "right", va="center", zorder=9,
-                    bbox={"boxstyle": "round,pad=0.15", "facecolor": "black", "alpha": 0.6, "lw": 0})
-        n += 1
-    return n
+def _anat_range(img: nib.Nifti1Image) -> dict:
+    """Grey-scale limits of an anatomical image: 0 to the 99.5th percentile of its non-zero voxels, so
+    that neither a few bright voxels nor an intensity rescaling clips the brain to white."""
+    data = np.asarray(img.dataobj, dtype=float)
+    nz = data[np.isfinite(data) & (data > 0)]
+    if not nz.size:
+        return {}
+    return {"vmin": 0.0, "vmax": float(np.percentile(nz, 99.5)), "dim": 0}
 
 
 def seed_map_vmax(data: np.ndarray, z_at_target: float | None) -> float:
@@ -382,6 +370,10 @@ def seed_map_vmax(data: np.ndarray, z_at_target: float | None) -> float:
     if z_at_target is not None and np.isfinite(z_at_target):
         vmax = max(vmax, abs(float(z_at_target)) * 1.05)
     return vmax
+
+
+#: Seed-map values with |z| below this fraction of the colour scale are not coloured (the anatomy shows).
+SEED_MAP_THRESHOLD_FRACTION = 0.25
 
 
 def render_seed_map(ctx: SubjectContext):
@@ -409,8 +401,11 @@ def render_seed_map(ctx: SubjectContext):
     except Unavailable:
         bg, bg_name = _template_img(ctx.inputs.get("template_space"))[0], "template"
     cut1 = tuple(target) if target is not None else None
+    # weak values transparent and the rest see-through, so the anatomy shows under the colours
+    overlay = {"threshold": SEED_MAP_THRESHOLD_FRACTION * vmax, "transparency": 0.75, "annotate": False,
+               "cbar_tick_format": "%.2f", "dim": 0}
     d1 = plotting.plot_stat_map(z_img, bg_img=bg, cut_coords=cut1, display_mode="ortho", axes=ax1, figure=fig,
-                                cmap="RdBu_r", vmax=vmax, colorbar=True, draw_cross=False,
+                                cmap="RdBu_r", vmax=vmax, colorbar=True, draw_cross=False, **overlay,
                                 title=f"seed map (Fisher z) at the target, on the {bg_name}")
     if search_img is not None:
         d1.add_contours(search_img, levels=[0.5], colors="lime", linewidths=1.0)
@@ -419,7 +414,7 @@ def render_seed_map(ctx: SubjectContext):
     seed_cut = _centre_of_mass_ras_mm(seed_img) if seed_img is not None else None
     d2 = plotting.plot_stat_map(z_img, bg_img=bg, cut_coords=None if seed_cut is None else tuple(seed_cut),
                                 display_mode="ortho", axes=ax2, figure=fig, cmap="RdBu_r", vmax=vmax,
-                                colorbar=True, draw_cross=False, title="seed map at the sgACC seed")
+                                colorbar=True, draw_cross=False, title="seed map at the sgACC seed", **overlay)
     if seed_img is not None:
         d2.add_contours(seed_img, levels=[0.5], colors="yellow", linewidths=1.0)
     label_anterior_posterior(d1)
@@ -531,137 +526,21 @@ def render_target_t1w(ctx: SubjectContext):
     entry = None if geom is None else geom["entry"]
     fig = _figure(9, 3.0 if entry is None else 6.0)
     top = (0.0, 0.0, 1.0, 1.0) if entry is None else (0.0, 0.5, 1.0, 0.5)
-    disp = plotting.plot_anat(colorbar=False, anat_img=t1w, cut_coords=tuple(target), display_mode="ortho", figure=fig, axes=top,
-                              dim=-0.3, draw_cross=False, title="cortical target (yellow X), T1w")
+    disp = plotting.plot_anat(colorbar=False, anat_img=t1w, cut_coords=tuple(target), display_mode="ortho", figure=fig,
+                              axes=top, draw_cross=False, title="cortical target (yellow X), T1w", annotate=False,
+                              **_anat_range(t1w))
     disp.add_markers([target], marker_color="yellow", marker_size=60, marker="X")
     if geom is not None:
         draw_coil_glyph(disp, geom, with_coil=False)
     if entry is not None:
         # second row cut through the entry: nilearn draws a marker only within 2 mm of a cut
         low = plotting.plot_anat(colorbar=False, anat_img=t1w, cut_coords=tuple(entry), display_mode="ortho", figure=fig,
-                                 axes=(0.0, 0.0, 1.0, 0.5), dim=-0.3, draw_cross=False,
-                                 title="coil at the scalp entry (cyan), handle (magenta)")
+                                 axes=(0.0, 0.0, 1.0, 0.5), draw_cross=False, annotate=False,
+                                 title="coil at the scalp entry (cyan), handle (magenta)", **_anat_range(t1w))
         low.add_markers([entry], marker_color="cyan", marker_size=50, marker="o")
         draw_coil_glyph(low, geom)
         label_anterior_posterior(low)
     label_anterior_posterior(disp)
-    return fig
-
-
-_PROJECTIONS = (("sagittal (y, z)", 1, 2, "y anterior (mm)", "z superior (mm)"),
-                ("coronal (x, z)", 0, 2, "x right (mm)", "z superior (mm)"),
-                ("axial (x, y)", 0, 1, "x right (mm)", "y anterior (mm)"))
-
-
-def _finish_point_axes(ax, centre_2d, span: float, title: str, xlabel: str, ylabel: str, legend: bool) -> None:
-    """Square window of +-``span`` mm around ``centre_2d`` with readable labels (uncertainty and GSR plots)."""
-    ax.set_xlim(centre_2d[0] - span, centre_2d[0] + span)
-    ax.set_ylim(centre_2d[1] - span, centre_2d[1] + span)
-    ax.set_aspect("equal")
-    ax.set_title(title, fontsize=MIN_FONT_PT)
-    ax.set_xlabel(xlabel, fontsize=MIN_FONT_PT)
-    ax.set_ylabel(ylabel, fontsize=MIN_FONT_PT)
-    ax.tick_params(labelsize=MIN_FONT_PT)
-    if legend:
-        ax.legend(fontsize=MIN_FONT_PT, loc="lower left", frameon=False)
-
-
-def render_uncertainty(ctx: SubjectContext):
-    """Bootstrap and split-half targets around the target, three projections, p95 circle (MNI mm)."""
-    target = ctx.target_mni()
-    unc = (ctx.target or {}).get("uncertainty")
-    if target is None or not isinstance(unc, dict):
-        raise Unavailable("no uncertainty estimate in the target JSON")
-    boots = _points(unc.get("targets_mni_ras_mm"))
-    halves = _points(unc.get("split_half_targets_mni_ras_mm"))
-    if not len(boots) and not len(halves):
-        raise Unavailable("the target JSON lists no bootstrap or split-half targets")
-    p95 = _num(unc, "p95_distance_mm")
-    fig = _figure(9, 3.0)
-    span = max(10.0, float(np.abs(np.vstack([boots, halves]) - target).max()) + 3 if len(boots) + len(halves) else 10)
-    for k, (name, a, b, xl, yl) in enumerate(_PROJECTIONS):
-        ax = fig.add_subplot(1, 3, k + 1)
-        if len(boots):
-            ax.scatter(boots[:, a], boots[:, b], s=12, color="#1f77b4", alpha=0.5, label=f"bootstrap (n={len(boots)})")
-        if len(halves):
-            ax.scatter(halves[:, a], halves[:, b], s=30, marker="^", color="#ff7f0e", label="split halves")
-        ax.scatter([target[a]], [target[b]], s=90, marker="X", color="#d62728", label="target", zorder=5)
-        if p95 is not None:
-            ax.add_patch(plt.Circle((target[a], target[b]), p95, fill=False, ls="--", color="k", lw=0.8))
-        _finish_point_axes(ax, target[[a, b]], span, name, xl, yl, legend=k == 0)
-    fig.tight_layout()
-    return fig
-
-
-def _literature_sites() -> dict[str, np.ndarray]:
-    try:
-        from ..regions import literature_sites_mni_ras_mm
-
-        return {k: np.asarray(v, float) for k, v in literature_sites_mni_ras_mm().items()}
-    except Exception:  # regions' atlas data missing: the table still shows the recorded distances
-        return {}
-
-
-def render_gsr(ctx: SubjectContext):
-    """Target with GSR (main) and without GSR (comparison strategy), three projections, MNI mm."""
-    target = ctx.target_mni()
-    gsr = (ctx.target or {}).get("gsr_comparison")
-    other = _point(gsr.get("target_mni_ras_mm")) if isinstance(gsr, dict) else None
-    if target is None or other is None:
-        note = gsr.get("note") if isinstance(gsr, dict) else None
-        raise Unavailable("no no-GSR target in the target JSON" + (f" ({note})" if note else ""))
-    fig = _figure(9, 3.0)
-    span = max(10.0, float(np.abs(other - target).max()) + 5)
-    centre = (target + other) / 2
-    for k, (name, a, b, xl, yl) in enumerate(_PROJECTIONS):
-        ax = fig.add_subplot(1, 3, k + 1)
-        # the no-GSR target as a large open ring under the target's X: both stay visible when they coincide
-        ax.scatter([other[a]], [other[b]], s=260, marker="o", facecolors="none", edgecolors="#2ca02c",
-                   linewidths=2.5, label=f"without GSR ({gsr.get('strategy', '')})", zorder=4)
-        ax.scatter([target[a]], [target[b]], s=90, marker="X", color="#d62728", label="with GSR (target)", zorder=5)
-        ax.annotate("", xy=(other[a], other[b]), xytext=(target[a], target[b]),
-                    arrowprops={"arrowstyle": "->", "color": "#555555"})
-        _finish_point_axes(ax, centre[[a, b]], span, name, xl, yl, legend=k == 0)
-    shift = _num(gsr, "shift_mm")
-    same = shift is not None and shift < grid_mm(ctx)
-    fig.suptitle("same position (shift below the grid spacing)" if same else f"shift {_fmt(shift, 1, 'mm')}",
-                 fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
-SITE_COLOURS = ("#1f77b4", "#9467bd", "#8c564b", "#17becf", "#bcbd22", "#7f7f7f")
-
-
-def _add_sites_with_legend(display, fig, sites: dict, size: int = 40) -> list:
-    """Each literature site in its own colour, named in a legend under the brains."""
-    from matplotlib.lines import Line2D
-
-    handles = []
-    for (name, pos), colour in zip(sites.items(), SITE_COLOURS * 3):
-        display.add_markers([pos], marker_color=colour, marker_size=size)
-        handles.append(Line2D([], [], ls="", marker="o", color=colour, label=name))
-    return handles
-
-
-def render_literature(ctx: SubjectContext):
-    """The target and the published DLPFC sites (each named), on a glass brain (left, top, right views)."""
-    from matplotlib.lines import Line2D
-    from nilearn import plotting
-
-    target = ctx.target_mni()
-    if target is None:
-        raise Unavailable("no MNI target")
-    sites = _literature_sites()
-    fig = _figure(10, 4.0)
-    ax = fig.add_axes([0, 0.22, 1, 0.78])
-    disp = plotting.plot_glass_brain(None, display_mode="lzr", figure=fig, axes=ax,
-                                     title="target (red X) and published sites")
-    handles = _add_sites_with_legend(disp, fig, sites)
-    disp.add_markers([target], marker_color="#d62728", marker_size=80, marker="X")
-    handles.append(Line2D([], [], ls="", marker="X", color="#d62728", label="this target"))
-    label_anterior_posterior(disp)
-    fig.legend(handles=handles, loc="lower center", ncol=3, frameon=False, fontsize=10)
     return fig
 
 
@@ -684,32 +563,4 @@ def _placeholder_figure(message: str):
     """A small figure that says why the real one is missing (keeps file names fixed)."""
     fig = _figure(6, 1.2)
     fig.text(0.02, 0.5, scrub_paths(message)[:150], fontsize=10, va="center", color="#555555")
-    return fig
-
-
-def render_group_targets(rows: list[dict], template_name: str = "MNI152NLin2009aSym"):
-    """Glass-brain plot of every unit's MNI target coloured by QC status and labelled with the unit,
-    with the literature sites named in a legend."""
-    from matplotlib.lines import Line2D
-    from nilearn import plotting
-
-    fig = _figure(11, 4.4)
-    ax = fig.add_axes([0, 0.2, 1, 0.8])
-    disp = plotting.plot_glass_brain(None, display_mode="lzr", figure=fig, axes=ax,
-                                     title=f"targets in {template_name} by QC status")
-    handles = _add_sites_with_legend(disp, fig, _literature_sites(), size=30)
-    for status in ("pass", "warn", "fail"):
-        pts = [[r[f"target_mni_{a}"] for a in "xyz"] for r in rows if r["status"] == status
-               and r["target_mni_x"] is not None]
-        if pts:
-            disp.add_markers(np.asarray(pts), marker_color=STATUS_COLOURS[status], marker_size=50, marker="X")
-            handles.append(Line2D([], [], ls="", marker="X", color=STATUS_COLOURS[status], label=f"target, {status}"))
-    # unit labels on the top view (axes in world mm: x horizontal, y vertical)
-    top = disp.axes.get("z")
-    for r in rows:
-        if r["target_mni_x"] is not None and top is not None:
-            top.ax.text(r["target_mni_x"] + 3, r["target_mni_y"] + 3, str(r["unit"]), fontsize=MIN_FONT_PT,
-                        color="#222222", zorder=9)
-    label_anterior_posterior(disp)
-    fig.legend(handles=handles, loc="lower center", ncol=4, frameon=False, fontsize=MIN_FONT_PT)
     return fig

@@ -74,6 +74,11 @@ class Reportlet:
     #: two figures with identical views (fixed image, moving image) for the CSS-only before/after switch
     flicker: Callable[[SubjectContext], list] | None = None
     flicker_titles: tuple[str, str] = ("", "")
+    #: the figure shows where this person's target is (position, slice labels, axes in mm): on a FAIL
+    #: verdict it is shown only inside a "not usable" fold
+    personal: bool = False
+    #: part of the decision block (shown open); every other section is a closed fold
+    open: bool = False
 
 
 @dataclass
@@ -89,6 +94,9 @@ class Rendered:
     view: dict | None = None
     flicker: list = field(default_factory=list)
     flicker_titles: tuple[str, str] = ("", "")
+    open: bool = False
+    #: a figure of the person's target under a FAIL verdict: drawn only inside a "not usable" fold
+    withheld: bool = False
 
     @property
     def img(self) -> Markup | None:
@@ -102,7 +110,8 @@ def _data_uri(data: bytes, fmt: str) -> Markup:
 
 def render_reportlet(r: Reportlet, ctx: SubjectContext) -> Rendered:
     """Draw one reportlet (figure and view); never raises: a failure becomes a note in its section."""
-    out = Rendered(r.name, r.title, r.caption, r.fmt)
+    out = Rendered(r.name, r.title, r.caption, r.fmt, open=r.open)
+    out.withheld = r.personal and r.figure is not None and V.unit_verdict(ctx)["status"] == "fail"
     if r.figure is not None:
         try:
             out.data = F.figure_bytes(r.figure(ctx), r.fmt)
@@ -131,13 +140,13 @@ def render_reportlet(r: Reportlet, ctx: SubjectContext) -> Rendered:
 SUBJECT_REPORTLETS: tuple[Reportlet, ...] = (
     Reportlet("summary", "Summary",
               "The verdict of this run (the same PASS / WARN / FAIL as the terminal and group_targets.tsv), "
-              "what to do, the coordinate and the box for the navigator.", view=V.summary_view),
+              "what to do, the coordinate and the box for the navigator.", view=V.summary_view, open=True),
     Reportlet("target_t1w", "Target on the subject's T1w",
               "Good: the yellow cross (top row, cut through the target) sits in the grey matter of the left "
               "middle frontal gyrus; the bottom row, cut through the scalp entry, shows the coil (cyan circle) "
               "on the scalp with its handle (magenta) pointing back and outwards; the dashed line is the coil "
               "axis from the entry to the target. These are the coordinates the navigator uses.",
-              figure=F.render_target_t1w),
+              figure=F.render_target_t1w, personal=True, open=True),
     Reportlet("motion", "Head motion",
               "Framewise displacement (FD, mm) of each volume. Good: FD mostly below the dashed threshold, few "
               "censored (red) volumes, and the minutes kept at or above this run's threshold (Summary, QC "
@@ -156,31 +165,32 @@ SUBJECT_REPORTLETS: tuple[Reportlet, ...] = (
               "dashed threshold.", figure=F.render_seed_tsnr, view=V.seed_tsnr_view),
     Reportlet("bold_to_t1w", "BOLD to T1w registration",
               "Good: the red edges of the BOLD reference follow the brain outline and ventricles of the T1w.",
-              figure=F.render_bold_to_t1w, view=V.registration_view, flicker=F.render_bold_to_t1w_flicker,
+              figure=F.render_bold_to_t1w, view=V.bold_to_t1w_view, flicker=F.render_bold_to_t1w_flicker,
               flicker_titles=("the subject's T1w", "the BOLD reference")),
     Reportlet("t1w_to_mni", "T1w to MNI normalisation",
               "Good: the red template edges follow the normalised T1w's brain outline, ventricles and sulci.",
-              figure=F.render_t1w_to_mni, view=V.registration_view, flicker=F.render_t1w_to_mni_flicker,
+              figure=F.render_t1w_to_mni, view=V.t1w_to_mni_view, flicker=F.render_t1w_to_mni_flicker,
               flicker_titles=("the subject's normalised T1w", "the template")),
     Reportlet("seed_map", "Seed map, search region and target",
               "sgACC seed correlation on the subject's anatomy (blue = anticorrelated; the colour scale includes "
-              "the target's own value). Good: the target (yellow X) lies in a blue region inside the green search "
+              "the target's own value; values weaker than a quarter of the scale are not coloured, so the "
+              "anatomy shows). Good: the target (yellow X) lies in a blue region inside the green search "
               "outline; the seed (yellow outline, bottom) is in the subgenual cingulate and correlates positively "
               "with its surroundings. Blue areas outside the green outline, even larger ones, are expected: the "
               "sgACC is anticorrelated with much of the lateral frontal and parietal cortex, and the target is "
-              "searched for only inside the left-DLPFC outline.", figure=F.render_seed_map),
+              "searched for only inside the left-DLPFC outline.", figure=F.render_seed_map, personal=True),
     Reportlet("uncertainty", "Reliability and uncertainty",
               "Targets from split halves (orange) and block-bootstrap resamples (blue) around the target (red X). "
               "Good: split-half targets close to the target (the reliability measure); the bootstrap cloud is a "
               "detail and looks tighter than the truth.", figure=F.render_uncertainty, fmt="svg",
-              view=V.uncertainty_view),
+              view=V.uncertainty_view, personal=True),
     Reportlet("gsr", "Global signal regression: target with and without GSR",
               "GSR can create anticorrelations. Good: the target without GSR is close (< 10 mm) to the target "
-              "with GSR.", figure=F.render_gsr, fmt="svg"),
+              "with GSR.", figure=F.render_gsr, fmt="svg", personal=True),
     Reportlet("literature", "Distance to literature sites",
               "The target (red) against published left-DLPFC sites (blue). Good: near the BA46 site; far from "
               "all of them means an atypical target worth a second look.", figure=F.render_literature,
-              view=V.literature_view),
+              view=V.literature_view, personal=True),
     Reportlet("caveats", "Caveats", "Read before using the target.", view=V.caveats_view),
     Reportlet("glossary", "Glossary", "The terms of this report in plain words.", view=V.glossary_view),
     Reportlet("methods", "Methods",

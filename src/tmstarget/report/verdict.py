@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 
+from ..nav_steps import IMPORT_STEPS, import_steps
 from ..qc import STATUS_ORDER, _num, _point, mean_fd_mm
 from .common import SubjectContext, _first_number, _fmt, _fmt_mm3, _unit_name
 from .figures import _literature_sites, coil_geometry, grid_mm
@@ -53,13 +55,7 @@ def unit_verdict(ctx: SubjectContext) -> dict:
 
 
 #: Navigator name and what to do with each ``nav/`` file (keys of :func:`navigation.export_names`).
-NAVIGATOR_IMPORTS = {
-    "brainsight": ("Brainsight (Rogue Research)", "import as targets (version 14 file)"),
-    "localite_instrument": ("Localite TMS Navigator", "copy into the session's InstrumentMarkers/ folder"),
-    "localite_entrytarget": ("Localite TMS Navigator", "copy into the session's EntryTarget/ folder"),
-    "visor2": ("ANT Neuro visor2", "import as markers"),
-    "slicer": ("3D Slicer (checking only, no coil)", "drag onto Slicer after the T1w"),
-}
+NAVIGATOR_IMPORTS = {key: (nav, what) for key, (nav, what, _) in IMPORT_STEPS.items()}
 
 WORLD_CONVENTION_WORDS = ("NIfTI world coordinates of this file: x to the right, y to the front, z up "
                           "(RAS, millimetres)")
@@ -121,7 +117,7 @@ def reliability_words(ctx: SubjectContext) -> str:
                 f"(limit {_fmt(rel.get('limit_mm'), 0, 'mm')}): {verdict}")
     for f in unit_verdict(ctx).get("findings") or []:
         if isinstance(f, dict) and f.get("topic") == "reliability" and f.get("level") in ("pass", "warn", "fail") \
-                and "candidate" not in str(f.get("text")):
+                and f.get("kind", "reliability") == "reliability" and "candidate" not in str(f.get("text")):
             return str(f.get("text"))
     return "not assessed"
 
@@ -220,18 +216,24 @@ def handle_glyph(native: dict | None, size: int = 170) -> dict | None:
 
 
 def nav_files(ctx: SubjectContext) -> list[dict]:
-    """``[{navigator, file, what}]`` for each export format the run was configured with (``nav_formats``)."""
-    from ..navigation import EXPORT_FORMATS, export_names
+    """``[{navigator, file, what, steps}]`` for each export format the run was configured with
+    (``nav_formats``); the Localite names carry the run's stamp, read from the native JSON as the export
+    step reads it (:func:`navigation.localite_timestamp`)."""
+    from ..navigation import EXPORT_FORMATS, export_names, localite_timestamp
 
     formats = ctx.inputs.get("nav_formats")
     if formats is None:
         formats = list(EXPORT_FORMATS)
-    names = export_names(_unit_name(ctx.inputs))
+    native_path = ctx.path("native_json")
+    if native_path is None:
+        return []
+    names = export_names(_unit_name(ctx.inputs), localite_timestamp(native_path))
     out = []
     for fmt in formats:
         for key in EXPORT_FORMATS.get(str(fmt), []):
             nav, what = NAVIGATOR_IMPORTS[key]
-            out.append({"navigator": nav, "file": "nav/" + names[key], "what": what})
+            out.append({"navigator": nav, "file": "nav/" + names[key], "what": what,
+                        "steps": import_steps(key, names[key])})
     return out
 
 
@@ -245,7 +247,7 @@ def navigator_view(ctx: SubjectContext) -> dict | None:
     verdict = unit_verdict(ctx)
     return {
         "t1w": Path(str(n.get("t1w_path"))).name if n.get("t1w_path") else "n/a",
-        "sha_short": sha[:12] if sha else "n/a", "has_sha": bool(sha),
+        "sha256": sha or "n/a", "has_sha": bool(sha),
         "target": _fmt_mm3(n.get("target_t1w_ras_mm")), "entry": _fmt_mm3(n.get("entry_t1w_ras_mm")),
         "convention": WORLD_CONVENTION_WORDS,
         "handle": handle_in_words(n), "glyph": handle_glyph(n),
@@ -267,15 +269,10 @@ def summary_view(ctx: SubjectContext) -> dict:
     verdict = unit_verdict(ctx)
     status = verdict["status"]
     space = t.get("TemplateSpace") or "MNI"
-    unc = _uncertainty(ctx)
     gsr = t.get("gsr_comparison") if isinstance(t.get("gsr_comparison"), dict) else {}
     grid = grid_mm(ctx)
     rows = [
-        ("Target, subject T1w (RAS mm)", _fmt_mm3(n.get("target_t1w_ras_mm")),
-         "in " + (Path(str(n.get("t1w_path"))).name if n.get("t1w_path") else "n/a")),
-        ("Scalp entry, T1w (RAS mm)", _fmt_mm3(n.get("entry_t1w_ras_mm")), ""),
-        ("Scalp-to-cortex distance", _fmt(n.get("scalp_to_cortex_mm"), 1, "mm"), ""),
-        (f"Target, {space} (RAS mm)", _fmt_mm3(t.get("target_mni_ras_mm")), ""),
+        (f"Target, {space} (RAS mm; for comparison, not for navigation)", _fmt_mm3(t.get("target_mni_ras_mm")), ""),
         ("Method", str(t.get("method") or "n/a"), ""),
         ("r / Fisher z at target", f"{_fmt(t.get('r_at_target'), 2)} / {_fmt(t.get('z_at_target'), 2)}", ""),
         ("Cluster size", _fmt(t.get("cluster_size_voxels"), 0, "voxels"), ""),
@@ -283,17 +280,20 @@ def summary_view(ctx: SubjectContext) -> dict:
         ("Minutes kept", _fmt(_first_number(_num(ctx.denoise_qc, "minutes_kept"),
                                             _num(t, "denoising", "minutes_kept")), 1, "min"), ""),
         ("Mean FD", _fmt(mean_fd_mm(ctx.denoise_qc), 2, "mm"), ""),
-        ("Reliability (split halves)", reliability_words(ctx), ""),
         ("Shift without GSR", dist_mm(gsr.get("shift_mm"), grid), ""),
     ]
+    if not ctx.native:  # no navigator box: the T1w target is missing, say so where the box would be
+        rows.insert(0, ("Target, subject T1w (RAS mm)", "n/a", "(no T1w-space target)"))
+    # problems are the banner's reasons; registration checks are listed in their own sections
+    shown = [f for f in verdict.get("findings") or [] if isinstance(f, dict) and f.get("level") in ("pass", "info")
+             and not (f.get("topic") == "registration" and f.get("kind"))]
     return {
         "status": status, "status_word": str(verdict.get("status_word") or status.upper()),
         "headline": STATUS_HEADLINE[status], "reasons": [str(r) for r in verdict.get("reasons") or []],
-        "action": str(verdict.get("action") or "n/a"), "rows": rows,
-        "bootstrap": {"median": dist_mm(unc.get("median_distance_mm"), grid),
-                      "p95": dist_mm(unc.get("p95_distance_mm"), grid), "caveat": BOOTSTRAP_CAVEAT},
+        "action": str(verdict.get("action") or "n/a"), "rows": rows, "reliability": reliability_words(ctx),
         "candidates": candidate_rows(ctx), "navigator": navigator_view(ctx),
-        "findings": findings_groups(verdict), "thresholds": threshold_rows(verdict),
+        "findings": findings_groups({"findings": shown}), "n_checks": len(shown),
+        "thresholds": threshold_rows(verdict),
     }
 
 
@@ -361,14 +361,25 @@ def literature_view(ctx: SubjectContext) -> dict:
     return {"rows": rows, "notes": notes}
 
 
+def _words(text) -> set[str]:
+    return set(re.findall(r"[a-z0-9.]+", str(text).lower()))
+
+
+def _said_already(words: set[str], stated: list[set[str]], share: float = 0.6) -> bool:
+    """Whether a warning repeats a finding: most (``share``) of its words are in one finding's text."""
+    return bool(words) and any(len(words & s) >= share * len(words) for s in stated)
+
+
 def caveats_view(ctx: SubjectContext) -> dict:
     minutes = _first_number(_num(ctx.denoise_qc, "minutes_kept"), _num(ctx.target, "denoising", "minutes_kept"))
     own = (f"This run kept {minutes:.1f} min; its own split-half check says: {reliability_words(ctx)}."
            if minutes is not None else f"This run's own split-half check says: {reliability_words(ctx)}.")
+    # the pipeline's own warnings, except those the verdict already states (Problems): no fact twice
+    stated = [_words(f.get("text")) for f in unit_verdict(ctx).get("findings") or [] if isinstance(f, dict)]
     warnings: list[str] = []
     for key in ("target_json", "native_json", "denoise_qc_json", "seed_json"):
         for w in (ctx.json(key) or {}).get("warnings") or []:
-            if str(w) not in warnings:
+            if str(w) not in warnings and not _said_already(_words(w), stated):
                 warnings.append(str(w))
     caveats = list(CAVEATS)
     caveats[2] = caveats[2] + " " + own
@@ -415,10 +426,12 @@ REGISTRATION_FAILURE_WORDS = (
     "good registration shows almost no movement. If it fails, the target is not usable.")
 
 
-def registration_view(ctx: SubjectContext) -> dict:
-    """The verdict's registration findings (topic "registration") and the failure sentence."""
+def registration_view(ctx: SubjectContext, kind: str | None = None) -> dict:
+    """The verdict's registration findings of one registration (``kind``: "registration_bold" or
+    "registration_t1w"; verdicts without kinds show all) and the failure sentence."""
     findings = [f for f in unit_verdict(ctx).get("findings") or []
-                if isinstance(f, dict) and f.get("topic") == "registration"]
+                if isinstance(f, dict) and f.get("topic") == "registration"
+                and (kind is None or f.get("kind", kind) == kind)]
     return {"failure": REGISTRATION_FAILURE_WORDS,
             "checks": [{"level": str(f.get("level")), "text": str(f.get("text"))} for f in findings]}
 
@@ -592,3 +605,11 @@ def methods_view(ctx: SubjectContext) -> dict:
             "config": scrub_paths(config_text) if config_text else "",
             "version": __version__,
             "date": now.strftime("%Y-%m-%d %H:%M:%S %Z (UTC%z)")}
+
+
+def bold_to_t1w_view(ctx: SubjectContext) -> dict:
+    return registration_view(ctx, "registration_bold")
+
+
+def t1w_to_mni_view(ctx: SubjectContext) -> dict:
+    return registration_view(ctx, "registration_t1w")
