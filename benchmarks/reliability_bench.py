@@ -70,17 +70,54 @@ def prepare(log=print) -> None:
 
 
 # ----------------------------------------------------------------------------- real runs
+#: margin (2 mm voxels) kept around the seed and the search region when a real run is cropped: 16 mm, more
+#: than 4.5 sigma of the widest smoothing compared (8 mm FWHM), so the cropped smoothing is the whole-brain one
+CROP_MARGIN_VOXELS = 8
+
+
+def cropped_run(bench: Path, name: str, bold: dict) -> dict:
+    """The run's MNI BOLD and mask cut to the box around the seed and the search region (+ margin), written
+    once uncompressed: the denoising reads a few percent of the whole-brain file for every strategy and
+    smoothing. The confounds come from the table, so the regressors are those of the whole run."""
+    import nibabel as nib
+
+    out = {"bold_mni": str(bench / "work" / f"{name}_crop_bold.nii"), "mask_mni": str(bench / "work" / f"{name}_crop_mask.nii"),
+           "confounds": bold["confounds"]}
+    if Path(out["mask_mni"]).exists():
+        return out
+    Path(out["bold_mni"]).parent.mkdir(parents=True, exist_ok=True)
+    mask_img = nib.load(bold["mask_mni"])
+    seed, search = old.masks_for(mask_img, {"seed": "sphere", "search": "ba46"})
+    ijk = np.argwhere(seed | search)
+    lo = np.maximum(ijk.min(axis=0) - CROP_MARGIN_VOXELS, 0)
+    hi = np.minimum(ijk.max(axis=0) + CROP_MARGIN_VOXELS + 1, mask_img.shape)
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    affine = mask_img.affine.copy()
+    affine[:3, 3] = nib.affines.apply_affine(mask_img.affine, lo)
+    img = nib.load(bold["bold_mni"])
+    data = np.asarray(img.dataobj[box + (slice(None),)], dtype=np.float32)
+    crop = nib.Nifti1Image(data, affine, img.header)
+    crop.set_sform(affine, 1)
+    crop.set_qform(affine, 1)
+    nib.save(crop, out["bold_mni"])
+    sidecar = Path(bold["bold_mni"].replace(".nii.gz", ".json"))
+    if sidecar.exists():
+        Path(out["bold_mni"].replace(".nii", ".json")).write_text(sidecar.read_text())
+    nib.save(nib.Nifti1Image(np.asarray(mask_img.dataobj)[box].astype(np.uint8), affine), out["mask_mni"])
+    return out
+
+
 def denoised(bench: Path, name: str, bold: dict, strategy: str, fwhm: float):
-    """Denoised data of one prepared run with the workflow's own strategy table and this smoothing (cached)."""
+    """Denoised data of one prepared run (cropped, :func:`cropped_run`) with the workflow's own strategy table
+    and this smoothing (cached)."""
     from tmstarget import denoise as dn
     from tmstarget.targeting import load_denoised
 
     path = bench / "work" / f"{name}_desc-{strategy}{int(fwhm)}mm_denoised.npz"
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        crop = cropped_run(bench, name, bold)
         strat = {**dn.DEFAULT_STRATEGIES[strategy], "smoothing_fwhm_mm": fwhm or None}
-        res = dn.denoise_runs([{"bold": bold["bold_mni"], "mask": bold["mask_mni"], "confounds": bold["confounds"]}],
-                              strat, min_retained_minutes=1.0, warn_retained_minutes=1.0, strategy_name=strategy)
+        res = dn.denoise_runs([crop], strat, min_retained_minutes=1.0, warn_retained_minutes=1.0, strategy_name=strategy)
         dn.save_denoised_npz(res, path)
     return load_denoised(path)
 
@@ -168,6 +205,38 @@ def minutes_curve(snr: float, minutes, replicates: int, log) -> dict:
 
 
 # ----------------------------------------------------------------------------- the demo (item 7)
+def noise_free_target(planted_mni_ras_mm, search_mask_path) -> dict:
+    """The default rule on the demo's planted pattern alone (no noise, no registration): the generator's
+    weight (Gaussian, sigma ``TARGET_SIGMA_MM``, times grey matter relative to the target, at most 1) on the
+    MNI 2 mm grid, smoothed as the default, r = minus the weight, in the workflow's own search region."""
+    import nibabel as nib
+    from nilearn.datasets import load_mni152_brain_mask
+
+    from tmstarget import demo as D
+    from tmstarget import denoise as dn
+    from tmstarget import targeting as T
+
+    m = load_mni152_brain_mask(resolution=2)
+    mask = m.get_fdata() > 0
+    xyz = nib.affines.apply_affine(m.affine, np.argwhere(mask))
+    planted = np.asarray(planted_mni_ras_mm, float)
+    head = D.build_mni_head_model()
+    gm_at_target = max(float(head.sample("gm", planted[None])[0]), 0.3)
+    w = D._gaussian_weight(xyz, planted, D.TARGET_SIGMA_MM) * np.minimum(head.sample("gm", xyz) / gm_at_target, 1.0)
+    data = w[None, :].astype(np.float32)
+    dn.smooth_masked(data, mask, (2.0, 2.0, 2.0), proto.DEFAULT["fwhm"] or None)
+    vol = np.zeros(mask.shape, np.float32)
+    vol[mask] = data[0]
+    search = np.asarray(nib.load(search_mask_path).dataobj) > 0
+    ijk = np.argwhere(search & mask)
+    space = T.SearchSpace(ijk, nib.affines.apply_affine(m.affine, ijk))
+    sel = T.select_cluster(-vol[tuple(ijk.T)], space, proto.DEFAULT["percentile"])
+    return {"target_mni_ras_mm": space.xyz_mm[sel.index].tolist(),
+            "error_mm": float(np.linalg.norm(space.xyz_mm[sel.index] - planted)),
+            "centre_of_mass_mni_ras_mm": sel.point_mni_ras_mm.tolist(),
+            "centre_of_mass_error_mm": float(np.linalg.norm(sel.point_mni_ras_mm - planted))}
+
+
 def demo_recovery(bench: Path) -> dict:
     """Planted-target recovery of the demo workflow's own outputs (MNI and T1w), and the floor the 2 mm
     MNI grid puts under it: the distance from the planted point to the nearest search-region voxel centre."""
@@ -195,7 +264,8 @@ def demo_recovery(bench: Path) -> dict:
             "target_mni_ras_mm": mni["target_mni_ras_mm"],
             "error_mni_mm": float(np.linalg.norm(np.subtract(mni["target_mni_ras_mm"], truth["target_mni_ras_mm"]))),
             "error_t1w_mm": float(np.linalg.norm(np.subtract(t1w["target_t1w_ras_mm"], truth["target_t1w_ras_mm"]))),
-            "grid_floor_mm": floor, "target_to_nearest_voxel_mm": to_nearest}
+            "grid_floor_mm": floor, "target_to_nearest_voxel_mm": to_nearest,
+            "noise_free": noise_free_target(truth["target_mni_ras_mm"], search) if search is not None else {}}
     return out
 
 
@@ -221,6 +291,21 @@ def _clean(x):
     return x
 
 
+def cached(bench: Path, name: str, key: dict, compute):
+    """``compute()`` stored as ``<bench>/work/<name>.json`` with ``key`` (the design); recomputed when the key
+    differs. ``make reliability-docs`` starts from an empty folder, so it always computes."""
+    path = bench / "work" / f"{name}.json"
+    key = json.loads(json.dumps(key))
+    if path.exists():
+        stored = json.loads(path.read_text())
+        if stored["key"] == key:
+            return stored["value"]
+    value = _clean(compute())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"key": key, "value": value}) + "\n")
+    return value
+
+
 def run(quick: bool, log) -> dict:
     bench = bench_dir()
     t0 = time.time()
@@ -232,10 +317,16 @@ def run(quick: bool, log) -> dict:
     timing = {}
     real = run_real(bench, sets, accepted, log)
     timing["real_s"] = round(time.time() - t0)
-    synth = run_synthetic(sets, SYNTH_SNRS, SYNTH_MINUTES, 1 if quick else SYNTH_REPLICATES, log)
+    reps = 1 if quick else SYNTH_REPLICATES
+    synth = cached(bench, "synthetic", {"labels": [proto.setting_label(s) for s in sets], "snrs": SYNTH_SNRS,
+                                        "minutes": SYNTH_MINUTES, "replicates": reps, "max_splits": proto.MAX_SPLITS},
+                   lambda: run_synthetic(sets, SYNTH_SNRS, SYNTH_MINUTES, reps, log))
     timing["synthetic_s"] = round(time.time() - t0) - timing["real_s"]
     folds = proto.cross_validate(sets, real, synth)
-    curve = minutes_curve(CURVE_SNR, CURVE_MINUTES, 1 if quick else CURVE_REPLICATES, log)
+    creps = 1 if quick else CURVE_REPLICATES
+    curve = cached(bench, "minutes_curve", {"snr": CURVE_SNR, "minutes": CURVE_MINUTES, "replicates": creps,
+                                            "default": proto.setting_label(proto.DEFAULT), "max_splits": proto.MAX_SPLITS},
+                   lambda: minutes_curve(CURVE_SNR, CURVE_MINUTES, creps, log))
     timing["minutes_curve_s"] = round(time.time() - t0) - timing["real_s"] - timing["synthetic_s"]
     result = {
         "commit": git_commit(), "command": "python benchmarks/reliability_bench.py run" + (" --quick" if quick else ""),

@@ -9,7 +9,7 @@ Routes (``ROUTES``):
 - ``same_person``: ds000240 sub-01, its T1w and its own pCASL label/control series as the rest run
   (``tests/realdata_bids.asl_as_bold``: 100 volumes, TR 3.5 s, 5.8 min), through the built-in
   preprocessing (``registration: fast``). The gate's BOLD -> T1w checks apply as in the workflow.
-- ``template_direct``: rapidtide's RAPIDTIDETEST and HAPPYTEST, whose person has no T1w in the public
+- ``template_direct``: rapidtide's RAPIDTIDETEST (and HAPPYTEST, see ``ROUTES``), whose person has no T1w in the public
   data. The mean EPI is registered *affinely* to nilearn's MNI152NLin2009aSym 2 mm template (antspyx,
   Mattes MI inside the dilated template brain); the template, pulled through that affine onto a 2 mm grid
   in the run's own world, stands in for the T1w (its brain mask, GM/WM maps and CSF = brain - GM - WM),
@@ -18,6 +18,8 @@ Routes (``ROUTES``):
   one resampling to MNI. The gate's boundary check then measures the EPI's grey/white contrast along the
   *template's* white-matter boundary after the affine: the same check, against a template instead of
   the person's own anatomy (weaker: an affine does not line up every sulcus).
+- ``template_syn``: the same with ANTs SyN (affine, then a deformable warp) instead of the affine, so the
+  template's sulci follow the EPI more closely.
 
 Outputs in fMRIPrep layout under ``<bench>/preproc/<route>/``, one ``<run>.done`` JSON per run with the
 preprocessing QC, the seconds taken and the gate result (``gate.status`` pass / warn / fail).
@@ -35,8 +37,12 @@ import numpy as np
 ROUTES = {
     "ds000240-ASL": ("same_person", "sub-01_asl.nii.gz", {"RepetitionTime": 3.5}),
     "RAPIDTIDETEST": ("template_direct", "sub-RAPIDTIDETEST.nii.gz", {"RepetitionTime": 1.5}),
-    "HAPPYTEST": ("template_direct", "sub-HAPPYTEST.nii.gz", None),
+    "RAPIDTIDETEST-SyN": ("template_syn", "sub-RAPIDTIDETEST.nii.gz", {"RepetitionTime": 1.5}),
 }
+#: HAPPYTEST (2.1 min: three 60 s blocks, so three splits) would enter as
+#: ("template_syn", "sub-HAPPYTEST.nii.gz", None); left out of the default set to keep the clean run short.
+#: ANTs transform of the mean EPI to the template per template route
+TEMPLATE_TRANSFORM = {"template_direct": "Affine", "template_syn": "SyN"}
 PARAMS = {"registration": "fast"}
 
 
@@ -59,23 +65,24 @@ def gate(anat: dict, bold: dict, name: str) -> dict:
                                        "boldref_t1w": bold["boldref_t1w"]}])
 
 
-def mean_epi(raw_path: Path, n_volumes: int = 40):
+def mean_epi(raw_path: Path, metadata: dict, n_volumes: int = 40):
     """ANTs image of the mean of (up to) the middle ``n_volumes`` volumes of a 4D run (no motion correction:
-    only an initial picture for the affine to the template)."""
-    import nibabel as nib
-
+    only an initial picture for the registration to the template), in the world the built-in preprocessing
+    gives the run (:func:`tmstarget.preprocessing.read_bold_header`: e.g. HAPPYTEST stores no orientation)."""
     from tmstarget.preproc_headers import nifti_to_ants
+    from tmstarget.preprocessing import read_bold_header
 
-    img = nib.load(raw_path)
+    img, affine, _, _ = read_bold_header(raw_path, metadata)
     n = img.shape[3]
     lo = max(0, n // 2 - n_volumes // 2)
     data = np.asarray(img.dataobj[..., lo: lo + n_volumes], dtype=np.float32).mean(axis=3)
-    return nifti_to_ants(data, img.affine)
+    return nifti_to_ants(data, affine)
 
 
-def template_stand_in(raw_path: Path, anat: dict, workdir: Path) -> dict:
-    """Write the template, pulled affinely onto the run's world, as the run's stand-in "T1w" (``anat`` paths:
-    preproc_t1w, brain_mask, gm/wm/csf_probseg, xfm_t1w_to_mni = the affine, MNI points -> run world)."""
+def template_stand_in(raw_path: Path, metadata: dict, anat: dict, workdir: Path, transform: str = "Affine") -> dict:
+    """Write the template, pulled onto the run's world by ``transform`` (ANTs ``Affine`` or ``SyN``), as the
+    run's stand-in "T1w" (``anat`` paths: preproc_t1w, brain_mask, gm/wm/csf_probseg; xfm_t1w_to_mni = that
+    transform, MNI points -> run world, one file)."""
     import shutil
 
     import ants
@@ -87,22 +94,25 @@ def template_stand_in(raw_path: Path, anat: dict, workdir: Path) -> dict:
     make_ants_repeatable()
     mni = load_template(2)
     t1, mask = _to_ants(mni["t1"]), _to_ants(mni["mask"])
-    epi = mean_epi(raw_path)
+    epi = mean_epi(raw_path, metadata)
     epi_brain = ants.get_mask(epi, cleanup=2)
-    reg = ants.registration(fixed=t1 * mask, moving=epi * epi_brain, type_of_transform="Affine",
+    reg = ants.registration(fixed=t1 * mask, moving=epi * epi_brain, type_of_transform=transform,
                             mask=ants.iMath(mask, "MD", 2), aff_metric="mattes",
                             aff_iterations=(1000, 500, 250, 100), aff_shrink_factors=(8, 4, 2, 1),
-                            aff_smoothing_sigmas=(3, 2, 1, 0), outprefix=str(workdir / "epi2mni_"))
-    xfm = Path(anat["xfm_t1w_to_mni"]).with_suffix(".mat")
-    shutil.copy(reg["fwdtransforms"][0], xfm)          # maps template points to run-world points
+                            aff_smoothing_sigmas=(3, 2, 1, 0), outprefix=str(workdir / "epi2mni_"),
+                            write_composite_transform=transform != "Affine")
+    fwd = reg["fwdtransforms"] if isinstance(reg["fwdtransforms"], str) else reg["fwdtransforms"][0]
+    xfm = Path(anat["xfm_t1w_to_mni"]).with_suffix(".mat" if transform == "Affine" else ".h5")
+    shutil.copy(fwd, xfm)          # maps template points to run-world points
     anat["xfm_t1w_to_mni"] = str(xfm)
     grid = ants.resample_image(epi, (2.0, 2.0, 2.0), use_voxels=False, interp_type=0)
     grid = ants.pad_image(grid, pad_width=[(8, 8)] * 3)
     inv = reg["invtransforms"]
+    inv = [inv] if isinstance(inv, str) else inv
 
     def pulled(img, interp="linear"):
-        return ants.apply_transforms(fixed=grid, moving=img, transformlist=inv, whichtoinvert=[True],
-                                     interpolator=interp)
+        return ants.apply_transforms(fixed=grid, moving=img, transformlist=inv,
+                                     whichtoinvert=[True] if transform == "Affine" else [False], interpolator=interp)
 
     brain = pulled(mask, "nearestNeighbor")
     gm, wm = pulled(_to_ants(mni["gm"])), pulled(_to_ants(mni["wm"]))
@@ -140,7 +150,7 @@ def prepare_run(bench: Path, realdata: Path, name: str, log=print) -> dict:
         nib.save(asl_as_bold(realdata), raw_path)
         pp.preprocess_anat(realdata / "sub-01_T1w.nii.gz", anat, PARAMS)
     else:
-        template_stand_in(raw_path, anat, Path(anat["preproc_t1w"]).parent)
+        template_stand_in(raw_path, meta, anat, Path(anat["preproc_t1w"]).parent, TEMPLATE_TRANSFORM[route])
     t_anat = time.time() - t0
     qc = pp.preprocess_bold(raw_path, meta, anat, bold, {**PARAMS, **extra})
     verdict = gate(anat, bold, name)
