@@ -117,7 +117,7 @@ def denoised(bench: Path, name: str, bold: dict, strategy: str, fwhm: float):
     if not path.exists():
         crop = cropped_run(bench, name, bold)
         strat = {**dn.DEFAULT_STRATEGIES[strategy], "smoothing_fwhm_mm": fwhm or None}
-        res = dn.denoise_runs([crop], strat, min_retained_minutes=1.0, warn_retained_minutes=1.0, strategy_name=strategy)
+        res = dn.denoise_runs([{"bold": crop["bold_mni"], "mask": crop["mask_mni"], "confounds": crop["confounds"]}], strat, min_retained_minutes=1.0, warn_retained_minutes=1.0, strategy_name=strategy)
         dn.save_denoised_npz(res, path)
     return load_denoised(path)
 
