@@ -60,7 +60,7 @@ def prepare(log=print) -> None:
     for name in prep.ROUTES:
         prep.prepare_run(bench, realdata_dir(), name, log)
     demo = bench / "demo"
-    if not (demo / "out" / "tmstarget").exists():
+    if not demo_done(bench):
         from tmstarget.demo import make_demo_dataset
 
         if not (demo / "bids").exists():
@@ -145,8 +145,9 @@ def run_real(bench: Path, sets, runs: dict, log) -> dict:
             t0 = time.time()
             den = denoised(bench, name, rec["bold"], strategy, fwhm)
             seed, search = masks(den)
+            retained_minutes = len(den.data_tv) * den.t_r / 60       # after censoring, as the halves see it
             for s in (x for x in sets if (x["strategy"], x["fwhm"]) == (strategy, fwhm)):
-                out[name][proto.setting_label(s)] = {
+                out[name][proto.setting_label(s)] = {"retained_minutes": retained_minutes,
                     "split_half": proto.split_half_distance_mm(den, seed, search, s),
                     "target_mni_ras_mm": proto.full_target_mni_ras_mm(den, seed, search, s).tolist()}
             log(f"  {name} {strategy} {fwhm:g} mm ({time.time() - t0:.0f} s)")
@@ -235,6 +236,13 @@ def noise_free_target(planted_mni_ras_mm, search_mask_path) -> dict:
             "error_mm": float(np.linalg.norm(space.xyz_mm[sel.index] - planted)),
             "centre_of_mass_mni_ras_mm": sel.point_mni_ras_mm.tolist(),
             "centre_of_mass_error_mm": float(np.linalg.norm(sel.point_mni_ras_mm - planted))}
+
+
+def demo_done(bench: Path) -> bool:
+    """Both demo subjects have their target files (the demo workflow finished)."""
+    deriv = bench / "demo" / "out" / "tmstarget"
+    return all(any((deriv / f"sub-{sub}").rglob("*_space-MNI152NLin2009aSym_desc-target_markers.json"))
+               for sub in ("01", "02"))
 
 
 def demo_recovery(bench: Path) -> dict:
@@ -337,7 +345,7 @@ def run(quick: bool, log) -> dict:
                              "planted_mni_ras_mm": old.PLANTED_MNI_RAS_MM.tolist()},
         "runs": {n: {k: r[k] for k in ("route", "minutes", "volumes", "t_r", "mean_fd_mm", "gate")} for n, r in runs.items()},
         "used_runs": sorted(accepted), "real": real, "synthetic": synth, "folds": folds, "minutes_curve": curve,
-        "demo": demo_recovery(bench) if (bench / "demo" / "out" / "tmstarget").exists() else {},
+        "demo": demo_recovery(bench) if demo_done(bench) else {},
         "demo_goal_mm": DEMO_GOAL_MM, "demo_reason": DEMO_REASON}
     result = _clean(result)
     timing["total_s"] = round(time.time() - t0)

@@ -81,7 +81,8 @@ def splits_sentence(res: dict) -> str:
     parts = []
     for r in res["used_runs"]:
         sh = res["real"][r][res["default"]]["split_half"]
-        parts.append(f"{r} {sh['n_splits']} ({'all' if sh['enumerated'] else 'drawn'})")
+        parts.append(f"{r} {sh['n_splits']} ({'all' if sh['enumerated'] else 'drawn'}; "
+                     f"{fmt(res['real'][r][res['default']]['retained_minutes'])} minutes kept after censoring)")
     return ", ".join(parts) if parts else "none"
 
 

@@ -29,9 +29,9 @@ def _sh(median, q25, q75, n=10):
 
 def fixture_output() -> dict:
     """A benchmark output small enough to check by eye: two real runs, two SNRs of one synthetic run each."""
-    real = {"RUN-A": {LABELS[0]: {"split_half": _sh(6.3, 2.83, 8.25)}, LABELS[1]: {"split_half": _sh(4.47, 2.0, 7.21)},
+    real = {"RUN-A": {LABELS[0]: {"split_half": _sh(6.3, 2.83, 8.25), "retained_minutes": 4.96}, LABELS[1]: {"split_half": _sh(4.47, 2.0, 7.21)},
                       LABELS[2]: {"split_half": _sh(9.17, 6.0, 12.04)}},
-            "RUN-B": {LABELS[0]: {"split_half": _sh(2.83, 2.0, 3.46, 3)}, LABELS[1]: {"split_half": _sh(3.46, 2.0, 4.9, 3)},
+            "RUN-B": {LABELS[0]: {"split_half": _sh(2.83, 2.0, 3.46, 3), "retained_minutes": 2.13}, LABELS[1]: {"split_half": _sh(3.46, 2.0, 4.9, 3)},
                       LABELS[2]: {"split_half": _sh(None, None, None, 3)}}}
     synth = [{"snr": 0.2, "minutes": 6.0, "replicate": 0,
               "settings": {LABELS[0]: {"recovery_mm": 2.83, "split_half": _sh(7.48, 4.0, 9.8)},
