@@ -59,7 +59,14 @@ def fixture_output() -> dict:
                                                      {"minutes": 30.0, "median_mm": 3.46, "max_mm": 4.47, "n": 3}]},
             "demo": {"sub-01": {"planted_mni_ras_mm": [-42.0, 44.0, 20.0], "target_mni_ras_mm": [-42.0, 46.0, 20.0],
                                 "error_mni_mm": 2.0, "error_t1w_mm": 1.93, "grid_floor_mm": 0.0,
-                                "target_to_nearest_voxel_mm": 2.0},
+                                "target_to_nearest_voxel_mm": 2.0,
+                                "noise_free": {"setting": LABELS[0], "target_mni_ras_mm": [-40.0, 32.0, 40.0],
+                                               "error_mm": 2.0, "centre_of_mass_mni_ras_mm": [-40.95, 32.1, 39.2],
+                                               "centre_of_mass_error_mm": 1.33},
+                                "noise_free_previous_default": {"setting": "GSR 6mm cluster p10",
+                                                                "target_mni_ras_mm": [-42.0, 32.0, 40.0],
+                                                                "error_mm": 0.0, "centre_of_mass_mni_ras_mm": [-41.5, 32.2, 39.5],
+                                                                "centre_of_mass_error_mm": 0.77}},
                      "sub-02": {"planted_mni_ras_mm": [-39.0, 33.0, 26.0], "target_mni_ras_mm": [-40.0, 34.0, 26.0],
                                 "error_mni_mm": 1.41, "error_t1w_mm": 1.38, "grid_floor_mm": 1.41,
                                 "target_to_nearest_voxel_mm": 0.0}},
@@ -105,7 +112,7 @@ def test_every_number_on_the_page_comes_from_the_output_or_the_fixed_text(tmp_pa
     # the template itself carries no measured figure: only citations, section numbers and the 1.5 mm goal
     assert {"6.3", "2.83", "0.81", "9.17"}.isdisjoint(fixed)
     # and the measured figures do reach the page
-    for shown in ("6.3 [2.8-8.2]", "0.81", "FAIL", "1.41", "9.2", "20.6"):
+    for shown in ("6.3 [2.8-8.2]", "0.81", "FAIL", "1.41", "9.2", "20.6", "MNI (-40, 32, 40), 2.00 mm", "1.33 mm"):
         assert shown in page
 
 
