@@ -141,13 +141,19 @@ def method_link(docs_dir: Path) -> str:
 
 def verdict_sentence(res: dict) -> str:
     folds = res["folds"]
-    kept = sum(f["default_kept"] for f in folds)
-    chosen = sorted({f["chosen"] for f in folds if not f["default_kept"]})
-    text = (f"The current default ({res['default']}) is as good as or better than the setting chosen without it on "
-            f"the held-out data in {kept} of {len(folds)} folds.")
-    if chosen:
-        text += " Where it is not, the folds chose: " + "; ".join(chosen) + "."
-    return text
+    held = [(f["default_test"], f["chosen_test"]) for f in folds]
+    better = sum(d is not None and (c is None or d < c) for d, c in held)
+    equal = sum(d == c for d, c in held)
+    itself = sum(f["chosen"] == res["default"] for f in folds)
+    text = (f"Held out, the current default ({res['default']}) is better than the setting chosen without it in "
+            f"{better} of {len(folds)} folds, equal in {equal} (in {itself} of them the training data chose the "
+            f"default itself) and worse in {len(folds) - better - equal}.")
+    worse = sorted({f["chosen"] for f in folds if not f["default_kept"]})
+    if worse:
+        text += " The folds where another setting did better chose: " + "; ".join(worse) + "."
+    return text + (" A fold the default does not lose is no evidence that it is the best setting: compare the "
+                   "differences with the spread over the splits (the IQR in the table below) before reading a "
+                   "ranking into them.")
 
 
 def render(res: dict, date: str, docs_dir: Path, template: str | None = None) -> str:

@@ -136,6 +136,8 @@ def test_folds_choose_on_training_data_and_report_held_out():
     f = folds["leave out RUN-B"]
     assert f["chosen"] == LABELS[1] and f["chosen_test"] == pytest.approx(3.46) and f["default_test"] == pytest.approx(2.83)
     assert f["default_kept"]
+    page = docs.render(res, "today", Path("/nonexistent"))
+    assert "better than the setting chosen without it in 2 of 6 folds, equal in 4 (in 4 of them" in page
     assert set(folds) == {"synthetic -> real", "real -> synthetic", "leave out RUN-A", "leave out RUN-B",
                           "leave out SNR 0.2", "leave out SNR 0.5"}
 
