@@ -8,7 +8,7 @@ DEMO_BIDS ?= demo/bids
 DEMO_OUT ?= demo/out
 CORES ?= 2
 
-.PHONY: install demo test test-fast test-acceptance benchmark clean
+.PHONY: install demo test test-fast test-acceptance benchmark clean reliability-docs
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,15 @@ benchmark: demo
 	$(BIN)/python benchmarks/bench_preprocessing.py
 	$(BIN)/python benchmarks/bench_denoise_seedmap.py
 	$(BIN)/python benchmarks/scaling.py
+
+# docs/reliability.md regenerated from an empty cache folder: gate-accepted preparation of the real runs and
+# the demo workflow, the protocol run (benchmarks/reliability_bench.py) and the page from its JSON output.
+RELIABILITY_BENCH ?= $(HOME)/.cache/tmstarget/bench-protocol
+reliability-docs: install
+	rm -rf $(RELIABILITY_BENCH)
+	TMSTARGET_BENCH=$(RELIABILITY_BENCH) $(BIN)/python benchmarks/reliability_bench.py prepare
+	TMSTARGET_BENCH=$(RELIABILITY_BENCH) $(BIN)/python benchmarks/reliability_bench.py run
+	TMSTARGET_BENCH=$(RELIABILITY_BENCH) $(BIN)/python benchmarks/reliability_bench.py docs
 
 clean:
 	rm -rf demo .pytest_cache
