@@ -190,7 +190,7 @@ def test_plain_words_state_the_measured_numbers_only():
     words = rl.plain_words(7.23, 2.04, 14.11, 35, 6.5, True, 8.0)
     assert words.startswith("Targets from two halves of this 6.5-minute scan, each half cleaned on its own, lie a "
                             "median 7.2 mm apart (10th-90th percentile 2.0-14.1 mm, 35 splits).")
-    assert "Cash et al. (2021)" in words and "Cao et al. (2024)" in words
+    assert "(Cash et al. 2021)" in words and "(Cao et al. 2024)" in words
     assert "repeat session would" not in words and "similar distance" not in words
     bad = rl.plain_words(12.34, 5.0, 20.0, 35, 6.5, True, 8.0)
     assert "12.3 mm apart" in bad and "more than the 8 mm accepted" in bad

@@ -344,7 +344,7 @@ def test_reliability_contract_and_plain_words(grid, strong, tmp_path):
     assert (f"Targets from two halves of this 8.0-minute scan, each half cleaned on its own, lie a median "
             f"{rel['median_distance_mm']:.1f} mm apart (10th-90th percentile {rel['p10_distance_mm']:.1f}-"
             f"{rel['p90_distance_mm']:.1f} mm, 35 splits).") in rel["plain_words"]
-    assert "repeat session would" not in rel["plain_words"] and "Cash et al. (2021)" in rel["plain_words"]
+    assert "repeat session would" not in rel["plain_words"] and "(Cash et al. 2021)" in rel["plain_words"]
     assert "autocorrelated" in u["bootstrap_note"]
     # one strong planted target: one candidate holding every split-half target, near the target
     assert u["multiple_candidates"] is False
