@@ -41,11 +41,10 @@ from .errors import InputError
 #: What a second session adds, from published test-retest studies (docs/reliability_method.md). Nothing
 #: in it is measured on this scan.
 BETWEEN_SESSION_WORDS = (
-    "This compares halves of one session; a second session adds changes of head position, registration, "
-    "preprocessing and brain state that no split of one scan shows. Published figures: with about 30 minutes "
-    "of data per day and a cluster rule, targets a median of about 2 mm apart between days and 2.7 mm after "
-    "a year (Cash et al. 2021); with a peak rule and 30 minutes per day, about 25 mm (Ning et al. 2019); more "
-    "than 20-30 minutes of data are needed for targets to repeat within 1 cm (Cao et al. 2024).")
+    "A second session adds changes (head position, registration, brain state) that no split of one scan "
+    "shows; published targets lie a median of about 2 mm apart between days with 30 minutes of data per day "
+    "(Cash et al. 2021), and more than 20-30 minutes are needed for targets to repeat within 1 cm "
+    "(Cao et al. 2024).")
 
 
 # --------------------------------------------------------------------------------------------------
