@@ -876,15 +876,34 @@ def raw_smoothed_columns(raw_tv: np.ndarray, good: np.ndarray, rows: np.ndarray,
 
     The temporal operator commutes with the smoothing, so ``operator[:, rows] @ result`` equals the
     cleaned, smoothed columns before z-scoring: halves can be denoised on their own from it
-    (:mod:`tmstarget.reliability`). Volumes are smoothed a batch at a time (no second (T, V) array).
+    (:mod:`tmstarget.reliability`). Each connected group of the chosen voxels (seed, search region) is
+    smoothed inside its bounding box widened by the kernel's reach, which gives the same values as
+    smoothing the whole brain at a fraction of the cost; volumes go a batch at a time.
     """
-    mean_v = np.empty(raw_tv.shape[1], np.float64)
-    for sl in _chunks(raw_tv.shape[1], _VOXEL_CHUNK):
-        mean_v[sl] = raw_tv[good, sl].astype(np.float64).mean(axis=0)
+    from scipy import ndimage
+
+    ijk = np.argwhere(mask_3d)[columns]
+    chosen = np.zeros(mask_3d.shape, bool)
+    chosen[tuple(ijk.T)] = True
+    if fwhm_mm:
+        sigma_vox = fwhm_mm / math.sqrt(8 * math.log(2)) / np.asarray(vox_mm, dtype=np.float64)
+        reach = np.array([int(4.0 * sg + 0.5) for sg in sigma_vox]) + 1
+    else:
+        reach = np.zeros(3, int)
+    labels, _ = ndimage.label(chosen, structure=np.ones((3, 3, 3)))
+    group_of_column = labels[tuple(ijk.T)]
     out = np.empty((len(rows), len(columns)), np.float32)
-    for sl in _chunks(len(rows), 32):
-        vols = (raw_tv[rows[sl]].astype(np.float64) - mean_v).astype(np.float32)
-        out[sl] = smooth_masked(vols, mask_3d, vox_mm, fwhm_mm)[:, columns]
+    for group, box in enumerate(ndimage.find_objects(labels), start=1):
+        in_box = np.zeros(mask_3d.shape, bool)
+        in_box[tuple(slice(max(0, sl.start - r), min(n, sl.stop + r))
+                     for sl, n, r in zip(box, mask_3d.shape, reach))] = True
+        sub_cols = np.flatnonzero(in_box[mask_3d])          # mask columns inside the box, C order
+        keep = group_of_column == group
+        pos = np.searchsorted(sub_cols, columns[keep])
+        mean_v = raw_tv[:, sub_cols][good].astype(np.float64).mean(axis=0)
+        for sl in _chunks(len(rows), 32):
+            vols = (raw_tv[rows[sl]][:, sub_cols].astype(np.float64) - mean_v).astype(np.float32)
+            out[sl, keep] = smooth_masked(vols, mask_3d & in_box, vox_mm, fwhm_mm)[:, pos]
     return out
 
 
