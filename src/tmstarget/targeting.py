@@ -48,12 +48,12 @@ METHODS = ("peak", "cluster", "seedmap", "hierarchical")
 TARGET_DEFAULTS: dict = {
     "method": "cluster",
     "bootstrap_samples": 50,          # block-bootstrap resamples of time (0: skip)
-    "block_length_s": 60.0,           # block length of the bootstrap, seconds
+    "block_length_s": 60.0,           # block length of the bootstrap and of the split halves, seconds
     "split_half": True,               # also a target from each half of the time series
     "split_half_max_splits": 500,     # every block split up to this many, else this many drawn (reliability.py)
     "random_seed": 0,
     "confident_median_distance_mm": 6.0,  # bootstrap median above which a target is flagged
-    "confident_split_half_median_mm": 8.0,  # repeated split-half median above which it is flagged
+    "confident_split_half_median_mm": 8.0,  # split-half median (all block splits) above which it is flagged
     "candidate_separation_mm": 10.0,  # split-half targets farther apart than this form separate candidates
     "multiple_candidates_min_support": 0.25,  # a second candidate with this support flags two targets
     "peak": {},
