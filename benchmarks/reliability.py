@@ -129,20 +129,22 @@ def label(s: dict) -> str:
         if not diff else ", ".join(diff)
 
 
-def target_params(s: dict, repeats: int = 20) -> dict:
+def target_params(s: dict, max_splits: int = 500) -> dict:
     from tmstarget import targeting as T
 
-    cfg = {"method": s["method"], "split_half_repeats": repeats, "cluster": {"percentile": s["percentile"]}}
+    cfg = {"method": s["method"], "split_half_max_splits": max_splits, "cluster": {"percentile": s["percentile"]}}
     return T.resolve_target_cfg(cfg)
 
 
 # ----------------------------------------------------------------------------- one evaluation
-def evaluate(den, seed, search, s: dict, weights=None, planted=None, repeats: int = 20) -> dict:
-    """Target, first-vs-second-half distance and median random split-half distance of one setting."""
+def evaluate(den, seed, search, s: dict, weights=None, planted=None, max_splits: int = 500) -> dict:
+    """Target, first-vs-second-half distance and median split-half distance (every block split up to
+    ``max_splits``) of one setting, halves cut from the jointly denoised series."""
+    from tmstarget import reliability as rl
     from tmstarget import targeting as T
     from tmstarget.errors import QCFailure
 
-    params = target_params(s, repeats)
+    params = target_params(s, max_splits)
     space = T._space_of(search, den)
     prob = T.build_problem(den, seed, search, s["method"], weights)
     out = {"target": None, "first_vs_second_mm": np.nan, "split_half_median_mm": np.nan, "recovery_mm": np.nan}
@@ -153,8 +155,14 @@ def evaluate(den, seed, search, s: dict, weights=None, planted=None, repeats: in
         return out
     a, b = T.split_half_targets(s["method"], params, prob.ts_search, prob.ref_t, space, prob.ts_seed)
     out["first_vs_second_mm"] = float(np.linalg.norm(a - b))
-    pairs = T.repeated_split_half_targets(s["method"], params, prob.ts_search, prob.ref_t, space,
-                                          den.run_lengths, den.t_r, prob.ts_seed)
+
+    def joint(rows):
+        sel = T._safe_select(s["method"], params, prob.ts_search[rows], prob.ref_t[rows], space,
+                             None if prob.ts_seed is None else prob.ts_seed[rows])
+        return space.xyz_mm[sel.index] if sel is not None else np.full(3, np.nan)
+
+    pairs = rl.split_half_study(joint, None, den.run_lengths, den.t_r, params["block_length_s"], max_splits,
+                                params["random_seed"], params["confident_split_half_median_mm"])["pairs"]
     d = np.linalg.norm(pairs[:, 0] - pairs[:, 1], axis=1)
     out["split_half_median_mm"] = float(np.nanmedian(d)) if np.isfinite(d).any() else np.nan
     cands = T.target_candidates(np.concatenate([[a, b], pairs.reshape(-1, 3)]), space)

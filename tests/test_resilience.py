@@ -34,7 +34,7 @@ FUNC = Path("derivatives/fmriprep/sub-01/func")
 BOLD = f"sub-01_task-rest_space-{SPACE}_res-2_desc-preproc_bold.nii.gz"
 MASK = f"sub-01_task-rest_space-{SPACE}_res-2_desc-brain_mask.nii.gz"
 CONFOUNDS = "sub-01_task-rest_desc-confounds_timeseries.tsv"
-FAST = "targeting:\n  bootstrap_samples: 10\n  split_half_repeats: 4\n"
+FAST = "targeting:\n  bootstrap_samples: 10\n  split_half_max_splits: 4\n"
 
 
 def cli(bids, out, config, *extra, **popen):

@@ -56,6 +56,10 @@ def deep_merge(base: dict, override: dict) -> dict:
 def validate_config(config: dict, source: str = "config") -> dict:
     """Validate against the schema; raise InputError naming the offending key."""
     _check_checkout()
+    if isinstance(config.get("targeting"), dict) and "split_half_repeats" in config["targeting"]:
+        from .targeting import SPLIT_HALF_REPEATS_GONE
+
+        raise InputError(f"{source}: {SPLIT_HALF_REPEATS_GONE}")
     schema = read_yaml(SCHEMA)
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.path))

@@ -424,10 +424,15 @@ def temporal_operator(n_volumes: int, kept: np.ndarray, t_r: float, strategy: di
     return op, out_volumes
 
 
-class _ShortRun(Exception):
+class ShortRun(Exception):
+    """Too few volumes between the first and last kept volume for the band-pass filter."""
+
     def __init__(self, n, padlen):
         super().__init__(f"{n} volumes; the filter needs more than {padlen}")
         self.n, self.padlen = n, padlen
+
+
+_ShortRun = ShortRun
 
 
 # ----------------------------------------------------------------------------- images
@@ -697,6 +702,7 @@ class DenoiseResult:
     run_lengths: np.ndarray
     tsnr_v: np.ndarray
     qc: dict = field(default_factory=dict)
+    halves: object = None      # reliability.RawRuns when asked for (halves_mask_3d)
 
     @property
     def affine(self) -> np.ndarray:
@@ -722,6 +728,7 @@ class _RunPlan:
     out_volumes: np.ndarray | None = None
     note: str | None = None
     constant_volumes: list = field(default_factory=list)   # file indices of all-zero / constant volumes
+    raw_tc: np.ndarray | None = None   # centred, smoothed, not cleaned kept volumes of some columns
 
 
 def common_mask(mask_paths, bold_imgs) -> nib.Nifti1Image:
@@ -804,14 +811,17 @@ def constant_volumes(raw_tv: np.ndarray) -> np.ndarray:
 
 
 def _clean_run(plan: _RunPlan, mask_3d: np.ndarray, out_tv: np.ndarray | None, tsnr_sum_v: np.ndarray,
-               smoothing_fwhm_mm, vox_mm, t_r: float, strategy: dict, strategy_name: str) -> np.ndarray:
+               smoothing_fwhm_mm, vox_mm, t_r: float, strategy: dict, strategy_name: str,
+               raw_columns: np.ndarray | None = None) -> np.ndarray:
     """Read one run, add its tSNR to ``tsnr_sum_v`` and return its cleaned, smoothed, z-scored kept
     volumes, written into ``out_tv`` (T_out, V) or, if None, into the leading rows of the array the
     raw data were read into (no second (T, V) buffer).
 
     All-zero or constant volumes found while reading are censored (the operator is rebuilt, so the
     result can have fewer rows than planned; an empty array when the run is then left out) and
-    listed in ``plan.constant_volumes``; the tSNR ignores them."""
+    listed in ``plan.constant_volumes``; the tSNR ignores them. With ``raw_columns`` (column indices),
+    ``plan.raw_tc`` gets those columns of the centred, smoothed, not cleaned kept volumes
+    (:func:`raw_smoothed_columns`)."""
     raw_tv = load_masked_bold(plan.img, mask_3d, first_volume=plan.dummy)
     n = raw_tv.shape[0]
     constant = constant_volumes(raw_tv)
@@ -824,6 +834,9 @@ def _clean_run(plan: _RunPlan, mask_3d: np.ndarray, out_tv: np.ndarray | None, t
         _build_operator(plan, t_r, strategy, strategy_name)
         if plan.operator_kt is None:
             return raw_tv[:0]
+    if raw_columns is not None:
+        plan.raw_tc = raw_smoothed_columns(raw_tv, ~constant, plan.out_volumes, raw_columns, mask_3d, vox_mm,
+                                           smoothing_fwhm_mm)
     op32 = plan.operator_kt.astype(np.float32)
     n_out = op32.shape[0]
     if out_tv is None:
@@ -856,8 +869,46 @@ def _clean_run(plan: _RunPlan, mask_3d: np.ndarray, out_tv: np.ndarray | None, t
     return out_tv
 
 
+def raw_smoothed_columns(raw_tv: np.ndarray, good: np.ndarray, rows: np.ndarray, columns: np.ndarray,
+                         mask_3d: np.ndarray, vox_mm, fwhm_mm) -> np.ndarray:
+    """Some columns of a run's kept volumes centred and smoothed but not cleaned, (len(rows), C) float32.
+
+    The temporal operator commutes with the smoothing, so ``operator[:, rows] @ result`` equals the
+    cleaned, smoothed columns before z-scoring: halves can be denoised on their own from it
+    (:mod:`tmstarget.reliability`). Each connected group of the chosen voxels (seed, search region) is
+    smoothed inside its bounding box widened by the kernel's reach, which gives the same values as
+    smoothing the whole brain at a fraction of the cost; volumes go a batch at a time.
+    """
+    from scipy import ndimage
+
+    ijk = np.argwhere(mask_3d)[columns]
+    chosen = np.zeros(mask_3d.shape, bool)
+    chosen[tuple(ijk.T)] = True
+    if fwhm_mm:
+        sigma_vox = fwhm_mm / math.sqrt(8 * math.log(2)) / np.asarray(vox_mm, dtype=np.float64)
+        reach = np.array([int(4.0 * sg + 0.5) for sg in sigma_vox]) + 1
+    else:
+        reach = np.zeros(3, int)
+    labels, _ = ndimage.label(chosen, structure=np.ones((3, 3, 3)))
+    group_of_column = labels[tuple(ijk.T)]
+    out = np.empty((len(rows), len(columns)), np.float32)
+    for group, box in enumerate(ndimage.find_objects(labels), start=1):
+        in_box = np.zeros(mask_3d.shape, bool)
+        in_box[tuple(slice(max(0, sl.start - r), min(n, sl.stop + r))
+                     for sl, n, r in zip(box, mask_3d.shape, reach))] = True
+        sub_cols = np.flatnonzero(in_box[mask_3d])          # mask columns inside the box, C order
+        keep = group_of_column == group
+        pos = np.searchsorted(sub_cols, columns[keep])
+        mean_v = raw_tv[:, sub_cols][good].astype(np.float64).mean(axis=0)
+        for sl in _chunks(len(rows), 32):
+            vols = (raw_tv[rows[sl]][:, sub_cols].astype(np.float64) - mean_v).astype(np.float32)
+            out[sl, keep] = smooth_masked(vols, mask_3d & in_box, vox_mm, fwhm_mm)[:, pos]
+    return out
+
+
 def denoise_runs(runs: list[dict], strategy: dict, min_retained_minutes: float = 5.0,
-                 warn_retained_minutes: float = 8.0, strategy_name: str = "strategy") -> DenoiseResult:
+                 warn_retained_minutes: float = 8.0, strategy_name: str = "strategy",
+                 halves_mask_3d: np.ndarray | None = None) -> DenoiseResult:
     """Denoise one or more runs of one subject and concatenate them.
 
     Parameters
@@ -873,6 +924,10 @@ def denoise_runs(runs: list[dict], strategy: dict, min_retained_minutes: float =
         Below this, a warning is recorded in the QC.
     strategy_name : str
         Name used in messages and in the QC record.
+    halves_mask_3d : ndarray bool, optional
+        Voxels (e.g. seed and search region, on the grid of the runs) whose raw series are kept in
+        ``DenoiseResult.halves`` (:class:`tmstarget.reliability.RawRuns`) so that split halves can be
+        denoised on their own.
 
     Returns
     -------
@@ -930,8 +985,14 @@ def denoise_runs(runs: list[dict], strategy: dict, min_retained_minutes: float =
     tsnr_sum_v = np.zeros(n_vox, dtype=np.float64)
     vox_mm = voxel_size_mm(mask_img.affine)
     used = [p for p in plans if p.operator_kt is not None]
+    raw_columns = None
+    if halves_mask_3d is not None:
+        if np.shape(halves_mask_3d) != mask_3d.shape:
+            raise InputError(f"the seed/search masks (grid {np.shape(halves_mask_3d)}) are not on the grid of the "
+                             f"BOLD runs {mask_3d.shape}; rebuild the masks from this unit's brain mask")
+        raw_columns = np.flatnonzero(np.asarray(halves_mask_3d, bool)[mask_3d])
     clean = dict(smoothing_fwhm_mm=strat["smoothing_fwhm_mm"], vox_mm=vox_mm, t_r=t_r, strategy=strat,
-                 strategy_name=strategy_name)
+                 strategy_name=strategy_name, raw_columns=raw_columns)
     if len(used) == 1:
         data_tv = _clean_run(used[0], mask_3d, None, tsnr_sum_v, **clean)
     else:
@@ -984,7 +1045,14 @@ def denoise_runs(runs: list[dict], strategy: dict, min_retained_minutes: float =
         "voxels": n_vox, "warnings": warnings,
     }
     log.info("kept %d of %d volumes (%.1f min)", volumes_kept, volumes_total, minutes_kept)
-    return DenoiseResult(data_tv, mask_img, t_r, run_lengths, tsnr_v, qc)
+    halves = None
+    if raw_columns is not None:
+        from .reliability import RawRuns
+
+        kept_runs = [p for p in used if p.operator_kt is not None]
+        halves = RawRuns(np.concatenate([p.raw_tc for p in kept_runs]), raw_columns,
+                         [p.kept.copy() for p in kept_runs], [p.confounds_tk for p in kept_runs], t_r, strat)
+    return DenoiseResult(data_tv, mask_img, t_r, run_lengths, tsnr_v, qc, halves)
 
 
 # ----------------------------------------------------------------------------- adapter
@@ -1023,12 +1091,24 @@ def load_denoised_npz(path: str | os.PathLike) -> dict:
 
 
 def run_denoise(runs: list[dict], strategy: dict, out_npz, out_qc_json, min_retained_minutes: float = 5.0,
-                warn_retained_minutes: float = 8.0, strategy_name: str = "fox") -> DenoiseResult:
+                warn_retained_minutes: float = 8.0, strategy_name: str = "fox", out_halves_npz=None,
+                halves_mask_paths=()) -> DenoiseResult:
     """Workflow adapter: denoise the runs of one unit, write the npz and the QC JSON.
 
+    With ``out_halves_npz``, also the raw series of the voxels of ``halves_mask_paths`` (seed and
+    search masks) for independently denoised split halves (:mod:`tmstarget.reliability`).
     Writes nothing when denoising fails (:class:`InputError`, :class:`QCFailure`).
     """
-    result = denoise_runs(runs, strategy, min_retained_minutes, warn_retained_minutes, strategy_name)
+    halves_mask = None
+    for mpath in halves_mask_paths if out_halves_npz else ():
+        m = np.asarray(load_img_checked(mpath, ndim=3, what="seed/search mask").dataobj) > 0
+        halves_mask = m if halves_mask is None else (halves_mask | m)
+    result = denoise_runs(runs, strategy, min_retained_minutes, warn_retained_minutes, strategy_name,
+                          halves_mask_3d=halves_mask)
+    if out_halves_npz:
+        from .reliability import save_raw_runs
+
+        save_raw_runs(result.halves, out_halves_npz)
     save_denoised_npz(result, out_npz)
     qc = dict(result.qc)
     qc["status"] = "warn" if qc["warnings"] else "pass"

@@ -50,6 +50,7 @@ def denoise(input, output, params):
         min_retained_minutes=params["min_retained_minutes"],
         warn_retained_minutes=params["warn_retained_minutes"],
         strategy_name=params["strategy_name"],
+        out_halves_npz=output.get("halves"), halves_mask_paths=[input[k] for k in ("seed", "search") if k in input],
     )
 
 
@@ -82,7 +83,7 @@ def target(input, output, params):
 
     return run_target(
         input["npz"], input["seed"], input["search"], input["fisherz"], dict(params["cfg"]), output["json"],
-        comparison_npz=input.get("compare_npz"), group_map_paths=list(input.get("group_maps", [])),
+        comparison_npz=input.get("compare_npz"), halves_npz=input.get("halves"), group_map_paths=list(input.get("group_maps", [])),
         seed_definition=dict(params["seed"]), search_definition=dict(params["search"]),
         template_space=params["space"],
     )

@@ -55,6 +55,7 @@ from scipy.spatial.distance import pdist
 from .errors import InputError, QCFailure
 from .io import load_img_checked, sha256_file, write_json
 from .regions import grey_matter_probability, in_ba46, literature_sites_mni_ras_mm
+from .reliability import RawRuns, clean_half, first_second_rows, load_raw_runs, split_half_study
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +64,12 @@ PERCENTILE_OF = ("all", "negative")  # the voxels whose r distribution sets the 
 TARGET_DEFAULTS: dict = {
     "method": "cluster",
     "bootstrap_samples": 50,          # block-bootstrap resamples of time (0: skip)
-    "block_length_s": 60.0,           # block length of the bootstrap, seconds
+    "block_length_s": 60.0,           # block length of the bootstrap and of the split halves, seconds
     "split_half": True,               # also a target from each half of the time series
-    "split_half_repeats": 20,         # random disjoint block halves (0: only first vs second half)
+    "split_half_max_splits": 500,     # every block split up to this many, else this many drawn (reliability.py)
     "random_seed": 0,
     "confident_median_distance_mm": 6.0,  # bootstrap median above which a target is flagged
-    "confident_split_half_median_mm": 8.0,  # repeated split-half median above which it is flagged
+    "confident_split_half_median_mm": 8.0,  # split-half median (all block splits) above which it is flagged
     "candidate_separation_mm": 10.0,  # split-half targets farther apart than this form separate candidates
     "multiple_candidates_min_support": 0.25,  # a second candidate with this support flags two targets
     "peak": {},
@@ -78,6 +79,12 @@ TARGET_DEFAULTS: dict = {
     "hierarchical": {"distance_threshold": 0.5, "min_cluster_voxels": 50, "linkage": "single",
                      "weights": {"size": 1.0, "concentration": 1.0, "net_correlation": 1.0}},
 }
+
+
+SPLIT_HALF_REPEATS_GONE = (
+    "targeting.split_half_repeats was replaced by targeting.split_half_max_splits: every split of the data "
+    "into halves of whole blocks is used up to that many (so the figure depends on no random seed), above it "
+    "that many are drawn; remove split_half_repeats from the config (config/README.md)")
 
 
 def resolve_target_cfg(cfg: dict | None) -> dict:
@@ -92,6 +99,8 @@ def resolve_target_cfg(cfg: dict | None) -> dict:
                 out[key] = value
         return out
 
+    if "split_half_repeats" in (cfg or {}):
+        raise InputError(SPLIT_HALF_REPEATS_GONE)
     out = merge(TARGET_DEFAULTS, cfg)
     if out["method"] not in METHODS:
         raise InputError(f"targeting.method '{out['method']}' is not one of {', '.join(METHODS)}; fix the config")
@@ -463,13 +472,11 @@ def bootstrap_targets(method: str, params: dict, ts_search, ref_t, space: Search
 
 def split_half_targets(method: str, params: dict, ts_search, ref_t, space: SearchSpace,
                        ts_seed=None, rows_a=None, rows_b=None) -> tuple[np.ndarray, np.ndarray]:
-    """Targets from two disjoint sets of volumes, each (3,) MNI RAS mm (NaN if a half gives none).
-
-    Default halves: the first and the second half of the concatenated time series.
+    """Targets from two disjoint sets of rows of the jointly denoised series, each (3,) MNI RAS mm
+    (NaN if a half gives none). Default halves: the first and the second half of the concatenated series.
     """
-    half = len(ref_t) // 2
-    rows_a = np.arange(half) if rows_a is None else rows_a
-    rows_b = np.arange(half, len(ref_t)) if rows_b is None else rows_b
+    if rows_a is None or rows_b is None:
+        rows_a, rows_b = first_second_rows(len(ref_t))
     out = []
     for rows in (rows_a, rows_b):
         sel = _safe_select(method, params, ts_search[rows], ref_t[rows], space,
@@ -478,74 +485,10 @@ def split_half_targets(method: str, params: dict, ts_search, ref_t, space: Searc
     return out[0], out[1]
 
 
-def random_block_halves(run_lengths, block_volumes: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Split the volumes into two disjoint halves made of whole blocks, assigned at random.
-
-    Blocks are consecutive ``block_volumes`` volumes within a run (the last block of a run may be
-    shorter). Returns the sorted row indices of each half.
-    """
-    blocks, offset = [], 0
-    for n in np.asarray(run_lengths, int):
-        blocks += [np.arange(s, min(s + block_volumes, offset + n)) for s in range(offset, offset + n, block_volumes)]
-        offset += n
-    order = rng.permutation(len(blocks))
-    a = np.sort(np.concatenate([blocks[i] for i in order[0::2]]))
-    b = np.sort(np.concatenate([blocks[i] for i in order[1::2]]))
-    return a, b
-
-
-def repeated_split_half_targets(method: str, params: dict, ts_search, ref_t, space: SearchSpace,
-                                run_lengths, t_r: float, ts_seed=None) -> np.ndarray:
-    """Targets of ``params['split_half_repeats']`` random disjoint block halves, (n, 2, 3) MNI RAS mm.
-
-    NaN where a half gave no target.
-    """
-    rng = np.random.default_rng(int(params["random_seed"]) + 1)
-    block = max(1, int(round(params["block_length_s"] / t_r)))
-    out = np.full((int(params["split_half_repeats"]), 2, 3), np.nan)
-    for k in range(len(out)):
-        out[k] = split_half_targets(method, params, ts_search, ref_t, space, ts_seed,
-                                    *random_block_halves(run_lengths, block, rng))
-    return out
-
-
-def repeated_split_half_distances(method: str, params: dict, ts_search, ref_t, space: SearchSpace,
-                                  run_lengths, t_r: float, ts_seed=None) -> np.ndarray:
-    """Distances (mm) between the targets of ``params['split_half_repeats']`` random disjoint block halves.
-
-    Unlike the bootstrap, the two halves share no volume, so a target driven by noise does not
-    reproduce: this is the number that separates a real effect from none. NaN where a half gave
-    no target.
-    """
-    pairs = repeated_split_half_targets(method, params, ts_search, ref_t, space, run_lengths, t_r, ts_seed)
-    return np.linalg.norm(pairs[:, 0] - pairs[:, 1], axis=1)
-
-
 BOOTSTRAP_NOTE = ("The block bootstrap resamples volumes of this one session, whose time points are "
                   "autocorrelated and all share the session's noise, so its spread understates how far the "
                   "target moves between sessions (about 2-4 times on a real 6.5-minute run); the split-half "
                   "distance is the reliability measure.")
-
-
-def split_half_reliability(median_mm: float | None, first_vs_second_mm: float | None, repeats: int,
-                           limit_mm: float) -> dict:
-    """``uncertainty.reliability``: the split-half measure with a sentence a clinician understands.
-
-    ``median_mm`` is the median distance between the targets of repeated random disjoint block
-    halves (when ``repeats`` > 0), else the first-vs-second-half distance is used.
-    """
-    median = median_mm if repeats > 0 else first_vs_second_mm
-    reproducible = None if median is None else bool(median <= limit_mm)
-    if median is None:
-        words = ("The halves of this scan did not both give a target, so its reliability is unknown; "
-                 "treat the target as unconfirmed.")
-    else:
-        words = (f"Targets from two halves of this scan lie a median {median:.1f} mm apart; a repeat session "
-                 "would likely move the target by a similar distance"
-                 + ("." if reproducible else f" (more than the {limit_mm:g} mm accepted)."))
-    return {"measure": "split-half", "median_distance_mm": median,
-            "first_vs_second_half_mm": first_vs_second_mm, "repeats": int(repeats),
-            "limit_mm": float(limit_mm), "reproducible": reproducible, "plain_words": words}
 
 
 def has_multiple_candidates(candidates: list[dict], min_support: float = 0.25) -> bool:
@@ -664,9 +607,58 @@ def _seedmap_weights(cfg, den, search, group_map_paths) -> tuple[np.ndarray, dic
              "n_group_maps": len(group_map_paths), "group_maps": [Path(p).name for p in group_map_paths]})
 
 
+def _split_half_study(method, params, prob: Problem, space: SearchSpace, den: Denoised, seed, search,
+                      halves_npz) -> dict:
+    """:func:`tmstarget.reliability.split_half_study` with this rule: joint halves from ``prob``, and
+    halves denoised on their own from the denoise step's raw series (``halves_npz``) when available."""
+
+    def joint(rows):
+        sel = _safe_select(method, params, prob.ts_search[rows], prob.ref_t[rows], space,
+                           None if prob.ts_seed is None else prob.ts_seed[rows])
+        return space.xyz_mm[sel.index] if sel is not None else np.full(3, np.nan)
+
+    independent, note = None, None
+    if method == "seedmap":
+        note = ("seedmap rule: its reference weights every brain voxel, whose raw series the denoise step does "
+                "not keep, so the halves are cut from the jointly denoised series")
+    elif halves_npz is None:
+        note = "no raw series of the seed and search voxels (halves npz) given: halves cut from the joint series"
+    else:
+        raw = load_raw_runs(halves_npz)
+        if not np.array_equal(raw.run_lengths, den.run_lengths[den.run_lengths > 0]):
+            raise InputError(f"{raw.name}: kept volumes per run {raw.run_lengths.tolist()} differ from {den.name} "
+                             f"{den.run_lengths.tolist()}; rerun the denoise step")
+        seed_pos, search_pos = _positions(raw, columns_of(seed, den)), _positions(raw, columns_of(search, den))
+
+        def independent(rows):
+            ts = clean_half(raw, rows)
+            if len(ts) == 0:
+                return np.full(3, np.nan)
+            ref = ts[:, seed_pos].mean(axis=1)
+            if not np.std(ref) > 0:
+                return np.full(3, np.nan)
+            sel = _safe_select(method, params, ts[:, search_pos], ref, space,
+                               ts[:, seed_pos] if method == "hierarchical" else None)
+            return space.xyz_mm[sel.index] if sel is not None else np.full(3, np.nan)
+
+    return split_half_study(joint, independent, den.run_lengths, den.t_r, float(params["block_length_s"]),
+                            int(params["split_half_max_splits"]), int(params["random_seed"]),
+                            float(params["confident_split_half_median_mm"]), note)
+
+
+def _positions(raw: RawRuns, cols: np.ndarray) -> np.ndarray:
+    """Positions in ``raw.columns`` of data_tv columns ``cols``."""
+    pos = np.searchsorted(raw.columns, cols)
+    pos = np.clip(pos, 0, len(raw.columns) - 1)
+    if len(cols) == 0 or not np.array_equal(raw.columns[pos], cols):
+        raise InputError(f"{raw.name}: the seed or search voxels are not all in the raw series of the denoise step; "
+                         "rerun the denoise step with the current seed and search masks")
+    return pos
+
+
 def run_target(denoised_npz, seed_mask_path, search_mask_path, fisherz_map_path, cfg: dict, out_json,
                comparison_npz=None, group_map_paths=(), seed_definition=None,
-               search_definition=None, template_space: str | None = None) -> dict:
+               search_definition=None, template_space: str | None = None, halves_npz=None) -> dict:
     """Choose the target in template space and write the target JSON (step adapter).
 
     Parameters
@@ -691,6 +683,9 @@ def run_target(denoised_npz, seed_mask_path, search_mask_path, fisherz_map_path,
         Recorded as ``seed`` and ``search_region``.
     template_space : str, optional
         Default: the ``space-`` entity of the Fisher z map's file name.
+    halves_npz : path, optional
+        ``*_desc-<strategy>_halves.npz`` of the main strategy (raw seed and search series): split halves
+        are then each denoised on their own (the reliability headline, :mod:`tmstarget.reliability`).
 
     Returns
     -------
@@ -735,28 +730,20 @@ def run_target(denoised_npz, seed_mask_path, search_mask_path, fisherz_map_path,
         uncertainty["targets_mni_ras_mm"] = [None if not np.all(np.isfinite(b)) else b.tolist() for b in boots]
         uncertainty.update(summarize_spread(boots, target_mm))
     if params["split_half"]:
-        a, b = split_half_targets(method, params, prob.ts_search, prob.ref_t, space, prob.ts_seed)
+        study = _split_half_study(method, params, prob, space, den, seed, search, halves_npz)
+        head, rel = study["headline"], study["reliability"]
         uncertainty["split_half_targets_mni_ras_mm"] = [
-            x.tolist() if np.all(np.isfinite(x)) else None for x in (a, b)]
-        d = float(np.linalg.norm(a - b))
-        uncertainty["split_half_distance_mm"] = d if np.isfinite(d) else None
-        halves = [a, b]
-        if params["split_half_repeats"] > 0:
-            pairs = repeated_split_half_targets(method, params, prob.ts_search, prob.ref_t, space,
-                                                den.run_lengths, den.t_r, prob.ts_seed)
-            reps = np.linalg.norm(pairs[:, 0] - pairs[:, 1], axis=1)
-            ok = np.isfinite(reps)
-            uncertainty["split_half_repeats"] = int(len(reps))
-            uncertainty["split_half_distances_mm"] = [float(x) if np.isfinite(x) else None for x in reps]
-            uncertainty["split_half_median_distance_mm"] = float(np.median(reps[ok])) if ok.any() else None
-            uncertainty["split_half_n_failed"] = int((~ok).sum())
-            uncertainty["split_half_repeat_targets_mni_ras_mm"] = [
-                [x.tolist() if np.all(np.isfinite(x)) else None for x in pair] for pair in pairs]
-            halves += list(pairs.reshape(-1, 3))
-        uncertainty["reliability"] = split_half_reliability(
-            uncertainty.get("split_half_median_distance_mm"), uncertainty["split_half_distance_mm"],
-            int(params["split_half_repeats"]), float(params["confident_split_half_median_mm"]))
-        cand_points, cand_from = np.asarray(halves), "split-half targets (first/second half and repeated halves)"
+            x.tolist() if np.all(np.isfinite(x)) else None for x in study["first_second"]]
+        uncertainty["split_half_distance_mm"] = head["first_vs_second_half_mm"]
+        uncertainty["split_half_n_splits"] = rel["n_splits"]
+        uncertainty["split_half_distances_mm"] = head["distances_mm"]
+        uncertainty["split_half_median_distance_mm"] = head["median_distance_mm"]
+        uncertainty["split_half_n_failed"] = head["n_failed"]
+        uncertainty["split_half_pair_targets_mni_ras_mm"] = [
+            [x.tolist() if np.all(np.isfinite(x)) else None for x in pair] for pair in study["pairs"]]
+        uncertainty["reliability"] = rel
+        cand_points = np.concatenate([study["first_second"], study["pairs"].reshape(-1, 3)])
+        cand_from = f"split-half targets ({rel['measure']}: first/second half and {rel['n_splits']} block splits)"
     elif params["bootstrap_samples"] > 0:
         cand_points, cand_from = boots, "bootstrap targets (split-half disabled)"
     else:

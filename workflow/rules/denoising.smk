@@ -11,8 +11,11 @@ rule denoise:
         bold=lambda w: [r.bold for r in UNITS[w.unit].runs],
         mask=lambda w: [r.mask for r in UNITS[w.unit].runs],
         confounds=lambda w: [r.confounds for r in UNITS[w.unit].runs],
+        seed=D("seed_mask"),
+        search=D("search_mask"),
     output:
         npz=WORK / "{subdir}" / "{unit}_desc-{strategy}_denoised.npz",
+        halves=WORK / "{subdir}" / "{unit}_desc-{strategy}_halves.npz",  # raw seed/search series (reliability)
         qc=D("denoise_qc", strategy="{strategy}"),
     params:
         step="denoise",

@@ -5,6 +5,7 @@ METHOD = config["targeting"]["method"]
 def target_inputs(w):
     inputs = {
         "npz": WORK / w.subdir / f"{w.unit}_desc-{MAIN}_denoised.npz",
+        "halves": WORK / w.subdir / f"{w.unit}_desc-{MAIN}_halves.npz",
         "seed": D("seed_mask", subdir=w.subdir, unit=w.unit),
         "search": D("search_mask", subdir=w.subdir, unit=w.unit),
         "fisherz": D("fisherz_map", subdir=w.subdir, unit=w.unit, strategy=cap(MAIN)),

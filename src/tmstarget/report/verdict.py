@@ -328,7 +328,7 @@ def uncertainty_view(ctx: SubjectContext) -> dict:
     return {
         "status": unit_verdict(ctx)["status"],
         "rows": [("Reliability (split halves)", reliability_words(ctx)),
-                 ("Split-half distance (first vs second half / median of repeats)",
+                 ("Split-half distance (first vs second half / median of the block splits)",
                   f"{dist_mm(unc.get('split_half_distance_mm'), grid)} / "
                   f"{dist_mm(unc.get('split_half_median_distance_mm'), grid)}")],
         "candidates": candidate_rows(ctx), "caveat": BOOTSTRAP_CAVEAT,
@@ -592,8 +592,10 @@ def methods_view(ctx: SubjectContext) -> dict:
         "inside the left-DLPFC search region; BA46 "
         "membership was checked with the HCPex atlas (Huang et al. 2022).",
         "Reliability was measured by computing the target separately in two halves of the data (split-half)"
-        + (f"; {unc['reliability']['repeats']} repeats" if isinstance(unc.get("reliability"), dict)
-           and unc["reliability"].get("repeats") else "")
+        + (f"; {unc['reliability']['n_splits']} splits into halves of whole "
+           f"{_fmt(unc['reliability'].get('block_length_s'), 0)}-s blocks, each half denoised "
+           f"{unc['reliability'].get('halves_cleaned', 'jointly')}" if isinstance(unc.get("reliability"), dict)
+           and unc["reliability"].get("n_splits") else "")
         + "; a block bootstrap is reported as a detail. The MNI target was mapped to the subject's T1w world "
           "space (RAS mm) for neuronavigation. Analyses used nilearn (Abraham et al. 2014) and Snakemake "
           "(Mölder et al. 2021).",
