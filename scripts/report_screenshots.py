@@ -1,5 +1,5 @@
-"""Screenshots of a subject report for docs/img/: top screen, navigator box, seed map, coil, printed first
-page, and the uncertainty section when it lists two or more candidate targets.
+"""Screenshots of a subject report for docs/img/: top screen, navigator box, seed map, coil, the slice
+viewer, printed first page, and the uncertainty section when it lists two or more candidate targets.
 
 Usage: PYTHONPATH=src python scripts/report_screenshots.py REPORT.html OUT_DIR
 
@@ -47,6 +47,11 @@ def main(report_html: str, out_dir: str) -> None:
             element_shot(browser, "#navigator", out / "report_navigator.png")
             element_shot(browser, "#seed_map", out / "report_seed_map.png")
             element_shot(browser, "#target_t1w", out / "report_coil.png")
+            if browser.evaluate("document.querySelector('#viewer details') !== null") is True:
+                # the interactive slice viewer, once drawn; its frame is painted only inside the viewport
+                browser.evaluate("document.querySelector('#viewer').scrollIntoView()")
+                browser.drain(2.0)
+                element_shot(browser, "#viewer", out / "report_viewer.png")
             if browser.evaluate("document.querySelector('#uncertainty #candidates') !== null") is True:
                 # on a FAIL the table sits in a 'not usable' fold: open it for the picture
                 browser.evaluate("document.querySelectorAll('#uncertainty details.not-usable')"

@@ -80,13 +80,15 @@ def test_the_viewer_paints_the_target_the_entry_and_the_seed_map_where_they_are(
     for rgb, centre, radius in ((TARGET_RGB, TARGET_T1W, TARGET_BALL_MM), (ENTRY_RGB, ENTRY_T1W, ENTRY_BALL_MM)):
         ball = shown & np.all(np.abs(overlay[..., :3] - np.round(np.multiply(rgb, 255))) <= 1, axis=-1)
         assert np.linalg.norm(xyz[ball].mean(0) - centre) < 0.5                    # centred on the point (mm)
-        assert abs(ball.sum() - 4 / 3 * np.pi * radius ** 3) < 0.2 * 4 / 3 * np.pi * radius ** 3   # its volume, 1 mm voxels
+        volume_mm3 = 4 / 3 * np.pi * radius ** 3
+        assert abs(ball.sum() - volume_mm3) < 0.2 * volume_mm3                  # its volume within 20 % (1 mm voxels)
     # the seed map: blue (anticorrelated) in the left blob, red in the right one, transparent between
     at = {name: tuple(np.round(nib.affines.apply_affine(np.linalg.inv(affine), p)).astype(int))
           for name, p in (("neg", Z_NEG_T1W), ("pos", Z_POS_T1W), ("zero", [0.0, 30.0, 20.0]))}
     rdbu = colormaps["RdBu_r"]
     assert np.abs(overlay[at["neg"]].astype(int) - np.round(np.multiply(rdbu(0.0), 255))).max() <= 2   # dark blue end
-    assert np.abs(overlay[at["pos"]].astype(int) - np.round(np.multiply(rdbu(1.0), 255))).max() <= 6   # red end (1.99 is 3 of 256 steps below it)
+    # red end (the top seed value 1.99 is 3 of 256 colour steps below it)
+    assert np.abs(overlay[at["pos"]].astype(int) - np.round(np.multiply(rdbu(1.0), 255))).max() <= 6
     assert overlay[at["zero"]][3] == 0
     # the viewer opens with the cursor on the target and no value read-out (overlay values are colour codes)
     cut_ras_mm = nib.affines.apply_affine(affine, [params["numSlice"][a] + 1 for a in "XYZ"])
@@ -100,7 +102,8 @@ def test_the_viewer_background_is_the_t1w_in_grey(viewer_doc):
     sprite = _sprite(viewer_doc, "spriteImg")
     assert sprite.ndim == 2                                              # 8-bit grey, not nilearn's RGBA
     bg = _volume_from_sprite(sprite, shape)
-    at = lambda p: tuple(np.round(nib.affines.apply_affine(np.linalg.inv(params["affine"]), p)).astype(int))  # noqa: E731
+    to_ijk = np.linalg.inv(params["affine"])
+    at = lambda p: tuple(np.round(nib.affines.apply_affine(to_ijk, p)).astype(int))  # noqa: E731
     # brain (100) brighter than the ventricle (25) and the scalp shell (60); air outside is black
     brain, ventricle, air = bg[at([-40.0, 30.0, 20.0])], bg[at([9.0, -10.0, 12.0])], bg[at([-60.0, 60.0, 80.0])]
     assert brain > 200 and ventricle < brain - 100 and air == 0
@@ -149,7 +152,8 @@ def test_a_usable_unit_has_the_viewer_in_a_sandboxed_iframe(tmp_path, fd_scale, 
     page = _viewer_page(inputs)
     section = page.split('<section id="viewer">')[1].split("</section>")[0]
     assert "<h2>Explore the target on the T1w (interactive)</h2>" in section
-    frame = re.search(r"<iframe class='viewer-frame' sandbox='allow-scripts' [^>]*srcdoc=\"([^\"]*)\"></iframe>", section)
+    frame = re.search(r"<iframe class='viewer-frame' sandbox='allow-scripts' [^>]*srcdoc=\"([^\"]*)\"></iframe>",
+                      section)
     doc = html.unescape(frame.group(1))
     assert doc.startswith("<!DOCTYPE html>") and "brainsprite(" in doc
     assert "<script" not in page.lower()                                  # only inside the escaped srcdoc

@@ -199,11 +199,11 @@ SUBJECT_REPORTLETS: tuple[Reportlet, ...] = (
 )
 
 #: Short labels of the sticky navigation bar (one line at 1280 px, so anchors are not hidden under it).
-NAV_LABELS = {"summary": "Summary", "target_t1w": "Target & coil", "viewer": "Viewer", "motion": "Motion", "carpet_before": "Carpet before",
+NAV_LABELS = {"summary": "Summary", "target_t1w": "Target & coil", "motion": "Motion", "carpet_before": "Carpet before",
               "carpet_after": "Carpet after", "seed_tsnr": "Seed tSNR", "bold_to_t1w": "BOLD to T1w",
               "t1w_to_mni": "T1w to MNI", "seed_map": "Seed map", "uncertainty": "Reliability", "gsr": "GSR",
               "literature": "Literature", "caveats": "Caveats", "glossary": "Glossary", "methods": "Methods",
-              "provenance": "Provenance"}
+              "provenance": "Provenance", "viewer": "Viewer"}
 
 HTML_REPORTLETS = tuple(r.name for r in SUBJECT_REPORTLETS if r.figure is None)
 
@@ -216,8 +216,9 @@ def render_sections(ctx: SubjectContext, reportlets=SUBJECT_REPORTLETS) -> list[
 def _page(sections: list[Rendered], title: str, subtitle: str = SUBTITLE, nav: bool = True,
           footer: str = "") -> str:
     scripts = [h for s in sections for h in ((s.view or {}).get("script_hashes") or [])]  # the viewer's, by hash
+    csp = f"{CSP}; script-src {' '.join(scripts)}" if scripts else CSP
     return ENV.get_template("subject.html.j2").render(
-        title=title, subtitle=subtitle, csp=f"{CSP}; script-src {' '.join(scripts)}" if scripts else CSP, css=_css(), sections=sections,
+        title=title, subtitle=subtitle, csp=csp, css=_css(), sections=sections,
         nav=[(s.name, NAV_LABELS.get(s.name, s.title)) for s in sections] if nav else [], footer=footer) + "\n"
 
 
@@ -278,7 +279,8 @@ def build_subject_report(inputs: dict, out_html, title: str | None = None, repor
         ``target_json`` (MNI target), ``native_json`` (T1w target, may be missing),
         ``denoise_qc_json``, ``seed_json`` (seed map sidecar), ``z_map``, ``seed_mask``, ``search_mask``
         (template space), ``preproc_bold`` (list of MNI preprocessed BOLD runs), ``bold_mask`` (list),
-        ``denoised_npz``, ``boldref_t1w`` (list, may be empty), ``t1w`` (preprocessed T1w, native), ``z_map_t1w`` (seed map in T1w space, for the viewer),
+        ``denoised_npz``, ``boldref_t1w`` (list, may be empty), ``t1w`` (preprocessed T1w, native),
+        ``z_map_t1w`` (seed map in T1w space, for the viewer),
         ``t1w_mni``, ``confounds`` (list of TSVs). Not files: ``template_space`` (a name, e.g.
         "MNI152NLin2009aSym"), ``nav_formats`` (export formats of the run, for the navigator box).
     out_html : path
