@@ -184,3 +184,14 @@ def test_the_viewer_section_without_a_t1w_target_says_so(tmp_path):
     section = _viewer_page(inputs).split('<section id="viewer">')[1].split("</section>")[0]
     assert "iframe" not in section
     assert re.search(r"Not (shown|available)", section)
+
+
+def test_the_viewer_section_with_an_unreadable_t1w_says_which_file(tmp_path):
+    inputs = make_subject_inputs(tmp_path)
+    bad = tmp_path / "sub-01_desc-preproc_T1w.nii.gz"
+    bad.write_bytes(b"not an image")
+    inputs["t1w"] = str(bad)
+    section = _viewer_page(inputs).split('<section id="viewer">')[1].split("</section>")[0]
+    assert "iframe" not in section
+    assert "Not available: T1w sub-01_desc-preproc_T1w.nii.gz is not a readable NIfTI image" in section
+    assert str(tmp_path) not in section

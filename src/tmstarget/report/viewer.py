@@ -26,11 +26,12 @@ import hashlib
 import io
 import logging
 import re
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
-from ..qc import _point
+from ..qc import _point, scrub_paths
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ def _load_3d(path, what: str) -> nib.Nifti1Image:
         img = nib.load(str(path))
         data = np.asanyarray(img.dataobj, dtype=np.float32)
     except Exception as exc:
-        raise ValueError(f"{what} {getattr(path, 'name', path)} is not a readable NIfTI image "
+        raise ValueError(f"{what} {Path(str(path)).name} is not a readable NIfTI image "
                          f"({type(exc).__name__}); rerun the step that writes it") from None
     if data.ndim == 4:
         data = data[..., 0]
@@ -124,7 +125,7 @@ def _overlay(z_grid: np.ndarray | None, affine: np.ndarray, shape, target_t1w_ra
 
         vmax = seed_map_vmax(z_grid, None)
         shown = np.abs(z_grid) >= SEED_MAP_SHOWN_FRACTION * vmax
-        # SEED_MAP_LEVELS colour steps (a smooth gradient would make the overlay sprite 5x larger)
+        # SEED_MAP_LEVELS colour steps: few colours compress well and fit a palette PNG (_palette_png)
         step = np.round((np.clip(z_grid[shown], -vmax, vmax) + vmax) / (2 * vmax) * (SEED_MAP_LEVELS - 1))
         out[shown] = _SEED_LO + step / (SEED_MAP_LEVELS - 1) * (_SEED_HI - _SEED_LO)
     out[_ball(affine, shape, target_t1w_ras_mm, TARGET_BALL_MM)] = _TARGET_VALUE
@@ -281,6 +282,9 @@ def viewer_view(ctx) -> dict:
         doc = interactive_viewer_html(t1w, seedmap, target, native.get("entry_t1w_ras_mm"))
     except ValueError as exc:
         return {"note": f"Not available: {exc}"}
+    except Exception as exc:  # the viewer is an extra: the static figures above stay
+        log.warning("slice viewer failed: %s: %s", type(exc).__name__, scrub_paths(exc))
+        return {"note": f"The slice viewer could not be drawn ({type(exc).__name__}: {scrub_paths(exc)})."}
     return {"srcdoc": Markup(html.escape(doc, quote=True)), "script_hashes": viewer_script_hashes(doc),
             "width": VIEWER_WIDTH_PX, "height": _viewer_height_px(doc), "seed_map": seedmap is not None,
             "mb": round(len(doc) / 1e6, 1)}
