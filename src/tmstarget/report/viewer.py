@@ -5,7 +5,7 @@ because it is already a dependency, loads nothing from the network and its scrip
 would add a multi-megabyte JavaScript bundle and a second imaging library. Size, measured on the
 ds000240 sub-01 T1w: nilearn's own page at 1 mm is 6.4 MB; cropped to the head, with the air set to 0,
 the background sprite as 8-bit grey and the overlay as a palette PNG it is 2.7 MB, and the 2.5 MB
-budget makes it 1.1 mm and 2.2 MB (the whole report 4.0 MB).
+budget makes it 1.1 mm and 2.2 MB (the whole report 4.0 MB); the demo's reports are 4.3 and 4.5 MB.
 
 brainsprite draws one overlay and one cursor, so the two points are painted into that overlay as small balls with
 colours of their own (target yellow, scalp entry cyan) beside the thresholded seed map (RdBu_r, as in
