@@ -1,6 +1,6 @@
-"""Screenshots of a subject report for docs/img/: top screen, navigator box, seed map, coil, printed pages 1
-and 2, and the candidate targets when the report lists two or more; prints the page's height at 1280 px
-and its number of printed pages (the measures of issue 21 item 8).
+"""Screenshots of a subject report for docs/img/: top screen, navigator box, seed map, coil, the slice
+viewer, printed pages 1 and 2, and the candidate targets when the report lists two or more; prints the
+page's height at 1280 px and its number of printed pages (the measures of issue 21 item 8).
 
 Usage: PYTHONPATH=src python scripts/report_screenshots.py REPORT.html OUT_DIR
 
@@ -22,13 +22,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from test_report_browser import CHROMIUM, Browser  # noqa: E402
 
 
-def element_shot(browser: Browser, selector: str, path: Path, pad: int = 8) -> None:
+def element_shot(browser: Browser, selector: str, path: Path, pad: int = 8,
+                 beyond_viewport: bool = True) -> None:
     rect = json.loads(browser.evaluate(
         f"(() => {{ const r = document.querySelector({json.dumps(selector)}).getBoundingClientRect();"
         " return JSON.stringify({x: r.left + window.scrollX, y: r.top + window.scrollY, w: r.width, h: r.height}); })()"))
     clip = {"x": max(0, rect["x"] - pad), "y": max(0, rect["y"] - pad), "width": rect["w"] + 2 * pad,
             "height": rect["h"] + 2 * pad, "scale": 1}
-    data = browser.call("Page.captureScreenshot", format="png", captureBeyondViewport=True, clip=clip)["data"]
+    data = browser.call("Page.captureScreenshot", format="png", captureBeyondViewport=beyond_viewport,
+                        clip=clip)["data"]
     path.write_bytes(base64.b64decode(data))
 
 
@@ -58,6 +60,12 @@ def main(report_html: str, out_dir: str) -> None:
             element_shot(browser, "#seed_map", out / "report_seed_map.png")
             browser.evaluate(f"{OPEN_FOLDS_OF}('#target_t1w')")
             element_shot(browser, "#target_t1w", out / "report_coil.png")
+            if browser.evaluate("document.querySelector('#viewer details') !== null") is True:
+                # the interactive slice viewer, once drawn: its sandboxed frame (another process) is in the
+                # picture only when scrolled into view and captured without captureBeyondViewport
+                browser.evaluate("document.querySelector('#viewer').scrollIntoView()")
+                browser.drain(2.0)
+                element_shot(browser, "#viewer", out / "report_viewer.png", beyond_viewport=False)
             if browser.evaluate("document.querySelector('#candidates') !== null") is True:
                 # on a FAIL the table sits in a 'not usable' fold: open it for the picture
                 browser.evaluate(f"{OPEN_FOLDS_OF}('#candidates')")

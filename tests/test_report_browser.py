@@ -348,3 +348,76 @@ def test_every_text_of_the_report_is_at_least_12_px(reports, browser):
     browser.load(subject_html.resolve().as_uri())
     px, text = browser.evaluate(SMALLEST_TEXT_PX)
     assert px >= 12, (px, text)
+
+
+# ----------------------------------------------------------------------------- the interactive slice viewer
+
+
+@pytest.fixture(scope="module")
+def viewer_page(tmp_path_factory):
+    """A subject page with the summary, the static target figure and the viewer (seed map in T1w space)."""
+    from test_report_viewer import _z_map_t1w
+
+    from tmstarget.report import SUBJECT_REPORTLETS, render_subject_html
+
+    root = tmp_path_factory.mktemp("viewer")
+    inputs = make_subject_inputs(root)
+    inputs["fisherz_map_t1w"] = str(_z_map_t1w(root / "sub-01_space-T1w_stat-fisherz_boldmap.nii.gz"))
+    keep = ("summary", "target_t1w", "viewer")
+    out = root / "sub-01_viewer.html"
+    out.write_text(render_subject_html(inputs, reportlets=tuple(r for r in SUBJECT_REPORTLETS if r.name in keep)))
+    return out
+
+
+def _frame_box(browser) -> dict:
+    r = browser.evaluate("(() => { const r = document.querySelector('#viewer iframe').getBoundingClientRect();"
+                         " return {x: r.x + scrollX, y: r.y + scrollY, width: r.width, height: r.height}; })()")
+    return dict(r, scale=1)
+
+
+def _shot(browser, clip: dict) -> bytes:
+    return base64.b64decode(browser.call("Page.captureScreenshot", format="png", clip=clip)["data"])
+
+
+def test_the_slice_viewer_runs_offline_and_follows_a_click(viewer_page, browser, tmp_path):
+    browser.load(viewer_page.resolve().as_uri())
+    assert browser.problems() == []                  # no CSP violation: its three scripts run by hash
+    requested = {e["params"]["request"]["url"][:5] for e in browser.events
+                 if e["method"] == "Network.requestWillBeSent"}
+    assert requested <= {"file:", "data:", "about"}
+    # open from the start: brainsprite sizes its canvas when the frame loads, and a folded frame has no width
+    assert browser.evaluate("document.querySelector('#viewer details').open") is True
+    browser.evaluate("document.querySelector('#viewer').scrollIntoView()")
+    browser.drain(1.0)
+    clip = _frame_box(browser)
+    assert clip["width"] == 1050 and clip["height"] > 300         # VIEWER_WIDTH_PX
+    # the sandboxed frame runs in its own process (not reachable from this page's DevTools session), so
+    # the canvas is checked by its pixels: brainsprite paints the slices on black, the target ball yellow
+    before = _shot(browser, clip)
+    shot = tmp_path / "report_viewer.png"
+    shot.write_bytes(before)
+    _keep_screenshot(shot)
+    assert _colour_fraction(before, "#ffd800") > 0.0005       # the target ball (TARGET_RGB) around the cursor
+    assert _colour_fraction(before, "#000000") > 0.2                   # the black background around the head
+    # a click on the coronal slice moves the cursor: the slices redraw
+    for kind in ("mousePressed", "mouseReleased"):
+        browser.call("Input.dispatchMouseEvent", type=kind, x=clip["x"] - browser.evaluate("scrollX") + 480,
+                     y=clip["y"] - browser.evaluate("scrollY") + 250, button="left", clickCount=1)
+    browser.drain(0.5)
+    after = _shot(browser, clip)
+    changed = _changed_fraction(before, after)
+    assert changed > 0.01, changed
+    assert browser.problems() == []
+    # the print stylesheet leaves the viewer out
+    browser.call("Emulation.setEmulatedMedia", media="print")
+    assert browser.evaluate("getComputedStyle(document.querySelector('#viewer')).display") == "none"
+    browser.call("Emulation.setEmulatedMedia", media="")
+
+
+def _changed_fraction(png_a: bytes, png_b: bytes) -> float:
+    import io
+
+    import matplotlib.image as mpimg
+
+    a, b = (mpimg.imread(io.BytesIO(p), format="png")[..., :3] for p in (png_a, png_b))
+    return float(np.mean(np.any(np.abs(a - b) > 8 / 255, axis=-1)))

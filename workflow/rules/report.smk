@@ -13,6 +13,7 @@ def report_inputs(w):
         "seed_json": D("seed_json", subdir=u.subdir, unit=u.unit, strategy=main),
         "verdict_json": D("verdict", subdir=u.subdir, unit=u.unit),
         "fisherz_map": D("fisherz_map", subdir=u.subdir, unit=u.unit, strategy=main),
+        "fisherz_map_t1w": D("fisherz_map_t1w", subdir=u.subdir, unit=u.unit, strategy=main),  # the interactive viewer's
         "seed_mask": D("seed_mask", subdir=u.subdir, unit=u.unit),
         "search_mask": D("search_mask", subdir=u.subdir, unit=u.unit),
         "denoised_npz": str(WORK / u.subdir / f"{u.unit}_desc-{MAIN}_denoised.npz"),

@@ -12,7 +12,8 @@ The package is split as NiPreps splits reportlets from the page:
 
 Privacy and safety: input text is escaped by the templates and absolute paths are cut to file names;
 NIfTI header text fields are never read; the page loads nothing (figures are ``data:`` URIs, a
-Content-Security-Policy forbids other resources, no JavaScript).
+Content-Security-Policy forbids other resources, no JavaScript except the slice viewer of :mod:`.viewer`,
+a sandboxed iframe whose inline scripts the policy allows by hash).
 """
 
 from ..group import GROUP_COLUMNS, group_row, write_group_tsv  # noqa: F401

@@ -32,6 +32,7 @@ from ..io import atomic_path
 from ..qc import scrub_paths
 from . import figures as F
 from . import verdict as V
+from . import viewer as VW
 from .common import SubjectContext, Unavailable, _fmt, _fmt_mm3, _unit_name
 
 log = logging.getLogger(__name__)
@@ -147,6 +148,12 @@ SUBJECT_REPORTLETS: tuple[Reportlet, ...] = (
               "on the scalp with its handle (magenta) pointing back and outwards; the dashed line is the coil "
               "axis from the entry to the target. These are the coordinates the navigator uses.",
               figure=F.render_target_t1w, personal=True, open=True),
+    Reportlet("viewer", "Explore the target on the T1w (interactive)",
+              "Click or drag in any slice to move the cursor; the viewer prints its T1w coordinates (RAS mm, the "
+              "navigator's). Good: the yellow ball (target) sits in the grey matter of the left middle frontal "
+              "gyrus and the cyan ball (scalp entry) on the scalp above it; blue is anticorrelated with the sgACC "
+              "seed, red correlated. Needs JavaScript; not printed; left out on a FAILed unit.",
+              view=VW.viewer_view, open=True),
     Reportlet("motion", "Head motion",
               "Framewise displacement (FD, mm) of each volume. Good: FD mostly below the dashed threshold, few "
               "censored (red) volumes, and the minutes kept at or above this run's threshold (Summary, QC "
@@ -206,7 +213,7 @@ NAV_LABELS = {"summary": "Summary", "target_t1w": "Target & coil", "motion": "Mo
               "carpet_after": "Carpet after", "seed_tsnr": "Seed tSNR", "bold_to_t1w": "BOLD to T1w",
               "t1w_to_mni": "T1w to MNI", "seed_map": "Seed map", "uncertainty": "Reliability", "gsr": "GSR",
               "literature": "Literature", "caveats": "Caveats", "glossary": "Glossary", "methods": "Methods",
-              "provenance": "Provenance"}
+              "provenance": "Provenance", "viewer": "Viewer"}
 
 HTML_REPORTLETS = tuple(r.name for r in SUBJECT_REPORTLETS if r.figure is None)
 
@@ -218,8 +225,10 @@ def render_sections(ctx: SubjectContext, reportlets=SUBJECT_REPORTLETS) -> list[
 
 def _page(sections: list[Rendered], title: str, subtitle: str = SUBTITLE, nav: bool = True,
           footer: str = "") -> str:
+    scripts = [h for s in sections for h in ((s.view or {}).get("script_hashes") or [])]  # the viewer's, by hash
+    csp = f"{CSP}; script-src {' '.join(scripts)}" if scripts else CSP
     return ENV.get_template("subject.html.j2").render(
-        title=title, subtitle=subtitle, csp=CSP, css=_css(), sections=sections,
+        title=title, subtitle=subtitle, csp=csp, css=_css(), sections=sections,
         nav=[(s.name, NAV_LABELS.get(s.name, s.title)) for s in sections] if nav else [], footer=footer) + "\n"
 
 
@@ -281,6 +290,7 @@ def build_subject_report(inputs: dict, out_html, title: str | None = None, repor
         ``denoise_qc_json``, ``seed_json`` (seed map sidecar), ``fisherz_map``, ``seed_mask``, ``search_mask``
         (template space), ``preproc_bold`` (list of MNI preprocessed BOLD runs), ``bold_mask`` (list),
         ``denoised_npz``, ``boldref_t1w`` (list, may be empty), ``t1w`` (preprocessed T1w, native),
+        ``fisherz_map_t1w`` (seed map in T1w space, for the viewer),
         ``t1w_mni``, ``confounds`` (list of TSVs). Not files: ``template_space`` (a name, e.g.
         "MNI152NLin2009aSym"), ``nav_formats`` (export formats of the run, for the navigator box).
     out_html : path
