@@ -109,17 +109,26 @@ def cropped_run(bench: Path, name: str, bold: dict) -> dict:
 
 def denoised(bench: Path, name: str, bold: dict, strategy: str, fwhm: float):
     """Denoised data of one prepared run (cropped, :func:`cropped_run`) with the workflow's own strategy table
-    and this smoothing (cached)."""
+    and this smoothing, and the path of its raw seed/search series (the denoise step's halves npz, so that
+    split halves are denoised on their own) (both cached)."""
+    import nibabel as nib
+
     from tmstarget import denoise as dn
+    from tmstarget.reliability import save_raw_runs
     from tmstarget.targeting import load_denoised
 
     path = bench / "work" / f"{name}_desc-{strategy}{int(fwhm)}mm_denoised.npz"
-    if not path.exists():
+    halves = bench / "work" / f"{name}_desc-{strategy}{int(fwhm)}mm_halves.npz"
+    if not (path.exists() and halves.exists()):
         crop = cropped_run(bench, name, bold)
         strat = {**dn.DEFAULT_STRATEGIES[strategy], "smoothing_fwhm_mm": fwhm or None}
-        res = dn.denoise_runs([{"bold": crop["bold_mni"], "mask": crop["mask_mni"], "confounds": crop["confounds"]}], strat, min_retained_minutes=1.0, warn_retained_minutes=1.0, strategy_name=strategy)
+        seed, search = old.masks_for(nib.load(crop["mask_mni"]), {"seed": "sphere", "search": "ba46"})
+        res = dn.denoise_runs([{"bold": crop["bold_mni"], "mask": crop["mask_mni"], "confounds": crop["confounds"]}],
+                              strat, min_retained_minutes=1.0, warn_retained_minutes=1.0, strategy_name=strategy,
+                              halves_mask_3d=np.asarray(seed, bool) | np.asarray(search, bool))
         dn.save_denoised_npz(res, path)
-    return load_denoised(path)
+        save_raw_runs(res.halves, halves)
+    return load_denoised(path), halves
 
 
 _MASKS: dict = {}
@@ -143,12 +152,12 @@ def run_real(bench: Path, sets, runs: dict, log) -> dict:
         out[name] = {}
         for strategy, fwhm in sorted({(s["strategy"], s["fwhm"]) for s in sets}):
             t0 = time.time()
-            den = denoised(bench, name, rec["bold"], strategy, fwhm)
+            den, halves = denoised(bench, name, rec["bold"], strategy, fwhm)
             seed, search = masks(den)
             retained_minutes = len(den.data_tv) * den.t_r / 60       # after censoring, as the halves see it
             for s in (x for x in sets if (x["strategy"], x["fwhm"]) == (strategy, fwhm)):
                 out[name][proto.setting_label(s)] = {"retained_minutes": retained_minutes,
-                    "split_half": proto.split_half_distance_mm(den, seed, search, s),
+                    "split_half": proto.split_half_distance_mm(den, seed, search, s, halves_npz=halves),
                     "target_mni_ras_mm": proto.full_target_mni_ras_mm(den, seed, search, s).tolist()}
             log(f"  {name} {strategy} {fwhm:g} mm ({time.time() - t0:.0f} s)")
     return out

@@ -97,42 +97,33 @@ def block_rows(run_lengths, block_volumes: int) -> list[np.ndarray]:
     return blocks
 
 
-def split_half_distance_mm(den, seed, search, s: dict, max_splits: int = MAX_SPLITS) -> dict:
+def split_half_distance_mm(den, seed, search, s: dict, max_splits: int = MAX_SPLITS, halves_npz=None) -> dict:
     """THE adapter: headline split-half distance of setting ``s`` on one denoised run.
 
-    Today: both halves cut from the one denoised series (the denoising saw all volumes), every balanced
-    split of 60 s blocks (or ``max_splits`` of them), the target of each half by :func:`targeting.select`.
-    >>> After merging branch rel, replace the body with a call to ``tmstarget.reliability`` (each half
-    denoised on its own) returning the same keys.
+    It is the workflow's own computation (``targeting._split_half_study`` on :mod:`tmstarget.reliability`):
+    every balanced split of 60 s blocks (or ``max_splits`` distinct ones drawn with the fixed seed 0), each
+    half denoised on its own from ``halves_npz`` (the raw seed/search series the denoise step writes) when
+    given, else both halves cut from the one denoised series (synthetic runs, which have no confounds).
 
     Returns
     -------
     dict
         ``median_mm`` (NaN when no split gave two targets), ``q25_mm`` and ``q75_mm`` (interquartile range
         of the split distances), ``n_splits``, ``n_failed`` (splits where a half gave no target),
-        ``enumerated`` (all balanced splits used).
+        ``enumerated`` (all balanced splits used), ``halves_cleaned`` (independently or jointly).
     """
     from tmstarget import targeting as T
 
-    params = target_params(s)
+    params = {**target_params(s), "split_half_max_splits": int(max_splits), "random_seed": 0}
     space = T._space_of(search, den)
     prob = T.build_problem(den, seed, search, s["method"])
-    blocks = block_rows(den.run_lengths, max(1, int(round(BLOCK_LENGTH_S / den.t_r))))
-    splits = balanced_block_splits(len(blocks), max_splits)
-    d = []
-    for a in splits:
-        rows_a = np.concatenate([blocks[i] for i in a])
-        rows_b = np.concatenate([blocks[i] for i in range(len(blocks)) if i not in a])
-        ta, tb = T.split_half_targets(s["method"], params, prob.ts_search, prob.ref_t, space, prob.ts_seed,
-                                      rows_a, rows_b)
-        d.append(float(np.linalg.norm(ta - tb)))
-    d = np.asarray(d)
-    ok = d[np.isfinite(d)]
-    n_all = comb(len(blocks), len(blocks) // 2) // (2 if len(blocks) % 2 == 0 else 1) if len(blocks) > 1 else 0
-    return {"median_mm": float(np.median(ok)) if len(ok) else float("nan"),
-            "q25_mm": float(np.percentile(ok, 25)) if len(ok) else float("nan"),
-            "q75_mm": float(np.percentile(ok, 75)) if len(ok) else float("nan"),
-            "n_splits": len(d), "n_failed": int(len(d) - len(ok)), "enumerated": len(d) == n_all}
+    study = T._split_half_study(s["method"], params, prob, space, den, seed, search, halves_npz)
+    rel, head = study["reliability"], study["headline"]
+    ok = np.asarray([x for x in head["distances_mm"] if x is not None], float)
+    pct = (lambda q: float(np.percentile(ok, q)) if len(ok) else float("nan"))
+    return {"median_mm": pct(50), "q25_mm": pct(25), "q75_mm": pct(75), "n_splits": int(rel["n_splits"]),
+            "n_failed": int(head["n_failed"]), "enumerated": bool(rel["splits_enumerated"]),
+            "halves_cleaned": rel["halves_cleaned"]}
 
 
 def full_target_mni_ras_mm(den, seed, search, s: dict) -> np.ndarray:

@@ -342,7 +342,7 @@ def test_failing_subject_exits_3_with_its_report_and_no_navigator_file(mini, tmp
     lines = result.stdout.splitlines()
     i = lines.index("sub-01: FAIL \u2014 no usable target (coordinate withheld)")
     assert lines[i + 1] == "  - mean framewise displacement 0.10 mm (above 0.05 mm)"
-    assert lines[i + 3].startswith("  action: do not use this coordinate; re-scan")
+    assert lines[i + 3] == "  action: do not use this coordinate: re-scan with less head motion (padding, instructions)"
     assert "target MNI RAS mm" not in result.stdout
     assert (deriv / "sub-01.html").exists()
     assert sorted(p.name for p in (deriv / "sub-01" / "nav").iterdir() if not p.name.startswith(".")) == ["NOT_EXPORTED.txt"]
