@@ -731,11 +731,9 @@ def _html_outside_not_usable_folds(html: str) -> str:
     return "".join(out)
 
 
-def test_on_fail_no_coordinate_of_this_person_is_shown_outside_a_fold(tmp_path):
-    """A FAILed unit with two candidate targets: the target, the scalp entry and both candidates appear
-    only inside 'not usable' folds, in every section of the page, and the verdict's reasons (what the
-    terminal prints) name the candidates without their coordinates. Published site coordinates of the
-    literature section are not this person's and may show."""
+def fail_inputs_with_candidates(tmp_path) -> dict:
+    """Report inputs of a unit that FAILs (too much motion) and whose split-half targets form two candidates,
+    MNI (-42, 42, 30) with 55 % and (-36, 22, 44) with 40 % support."""
     inputs = make_subject_inputs(tmp_path)
     Path(inputs["denoise_qc_json"]).write_text(json.dumps(denoise_qc(tmp_path, fd_scale=8.0)))
     t = json.loads(Path(inputs["target_json"]).read_text())
@@ -744,6 +742,15 @@ def test_on_fail_no_coordinate_of_this_person_is_shown_outside_a_fold(tmp_path):
         {"target_mni_ras_mm": [-42.0, 42.0, 30.0], "support_fraction": 0.55, "n_targets": 28},
         {"target_mni_ras_mm": [-36.0, 22.0, 44.0], "support_fraction": 0.4, "n_targets": 20}]
     Path(inputs["target_json"]).write_text(json.dumps(t))
+    return inputs
+
+
+def test_on_fail_no_coordinate_of_this_person_is_shown_outside_a_fold(tmp_path):
+    """A FAILed unit with two candidate targets: the target, the scalp entry and both candidates appear
+    only inside 'not usable' folds, in every section of the page, and the verdict's reasons (what the
+    terminal prints) name the candidates without their coordinates. Published site coordinates of the
+    literature section are not this person's and may show."""
+    inputs = fail_inputs_with_candidates(tmp_path)
     v = _write_verdict(inputs)
     assert v["status"] == "fail"
     assert "two or more separated candidate targets (coordinates withheld: verdict FAIL)" in v["reasons"]

@@ -23,7 +23,7 @@ import websocket  # the websocket-client package (a test dependency): a missing 
 
 from tmstarget.report import build_group_report, build_subject_report
 
-from test_report import denoise_qc, make_subject_inputs
+from test_report import fail_inputs_with_candidates, make_subject_inputs
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian package 'chromium' is not installed")
@@ -256,16 +256,7 @@ def test_fail_report_shows_no_coordinate_of_the_person_outside_the_fold_in_chrom
     folds, neither the text (all of it, closed folds included), nor an image's alt text, nor the text drawn
     in an SVG figure holds the target, the scalp entry or a candidate; no figure of the person's target is
     drawn there, and no caption tells the reader these are the navigator's coordinates."""
-    import json as _json
-
-    inputs = make_subject_inputs(tmp_path)
-    Path(inputs["denoise_qc_json"]).write_text(_json.dumps(denoise_qc(tmp_path, fd_scale=8.0)))
-    t = _json.loads(Path(inputs["target_json"]).read_text())
-    t["uncertainty"]["multiple_candidates"] = True
-    t["uncertainty"]["candidates"] = [
-        {"target_mni_ras_mm": [-42.0, 42.0, 30.0], "support_fraction": 0.55, "n_targets": 28},
-        {"target_mni_ras_mm": [-36.0, 22.0, 44.0], "support_fraction": 0.4, "n_targets": 20}]
-    Path(inputs["target_json"]).write_text(_json.dumps(t))
+    inputs = fail_inputs_with_candidates(tmp_path)
     from tmstarget.qc import run_verdict
     assert run_verdict(inputs, inputs["verdict_json"], "sub-01")["status"] == "fail"
     html = build_subject_report(inputs, tmp_path / "fail.html")
