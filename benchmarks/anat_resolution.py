@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 CHILD = r"""
 import json, resource, sys, time
-from tmstarget import preprocessing as pp
+from tmstarget.preproc import pipeline as pp
 args = json.loads(sys.argv[1])
 t0 = time.time()
 qc = pp.preprocess_anat(args["t1w"], args["out"], args["params"])
@@ -69,7 +69,7 @@ def make_high_resolution_t1w(src: Path, dst: Path, voxel_mm: float) -> tuple:
 
 
 def run_case(t1w: Path, out_dir: Path, params: dict, env_extra: dict) -> dict:
-    from tmstarget.bids_inputs import preproc_anat_paths
+    from tmstarget.bids.inputs import preproc_anat_paths
 
     out_dir.mkdir(parents=True, exist_ok=True)
     out = preproc_anat_paths(out_dir, "sub-hr/anat/sub-hr")
@@ -96,7 +96,7 @@ def transform_difference_mm(a: dict, b: dict) -> float:
     import nibabel as nib
     import numpy as np
 
-    from tmstarget.preproc_headers import nifti_to_ants
+    from tmstarget.preproc.headers import nifti_to_ants
 
     mask_img = nib.load(a["out"]["brain_mask"])
     mask = np.asarray(mask_img.dataobj) > 0

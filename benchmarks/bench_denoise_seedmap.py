@@ -4,8 +4,8 @@
 For each input (a small demo-sized run and a large 2 mm MNI run with 600 volumes, both synthetic, or
 a real run given with --bold/--mask/--confounds) four stages run, each in its own subprocess:
 
-    tmstarget-denoise   tmstarget.denoise.denoise_runs + npz          (Fox strategy)
-    tmstarget-seedmap   tmstarget.connectivity.run_seedmap            (r and z NIfTI + JSON)
+    tmstarget-denoise   tmstarget.denoise.core.denoise_runs + npz          (Fox strategy)
+    tmstarget-seedmap   tmstarget.target.connectivity.run_seedmap            (r and z NIfTI + JSON)
     nilearn-denoise     NiftiMasker(...).fit_transform (signal.clean inside) + npz, same settings
     nilearn-seedmap     seed mean, plain correlation (dot product of z-scored series), Fisher z,
                         masker.inverse_transform + to_filename
@@ -133,7 +133,7 @@ def write_seed_mask(mask_path: str, out_path: Path) -> Path:
 
 
 def stage_tmstarget_denoise(a):
-    from tmstarget.denoise import denoise_runs, save_denoised_npz
+    from tmstarget.denoise.core import denoise_runs, save_denoised_npz
 
     run = {"bold": a.bold, "mask": a.mask, "confounds": a.confounds, "t_r": a.t_r}
     res = denoise_runs([run], STRATEGY, min_retained_minutes=0, warn_retained_minutes=0, strategy_name="fox")
@@ -142,7 +142,7 @@ def stage_tmstarget_denoise(a):
 
 
 def stage_tmstarget_seedmap(a):
-    from tmstarget.connectivity import run_seedmap
+    from tmstarget.target.connectivity import run_seedmap
 
     side = run_seedmap(a.npz, a.seed, a.out + "_r.nii.gz", a.out + "_fisherz.nii.gz", a.out + "_r.json",
                        seed_definition={"type": "sphere"})
@@ -306,14 +306,14 @@ def main(argv=None):
     a = p.parse_args(argv)
     if a.child:
         if a.t_r is None:
-            from tmstarget.denoise import read_t_r
+            from tmstarget.io.nifti import read_t_r
             a.t_r = read_t_r(a.bold)
         print(json.dumps(STAGES[a.child](a)))
         return
     with tempfile.TemporaryDirectory(prefix="tmstarget-bench-", dir=a.workdir) as tmp:
         work = Path(tmp)
         if a.bold:
-            from tmstarget.denoise import read_t_r
+            from tmstarget.io.nifti import read_t_r
             run = {"bold": a.bold, "mask": a.mask, "confounds": a.confounds}
             bench_run("given", run, a.t_r or read_t_r(a.bold), work, a.nilearn_mem_gb)
             return

@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 CHILD = r"""
 import json, resource, sys, time
-from tmstarget import preprocessing as pp
+from tmstarget.preproc import pipeline as pp
 args = json.loads(sys.argv[1])
 t0 = time.time()
 if args["step"] == "anat":
@@ -69,7 +69,7 @@ def main(argv=None) -> int:
     parser.add_argument("--reuse-anat", action="store_true",
                         help="skip preprocess_anat when its outputs already exist in --workdir")
     opts = parser.parse_args(argv)
-    from tmstarget.bids_inputs import preproc_anat_paths, preproc_bold_paths
+    from tmstarget.bids.inputs import preproc_anat_paths, preproc_bold_paths
 
     realdata = Path(subprocess.run([str(REPO / "scripts" / "fetch_real_data.sh")], capture_output=True, text=True,
                                    check=True).stdout.strip().splitlines()[-1])
@@ -92,7 +92,7 @@ def main(argv=None) -> int:
           f"peak RSS {res['peak_rss_mb']:.0f} MB")
     for step, s in res["qc"]["seconds"].items():
         print(f"    {step:<16s} {s:6.1f} s")
-    print(f"    motion per volume {res['qc']['seconds']['motion'] / res['qc']['volumes']:.3f} s wall (tmstarget.realign "
+    print(f"    motion per volume {res['qc']['seconds']['motion'] / res['qc']['volumes']:.3f} s wall (tmstarget.preproc.realign "
           "plus the native-grid resampling for confounds; benchmarks/scaling.py compares it with the old antspyx loop)")
     print(f"BOLD-T1w correlation {res['qc']['coreg_correlation']:.3f}; dummy volumes {res['qc']['dummy_volumes']}")
     return 0

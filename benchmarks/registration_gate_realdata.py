@@ -33,7 +33,7 @@ sys.path[:0] = [str(REPO / "src"), str(REPO / "tests")]
 
 from realdata_bids import MISREGISTRATIONS, brain_centre_ras_mm, moved_copy, rigid_ras  # noqa: E402
 
-from tmstarget import registration_qc as rq  # noqa: E402
+from tmstarget.preproc import registration_qc as rq  # noqa: E402
 
 
 HEADER_MOVES = {"header turned 30 deg about x": ((1, 0, 0), 30.0, (0, 0, 0)),
@@ -57,8 +57,8 @@ def header_moves(out: Path, realdata: Path) -> None:
 
     from realdata_bids import ASL_TR_S, asl_as_bold, same_person_bids
 
-    from tmstarget import preprocessing as pp
-    from tmstarget.bids_inputs import preproc_anat_paths, preproc_bold_paths
+    from tmstarget.preproc import pipeline as pp
+    from tmstarget.bids.inputs import preproc_anat_paths, preproc_bold_paths
 
     anat_dir = out / "preproc" / "sub-01" / "anat"
     anat = {k: str(anat_dir / Path(v).name) for k, v in preproc_anat_paths(anat_dir, "sub-01").items()}

@@ -47,7 +47,7 @@ def realdata_dir() -> Path:
 
 def prepared_paths(name: str) -> tuple[dict, dict]:
     """fMRIPrep-layout anat and BOLD output paths of one cached real run."""
-    from tmstarget.bids_inputs import preproc_anat_paths, preproc_bold_paths
+    from tmstarget.bids.inputs import preproc_anat_paths, preproc_bold_paths
 
     root = bench_dir() / "preproc"
     return (preproc_anat_paths(root / "sub-01" / "anat", "sub-01"),
@@ -56,8 +56,8 @@ def prepared_paths(name: str) -> tuple[dict, dict]:
 
 def prepare(names=tuple(REAL_RUNS)) -> None:
     """Preprocess the real T1w and runs once; skip what is cached (a ``.done`` marker per output)."""
-    from tmstarget import preprocessing as pp
-    from tmstarget.io import read_json
+    from tmstarget.preproc import pipeline as pp
+    from tmstarget.io.files import read_json
 
     src = realdata_dir()
     params = {"registration": "fast"}
@@ -130,7 +130,7 @@ def label(s: dict) -> str:
 
 
 def target_params(s: dict, max_splits: int = 500) -> dict:
-    from tmstarget import targeting as T
+    from tmstarget.target import selection as T
 
     cfg = {"method": s["method"], "split_half_max_splits": max_splits, "cluster": {"percentile": s["percentile"]}}
     return T.resolve_target_cfg(cfg)
@@ -140,8 +140,8 @@ def target_params(s: dict, max_splits: int = 500) -> dict:
 def evaluate(den, seed, search, s: dict, weights=None, planted=None, max_splits: int = 500) -> dict:
     """Target, first-vs-second-half distance and median split-half distance (every block split up to
     ``max_splits``) of one setting, halves cut from the jointly denoised series."""
-    from tmstarget import reliability as rl
-    from tmstarget import targeting as T
+    from tmstarget.target import reliability as rl
+    from tmstarget.target import selection as T
     from tmstarget.errors import QCFailure
 
     params = target_params(s, max_splits)
@@ -175,18 +175,19 @@ def evaluate(den, seed, search, s: dict, weights=None, planted=None, max_splits:
 def smoothed(den, fwhm: float):
     """A copy of unsmoothed denoised data smoothed (FWHM mm, inside the mask) and z-scored, as the
     denoise step does after the temporal cleaning."""
-    from tmstarget import denoise as dn
-    from tmstarget.targeting import Denoised
+    from tmstarget.denoise import core as dn
+    from tmstarget.io.nifti import voxel_size_mm
+    from tmstarget.target.selection import Denoised
 
     data = den.data_tv.copy()
     if fwhm:
-        dn.smooth_masked(data, den.mask, dn.voxel_size_mm(den.affine), fwhm)
+        dn.smooth_masked(data, den.mask, voxel_size_mm(den.affine), fwhm)
         dn.zscore_columns(data)
     return Denoised(data, den.mask, den.affine, den.t_r, den.run_lengths, den.name)
 
 
 def masks_for(mask_img, s: dict) -> tuple[np.ndarray, np.ndarray]:
-    from tmstarget import regions as R
+    from tmstarget.target import regions as R
 
     seed, _ = R.seed_mask(mask_img, {"type": s["seed"]})
     search, _ = R.search_mask(mask_img, {"region": s["search"]})
@@ -195,7 +196,7 @@ def masks_for(mask_img, s: dict) -> tuple[np.ndarray, np.ndarray]:
 
 def r_map(den, seed) -> np.ndarray:
     """Seed r of every voxel of the mask (V,)."""
-    from tmstarget import targeting as T
+    from tmstarget.target import selection as T
 
     return T.pearson_r(den.data_tv, den.data_tv[:, T.columns_of(seed, den)].mean(axis=1))
 
@@ -214,8 +215,8 @@ def loo_weights(other_r_v: np.ndarray, other_mask: np.ndarray, den, search) -> n
 def denoised_cached(name: str, bold: dict, strategy: str, fwhm: float):
     """Denoised data of one preprocessed run (fMRIPrep layout ``bold``: ``bold_mni``, ``mask_mni``,
     ``confounds``), computed once per strategy and smoothing and cached under the bench folder."""
-    from tmstarget import denoise as dn
-    from tmstarget.targeting import load_denoised
+    from tmstarget.denoise import core as dn
+    from tmstarget.target.selection import load_denoised
 
     path = bench_dir() / "work" / f"{name}_desc-{strategy}{int(fwhm)}mm_denoised.npz"
     if not path.exists():
@@ -238,8 +239,8 @@ def denoised_real(name: str, strategy: str, fwhm: float):
 def demo_units() -> dict:
     """{name: (fMRIPrep-layout BOLD paths, planted target MNI RAS mm)} of the cached demo run
     (``prepare --demo``: the demo dataset through the whole workflow with config/demo.yaml)."""
-    from tmstarget.bids_inputs import preproc_bold_paths
-    from tmstarget.demo import load_ground_truth
+    from tmstarget.bids.inputs import preproc_bold_paths
+    from tmstarget.demo.core import load_ground_truth
 
     root = bench_dir() / "demo"
     out = {}
@@ -254,13 +255,13 @@ def demo_units() -> dict:
 
 def prepare_demo() -> None:
     """The demo dataset (2 subjects, seed 0) through the whole workflow once (config/demo.yaml)."""
-    from tmstarget.demo import make_demo_dataset
+    from tmstarget.demo.core import make_demo_dataset
 
     root = bench_dir() / "demo"
     if not (root / "bids").exists():
         make_demo_dataset(root / "bids", n_subjects=2, seed=0)
     if not demo_units():
-        subprocess.run([sys.executable, "-m", "tmstarget.cli", str(root / "bids"), str(root / "out"), "participant",
+        subprocess.run([sys.executable, "-m", "tmstarget.run.cli", str(root / "bids"), str(root / "out"), "participant",
                         "--config", str(REPO_ROOT_CFG), "--cores", "1"], check=True)
 
 
@@ -363,9 +364,9 @@ def synth_run(mask_img, rng, minutes: float, snr: float, planted=PLANTED_MNI_RAS
     ``snr`` (in noise SD) at ``planted``. Returns a targeting.Denoised."""
     from scipy import ndimage
 
-    from tmstarget import regions as R
-    from tmstarget.demo import band_limited_signal
-    from tmstarget.targeting import Denoised
+    from tmstarget.target import regions as R
+    from tmstarget.demo.core import band_limited_signal
+    from tmstarget.target.selection import Denoised
 
     mask = np.asanyarray(mask_img.dataobj) > 0
     n = int(round(minutes * 60 / SYNTH_T_R))
@@ -394,7 +395,7 @@ def synth_run(mask_img, rng, minutes: float, snr: float, planted=PLANTED_MNI_RAS
 
 def truncated(den, minutes: float):
     """The first ``minutes`` of a synthetic run, z-scored again."""
-    from tmstarget.targeting import Denoised
+    from tmstarget.target.selection import Denoised
 
     n = int(round(minutes * 60 / den.t_r))
     data = den.data_tv[:n].copy()

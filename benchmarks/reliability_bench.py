@@ -61,11 +61,11 @@ def prepare(log=print) -> None:
         prep.prepare_run(bench, realdata_dir(), name, log)
     demo = bench / "demo"
     if not demo_done(bench):
-        from tmstarget.demo import make_demo_dataset
+        from tmstarget.demo.core import make_demo_dataset
 
         if not (demo / "bids").exists():
             make_demo_dataset(demo / "bids", n_subjects=2, seed=0)
-        subprocess.run([sys.executable, "-m", "tmstarget.cli", str(demo / "bids"), str(demo / "out"), "participant",
+        subprocess.run([sys.executable, "-m", "tmstarget.run.cli", str(demo / "bids"), str(demo / "out"), "participant",
                         "--config", str(DEMO_CONFIG), "--cores", "1"], check=True)
 
 
@@ -113,9 +113,9 @@ def denoised(bench: Path, name: str, bold: dict, strategy: str, fwhm: float):
     split halves are denoised on their own) (both cached)."""
     import nibabel as nib
 
-    from tmstarget import denoise as dn
-    from tmstarget.reliability import save_raw_runs
-    from tmstarget.targeting import load_denoised
+    from tmstarget.denoise import core as dn
+    from tmstarget.target.reliability import save_raw_runs
+    from tmstarget.target.selection import load_denoised
 
     path = bench / "work" / f"{name}_desc-{strategy}{int(fwhm)}mm_denoised.npz"
     halves = bench / "work" / f"{name}_desc-{strategy}{int(fwhm)}mm_halves.npz"
@@ -226,9 +226,9 @@ def noise_free_target(planted_mni_ras_mm, search_mask_path, s: dict = proto.DEFA
     import nibabel as nib
     from nilearn.datasets import load_mni152_brain_mask
 
-    from tmstarget import demo as D
-    from tmstarget import denoise as dn
-    from tmstarget import targeting as T
+    from tmstarget.demo import core as D
+    from tmstarget.denoise import core as dn
+    from tmstarget.target import selection as T
 
     m = load_mni152_brain_mask(resolution=2)
     mask = m.get_fdata() > 0
@@ -263,7 +263,7 @@ def demo_recovery(bench: Path) -> dict:
     MNI grid puts under it: the distance from the planted point to the nearest search-region voxel centre."""
     import nibabel as nib
 
-    from tmstarget.demo import load_ground_truth
+    from tmstarget.demo.core import load_ground_truth
 
     root = bench / "demo"
     out = {}

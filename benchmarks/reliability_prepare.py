@@ -1,7 +1,7 @@
 """Gate-accepted preparation of the real runs for the reliability benchmark (issue 20, item 5).
 
 Every real run is preprocessed by a route the project's own registration gate can judge, and the gate
-(:func:`tmstarget.registration_qc.assess_registration`) is run on it; a run the gate FAILs is recorded
+(:func:`tmstarget.preproc.registration_qc.assess_registration`) is run on it; a run the gate FAILs is recorded
 with its verdict and not used for choosing settings.
 
 Routes (``ROUTES``):
@@ -48,7 +48,7 @@ PARAMS = {"registration": "fast"}
 
 def run_paths(bench: Path, name: str) -> tuple[dict, dict, Path]:
     """(anat paths, BOLD paths, done marker) of one prepared run, fMRIPrep naming."""
-    from tmstarget.bids_inputs import preproc_anat_paths, preproc_bold_paths
+    from tmstarget.bids.inputs import preproc_anat_paths, preproc_bold_paths
 
     route = ROUTES[name][0]
     root = bench / "preproc" / route / f"sub-{name}"
@@ -59,7 +59,7 @@ def run_paths(bench: Path, name: str) -> tuple[dict, dict, Path]:
 
 def gate(anat: dict, bold: dict, name: str) -> dict:
     """The project's registration gate on one prepared run (checks whose files are missing are left out)."""
-    from tmstarget.registration_qc import assess_registration
+    from tmstarget.preproc.registration_qc import assess_registration
 
     return assess_registration(anat, [{"name": name, "mask_mni": bold["mask_mni"], "boldref_mni": bold["boldref_mni"],
                                        "boldref_t1w": bold["boldref_t1w"]}])
@@ -68,9 +68,9 @@ def gate(anat: dict, bold: dict, name: str) -> dict:
 def mean_epi(raw_path: Path, metadata: dict, n_volumes: int = 40):
     """ANTs image of the mean of (up to) the middle ``n_volumes`` volumes of a 4D run (no motion correction:
     only an initial picture for the registration to the template), in the world the built-in preprocessing
-    gives the run (:func:`tmstarget.preprocessing.read_bold_header`: e.g. HAPPYTEST stores no orientation)."""
-    from tmstarget.preproc_headers import nifti_to_ants
-    from tmstarget.preprocessing import read_bold_header
+    gives the run (:func:`tmstarget.preproc.pipeline.read_bold_header`: e.g. HAPPYTEST stores no orientation)."""
+    from tmstarget.preproc.headers import nifti_to_ants
+    from tmstarget.preproc.pipeline import read_bold_header
 
     img, affine, _, _ = read_bold_header(raw_path, metadata)
     n = img.shape[3]
@@ -87,9 +87,9 @@ def template_stand_in(raw_path: Path, metadata: dict, anat: dict, workdir: Path,
 
     import ants
 
-    from tmstarget.preproc_headers import ants_affine_ras, nifti_img
-    from tmstarget.preprocessing import _to_ants, load_template, make_ants_repeatable
-    from tmstarget.io import save_img
+    from tmstarget.preproc.headers import ants_affine_ras, nifti_img
+    from tmstarget.preproc.pipeline import _to_ants, load_template, make_ants_repeatable
+    from tmstarget.io.files import save_img
 
     make_ants_repeatable()
     mni = load_template(2)
@@ -126,8 +126,8 @@ def template_stand_in(raw_path: Path, metadata: dict, anat: dict, workdir: Path,
 
 def prepare_run(bench: Path, realdata: Path, name: str, log=print) -> dict:
     """Preprocess one real run by its route and gate it; cached (``<run>.done``)."""
-    from tmstarget import preprocessing as pp
-    from tmstarget.io import read_json
+    from tmstarget.preproc import pipeline as pp
+    from tmstarget.io.files import read_json
 
     anat, bold, done = run_paths(bench, name)
     if done.exists():

@@ -26,7 +26,7 @@ SMOOTHING_MM = (0.0, 4.0, 6.0, 8.0)
 PERCENTILES = (5.0, 10.0, 20.0)
 STRATEGIES = ("fox", "acompcor")
 #: target rules compared. >>> EXTEND HERE after merging branch contarg: append its method name (e.g.
-#: "contarg_exact") once tmstarget.targeting.select knows it; a rule with a percentile gets all PERCENTILES.
+#: "contarg_exact") once tmstarget.target.selection.select knows it; a rule with a percentile gets all PERCENTILES.
 RULES = ("peak", "cluster")
 RULES_WITH_PERCENTILE = ("cluster",)
 #: 60 s blocks (targeting.block_length_s); every balanced split is enumerated up to this many, else
@@ -56,7 +56,7 @@ def setting_label(s: dict) -> str:
 
 
 def target_params(s: dict) -> dict:
-    from tmstarget import targeting as T
+    from tmstarget.target import selection as T
 
     cfg = {"method": s["method"]}
     if s.get("percentile") is not None:
@@ -100,7 +100,7 @@ def block_rows(run_lengths, block_volumes: int) -> list[np.ndarray]:
 def split_half_distance_mm(den, seed, search, s: dict, max_splits: int = MAX_SPLITS, halves_npz=None) -> dict:
     """THE adapter: headline split-half distance of setting ``s`` on one denoised run.
 
-    It is the workflow's own computation (``targeting._split_half_study`` on :mod:`tmstarget.reliability`):
+    It is the workflow's own computation (``targeting._split_half_study`` on :mod:`tmstarget.target.reliability`):
     every balanced split of 60 s blocks (or ``max_splits`` distinct ones drawn with the fixed seed 0), each
     half denoised on its own from ``halves_npz`` (the raw seed/search series the denoise step writes) when
     given, else both halves cut from the one denoised series (synthetic runs, which have no confounds).
@@ -112,7 +112,7 @@ def split_half_distance_mm(den, seed, search, s: dict, max_splits: int = MAX_SPL
         of the split distances), ``n_splits``, ``n_failed`` (splits where a half gave no target),
         ``enumerated`` (all balanced splits used), ``halves_cleaned`` (independently or jointly).
     """
-    from tmstarget import targeting as T
+    from tmstarget.target import selection as T
 
     params = {**target_params(s), "split_half_max_splits": int(max_splits), "random_seed": 0}
     space = T._space_of(search, den)
@@ -128,7 +128,7 @@ def split_half_distance_mm(den, seed, search, s: dict, max_splits: int = MAX_SPL
 
 def full_target_mni_ras_mm(den, seed, search, s: dict) -> np.ndarray:
     """Target of setting ``s`` from all the data (NaN when the rule finds none)."""
-    from tmstarget import targeting as T
+    from tmstarget.target import selection as T
     from tmstarget.errors import QCFailure
 
     try:

@@ -11,10 +11,10 @@ random rigid motion with jerks, thermal noise, int16 on disk):
 and runs each stage in its own child process (so each peak resident memory, ``ru_maxrss`` from
 ``os.wait4``, is that stage's own; wall time includes Python start-up):
 
-    realign           tmstarget.realign.estimate_motion on the run read volume by volume (memory map)
+    realign           tmstarget.preproc.realign.estimate_motion on the run read volume by volume (memory map)
     preprocess_bold   the whole built-in BOLD preprocessing (needs preprocess_anat once: the real T1w
                       from scripts/fetch_real_data.sh); it reads the run one volume at a time
-    denoise, seedmap  tmstarget.denoise + connectivity on a synthetic MNI 2 mm run of the same length
+    denoise, seedmap  tmstarget.denoise.core + connectivity on a synthetic MNI 2 mm run of the same length
                       (benchmarks/bench_denoise_seedmap.py's generator and stages)
 
 and, in the same run, the per-volume CPU cost of the old realignment (one antsRegistration per volume,
@@ -57,8 +57,8 @@ def write_native_run(path: Path, shape, voxel_mm: float, n_vols: int, t_r: float
     import nibabel as nib
     from scipy import ndimage
 
-    from tmstarget import preproc_confounds as pc
-    from tmstarget.preprocessing import load_template
+    from tmstarget.preproc import confounds as pc
+    from tmstarget.preproc.pipeline import load_template
 
     rng = np.random.default_rng(seed)
     tpl = load_template(2)["t1"]
@@ -100,11 +100,11 @@ def write_native_run(path: Path, shape, voxel_mm: float, n_vols: int, t_r: float
 
 
 def old_ants_estimate_motion(data_xyzt, affine_ras, reference) -> np.ndarray:
-    """The realignment tmstarget used before tmstarget.realign (kept here for the cost ratio only):
+    """The realignment tmstarget used before tmstarget.preproc.realign (kept here for the cost ratio only):
     one antsRegistration (rigid, mean squares, 2 levels) per volume."""
     import ants
 
-    from tmstarget.preproc_headers import RAS_TO_LPS, nifti_to_ants
+    from tmstarget.preproc.headers import RAS_TO_LPS, nifti_to_ants
 
     def lps_matrix(transform_file):
         tx = ants.read_transform(transform_file)
@@ -142,8 +142,8 @@ def _reference(dataobj):
 def stage_realign(a):
     import nibabel as nib
 
-    from tmstarget import preproc_confounds as pc
-    from tmstarget import realign
+    from tmstarget.preproc import confounds as pc
+    from tmstarget.preproc import realign
 
     img = nib.load(a["bold"], mmap=True)
     c0 = time.process_time()
@@ -162,7 +162,7 @@ def stage_ratio(a):
     """CPU per volume, old (antspyx loop) and new, on the same first volumes."""
     import nibabel as nib
 
-    from tmstarget import realign
+    from tmstarget.preproc import realign
 
     img = nib.load(a["bold"], mmap=True)
     ref = _reference(img.dataobj)
@@ -178,13 +178,13 @@ def stage_ratio(a):
 
 
 def stage_anat(a):
-    from tmstarget import preprocessing as pp
+    from tmstarget.preproc import pipeline as pp
 
     return {"qc_seconds": pp.preprocess_anat(a["t1w"], a["out"], {"registration": "fast"})["seconds"]}
 
 
 def stage_preprocess_bold(a):
-    from tmstarget import preprocessing as pp
+    from tmstarget.preproc import pipeline as pp
 
     qc = pp.preprocess_bold(a["bold"], {"RepetitionTime": a["t_r"]}, a["anat"], a["out"],
                             {"registration": "fast", "dummy_scans": 0})
@@ -233,7 +233,7 @@ def main(argv=None) -> int:
         return 0
     import bench_denoise_seedmap as bds
 
-    from tmstarget.bids_inputs import preproc_anat_paths, preproc_bold_paths
+    from tmstarget.bids.inputs import preproc_anat_paths, preproc_bold_paths
 
     work = Path(opts.workdir or tempfile.mkdtemp(prefix="tmstarget-scaling-"))
     work.mkdir(parents=True, exist_ok=True)

@@ -40,10 +40,10 @@ def units(names: list[str]) -> dict:
 
 
 def measure(name: str, bold: dict, work: Path, log=print) -> dict:
-    from tmstarget import denoise as dn
-    from tmstarget import regions as R
-    from tmstarget import targeting as T
-    from tmstarget.config import load_config
+    from tmstarget.denoise import core as dn
+    from tmstarget.target import regions as R
+    from tmstarget.target import selection as T
+    from tmstarget.config.settings import load_config
 
     cfg = load_config()
     work.mkdir(parents=True, exist_ok=True)

@@ -64,7 +64,7 @@ def main(argv=None) -> int:
     if args.demo:
         work = Path(args.out_dir or tempfile.mkdtemp(prefix="tmstarget_bench_"))
         bids, out = work / "bids", work / "out"
-        exe = [sys.executable, "-m", "tmstarget.cli"]
+        exe = [sys.executable, "-m", "tmstarget.run.cli"]
         if not (bids / "dataset_description.json").exists():
             subprocess.run(exe + ["demo-data", str(bids)], check=True)
         subprocess.run(exe + [str(bids), str(out), "group", "--config", str(REPO / "config" / "demo.yaml"),

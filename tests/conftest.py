@@ -8,7 +8,7 @@ from pathlib import Path
 
 # ITK reads its thread count once, at its first filter: pin it before anything imports ants, so that
 # registrations run inside the test process are as deterministic as the workflow's jobs (which pin it
-# at their start, tmstarget.preprocessing.make_ants_repeatable). Without this a test process that had
+# at their start, tmstarget.preproc.pipeline.make_ants_repeatable). Without this a test process that had
 # already run a multi-threaded ITK filter gave a real T1w->template correlation of 0.58 instead of 0.76.
 os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = "1"
 
@@ -103,11 +103,11 @@ DEMO_SUBJECTS = ("01", "02")
 
 
 def run_tmstarget_cli(*args, check=True):
-    """``python -m tmstarget.cli ARGS`` in a subprocess; with ``check``, a failure shows its output."""
+    """``python -m tmstarget.run.cli ARGS`` in a subprocess; with ``check``, a failure shows its output."""
     import subprocess
     import sys
 
-    cmd = [sys.executable, "-m", "tmstarget.cli", *map(str, args)]
+    cmd = [sys.executable, "-m", "tmstarget.run.cli", *map(str, args)]
     result = subprocess.run(cmd, capture_output=True, text=True)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
@@ -123,8 +123,8 @@ def demo_workflow(tmp_path_factory):
     preprocessing the demo again. Returns a dict: ``bids``, ``out``, ``result`` (the CLI's
     CompletedProcess), ``preproc`` (OUT/preproc, fMRIPrep layout).
     """
-    from tmstarget.config import REPO_ROOT
-    from tmstarget.demo import make_demo_dataset
+    from tmstarget.config.settings import REPO_ROOT
+    from tmstarget.demo.core import make_demo_dataset
 
     root = tmp_path_factory.mktemp("demo_workflow")
     bids = make_demo_dataset(root / "bids", n_subjects=len(DEMO_SUBJECTS), seed=0)
@@ -139,7 +139,7 @@ def small_head():
     the preprocessing tests)."""
     from scipy import ndimage
 
-    from tmstarget import preprocessing as pp
+    from tmstarget.preproc import pipeline as pp
 
     tpl = pp.load_template(2)["t1"]
     data = ndimage.zoom(tpl.get_fdata(), 0.5, order=1).astype(np.float32)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import nibabel as nib
 import numpy as np
 
-from tmstarget.spaces import ijk_to_world_ras_mm
+from tmstarget.native.spaces import ijk_to_world_ras_mm
 
 VOXEL_MM = 1.5
 SHAPE = (100, 100, 100)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import FMRIPREP_SPACE, make_fmriprep_tree, make_raw_bids, write_json
-from tmstarget.bids_inputs import BUILTIN_SPACE, make_plan, plan_fmriprep, plan_raw
+from tmstarget.bids.inputs import BUILTIN_SPACE, make_plan, plan_fmriprep, plan_raw
 from tmstarget.errors import InputError
 
 

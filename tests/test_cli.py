@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import make_raw_bids, write_json, write_nifti
-from tmstarget.cli import main
+from tmstarget.run.cli import main
 
 
 def run_cli(capsys, *argv):
@@ -273,8 +273,8 @@ def test_job_errors_carry_their_exit_class_and_unit(tmp_path):
     import os
     import time
 
-    from tmstarget.bids_inputs import UnitInputs
-    from tmstarget.cli import JobError, _belongs_to, _failed_job_errors, exit_status
+    from tmstarget.bids.inputs import UnitInputs
+    from tmstarget.run.cli import JobError, _belongs_to, _failed_job_errors, exit_status
 
     logs = tmp_path / "logs"
     start = time.time() - 1
@@ -283,10 +283,10 @@ def test_job_errors_carry_their_exit_class_and_unit(tmp_path):
                       ("native/sub-02/sub-02.log", "ERROR: something odd"),
                       ("target/sub-03/sub-03.log", "INFO: fine")):
         (logs / rel).parent.mkdir(parents=True, exist_ok=True)
-        (logs / rel).write_text(f"2026-01-01 10:00:00 tmstarget.steps {line}\n")
+        (logs / rel).write_text(f"2026-01-01 10:00:00 tmstarget.run.steps {line}\n")
     old = logs / "target" / "sub-04" / "sub-04.log"
     old.parent.mkdir(parents=True)
-    old.write_text("2025 tmstarget.steps ERROR: from an earlier run [exit 2]\n")
+    old.write_text("2025 tmstarget.run.steps ERROR: from an earlier run [exit 2]\n")
     os.utime(old, (start - 100, start - 100))
     errors = sorted(_failed_job_errors(logs, start), key=lambda e: e.message)
     assert [(e.message, e.exit_code) for e in errors] == [
@@ -318,8 +318,8 @@ def test_job_errors_carry_their_exit_class_and_unit(tmp_path):
 
 def _saved_run(tmp_path, method="cluster"):
     """A dataset and an OUT whose first run saved its settings (as the CLI does) with ``method``."""
-    from tmstarget.cli import _bids_app_parser, build_config
-    from tmstarget.run_record import write_settings
+    from tmstarget.run.cli import _bids_app_parser, build_config
+    from tmstarget.run.record import write_settings
 
     bids = make_raw_bids(tmp_path / "bids", n_vols=200)
     out = tmp_path / "out"
@@ -348,8 +348,8 @@ def test_changed_settings_stop_before_any_job(tmp_path, capsys, level):
 
 
 def test_group_without_config_uses_the_participant_settings(tmp_path, capsys):
-    from tmstarget.cli import _bids_app_parser, build_config
-    from tmstarget.run_record import check_same_settings
+    from tmstarget.run.cli import _bids_app_parser, build_config
+    from tmstarget.run.record import check_same_settings
 
     bids, out = _saved_run(tmp_path, method="peak")
     config = build_config(_bids_app_parser().parse_args([str(bids), str(out), "group"]))
@@ -370,7 +370,7 @@ def test_group_without_config_uses_the_participant_settings(tmp_path, capsys):
 def test_settings_of_another_version_are_named(tmp_path):
     from tmstarget import __version__
     from tmstarget.errors import InputError
-    from tmstarget.run_record import check_same_settings, read_settings
+    from tmstarget.run.record import check_same_settings, read_settings
 
     bids, out = _saved_run(tmp_path)
     path = out / "logs" / "config.yaml"
@@ -386,10 +386,10 @@ def test_fmriprep_consistency_checks_take_well_under_a_second(tmp_path):
     checks before any job, not after 50-100 s of jobs)."""
     import time
 
-    from tmstarget.bids_inputs import make_plan
-    from tmstarget.config import load_config
-    from tmstarget.preflight import check_fmriprep_inputs
-    import tmstarget.denoise  # noqa: F401 (its import, shared with the image scan that follows, is not timed)
+    from tmstarget.bids.inputs import make_plan
+    from tmstarget.config.settings import load_config
+    from tmstarget.bids.preflight import check_fmriprep_inputs
+    import tmstarget.denoise.core  # noqa: F401 (its import, shared with the image scan that follows, is not timed)
 
     bids = preflight_dataset(tmp_path, "fmriprep_ok")
     plan = make_plan(load_config(None, {"bids_dir": str(bids), "output_dir": str(tmp_path / "out")}))
@@ -404,7 +404,7 @@ def test_fmriprep_consistency_checks_take_well_under_a_second(tmp_path):
 def test_a_jobs_disk_full_error_names_the_file_and_the_free_space(tmp_path):
     import errno
 
-    from tmstarget.steps import os_error_message
+    from tmstarget.run.steps import os_error_message
 
     out_html = tmp_path / "out" / "tmstarget" / "sub-01.html"  # its folder does not exist yet: the nearest one is used
     text = os_error_message(OSError(errno.ENOSPC, "No space left on device"), [str(out_html), ["a", "b"]])
@@ -417,7 +417,7 @@ def test_a_jobs_disk_full_error_names_the_file_and_the_free_space(tmp_path):
 def test_stopped_line_names_the_cause_and_the_log(tmp_path):
     import time
 
-    from tmstarget.cli import JobError, _os_error_cause, _stopped_line
+    from tmstarget.run.cli import JobError, _os_error_cause, _stopped_line
 
     log = tmp_path / "logs" / "report" / "sub-01.log"
     err = JobError("No space left on device writing /o/tmstarget/sub-01.html (0 MB free in /o/tmstarget)", 1, log)
@@ -440,7 +440,7 @@ def test_stopped_line_names_the_cause_and_the_log(tmp_path):
 def test_a_unit_without_its_report_is_not_pass(tmp_path, capsys):
     from types import SimpleNamespace
 
-    from tmstarget.cli import print_summary
+    from tmstarget.run.cli import print_summary
 
     deriv = tmp_path / "tmstarget"
     deriv.mkdir()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tmstarget.config import deep_merge, load_config
+from tmstarget.config.settings import deep_merge, load_config
 from tmstarget.errors import InputError
 
 
@@ -63,7 +63,7 @@ def _schema_key_paths(node: dict, prefix: str = "") -> list[str]:
 def test_every_schema_key_is_documented_in_config_readme():
     import yaml
 
-    from tmstarget.config import REPO_ROOT
+    from tmstarget.config.settings import REPO_ROOT
 
     schema = yaml.safe_load((REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
     readme = (REPO_ROOT / "config" / "README.md").read_text()
@@ -85,9 +85,9 @@ def test_every_schema_key_is_documented_in_config_readme():
 
 def test_module_defaults_pass_the_schema():
     """Every key a step understands can be set in the config file (no hidden parameters)."""
-    from tmstarget.regions import SEARCH_DEFAULTS, SEED_DEFAULTS
-    from tmstarget.native import NATIVE_DEFAULTS
-    from tmstarget.targeting import TARGET_DEFAULTS
+    from tmstarget.target.regions import SEARCH_DEFAULTS, SEED_DEFAULTS
+    from tmstarget.native.outputs import NATIVE_DEFAULTS
+    from tmstarget.target.selection import TARGET_DEFAULTS
 
     c = load_config(overrides={"seed": dict(SEED_DEFAULTS), "search": dict(SEARCH_DEFAULTS),
                                "targeting": dict(TARGET_DEFAULTS), "native": dict(NATIVE_DEFAULTS)})

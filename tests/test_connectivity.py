@@ -1,4 +1,4 @@
-"""Tests of tmstarget.connectivity: seed time series, chunked r, Fisher z, seed map adapter."""
+"""Tests of tmstarget.target.connectivity: seed time series, chunked r, Fisher z, seed map adapter."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from tmstarget import connectivity as cn
-from tmstarget.denoise import DenoiseResult, save_denoised_npz
+from tmstarget.target import connectivity as cn
+from tmstarget.denoise.core import DenoiseResult, save_denoised_npz
 from tmstarget.errors import InputError
 
 SHAPE = (8, 7, 6)

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from tmstarget import demo
-from tmstarget.demo import load_ground_truth, make_demo_dataset
+from tmstarget.demo import core as demo
+from tmstarget.demo.core import load_ground_truth, make_demo_dataset
 from tmstarget.errors import InputError
 
 N_VOLUMES = 150

@@ -1,4 +1,4 @@
-"""Tests of tmstarget.denoise on small generated fMRIPrep-layout runs."""
+"""Tests of tmstarget.denoise.core on small generated fMRIPrep-layout runs."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import pandas as pd
 import pytest
 from nilearn import signal as nl_signal
 
-from tmstarget import denoise as dn
+from tmstarget.denoise import core as dn
 from tmstarget.errors import InputError, QCFailure
+from tmstarget.io.nifti import load_masked_bold, read_t_r
 
 MOTION = list(dn.MOTION_BASE)
 
@@ -321,10 +322,10 @@ def test_different_tr_is_input_error(tmp_path):
 def test_tr_from_sidecar_then_header(tmp_path):
     run = make_run(tmp_path / "a", t_r=2.0)
     Path(run["bold"].replace(".nii.gz", ".json")).write_text(json.dumps({"RepetitionTime": 1.8}))
-    assert dn.read_t_r(run["bold"]) == 1.8
-    assert dn.read_t_r(run["bold"], 2.5) == 2.5
+    assert read_t_r(run["bold"]) == 1.8
+    assert read_t_r(run["bold"], 2.5) == 2.5
     run = make_run(tmp_path / "b", t_r=0.8, sidecar=False)
-    assert math.isclose(dn.read_t_r(run["bold"]), 0.8, rel_tol=1e-6)
+    assert math.isclose(read_t_r(run["bold"]), 0.8, rel_tol=1e-6)
 
 
 @pytest.mark.parametrize("voxel_mm", [(2.0, 2.0, 2.0), (2.0, 2.5, 3.0)])
@@ -438,21 +439,21 @@ def test_load_masked_bold_scaled_int16_and_truncated(tmp_path):
     nib.save(img, path)
     mask = np.zeros((5, 4, 3), bool)
     mask[1:4, 1:3, :] = True
-    got = dn.load_masked_bold(nib.load(path), mask, first_volume=3)
+    got = load_masked_bold(nib.load(path), mask, first_volume=3)
     expected = (vol.astype(np.float64) * 0.5 + 10.0)[mask].T[3:]
     assert got.dtype == np.float32 and got.shape == (37, mask.sum())
     assert np.max(np.abs(got - expected)) < 1e-3
     nib.save(img, tmp_path / "bold.nii")                      # uncompressed: nibabel's opener
-    assert np.max(np.abs(dn.load_masked_bold(nib.load(tmp_path / "bold.nii"), mask, 3) - expected)) < 1e-3
+    assert np.max(np.abs(load_masked_bold(nib.load(tmp_path / "bold.nii"), mask, 3) - expected)) < 1e-3
     raw = path.read_bytes()
     half = len(vol.tobytes()) // 2                           # a .nii.gz made of two gzip members
     import gzip as _gzip
     plain = _gzip.decompress(raw)
     (tmp_path / "two.nii.gz").write_bytes(_gzip.compress(plain[:half]) + _gzip.compress(plain[half:]))
-    assert np.max(np.abs(dn.load_masked_bold(nib.load(tmp_path / "two.nii.gz"), mask, 3) - expected)) < 1e-3
+    assert np.max(np.abs(load_masked_bold(nib.load(tmp_path / "two.nii.gz"), mask, 3) - expected)) < 1e-3
     (tmp_path / "cut.nii.gz").write_bytes(raw[: len(raw) // 2])
     with pytest.raises(InputError, match="cut.nii.gz: cannot read .*truncated"):
-        dn.load_masked_bold(nib.load(tmp_path / "cut.nii.gz"), mask)
+        load_masked_bold(nib.load(tmp_path / "cut.nii.gz"), mask)
 
 
 def _zero_volumes(run: dict, zero=(), constant=()) -> None:

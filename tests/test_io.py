@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from tmstarget.io import atomic_path, write_json
+from tmstarget.io.files import atomic_path, write_json
 
 
 def test_failed_write_leaves_no_file(tmp_path):

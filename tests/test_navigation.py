@@ -14,10 +14,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from tmstarget import navigation
+from tmstarget.navigation import exports as navigation
 from tmstarget.errors import InputError
-from tmstarget.io import sha256_file, write_json
-from tmstarget.navigation import (NavTarget, describe_direction, read_brainsight, read_localite_entrytarget,
+from tmstarget.io.files import sha256_file, write_json
+from tmstarget.navigation.exports import (NavTarget, describe_direction, read_brainsight, read_localite_entrytarget,
                                   read_localite_instrument, read_markers_tsv, read_slicer, read_visor2,
                                   run_exports, save_sphere, sphere_mask_img, write_brainsight,
                                   write_localite_entrytarget, write_localite_instrument, write_markers_tsv,
@@ -452,7 +452,7 @@ def sphere_inputs(tmp_path_factory):
 
 
 def _run_native_and_exports(root, out, target_mni, cfg, t1w, xfm_to_mni, xfm_to_t1w, brain, extra=None):
-    from tmstarget.native import run_native
+    from tmstarget.native.outputs import run_native
 
     out.mkdir(parents=True, exist_ok=True)
     doc = {"target_mni_ras_mm": list(map(float, target_mni)), "Sources": [], **(extra or {})}

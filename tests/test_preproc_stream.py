@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from tmstarget import preproc_confounds as pc
-from tmstarget import preproc_stream as ps
-from tmstarget import preprocessing as pp
+from tmstarget.preproc import confounds as pc
+from tmstarget.preproc import stream as ps
+from tmstarget.preproc import pipeline as pp
 from tmstarget.errors import InputError
-from tmstarget.preproc_headers import RAS_TO_LPS
+from tmstarget.preproc.headers import RAS_TO_LPS
 
 
 def _run(head, n_t, seed=0, moves=True):
@@ -152,7 +152,7 @@ def fake_anat(tmp_path_factory):
 
 
 def _traced_peak_mb(head, affine, n_t, anat, folder):
-    from tmstarget.bids_inputs import preproc_bold_paths
+    from tmstarget.bids.inputs import preproc_bold_paths
 
     bold = _save_int16(_run(head, n_t, seed=n_t), affine, folder / f"sub-01_task-rest_acq-{n_t}_bold.nii.gz")
     out = preproc_bold_paths(folder / "out", f"sub-01_task-rest_acq-{n_t}")

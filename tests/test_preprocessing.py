@@ -16,11 +16,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from tmstarget import preproc_confounds as pc
-from tmstarget import preprocessing as pp
-from tmstarget.demo import t1w_to_mni_error_mm
+from tmstarget.preproc import confounds as pc
+from tmstarget.preproc import pipeline as pp
+from tmstarget.demo.core import t1w_to_mni_error_mm
 from tmstarget.errors import InputError
-from tmstarget.preproc_headers import (RAS_TO_LPS, ants_affine_ras, choose_affine, is_oblique,
+from tmstarget.preproc.headers import (RAS_TO_LPS, ants_affine_ras, choose_affine, is_oblique,
                                        nifti_to_ants)
 
 
@@ -208,8 +208,8 @@ def test_composed_points_equal_ants_two_step_resampling(tmp_path, small_head):
 @pytest.fixture(scope="module")
 def demo_preprocessed(demo_workflow):
     """Demo sub-01 as the session's shared workflow run preprocessed it (tests/conftest.py)."""
-    from tmstarget.bids_inputs import preproc_anat_paths, preproc_bold_paths
-    from tmstarget.demo import load_ground_truth
+    from tmstarget.bids.inputs import preproc_anat_paths, preproc_bold_paths
+    from tmstarget.demo.core import load_ground_truth
 
     bids, preproc = demo_workflow["bids"], demo_workflow["preproc"]
     anat_paths = preproc_anat_paths(preproc, "sub-01/anat/sub-01")
@@ -241,7 +241,7 @@ def test_demo_motion_and_dummy_scans_recovered(demo_preprocessed):
                          for p in ours])
     corr = [np.corrcoef(ours_rel[:, k], planted[:, k])[0, 1] for k in range(6)]
     print("motion correlation per parameter", dict(zip(pc.MOTION_COLUMNS, np.round(corr, 3))))
-    assert min(corr) >= 0.99, corr  # measured 0.996 (tmstarget.realign); the antspyx loop: ~0.92-0.96
+    assert min(corr) >= 0.99, corr  # measured 0.996 (tmstarget.preproc.realign); the antspyx loop: ~0.92-0.96
     assert np.median(np.abs(ours_rel[:, :3] - planted[:, :3])) < 0.2
     fd = table["framewise_displacement"].to_numpy()
     assert np.isnan(fd[0]) and np.all(fd[1:] >= 0)

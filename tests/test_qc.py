@@ -1,4 +1,4 @@
-"""The verdict of one unit (tmstarget.qc): JSON contract, configured thresholds, header and registration
+"""The verdict of one unit (tmstarget.qc.core): JSON contract, configured thresholds, header and registration
 findings, reliability, the export gate and the group table. Plain dict fixtures; runs in about a second."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tmstarget import qc
-from tmstarget.group import GROUP_COLUMNS, group_row, write_group_tsv
+from tmstarget.qc import core as qc
+from tmstarget.qc.group import GROUP_COLUMNS, group_row, write_group_tsv
 
 CONTRACT_KEYS = {"status", "status_word", "action", "reasons", "findings", "coordinate_usable", "thresholds",
                  "unit", "Sources"}

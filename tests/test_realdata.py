@@ -24,10 +24,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tmstarget import preprocessing as pp
-from tmstarget.bids_inputs import preproc_anat_paths, preproc_bold_paths
-from tmstarget.config import REPO_ROOT
-from tmstarget.io import read_json
+from tmstarget.preproc import pipeline as pp
+from tmstarget.bids.inputs import preproc_anat_paths, preproc_bold_paths
+from tmstarget.config.settings import REPO_ROOT
+from tmstarget.io.files import read_json
 
 from realdata_bids import same_person_bids
 
@@ -97,18 +97,18 @@ def test_happytest_oblique_zero_codes(realdata_dir, anat, tmp_path):
 
 
 def test_happytest_realignment_agrees_with_mcflirt(realdata_dir):
-    """tmstarget.realign on the raw HAPPYTEST run (no slice timing, median of the first 10 volumes as
+    """tmstarget.preproc.realign on the raw HAPPYTEST run (no slice timing, median of the first 10 volumes as
     reference) against the FSL mcflirt .par shipped with it: absolute correlation per parameter.
 
     Measured on this run: the antspyx per-volume loop tmstarget used before (main at 96c0329)
     |r| = 0.667, 0.983, 0.957, 0.967, 0.870, 0.667 (trans_x, y, z, rot_x, y, z) at 1.43 CPU-s per
-    volume; tmstarget.realign 0.698, 0.989, 0.968, 0.980, 0.932, 0.832 at ~0.08 CPU-s per volume.
+    volume; tmstarget.preproc.realign 0.698, 0.989, 0.968, 0.980, 0.932, 0.832 at ~0.08 CPU-s per volume.
     The thresholds are the old loop's numbers: the new estimate must agree no worse. The motion is
     tiny (std 0.005-0.03 mm, 0.006-0.03 degree), hence the modest x and rotation correlations.
     """
-    from tmstarget import preproc_confounds as pc
-    from tmstarget import realign
-    from tmstarget.preproc_headers import choose_affine
+    from tmstarget.preproc import confounds as pc
+    from tmstarget.preproc import realign
+    from tmstarget.preproc.headers import choose_affine
 
     img = nib.load(realdata_dir / "sub-HAPPYTEST.nii.gz")
     data = np.asarray(img.get_fdata(dtype=np.float32))
@@ -156,7 +156,7 @@ def same_person_run(realdata_dir, tmp_path_factory):
     bids = same_person_bids(realdata_dir, tmp / "bids")
     (tmp / "config.yaml").write_text(SAME_PERSON_CONFIG)
     out = tmp / "out"
-    cmd = [sys.executable, "-m", "tmstarget.cli", str(bids), str(out), "participant",
+    cmd = [sys.executable, "-m", "tmstarget.run.cli", str(bids), str(out), "participant",
            "--config", str(tmp / "config.yaml"), "--cores", "2"]
     result = subprocess.run(cmd, capture_output=True, text=True)
     print(result.stdout[-2000:])
@@ -234,7 +234,7 @@ def test_registration_gate_on_same_person_epi(same_person_run, tmp_path):
 
     from realdata_bids import MISREGISTRATIONS, brain_centre_ras_mm, moved_copy, rigid_ras
 
-    from tmstarget import registration_qc as rq
+    from tmstarget.preproc import registration_qc as rq
 
     out, _ = same_person_run
     written = json.loads((out / "tmstarget" / "sub-01" / "sub-01_desc-registration_qc.json").read_text())
@@ -263,8 +263,8 @@ def test_different_person_bold_fails_registration(realdata_dir, anat, tmp_path):
     brain's grey matter along another brain's white-matter boundary, and this is how a T1w mix-up is
     caught. The verdict then FAILs naming the BOLD run. The preprocessing itself is sound: the run's mean
     EPI lines up with the template in MNI (the T1w -> MNI warp carries it there)."""
-    from tmstarget import qc
-    from tmstarget import registration_qc as rq
+    from tmstarget.qc import core as qc
+    from tmstarget.preproc import registration_qc as rq
 
     out, bold_qc, corr = run_bold(realdata_dir, anat[0], tmp_path, "RAPIDTIDETEST", {"RepetitionTime": 1.5}, {})
     assert nib.load(out["bold_mni"]).shape[3] == 260 - bold_qc["dummy_volumes"]

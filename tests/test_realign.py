@@ -1,8 +1,8 @@
-"""Rigid realignment (tmstarget.realign): planted motion recovered, storage-order invariance, the demo run.
+"""Rigid realignment (tmstarget.preproc.realign): planted motion recovered, storage-order invariance, the demo run.
 
 Synthetic series: the MNI template downsampled to 4 mm as a "head", each volume showing it moved by a
 planted rigid transform (cubic-spline resampling) plus Gaussian noise. The demo run is the one
-``tmstarget.demo`` writes (3 mm, motion with jerks, spin-history slice dropouts, Rician noise), with
+``tmstarget.demo.core`` writes (3 mm, motion with jerks, spin-history slice dropouts, Rician noise), with
 its planted motion in the ground-truth JSON.
 """
 
@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from tmstarget import preproc_confounds as pc
-from tmstarget import preprocessing as pp
-from tmstarget import realign
+from tmstarget.preproc import confounds as pc
+from tmstarget.preproc import pipeline as pp
+from tmstarget.preproc import realign
 
 
 def _params(transforms, centre):
@@ -101,7 +101,7 @@ def test_int16_memory_map_read_volume_by_volume(planted_series, tmp_path):
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
-    from tmstarget.demo import load_ground_truth, make_demo_dataset
+    from tmstarget.demo.core import load_ground_truth, make_demo_dataset
 
     bids = make_demo_dataset(tmp_path_factory.mktemp("realign_demo") / "bids", n_subjects=1, n_volumes=120,
                              seed=0)

@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from tmstarget import regions as R
+from tmstarget.target import regions as R
 from tmstarget.errors import InputError
 
 FOX_BA46_SITES = [(-44.0, 40.0, 29.0), (-38.0, 44.0, 26.0)]

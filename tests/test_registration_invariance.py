@@ -35,7 +35,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from tmstarget.demo import make_demo_dataset
+from tmstarget.demo.core import make_demo_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +47,7 @@ BOLD = Path("sub-01/func/sub-01_task-rest_bold.nii.gz")
 
 
 def tmstarget(bids, out, *extra, env_extra=None, check=True):
-    cmd = [sys.executable, "-m", "tmstarget.cli", str(bids), str(out), "participant", "--config", str(DEMO_CONFIG),
+    cmd = [sys.executable, "-m", "tmstarget.run.cli", str(bids), str(out), "participant", "--config", str(DEMO_CONFIG),
            *map(str, extra)]
     env = {**os.environ, **(env_extra or {})}
     result = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -202,7 +202,7 @@ def test_one_thread_and_one_core_give_identical_transforms_and_target(original, 
 
     import ants
 
-    from tmstarget.preproc_headers import nifti_to_ants
+    from tmstarget.preproc.headers import nifti_to_ants
 
     tmstarget(demo_bids, tmp_path / "out", "--cores", 1, env_extra={"ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": "1"})
     ours = outputs(tmp_path / "out")
@@ -211,7 +211,7 @@ def test_one_thread_and_one_core_give_identical_transforms_and_target(original, 
     fields = []
     with tempfile.TemporaryDirectory() as tmp:
         # T1w->MNI composite, as a displacement field on the MNI 2 mm grid
-        from tmstarget.preprocessing import _to_ants, load_template
+        from tmstarget.preproc.pipeline import _to_ants, load_template
 
         mni = _to_ants(load_template(2)["t1"])
         for i, run in enumerate((original, ours)):

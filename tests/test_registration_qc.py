@@ -1,4 +1,4 @@
-"""Registration checks (tmstarget.registration_qc) and the registration helpers (tmstarget.registration):
+"""Registration checks (tmstarget.preproc.registration_qc) and the registration helpers (tmstarget.preproc.registration):
 levels and texts, measurements from files, the verdict FAIL and the export gate, the rotation search,
 the working resolution and the thread pin. Small generated images; about half a minute."""
 
@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from tmstarget import preprocessing as pp
-from tmstarget import qc
-from tmstarget import registration as rg
-from tmstarget import registration_qc as rq
-from tmstarget.preproc_headers import RAS_TO_LPS, nifti_to_ants
+from tmstarget.preproc import pipeline as pp
+from tmstarget.qc import core as qc
+from tmstarget.preproc import registration as rg
+from tmstarget.preproc import registration_qc as rq
+from tmstarget.preproc.headers import RAS_TO_LPS, nifti_to_ants
 
 
 def test_levels_and_status():

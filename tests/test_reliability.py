@@ -1,4 +1,4 @@
-"""Tests of tmstarget.reliability: seed-free block splits, halves denoised on their own, plain words."""
+"""Tests of tmstarget.target.reliability: seed-free block splits, halves denoised on their own, plain words."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from nilearn import signal as nl_signal
 from scipy.interpolate import CubicSpline
 
 from test_denoise import make_run
-from tmstarget import denoise as dn
-from tmstarget import reliability as rl
-from tmstarget import targeting as T
-from tmstarget.config import load_config
+from tmstarget.denoise import core as dn
+from tmstarget.target import reliability as rl
+from tmstarget.target import selection as T
+from tmstarget.config.settings import load_config
 from tmstarget.errors import InputError
 
 

@@ -18,8 +18,8 @@ import pandas as pd
 import pytest
 
 from tmstarget import report
-from tmstarget import qc as qc_mod
-from tmstarget.qc import assess, assess_qc, mean_fd_mm, scrub_paths
+from tmstarget.qc import core as qc_mod
+from tmstarget.qc.core import assess, assess_qc, mean_fd_mm, scrub_paths
 from tmstarget.report import (SUBJECT_REPORTLETS, build_group_report, build_subject_report, read_masked_timeseries,
                               write_reportlets)
 
@@ -113,7 +113,7 @@ def _inward_normal() -> np.ndarray:
 
 
 def native_markers(target: dict, root: Path) -> dict:
-    from tmstarget.scalp import coil_pose_simnibs, handle_direction_ras
+    from tmstarget.native.scalp import coil_pose_simnibs, handle_direction_ras
 
     n = dict(target)
     normal = _inward_normal()
@@ -587,7 +587,7 @@ def test_navigator_box_on_fail_says_nothing_was_exported(tmp_path):
 
 @pytest.mark.parametrize("side", [-1.0, 1.0])
 def test_handle_words_and_glyph_follow_the_recorded_handle(side):
-    from tmstarget.scalp import handle_direction_ras
+    from tmstarget.native.scalp import handle_direction_ras
 
     entry = np.array([side * 58.0, 52.0, 52.0])
     target = np.array([side * 40.5, 47.25, 35.0])
@@ -976,7 +976,7 @@ def test_methods_show_the_command_that_was_run(tmp_path, monkeypatch):
     was run; absolute paths are cut to names in the report, kept whole in the log."""
     import html
 
-    from tmstarget.run_record import record_command
+    from tmstarget.run.record import record_command
 
     out, workdir = tmp_path / "rec" / "out", tmp_path / "rec" / "study"
     (out / "logs").mkdir(parents=True)

@@ -26,7 +26,7 @@ import pytest
 from conftest import make_raw_bids
 from mini_fmriprep import NATIVE_SHIFT_RAS_MM, PLANTED_TARGET_MNI_RAS_MM, SPACE, make_mini_fmriprep
 
-from tmstarget.navigation import localite_timestamp
+from tmstarget.navigation.exports import localite_timestamp
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +38,7 @@ FAST = "targeting:\n  bootstrap_samples: 10\n  split_half_max_splits: 4\n"
 
 
 def cli(bids, out, config, *extra, **popen):
-    cmd = [sys.executable, "-m", "tmstarget.cli", str(bids), str(out), "participant", "--config", str(config),
+    cmd = [sys.executable, "-m", "tmstarget.run.cli", str(bids), str(out), "participant", "--config", str(config),
            "--cores", "2", *extra]
     if popen:
         return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
@@ -330,7 +330,7 @@ def test_failing_subject_exits_3_with_its_report_and_no_navigator_file(mini, tmp
     config = tmp_path / "strict.yaml"
     config.write_text(FAST + "qc:\n  fail_mean_fd_mm: 0.05\n  warn_mean_fd_mm: 0.04\n")
     out = root / "out_fail"
-    cmd = [sys.executable, "-m", "tmstarget.cli", str(bids), str(out), "group", "--config", str(config),
+    cmd = [sys.executable, "-m", "tmstarget.run.cli", str(bids), str(out), "group", "--config", str(config),
            "--cores", "2"]
     result = subprocess.run(cmd, capture_output=True, text=True)
     assert result.returncode == 3, result.stdout[-2000:] + result.stderr[-2000:]
@@ -370,7 +370,7 @@ def test_group_run_with_one_subject_all_censored_lists_both_and_exits_3(tmp_path
     config = tmp_path / "fast.yaml"
     config.write_text(FAST)
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "tmstarget.cli", str(bids), str(out), "group", "--config", str(config), "--cores", "2"]
+    cmd = [sys.executable, "-m", "tmstarget.run.cli", str(bids), str(out), "group", "--config", str(config), "--cores", "2"]
     result = subprocess.run(cmd, capture_output=True, text=True)
     assert result.returncode == 3, result.stdout[-2000:] + result.stderr[-3000:]
     deriv = out / "tmstarget"

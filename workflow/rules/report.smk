@@ -81,7 +81,7 @@ rule report:
 
 
 def group_entries():
-    from tmstarget.group import unit_group_entries
+    from tmstarget.qc.group import unit_group_entries
 
     return unit_group_entries(DERIV, UNITS.values(), TASK, SPACE, MAIN)
 

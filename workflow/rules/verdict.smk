@@ -1,4 +1,4 @@
-from tmstarget.qc import thresholds_from_config
+from tmstarget.qc.core import thresholds_from_config
 
 
 def verdict_bold_sidecars(w):
@@ -9,7 +9,7 @@ def verdict_bold_sidecars(w):
 
 
 def registration_qc_files(w):
-    """What the registration checks of a unit read (tmstarget.registration_qc): files that exist or a rule makes."""
+    """What the registration checks of a unit read (tmstarget.preproc.registration_qc): files that exist or a rule makes."""
     u = UNITS[w.unit]
     anat = {k: u.anat.get(k) for k in ("t1w_mni", "brain_mask", "preproc_t1w", "wm_probseg")
             if u.anat.get(k) and (PLAN.route == "raw" or Path(u.anat[k]).exists())}

@@ -4,7 +4,7 @@ The package is split as NiPreps splits reportlets from the page:
 
 - :mod:`.common`: tolerant access to one unit's inputs (:class:`SubjectContext`), formatting helpers;
 - :mod:`.verdict`: what the report says, as plain data: the unit's verdict (``*_desc-verdict_qc.json``,
-  computed once by :mod:`tmstarget.qc` with the run's thresholds; the report judges nothing itself),
+  computed once by :mod:`tmstarget.qc.core` with the run's thresholds; the report judges nothing itself),
   findings, the navigator box, reliability words, tables;
 - :mod:`.figures`: every figure, drawn once per unit and shared by the subject page and the reportlet
   files for ``snakemake --report``;
@@ -16,15 +16,15 @@ Content-Security-Policy forbids other resources, no JavaScript except the slice 
 a sandboxed iframe whose inline scripts the policy allows by hash).
 """
 
-from ..group import GROUP_COLUMNS, group_row, write_group_tsv  # noqa: F401
-from ..qc import mean_fd_mm, scrub_paths  # noqa: F401
-from .common import STATUS_COLOURS, SubjectContext, Unavailable  # noqa: F401
-from .figures import (COIL_GLYPH_RADIUS_MM, HANDLE_GLYPH_LENGTH_MM, _carpet_rows, coil_geometry,  # noqa: F401
+from tmstarget.qc.group import GROUP_COLUMNS, group_row, write_group_tsv  # noqa: F401
+from tmstarget.qc.core import mean_fd_mm, scrub_paths  # noqa: F401
+from tmstarget.report.common import STATUS_COLOURS, SubjectContext, Unavailable  # noqa: F401
+from tmstarget.report.figures import (COIL_GLYPH_RADIUS_MM, HANDLE_GLYPH_LENGTH_MM, _carpet_rows, coil_geometry,  # noqa: F401
                       coil_glyph_ras_mm, draw_coil_glyph, figure_bytes, read_masked_timeseries, render_bold_to_t1w,
                       render_carpet_after, render_carpet_before, render_gsr, render_literature, render_motion,
                       render_seed_map, render_seed_tsnr, render_t1w_to_mni, render_target_t1w, render_uncertainty)
-from .page import (HTML_REPORTLETS, SUBJECT_REPORTLETS, Rendered, Reportlet, build_group_report,  # noqa: F401
+from tmstarget.report.page import (HTML_REPORTLETS, SUBJECT_REPORTLETS, Rendered, Reportlet, build_group_report,  # noqa: F401
                    build_subject_report, esc, render_reportlet, render_sections, render_subject_html,
                    reportlet_captions, reportlet_filenames, reportlet_titles, write_reportlets)
-from .verdict import (BOOTSTRAP_CAVEAT, CAVEATS, WORLD_CONVENTION_WORDS, handle_angle_from_posterior_deg,  # noqa: F401
+from tmstarget.report.verdict import (BOOTSTRAP_CAVEAT, CAVEATS, WORLD_CONVENTION_WORDS, handle_angle_from_posterior_deg,  # noqa: F401
                       handle_in_words, navigator_view, reliability_words, unit_verdict)

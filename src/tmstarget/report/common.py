@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ..qc import _fmt, _point, read_json_tolerant, scrub_paths  # noqa: E402
+from tmstarget.qc.core import _fmt, _point, read_json_tolerant, scrub_paths  # noqa: E402
 
 STATUS_COLOURS = {"pass": "#1b7f3b", "warn": "#b06f00", "fail": "#b3261e", "info": "#555555"}
 

@@ -20,10 +20,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ..qc import _num, _point, scrub_paths  # noqa: E402
-from .common import (MAX_CARPET_VOXELS, MIN_FONT_PT, SubjectContext, Unavailable, _clean_img,  # noqa: E402
+from tmstarget.qc.core import _num, _point, scrub_paths  # noqa: E402
+from tmstarget.report.common import (MAX_CARPET_VOXELS, MIN_FONT_PT, SubjectContext, Unavailable, _clean_img,  # noqa: E402
                      _figure, grid_mm, label_anterior_posterior)
-from .figures_points import (_literature_sites, render_group_targets, render_gsr, render_literature,  # noqa: E402,F401
+from tmstarget.report.figures_points import (_literature_sites, render_group_targets, render_gsr, render_literature,  # noqa: E402,F401
                              render_uncertainty)
 
 log = logging.getLogger(__name__)

@@ -12,8 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ..qc import _num, _point  # noqa: E402
-from .common import (MIN_FONT_PT, STATUS_COLOURS, SubjectContext, Unavailable, _figure, _fmt, _points,  # noqa: E402
+from tmstarget.qc.core import _num, _point  # noqa: E402
+from tmstarget.report.common import (MIN_FONT_PT, STATUS_COLOURS, SubjectContext, Unavailable, _figure, _fmt, _points,  # noqa: E402
                      grid_mm, label_anterior_posterior)
 
 
@@ -82,7 +82,7 @@ def render_uncertainty(ctx: SubjectContext):
 
 def _literature_sites() -> dict[str, np.ndarray]:
     try:
-        from ..regions import literature_sites_mni_ras_mm
+        from tmstarget.target.regions import literature_sites_mni_ras_mm
 
         return {k: np.asarray(v, float) for k, v in literature_sites_mni_ras_mm().items()}
     except Exception:  # regions' atlas data missing: the table still shows the recorded distances

@@ -26,14 +26,14 @@ import jinja2
 import matplotlib.pyplot as plt
 from markupsafe import Markup
 
-from .. import __version__
-from ..group import GROUP_COLUMNS, group_row, write_group_tsv  # noqa: F401
-from ..io import atomic_path
-from ..qc import scrub_paths
-from . import figures as F
-from . import verdict as V
-from . import viewer as VW
-from .common import SubjectContext, Unavailable, _fmt, _fmt_mm3, _unit_name
+from tmstarget import __version__
+from tmstarget.qc.group import GROUP_COLUMNS, group_row, write_group_tsv  # noqa: F401
+from tmstarget.io.files import atomic_path
+from tmstarget.qc.core import scrub_paths
+from tmstarget.report import figures as F
+from tmstarget.report import verdict as V
+from tmstarget.report import viewer as VW
+from tmstarget.report.common import SubjectContext, Unavailable, _fmt, _fmt_mm3, _unit_name
 
 log = logging.getLogger(__name__)
 
@@ -358,7 +358,7 @@ def _group_dist(value) -> str:
 
 
 def _read(path) -> dict | None:
-    from ..qc import read_json_tolerant
+    from tmstarget.qc.core import read_json_tolerant
 
     return read_json_tolerant(path)[0] if path else None
 

@@ -2,7 +2,7 @@
 navigator box, the reliability words, and the tables under the figures.
 
 Nothing here judges quality: the verdict (``*_desc-verdict_qc.json``) is computed once by
-:mod:`tmstarget.qc` with the thresholds of the configuration the run used, and every view shows it
+:mod:`tmstarget.qc.core` with the thresholds of the configuration the run used, and every view shows it
 as it is. Values are plain strings or numbers (never HTML): the templates escape them.
 """
 
@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..nav_steps import IMPORT_STEPS, import_steps
-from ..qc import STATUS_ORDER, _num, _point, mean_fd_mm
-from .common import SubjectContext, _first_number, _fmt, _fmt_mm3, _unit_name
-from .figures import _literature_sites, coil_geometry, grid_mm
+from tmstarget.navigation.steps import IMPORT_STEPS, import_steps
+from tmstarget.qc.core import STATUS_ORDER, _num, _point, mean_fd_mm
+from tmstarget.report.common import SubjectContext, _first_number, _fmt, _fmt_mm3, _unit_name
+from tmstarget.report.figures import _literature_sites, coil_geometry, grid_mm
 
 CAVEATS = (
     "This coordinate is a research target, not a clinical verdict. It is the left-DLPFC spot whose "
@@ -41,7 +41,7 @@ BOOTSTRAP_CAVEAT = ("The block bootstrap is optimistic: its resamples share most
 
 
 def unit_verdict(ctx: SubjectContext) -> dict:
-    """The unit's verdict (``*_desc-verdict_qc.json``, computed by :mod:`tmstarget.qc` with the run's
+    """The unit's verdict (``*_desc-verdict_qc.json``, computed by :mod:`tmstarget.qc.core` with the run's
     thresholds). The report shows this verdict only and never judges on its own; a missing or unreadable
     verdict is shown as FAIL (the coordinate must not be used, as the export gate decides)."""
     v = ctx.json("verdict_json")
@@ -150,8 +150,8 @@ def candidate_rows(ctx: SubjectContext) -> list[dict]:
 
 def handle_angle_from_posterior_deg(handle, normal, entry) -> tuple[float, str] | None:
     """(angle in degrees from posterior towards lateral in the scalp plane, "left"/"right") of a handle
-    direction; the same definition as :func:`tmstarget.scalp.handle_direction_ras`. None if undefined."""
-    from ..scalp import handle_direction_ras
+    direction; the same definition as :func:`tmstarget.native.scalp.handle_direction_ras`. None if undefined."""
+    from tmstarget.native.scalp import handle_direction_ras
 
     if handle is None or normal is None or entry is None:
         return None
@@ -166,7 +166,7 @@ def handle_angle_from_posterior_deg(handle, normal, entry) -> tuple[float, str] 
 def handle_in_words(native: dict | None) -> str:
     """The handle direction in words, e.g. ``posterior-lateral, 45 deg from posterior towards left
     (world direction: posterior, left)``; "not recorded" when the native JSON has no handle."""
-    from ..navigation import describe_direction
+    from tmstarget.navigation.exports import describe_direction
 
     geom = coil_geometry(native)
     if geom is None or geom["handle"] is None:
@@ -219,7 +219,7 @@ def nav_files(ctx: SubjectContext) -> list[dict]:
     """``[{navigator, file, what, steps}]`` for each export format the run was configured with
     (``nav_formats``); the Localite names carry the run's stamp, read from the native JSON as the export
     step reads it (:func:`navigation.localite_timestamp`)."""
-    from ..navigation import EXPORT_FORMATS, export_names, localite_timestamp
+    from tmstarget.navigation.exports import EXPORT_FORMATS, export_names, localite_timestamp
 
     formats = ctx.inputs.get("nav_formats")
     if formats is None:
@@ -527,8 +527,8 @@ def _command_line(cfg: dict) -> tuple[str, str | None]:
     """The command that made this report and its working directory, as recorded by the CLI in
     ``OUT/logs/commands.jsonl`` (absolute paths cut to names); without a record (a report made by plain
     ``snakemake``), an equivalent command rebuilt from the saved configuration, marked as such."""
-    from ..qc import scrub_paths
-    from ..run_record import last_command
+    from tmstarget.qc.core import scrub_paths
+    from tmstarget.run.record import last_command
 
     record = last_command(cfg["output_dir"]) if cfg.get("output_dir") else None
     if record:
@@ -551,8 +551,8 @@ def methods_view(ctx: SubjectContext) -> dict:
     command line, the configuration, the version and a time-zone-stamped date."""
     import yaml
 
-    from .. import __version__
-    from ..qc import scrub_paths
+    from tmstarget import __version__
+    from tmstarget.qc.core import scrub_paths
 
     t, q = ctx.target or {}, ctx.denoise_qc or {}
     cfg = ctx.inputs.get("run_config") if isinstance(ctx.inputs.get("run_config"), dict) else {}

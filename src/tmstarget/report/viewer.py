@@ -31,7 +31,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from ..qc import _point, scrub_paths
+from tmstarget.qc.core import _point, scrub_paths
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ def _overlay(z_grid: np.ndarray | None, affine: np.ndarray, shape, target_t1w_ra
     """The overlay volume: thresholded seed map in [1, 1.99], target ball 2.5, entry ball 3.5, else 0."""
     out = np.zeros(shape, dtype=np.float32)
     if z_grid is not None:
-        from .figures import seed_map_vmax
+        from tmstarget.report.figures import seed_map_vmax
 
         vmax = seed_map_vmax(z_grid, None)
         shown = np.abs(z_grid) >= SEED_MAP_SHOWN_FRACTION * vmax
@@ -267,7 +267,7 @@ def viewer_view(ctx) -> dict:
 
     from markupsafe import Markup
 
-    from .verdict import unit_verdict
+    from tmstarget.report.verdict import unit_verdict
 
     if unit_verdict(ctx)["status"] == "fail":
         return {"note": "Not shown: the verdict is FAIL, so no coordinate of this person is shown here "

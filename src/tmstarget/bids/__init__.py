@@ -1,0 +1,1 @@
+"""Inputs: BIDS and fMRIPrep lookup, the preflight checks and the BIDS-Derivatives names."""

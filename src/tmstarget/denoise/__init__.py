@@ -1,0 +1,1 @@
+"""Denoising: confound selection, censoring, temporal filtering, smoothing and the denoised arrays."""

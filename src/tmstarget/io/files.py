@@ -1,0 +1,151 @@
+"""Small I/O helpers: atomic writes, checked image loading, checksums, JSON."""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import json
+import os
+import tempfile
+import zlib
+from pathlib import Path
+from typing import Iterator
+
+import nibabel as nib
+import numpy as np
+
+from tmstarget.errors import InputError
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; move it onto ``path`` only if the block succeeds.
+
+    The temporary name keeps the final suffixes (``.nii.gz``, ``.json``) so writers that choose a
+    format from the file name still work. On error the temporary file is removed, so no partial
+    output is ever left under the final name.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        if tmp_path.exists():
+            # mkstemp creates 0600; give the file the permissions a plain open() would (0666 & ~umask)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp_path, 0o666 & ~umask)
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+TEMP_GLOB = ".*.tmp*"  # names made by atomic_path: .<final name>.<random>.tmp<suffix>
+
+
+def remove_stale_temporaries(root: str | os.PathLike) -> list[Path]:
+    """Delete temporary files that a killed run left behind (``atomic_path`` never finished them).
+
+    Call it only while no other job writes under ``root`` (the workflow does so at start, after
+    Snakemake has locked the output directory). Returns the files removed.
+    """
+    removed = []
+    root = Path(root)
+    if not root.is_dir():
+        return removed
+    for path in root.rglob(TEMP_GLOB):
+        if path.is_file() and ".snakemake" not in path.parts:
+            path.unlink()
+            removed.append(path)
+    return removed
+
+
+def save_img(img: nib.spatialimages.SpatialImage, path: str | os.PathLike) -> Path:
+    """Save a NIfTI image atomically."""
+    with atomic_path(path) as tmp:
+        nib.save(img, tmp)
+    return Path(path)
+
+
+def write_json(obj, path: str | os.PathLike) -> Path:
+    """Write JSON atomically with stable formatting (numpy scalars and arrays converted)."""
+
+    def default(o):
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+        if isinstance(o, Path):
+            return str(o)
+        raise TypeError(f"cannot serialise {type(o).__name__}")
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, default=default, allow_nan=False) + "\n")
+    return Path(path)
+
+
+def read_json(path: str | os.PathLike) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: not valid JSON ({exc}); fix or regenerate the file") from None
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_img_checked(path: str | os.PathLike, ndim: int | None = None, what: str = "image",
+                     min_volumes: int | None = None, read_data: bool = True) -> nib.Nifti1Image:
+    """Load a NIfTI image and fail with a message naming the file and the fix.
+
+    Checks that the file exists, is readable to the end (catches truncated ``.nii.gz``), has the
+    expected number of dimensions (a 4D image with one volume counts as 3D), has at least
+    ``min_volumes`` volumes, and contains no NaN or infinite values. With ``read_data=False`` only the
+    header is read (the checks of the voxels, end of file and NaN, are then the caller's, e.g. as it
+    streams the volumes).
+    """
+    path = Path(path)
+    name = path.name
+    if not path.exists():
+        raise InputError(f"{path}: {what} not found; check the path")
+    try:
+        img = nib.load(str(path))
+        data = np.asanyarray(img.dataobj) if read_data or (ndim == 3 and img.ndim == 4) else None
+    except (EOFError, OSError, zlib.error, gzip.BadGzipFile, ValueError, nib.filebasedimages.ImageFileError) as exc:
+        raise InputError(
+            f"{name}: cannot read this {what} ({type(exc).__name__}: {exc}); the file is truncated or "
+            "corrupt: copy or convert it again"
+        ) from None
+    shape = img.shape if data is None else data.shape
+    if ndim == 3 and len(shape) == 4 and shape[3] == 1:
+        img = nib.Nifti1Image(data[..., 0], img.affine, img.header)
+        data = data[..., 0]
+        shape = data.shape
+    if ndim is not None and len(shape) != ndim:
+        hint = "a resting-state run must be 4D (x, y, z, time)" if ndim == 4 else f"a {what} must be 3D"
+        raise InputError(f"{name} is {len(shape)}D with shape {shape}; {hint}")
+    if min_volumes is not None and len(shape) == 4 and shape[3] < min_volumes:
+        raise InputError(
+            f"{name} has {shape[3]} volumes; at least {min_volumes} are needed for a seed map "
+            "(use a longer resting-state run)"
+        )
+    if data is not None and np.issubdtype(data.dtype, np.floating) and not np.all(np.isfinite(data)):
+        n_bad = int(np.size(data) - np.count_nonzero(np.isfinite(data)))
+        raise InputError(
+            f"{name} contains {n_bad} NaN or infinite values; replace them (e.g. re-export the image "
+            "from the scanner or the preprocessing) before running tmstarget"
+        )
+    return img

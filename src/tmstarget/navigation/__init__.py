@@ -1,0 +1,1 @@
+"""Neuronavigation exports: one writer per vendor and the import steps."""

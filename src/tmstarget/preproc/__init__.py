@@ -1,0 +1,1 @@
+"""The built-in preprocessing: anatomy, BOLD realignment, confounds, registration and its checks."""

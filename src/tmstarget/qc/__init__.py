@@ -1,0 +1,1 @@
+"""Quality control: the metrics, the verdict, the export gate, actions and the group table."""

@@ -1,0 +1,1 @@
+"""Running: the command line, the Snakemake step adapters and the run record."""
