@@ -50,14 +50,17 @@ benchmark: demo
 	$(BIN)/python benchmarks/bench_denoise_seedmap.py
 	$(BIN)/python benchmarks/scaling.py
 
-# docs/reliability.md regenerated from an empty cache folder: gate-accepted preparation of the real runs and
-# the demo workflow, the protocol run (benchmarks/reliability_bench.py) and the page from its JSON output.
+# docs/reliability.md and docs/reliability_halves.md regenerated from an empty cache folder: gate-accepted
+# preparation of the real runs and the demo workflow, the protocol run (benchmarks/reliability_bench.py), the
+# split-half measurements (benchmarks/reliability_halves.py) and the pages from their JSON output.
 RELIABILITY_BENCH ?= $(HOME)/.cache/tmstarget/bench-protocol
 reliability-docs: install
 	rm -rf $(RELIABILITY_BENCH)
 	TMSTARGET_BENCH=$(RELIABILITY_BENCH) $(BIN)/python benchmarks/reliability_bench.py prepare
 	TMSTARGET_BENCH=$(RELIABILITY_BENCH) $(BIN)/python benchmarks/reliability_bench.py run
 	TMSTARGET_BENCH=$(RELIABILITY_BENCH) $(BIN)/python benchmarks/reliability_bench.py docs
+	TMSTARGET_BENCH=$(RELIABILITY_BENCH) $(BIN)/python benchmarks/reliability_halves.py run
+	TMSTARGET_BENCH=$(RELIABILITY_BENCH) $(BIN)/python benchmarks/reliability_halves.py docs
 
 clean:
 	rm -rf demo .pytest_cache
