@@ -42,7 +42,7 @@ def units(names: list[str]) -> dict:
 def measure(name: str, bold: dict, work: Path, log=print) -> dict:
     from tmstarget.denoise import core as dn
     from tmstarget.target import regions as R
-    from tmstarget.target import selection as T
+    from tmstarget.target import params as TP, rules as TR, selection as T, step as TS, uncertainty as TU
     from tmstarget.config.settings import load_config
 
     cfg = load_config()
@@ -67,7 +67,7 @@ def measure(name: str, bold: dict, work: Path, log=print) -> dict:
     # seed z map of the main strategy (what the seedmap step writes)
     den = T.load_denoised(npz)
     seed = np.asanyarray(nib.load(seed_p).dataobj) > 0
-    r = T.pearson_r(den.data_tv, den.data_tv[:, T.columns_of(seed, den)].mean(axis=1))
+    r = TR.pearson_r(den.data_tv, den.data_tv[:, T.columns_of(seed, den)].mean(axis=1))
     vol = np.zeros(den.mask.shape, np.float32)
     vol[den.mask] = np.arctanh(np.clip(r, -0.999, 0.999))
     z_p = work / f"{name}_space-MNI152NLin2009aSym_desc-sgacc_stat-z_boldmap.nii.gz"
@@ -75,7 +75,7 @@ def measure(name: str, bold: dict, work: Path, log=print) -> dict:
     tcfg = dict(cfg["targeting"])
     for seed_value in (0, 1):
         t0 = time.perf_counter()
-        res_t = T.run_target(npz, seed_p, search_p, z_p, {**tcfg, "random_seed": seed_value},
+        res_t = TS.run_target(npz, seed_p, search_p, z_p, {**tcfg, "random_seed": seed_value},
                              work / f"{name}_seed{seed_value}_target.json", halves_npz=halves)
         rel = res_t["uncertainty"]["reliability"]
         out[f"seed{seed_value}"] = {
@@ -92,13 +92,13 @@ def measure(name: str, bold: dict, work: Path, log=print) -> dict:
             f"(first/second {rel['joint_halves']['first_vs_second_half_mm']}), {rel['n_splits']} splits "
             f"enumerated={rel['splits_enumerated']}, target step {out[f'seed{seed_value}']['target_step_s']} s")
     # the old figure: 20 drawn splits, seeds 0-9
-    params = T.resolve_target_cfg(tcfg)
+    params = TP.resolve_target_cfg(tcfg)
     search = np.asanyarray(nib.load(search_p).dataobj) > 0
-    space = T._space_of(search, den)
+    space = T.space_of(search, den)
     prob = T.build_problem(den, seed, search, params["method"])
     drawn = {"independent": [], "joint": []}
     for s in range(10):
-        study = T._split_half_study(params["method"], {**params, "split_half_max_splits": 20, "random_seed": s},
+        study = TU.rule_split_half_study(params["method"], {**params, "split_half_max_splits": 20, "random_seed": s},
                                     prob, space, den, seed, search, halves)
         rel = study["reliability"]
         if rel["splits_enumerated"]:

@@ -19,21 +19,13 @@ import numpy as np
 
 from tmstarget.navigation import exports as navigation
 from tmstarget.native import scalp
+from tmstarget.config.settings import default_config, with_defaults
 from tmstarget.errors import InputError
 from tmstarget.io.files import load_img_checked, read_json, sha256_file, write_json
 from tmstarget.native.spaces import (check_qform_sform, ijk_to_world_ras_mm, mni_ras_mm_to_t1w_ras_mm, snap_into_mask,
                      t1w_ras_mm_to_mni_ras_mm, world_ras_mm_to_ijk)
 
 log = logging.getLogger(__name__)
-
-#: Keys of ``cfg`` (config section ``native``) with their defaults.
-NATIVE_DEFAULTS: dict = {
-    "handle_angle_deg": 45.0,        # handle direction: degrees from posterior towards lateral (scalp tangent plane)
-    "target_sphere_radius_mm": 5.0,  # radius of the NIfTI sphere marking the target in the T1w grid
-    "skin_distance_mm": 0.0,         # coil centre this far outside the scalp (hair, casing)
-    "qform_sform_tol_mm": 0.1,       # largest accepted qform/sform disagreement of the T1w
-    "normal_smoothing_mm": 4.0,      # Gaussian sigma for the scalp normal
-}
 
 PRIMARY_NAME = "sgACC-anticorrelation"
 
@@ -44,11 +36,13 @@ HANDLE_ANGLE_CONVENTION = ("degrees from posterior towards lateral in the scalp 
 
 
 def _native_cfg(cfg: dict | None) -> dict:
+    """config/config.yaml's ``native`` section overlaid with ``cfg``; unknown keys and a radius <= 0 refused."""
     cfg = dict(cfg or {})
-    unknown = sorted(set(cfg) - set(NATIVE_DEFAULTS))
+    known = default_config()["native"]
+    unknown = sorted(set(cfg) - set(known))
     if unknown:
-        raise InputError(f"config section 'native': unknown key(s) {unknown}; allowed: {sorted(NATIVE_DEFAULTS)}")
-    out = {**NATIVE_DEFAULTS, **cfg}
+        raise InputError(f"config section 'native': unknown key(s) {unknown}; allowed: {sorted(known)}")
+    out = with_defaults("native", cfg)
     if not out["target_sphere_radius_mm"] > 0:
         raise InputError("config native.target_sphere_radius_mm must be > 0 (mm)")
     return out
@@ -68,7 +62,7 @@ def place_coil(name: str, target_t1w_ras_mm, head_img, brain_mask_img, head_cent
     head_img : binary head mask in the T1w grid (:func:`tmstarget.native.scalp.head_mask_img`).
     brain_mask_img : binary brain mask in the T1w world space (scalp-to-cortex depth).
     head_centre_ras_mm : (3,) midline reference that tells lateral from medial, T1w world RAS mm.
-    cfg : the ``native`` settings (:data:`NATIVE_DEFAULTS` keys).
+    cfg : the ``native`` settings (keys of config/config.yaml's ``native``).
 
     Returns
     -------
@@ -154,7 +148,7 @@ def run_native(target_json, t1w_path, xfm_t1w_to_mni, xfm_mni_to_t1w, brain_mask
     xfm_t1w_to_mni : ``from-T1w_to-<MNI>`` transform, used to map MNI points to T1w.
     xfm_mni_to_t1w : ``from-<MNI>_to-T1w`` transform, used to map back (round-trip check, entry in MNI).
     brain_mask_path : brain mask in the T1w world space (target snapping, scalp-to-cortex depth).
-    cfg : config section ``native`` (keys and defaults in :data:`NATIVE_DEFAULTS`).
+    cfg : config section ``native`` (keys and defaults in config/config.yaml).
     t1w_uri : BIDS URI of the T1w for the coordinate-system sidecar's ``IntendedFor`` (default: file name).
     out_tsv, out_json, out_coordsystem, out_sphere : output paths (markers TSV, sidecar JSON,
         ``_coordsystem.json``, NIfTI sphere in the T1w grid).

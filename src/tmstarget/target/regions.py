@@ -16,7 +16,6 @@ Sources of the numbers (see ``docs/method.md`` and ``atlases/README.md``):
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 from functools import lru_cache
@@ -25,6 +24,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from tmstarget.config.settings import with_defaults
 from tmstarget.errors import InputError
 from tmstarget.io.files import load_img_checked, save_img, sha256_file, write_json
 
@@ -45,22 +45,6 @@ DLPFC_SPHERE_SITES = ("BA46 site", "BA9 site", "5-cm rule site", "Beam F3 site")
 BA46_LABELS = ("Area_46",)
 AREA25_LABELS = ("Area_25",)
 
-SEED_DEFAULTS: dict = {
-    "type": "sphere",               # sphere | bilateral | area25 | mask
-    "center_mni_ras_mm": [6.0, 16.0, -10.0],
-    "radius_mm": 10.0,
-    "mask_path": None,              # NIfTI in MNI space (type: mask)
-    "grey_matter_threshold": 0.0,   # 0: keep every in-brain voxel of the seed (contarg does so)
-    "min_voxels": 10,               # fewer seed voxels inside the BOLD mask -> InputError
-}
-SEARCH_DEFAULTS: dict = {
-    "region": "ba46",               # ba46 | dlpfc_spheres | ba46_or_spheres | mask
-    "hemisphere": "left",           # left | right (mirror x) | both (ba46 only)
-    "grey_matter_threshold": 0.3,   # MNI152 GM probability a search voxel must reach
-    "sphere_radius_mm": 20.0,       # radius of each DLPFC sphere
-    "mask_path": None,              # NIfTI in MNI space (region: mask)
-    "min_voxels": 20,               # fewer search voxels -> InputError
-}
 SEED_TYPES = ("sphere", "bilateral", "area25", "mask")
 SEARCH_REGIONS = ("ba46", "dlpfc_spheres", "ba46_or_spheres", "mask")
 
@@ -207,15 +191,6 @@ def _mirror_x(point) -> list[float]:
     return [-p[0], p[1], p[2]]
 
 
-def resolve_cfg(cfg: dict | None, defaults: dict) -> dict:
-    """Defaults overlaid with the keys given (``None`` values in ``cfg`` keep the default)."""
-    out = copy.deepcopy(defaults)
-    for key, value in (cfg or {}).items():
-        if value is not None or key not in out:
-            out[key] = value
-    return out
-
-
 def seed_mask(analysis_mask_img: nib.Nifti1Image, seed_cfg: dict | None = None,
               analysis_mask_name: str = "analysis mask") -> tuple[np.ndarray, dict]:
     """The sgACC seed as used: definition intersected with the BOLD brain mask (and GM if asked).
@@ -225,7 +200,7 @@ def seed_mask(analysis_mask_img: nib.Nifti1Image, seed_cfg: dict | None = None,
     analysis_mask_img : nibabel.Nifti1Image
         3D brain mask of the BOLD data in MNI space; defines the output grid.
     seed_cfg : dict
-        Keys of :data:`SEED_DEFAULTS`.
+        ``config["seed"]``; missing keys take their value in config/config.yaml.
 
     Returns
     -------
@@ -240,7 +215,7 @@ def seed_mask(analysis_mask_img: nib.Nifti1Image, seed_cfg: dict | None = None,
         Unknown type, or fewer than ``min_voxels`` seed voxels inside the BOLD mask (seed outside
         the field of view or in signal dropout).
     """
-    cfg = resolve_cfg(seed_cfg, SEED_DEFAULTS)
+    cfg = with_defaults("seed", seed_cfg)
     kind = cfg["type"]
     center = [float(v) for v in cfg["center_mni_ras_mm"]]
     if kind == "sphere":
@@ -290,7 +265,7 @@ def search_mask(analysis_mask_img: nib.Nifti1Image, search_cfg: dict | None = No
         Resolved definition plus ``search_voxels_region``, ``search_voxels_in_mask`` and
         ``voxel_volume_mm3``.
     """
-    cfg = resolve_cfg(search_cfg, SEARCH_DEFAULTS)
+    cfg = with_defaults("search", search_cfg)
     region_name, hemi = cfg["region"], cfg["hemisphere"]
     if hemi not in ("left", "right", "both"):
         raise InputError(f"search.hemisphere '{hemi}' must be left, right or both; fix the config")
@@ -351,8 +326,7 @@ def run_masks(analysis_mask_path: str | os.PathLike, seed_cfg: dict, search_cfg:
     analysis_mask_path : path
         3D BOLD brain mask in MNI space (``*_space-MNI..._desc-brain_mask.nii.gz``).
     seed_cfg, search_cfg : dict
-        ``config["seed"]`` and ``config["search"]``; missing keys take :data:`SEED_DEFAULTS` /
-        :data:`SEARCH_DEFAULTS`.
+        ``config["seed"]`` and ``config["search"]``; missing keys take their value in config/config.yaml.
     out_seed, out_search : path
         uint8 NIfTI masks, same grid and affine as the analysis mask.
     out_json : path
