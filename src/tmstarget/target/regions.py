@@ -139,16 +139,36 @@ def voxel_centres_ras_mm(shape, affine) -> np.ndarray:
     return nib.affines.apply_affine(affine, ijk).reshape(*shape[:3], 3)
 
 
-def sphere_mask(ref_img: nib.Nifti1Image, center_mni_ras_mm, radius_mm: float) -> np.ndarray:
-    """Voxels of ``ref_img``'s grid whose centre is within ``radius_mm`` of a point.
+def sphere_mask(ref_img: nib.Nifti1Image, center_ras_mm, radius_mm: float) -> np.ndarray:
+    """The one sphere rule of tmstarget (seed and DLPFC spheres; the navigator's target sphere).
+
+    A voxel of ``ref_img``'s grid belongs to the sphere when its centre lies within ``radius_mm`` of
+    the point (squared distance <= radius^2 + 1e-6 mm^2, so a voxel at exactly the radius counts
+    whatever the rounding); the voxel containing the point (nearest voxel centre) always belongs, so a
+    radius smaller than a voxel still marks one. Only the voxels of the sphere's bounding box are
+    visited, so a fine T1w grid costs no full-grid coordinate array.
 
     Returns
     -------
     numpy.ndarray of bool, shape ``ref_img.shape[:3]``
     """
-    xyz = voxel_centres_ras_mm(ref_img.shape, ref_img.affine)
-    d2 = np.sum((xyz - np.asarray(center_mni_ras_mm, float)) ** 2, axis=-1)
-    return d2 <= float(radius_mm) ** 2 + 1e-6
+    shape = np.asarray(ref_img.shape[:3])
+    centre = np.asarray(center_ras_mm, float).reshape(3)
+    radius = float(radius_mm)
+    to_ijk = np.linalg.inv(ref_img.affine)
+    corners = centre + radius * np.array(np.meshgrid([-1, 1], [-1, 1], [-1, 1], indexing="ij")).reshape(3, -1).T
+    box = nib.affines.apply_affine(to_ijk, corners)
+    lo = np.maximum(np.floor(box.min(axis=0)).astype(int) - 1, 0)
+    hi = np.minimum(np.ceil(box.max(axis=0)).astype(int) + 2, shape)
+    out = np.zeros(tuple(shape), bool)
+    if np.all(hi > lo):
+        ijk = np.stack(np.meshgrid(*[np.arange(a, b) for a, b in zip(lo, hi)], indexing="ij"), -1).reshape(-1, 3)
+        d2 = np.sum((nib.affines.apply_affine(ref_img.affine, ijk.astype(float)) - centre) ** 2, axis=-1)
+        out[tuple(ijk[d2 <= radius ** 2 + 1e-6].T)] = True
+    own = np.rint(nib.affines.apply_affine(to_ijk, centre)).astype(int)
+    if np.all((own >= 0) & (own < shape)):
+        out[tuple(own)] = True
+    return out
 
 
 def _resample_to(img: nib.Nifti1Image, ref_img: nib.Nifti1Image, interpolation: str) -> np.ndarray:
