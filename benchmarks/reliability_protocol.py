@@ -26,7 +26,7 @@ SMOOTHING_MM = (0.0, 4.0, 6.0, 8.0)
 PERCENTILES = (5.0, 10.0, 20.0)
 STRATEGIES = ("fox", "acompcor")
 #: target rules compared. >>> EXTEND HERE after merging branch contarg: append its method name (e.g.
-#: "contarg_exact") once tmstarget.target.selection.select knows it; a rule with a percentile gets all PERCENTILES.
+#: "contarg_exact") once tmstarget.target.rules.select knows it; a rule with a percentile gets all PERCENTILES.
 RULES = ("peak", "cluster")
 RULES_WITH_PERCENTILE = ("cluster",)
 #: 60 s blocks (targeting.block_length_s); every balanced split is enumerated up to this many, else

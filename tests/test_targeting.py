@@ -1,4 +1,4 @@
-"""Target rules, snapping, uncertainty and the target JSON (targeting.py) on generated data.
+"""Target rules, snapping, uncertainty and the target JSON (tmstarget.target) on generated data.
 
 The generated data live on a crop of the MNI152 2 mm grid covering the sgACC and the left DLPFC, with
 the real seed and BA46 search masks of ``regions.run_masks``. A latent sgACC signal drives the seed

@@ -1,4 +1,4 @@
-"""The Cash et al. / contarg cluster rule (``targeting.select_cluster`` with ``percentile_of="negative"``).
+"""The Cash et al. / contarg cluster rule (``tmstarget.target.rules.select_cluster`` with ``percentile_of="negative"``).
 
 contarg's own rule is ``contarg.utils.cluster(stat_img, stim_roi, percentile=10, sign="negative",
 connectivity="NN3")`` followed by ``contarg.seedmap.get_com_in_mm`` (github nih-fmrif/contarg, commit
