@@ -100,7 +100,8 @@ def block_rows(run_lengths, block_volumes: int) -> list[np.ndarray]:
 def split_half_distance_mm(den, seed, search, s: dict, max_splits: int = MAX_SPLITS, halves_npz=None) -> dict:
     """THE adapter: headline split-half distance of setting ``s`` on one denoised run.
 
-    It is the workflow's own computation (``targeting._split_half_study`` on :mod:`tmstarget.target.reliability`):
+    It is the workflow's own computation (``tmstarget.target.uncertainty.rule_split_half_study`` on
+    :mod:`tmstarget.target.reliability`):
     every balanced split of 60 s blocks (or ``max_splits`` distinct ones drawn with the fixed seed 0), each
     half denoised on its own from ``halves_npz`` (the raw seed/search series the denoise step writes) when
     given, else both halves cut from the one denoised series (synthetic runs, which have no confounds).
