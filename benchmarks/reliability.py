@@ -130,10 +130,10 @@ def label(s: dict) -> str:
 
 
 def target_params(s: dict, max_splits: int = 500) -> dict:
-    from tmstarget.target import selection as T
+    from tmstarget.target import params as TP
 
     cfg = {"method": s["method"], "split_half_max_splits": max_splits, "cluster": {"percentile": s["percentile"]}}
-    return T.resolve_target_cfg(cfg)
+    return TP.resolve_target_cfg(cfg)
 
 
 # ----------------------------------------------------------------------------- one evaluation
@@ -141,23 +141,23 @@ def evaluate(den, seed, search, s: dict, weights=None, planted=None, max_splits:
     """Target, first-vs-second-half distance and median split-half distance (every block split up to
     ``max_splits``) of one setting, halves cut from the jointly denoised series."""
     from tmstarget.target import reliability as rl
-    from tmstarget.target import selection as T
+    from tmstarget.target import rules as TR, selection as T, uncertainty as TU
     from tmstarget.errors import QCFailure
 
     params = target_params(s, max_splits)
-    space = T._space_of(search, den)
+    space = T.space_of(search, den)
     prob = T.build_problem(den, seed, search, s["method"], weights)
     out = {"target": None, "first_vs_second_mm": np.nan, "split_half_median_mm": np.nan, "recovery_mm": np.nan}
     try:
-        sel = T.select(s["method"], params, prob.ts_search, prob.ref_t, space, prob.ts_seed)
+        sel = TR.select(s["method"], params, prob.ts_search, prob.ref_t, space, prob.ts_seed)
         out["target"] = space.xyz_mm[sel.index]
     except QCFailure:
         return out
-    a, b = T.split_half_targets(s["method"], params, prob.ts_search, prob.ref_t, space, prob.ts_seed)
+    a, b = TU.split_half_targets(s["method"], params, prob.ts_search, prob.ref_t, space, prob.ts_seed)
     out["first_vs_second_mm"] = float(np.linalg.norm(a - b))
 
     def joint(rows):
-        sel = T._safe_select(s["method"], params, prob.ts_search[rows], prob.ref_t[rows], space,
+        sel = TR.safe_select(s["method"], params, prob.ts_search[rows], prob.ref_t[rows], space,
                              None if prob.ts_seed is None else prob.ts_seed[rows])
         return space.xyz_mm[sel.index] if sel is not None else np.full(3, np.nan)
 
@@ -165,7 +165,7 @@ def evaluate(den, seed, search, s: dict, weights=None, planted=None, max_splits:
                                 params["random_seed"], params["confident_split_half_median_mm"])["pairs"]
     d = np.linalg.norm(pairs[:, 0] - pairs[:, 1], axis=1)
     out["split_half_median_mm"] = float(np.nanmedian(d)) if np.isfinite(d).any() else np.nan
-    cands = T.target_candidates(np.concatenate([[a, b], pairs.reshape(-1, 3)]), space)
+    cands = TU.target_candidates(np.concatenate([[a, b], pairs.reshape(-1, 3)]), space)
     out["top_candidate_support"] = cands[0]["support_fraction"] if cands else np.nan
     if planted is not None:
         out["recovery_mm"] = float(np.linalg.norm(out["target"] - planted))
@@ -196,9 +196,9 @@ def masks_for(mask_img, s: dict) -> tuple[np.ndarray, np.ndarray]:
 
 def r_map(den, seed) -> np.ndarray:
     """Seed r of every voxel of the mask (V,)."""
-    from tmstarget.target import selection as T
+    from tmstarget.target import rules as TR, selection as T
 
-    return T.pearson_r(den.data_tv, den.data_tv[:, T.columns_of(seed, den)].mean(axis=1))
+    return TR.pearson_r(den.data_tv, den.data_tv[:, T.columns_of(seed, den)].mean(axis=1))
 
 
 def loo_weights(other_r_v: np.ndarray, other_mask: np.ndarray, den, search) -> np.ndarray:

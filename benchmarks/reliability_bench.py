@@ -228,7 +228,7 @@ def noise_free_target(planted_mni_ras_mm, search_mask_path, s: dict = proto.DEFA
 
     from tmstarget.demo import core as D
     from tmstarget.denoise import core as dn
-    from tmstarget.target import selection as T
+    from tmstarget.target import rules as TR
 
     m = load_mni152_brain_mask(resolution=2)
     mask = m.get_fdata() > 0
@@ -243,8 +243,8 @@ def noise_free_target(planted_mni_ras_mm, search_mask_path, s: dict = proto.DEFA
     vol[mask] = data[0]
     search = np.asarray(nib.load(search_mask_path).dataobj) > 0
     ijk = np.argwhere(search & mask)
-    space = T.SearchSpace(ijk, nib.affines.apply_affine(m.affine, ijk))
-    sel = T.select_cluster(-vol[tuple(ijk.T)], space, s["percentile"])
+    space = TR.SearchSpace(ijk, nib.affines.apply_affine(m.affine, ijk))
+    sel = TR.select_cluster(-vol[tuple(ijk.T)], space, s["percentile"])
     return {"setting": proto.setting_label(s),"target_mni_ras_mm": space.xyz_mm[sel.index].tolist(),
             "error_mm": float(np.linalg.norm(space.xyz_mm[sel.index] - planted)),
             "centre_of_mass_mni_ras_mm": sel.point_mni_ras_mm.tolist(),

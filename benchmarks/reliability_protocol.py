@@ -26,7 +26,7 @@ SMOOTHING_MM = (0.0, 4.0, 6.0, 8.0)
 PERCENTILES = (5.0, 10.0, 20.0)
 STRATEGIES = ("fox", "acompcor")
 #: target rules compared. >>> EXTEND HERE after merging branch contarg: append its method name (e.g.
-#: "contarg_exact") once tmstarget.target.selection.select knows it; a rule with a percentile gets all PERCENTILES.
+#: "contarg_exact") once tmstarget.target.rules.select knows it; a rule with a percentile gets all PERCENTILES.
 RULES = ("peak", "cluster")
 RULES_WITH_PERCENTILE = ("cluster",)
 #: 60 s blocks (targeting.block_length_s); every balanced split is enumerated up to this many, else
@@ -56,12 +56,12 @@ def setting_label(s: dict) -> str:
 
 
 def target_params(s: dict) -> dict:
-    from tmstarget.target import selection as T
+    from tmstarget.target import params as TP
 
     cfg = {"method": s["method"]}
     if s.get("percentile") is not None:
         cfg["cluster"] = {"percentile": s["percentile"]}
-    return T.resolve_target_cfg(cfg)
+    return TP.resolve_target_cfg(cfg)
 
 
 # ----------------------------------------------------------------------------- the split-half adapter
@@ -100,7 +100,8 @@ def block_rows(run_lengths, block_volumes: int) -> list[np.ndarray]:
 def split_half_distance_mm(den, seed, search, s: dict, max_splits: int = MAX_SPLITS, halves_npz=None) -> dict:
     """THE adapter: headline split-half distance of setting ``s`` on one denoised run.
 
-    It is the workflow's own computation (``targeting._split_half_study`` on :mod:`tmstarget.target.reliability`):
+    It is the workflow's own computation (``tmstarget.target.uncertainty.rule_split_half_study`` on
+    :mod:`tmstarget.target.reliability`):
     every balanced split of 60 s blocks (or ``max_splits`` distinct ones drawn with the fixed seed 0), each
     half denoised on its own from ``halves_npz`` (the raw seed/search series the denoise step writes) when
     given, else both halves cut from the one denoised series (synthetic runs, which have no confounds).
@@ -112,12 +113,12 @@ def split_half_distance_mm(den, seed, search, s: dict, max_splits: int = MAX_SPL
         of the split distances), ``n_splits``, ``n_failed`` (splits where a half gave no target),
         ``enumerated`` (all balanced splits used), ``halves_cleaned`` (independently or jointly).
     """
-    from tmstarget.target import selection as T
+    from tmstarget.target import selection as T, uncertainty as TU
 
     params = {**target_params(s), "split_half_max_splits": int(max_splits), "random_seed": 0}
-    space = T._space_of(search, den)
+    space = T.space_of(search, den)
     prob = T.build_problem(den, seed, search, s["method"])
-    study = T._split_half_study(s["method"], params, prob, space, den, seed, search, halves_npz)
+    study = TU.rule_split_half_study(s["method"], params, prob, space, den, seed, search, halves_npz)
     rel, head = study["reliability"], study["headline"]
     ok = np.asarray([x for x in head["distances_mm"] if x is not None], float)
     pct = (lambda q: float(np.percentile(ok, q)) if len(ok) else float("nan"))
@@ -132,7 +133,7 @@ def full_target_mni_ras_mm(den, seed, search, s: dict) -> np.ndarray:
     from tmstarget.errors import QCFailure
 
     try:
-        space, _, sel = T._target_of(den, seed, search, s["method"], target_params(s), None)
+        space, _, sel = T.target_of(den, seed, search, s["method"], target_params(s), None)
     except QCFailure:
         return np.full(3, np.nan)
     return space.xyz_mm[sel.index]

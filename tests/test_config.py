@@ -83,14 +83,33 @@ def test_every_schema_key_is_documented_in_config_readme():
     assert len(paths) > 60
 
 
-def test_module_defaults_pass_the_schema():
-    """Every key a step understands can be set in the config file (no hidden parameters)."""
-    from tmstarget.target.regions import SEARCH_DEFAULTS, SEED_DEFAULTS
-    from tmstarget.native.outputs import NATIVE_DEFAULTS
-    from tmstarget.target.selection import TARGET_DEFAULTS
+def test_step_defaults_live_in_config_yaml():
+    """Every key the seed, search, targeting and native steps understand has its default in config.yaml
+    (no hidden parameters, no module table), and the steps complete partial settings from it."""
+    from tmstarget.config.settings import default_config, read_yaml, SCHEMA, with_defaults
+    from tmstarget.target.params import resolve_target_cfg
 
-    c = load_config(overrides={"seed": dict(SEED_DEFAULTS), "search": dict(SEARCH_DEFAULTS),
-                               "targeting": dict(TARGET_DEFAULTS), "native": dict(NATIVE_DEFAULTS)})
+    defaults, schema = default_config(), read_yaml(SCHEMA)
+
+    def keys(props, prefix=""):
+        for key, spec in props.items():
+            if spec.get("type") == "object" and "properties" in spec:
+                yield from keys(spec["properties"], f"{prefix}{key}.")
+            else:
+                yield prefix + key
+
+    for section in ("seed", "search", "targeting", "native"):
+        for path in keys(schema["properties"][section]["properties"]):
+            node = defaults[section]
+            for part in path.split("."):
+                assert part in node, f"{section}.{path} has no default in config/config.yaml"
+                node = node[part]
+    c = load_config()
     assert c["targeting"]["hierarchical"]["linkage"] == "single"
+    assert resolve_target_cfg(None) == defaults["targeting"]
+    partial = resolve_target_cfg({"cluster": {"percentile": 10}, "random_seed": None})
+    assert partial["cluster"] == {**defaults["targeting"]["cluster"], "percentile": 10}
+    assert partial["random_seed"] == defaults["targeting"]["random_seed"] == 0
+    assert with_defaults("native", {"handle_angle_deg": 30})["target_sphere_radius_mm"] == 5
     with pytest.raises(InputError, match=r"`targeting.cluster.percentile`"):
         load_config(overrides={"targeting": {"cluster": {"percentile": 150}}})

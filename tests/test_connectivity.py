@@ -89,6 +89,22 @@ def test_unmask_to_img_roundtrip():
     assert np.all(vol[~brain_mask()] == 0)
 
 
+def test_unmask_to_img_equals_the_hand_written_fill_it_replaced():
+    """nilearn.masking.unmask gives the same volume, dtype and header codes as ``vol[mask] = values``."""
+    data_tv, mask_img, _, _ = planted_data(n_t=10)
+    mask = brain_mask()
+    for values, fill in ((data_tv[3], 0.0), (data_tv[3].astype(np.float64) * 1e3, 0.0), (data_tv[5], -1.5)):
+        img = cn.unmask_to_img(values, mask_img, fill=fill)
+        by_hand = np.full(SHAPE, fill, dtype=np.float32)
+        by_hand[mask] = values
+        vol = np.asanyarray(img.dataobj)
+        assert vol.dtype == np.float32 and np.array_equal(vol, by_hand)
+        assert int(img.header["qform_code"]) == int(img.header["sform_code"]) == 1
+        assert np.array_equal(img.get_qform(), AFFINE) and img.header.get_xyzt_units()[0] == "mm"
+    with pytest.raises(ValueError, match="values for a mask"):
+        cn.unmask_to_img(data_tv[3][:-1], mask_img)
+
+
 def test_seed_timeseries_and_seed_outside_mask():
     data_tv, mask_img, seed_img, _ = planted_data(n_t=20)
     cols = np.flatnonzero(np.asarray(seed_img.dataobj)[brain_mask()] > 0)

@@ -91,6 +91,28 @@ def test_sphere_mask_counts_lattice_points(mni_mask_img):
     assert abs(sphere.sum() * 8.0 - 4 / 3 * np.pi * 1000) / (4 / 3 * np.pi * 1000) < 0.03
 
 
+def test_sphere_mask_is_the_full_grid_rule_plus_the_voxel_of_the_point(mni_mask_img):
+    """The bounding-box sphere equals the full-grid rule (centre within radius, 1e-6 mm^2 tolerance) used
+    for the seed and DLPFC spheres, voxel for voxel; below half a voxel diagonal it adds the voxel of the
+    point, and a point outside the grid marks nothing of its own."""
+    xyz = R.voxel_centres_ras_mm(mni_mask_img.shape, mni_mask_img.affine)
+
+    def full_grid(centre, radius):
+        return np.sum((xyz - np.asarray(centre, float)) ** 2, axis=-1) <= float(radius) ** 2 + 1e-6
+
+    rng = np.random.default_rng(0)
+    sites = list(R.literature_sites_mni_ras_mm().values())
+    cases = [([6, 16, -10], 10), ([-6, 16, -10], 10)] + [(c, 20.0) for c in sites] + [
+        (rng.uniform(-80, 80, 3), rng.uniform(2.0, 25.0)) for _ in range(20)] + [([0.3, 0.7, -0.2], 6.0)]
+    for centre, radius in cases:
+        assert np.array_equal(R.sphere_mask(mni_mask_img, centre, radius), full_grid(centre, radius)), (centre, radius)
+    tiny = R.sphere_mask(mni_mask_img, [1.0, 1.0, 1.0], 0.5)   # between voxel centres: none within 0.5 mm
+    assert tiny.sum() == 1 and not full_grid([1.0, 1.0, 1.0], 0.5).any()
+    assert tiny[_ijk(mni_mask_img, [1.0, 1.0, 1.0])]
+    edge = R.sphere_mask(mni_mask_img, [0.0, 0.0, 200.0], 30.0)   # wholly outside the grid: empty, no voxel of its own
+    assert np.array_equal(edge, full_grid([0.0, 0.0, 200.0], 30.0))
+
+
 def test_seed_default_and_bilateral(mni_mask_img):
     seed, info = R.seed_mask(mni_mask_img, {})
     assert info["seed_voxels_in_mask"] == seed.sum() == R.sphere_mask(mni_mask_img, (6, 16, -10), 10).sum()

@@ -12,7 +12,7 @@ from scipy.interpolate import CubicSpline
 from test_denoise import make_run
 from tmstarget.denoise import core as dn
 from tmstarget.target import reliability as rl
-from tmstarget.target import selection as T
+from tmstarget.target import params as TP, rules as TR
 from tmstarget.config.settings import load_config
 from tmstarget.errors import InputError
 
@@ -63,11 +63,11 @@ def _weak_cluster_problem(n_t=420, seed=0):
     ts = rng.standard_normal((n_t, len(xyz)))
     patch = np.exp(-np.sum((xyz - [8.0, 8.0, 4.0]) ** 2, axis=1) / (2 * 5.0 ** 2))
     ts -= 0.15 * patch[None, :] * ref[:, None]
-    space = T.SearchSpace(ijk, xyz)
-    params = T.resolve_target_cfg({"method": "peak"})
+    space = TR.SearchSpace(ijk, xyz)
+    params = TP.resolve_target_cfg({"method": "peak"})
 
     def target_of_rows(rows):
-        sel = T.select("peak", params, ts[rows], ref[rows], space)
+        sel = TR.select("peak", params, ts[rows], ref[rows], space)
         return space.xyz_mm[sel.index]
 
     return target_of_rows
@@ -224,7 +224,7 @@ def test_record_headline_is_independent_when_available():
 # -------------------------------------------------------------------------- config
 def test_old_split_half_repeats_key_names_the_new_one():
     with pytest.raises(InputError, match="split_half_max_splits"):
-        T.resolve_target_cfg({"split_half_repeats": 20})
+        TP.resolve_target_cfg({"split_half_repeats": 20})
     with pytest.raises(InputError, match="split_half_max_splits"):
         load_config(overrides={"targeting": {"split_half_repeats": 20}})
     assert load_config(overrides={"targeting": {"split_half_max_splits": 100}})["targeting"]["split_half_max_splits"] == 100

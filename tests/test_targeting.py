@@ -1,4 +1,4 @@
-"""Target rules, snapping, uncertainty and the target JSON (targeting.py) on generated data.
+"""Target rules, snapping, uncertainty and the target JSON (tmstarget.target) on generated data.
 
 The generated data live on a crop of the MNI152 2 mm grid covering the sgACC and the left DLPFC, with
 the real seed and BA46 search masks of ``regions.run_masks``. A latent sgACC signal drives the seed
@@ -21,7 +21,7 @@ from scipy import ndimage
 from tmstarget.denoise import core as dn
 from tmstarget.target import regions as R
 from tmstarget.target import reliability as rl
-from tmstarget.target import selection as T
+from tmstarget.target import params as TP, rules as TR, step as TS, uncertainty as TU
 from tmstarget.errors import InputError, QCFailure
 
 PLANTED_MNI_RAS_MM = np.array([-42.0, 40.0, 30.0])
@@ -81,7 +81,7 @@ def make_unit(grid, out_dir: Path, planted=PLANTED_MNI_RAS_MM, strength=0.5, n_v
     npz = out_dir / f"sub-01_desc-{strategy}_denoised.npz"
     np.savez(npz, data_tv=data_tv, mask=mask.astype(np.uint8), affine=mask_img.affine, t_r=T_R,
              run_lengths=run_lengths)
-    r = T.pearson_r(data_tv, data_tv[:, seed].mean(axis=1))
+    r = TR.pearson_r(data_tv, data_tv[:, seed].mean(axis=1))
     vol = np.zeros(mask.shape, np.float32)
     vol[mask] = np.arctanh(np.clip(r, -0.999, 0.999))
     fisherz_path = out_dir / "sub-01_task-rest_space-MNI152NLin2009aSym_desc-sgacc_stat-fisherz_boldmap.nii.gz"
@@ -116,7 +116,7 @@ def test_planted_target_is_in_ba46_grey_matter(grid):
 @pytest.mark.parametrize("method, tol_mm", [("cluster", 4.0), ("peak", 6.0)])
 def test_rules_recover_planted_target(grid, strong, tmp_path, method, tol_mm):
     npz, fisherz_map = strong
-    res = T.run_target(npz, grid["seed"], grid["search"], fisherz_map,
+    res = TS.run_target(npz, grid["seed"], grid["search"], fisherz_map,
                        {"method": method, "bootstrap_samples": 0, "split_half": False}, tmp_path / "t.json")
     assert _dist(res["target_mni_ras_mm"], PLANTED_MNI_RAS_MM) <= tol_mm
     assert res["in_search_mask"] and _in_mask(grid["search"], res["target_ijk"])
@@ -131,7 +131,7 @@ def test_cash_contarg_cluster_rule_through_run_target(grid, strong, tmp_path):
     # the published rule (10th percentile of the negative r, unweighted centroid) is selected by keys
     cash = {"percentile": 10.0, "percentile_of": "negative", "weight_by_abs_r": False, "connectivity": 26}
     npz, fisherz_map = strong
-    res = T.run_target(npz, grid["seed"], grid["search"], fisherz_map,
+    res = TS.run_target(npz, grid["seed"], grid["search"], fisherz_map,
                        {"method": "cluster", "cluster": cash, "bootstrap_samples": 0, "split_half": False},
                        tmp_path / "t.json")
     assert res["method_parameters"] == {"rule": "cluster", **cash}
@@ -145,7 +145,7 @@ def test_cash_contarg_cluster_rule_through_run_target(grid, strong, tmp_path):
 def test_hierarchical_recovers_coherent_blob_on_unsmoothed_data(grid, tmp_path):
     # contarg's rule expects unsmoothed data: a strongly coherent blob (amplitude 1.5) in white noise
     npz, fisherz_map = make_unit(grid, tmp_path, strength=1.5, rng_seed=5, noise_sigma_vox=0.0)
-    res = T.run_target(npz, grid["seed"], grid["search"], fisherz_map,
+    res = TS.run_target(npz, grid["seed"], grid["search"], fisherz_map,
                        {"method": "hierarchical", "bootstrap_samples": 0, "split_half": False}, tmp_path / "t.json")
     assert _dist(res["target_mni_ras_mm"], PLANTED_MNI_RAS_MM) <= 2.0
     assert 50 < res["cluster_size_voxels"] < 200
@@ -156,7 +156,7 @@ def test_hierarchical_recovers_coherent_blob_on_unsmoothed_data(grid, tmp_path):
 def test_hierarchical_warns_when_smoothing_chains_the_region(grid, strong, tmp_path):
     # smoothed noise: neighbours correlate > 0.5, single linkage joins the whole search region
     npz, fisherz_map = strong
-    res = T.run_target(npz, grid["seed"], grid["search"], fisherz_map,
+    res = TS.run_target(npz, grid["seed"], grid["search"], fisherz_map,
                        {"method": "hierarchical", "bootstrap_samples": 0, "split_half": False}, tmp_path / "t.json")
     n_search = int(np.asanyarray(nib.load(grid["search"]).dataobj).sum())
     assert res["cluster_size_voxels"] == n_search
@@ -166,24 +166,24 @@ def test_hierarchical_warns_when_smoothing_chains_the_region(grid, strong, tmp_p
 def test_cluster_rule_on_hand_made_map():
     # 1D row of voxels along x (2 mm): two anticorrelated runs, the larger one wins; |r|-weighted centre
     ijk = np.array([[i, 0, 0] for i in range(20)])
-    space = T.SearchSpace(ijk, ijk * 2.0)
+    space = TR.SearchSpace(ijk, ijk * 2.0)
     r = np.full(20, 0.1)
     r[[2, 3]] = -0.9                       # small but strong cluster
     r[[10, 11, 12]] = [-0.2, -0.4, -0.6]   # larger cluster
-    sel = T.select_cluster(r, space, percentile=30)
+    sel = TR.select_cluster(r, space, percentile=30)
     assert sel.cluster_size_voxels == 3
     expected_x = (20 * 0.2 + 22 * 0.4 + 24 * 0.6) / 1.2
     assert sel.point_mni_ras_mm[0] == pytest.approx(expected_x, abs=1e-9)
     assert sel.index == 11                 # 22.67 mm snaps to the voxel at 22 mm
-    unweighted = T.select_cluster(r, space, percentile=30, weight_by_abs_r=False)
+    unweighted = TR.select_cluster(r, space, percentile=30, weight_by_abs_r=False)
     assert unweighted.point_mni_ras_mm[0] == pytest.approx(22.0)
     with pytest.raises(QCFailure):
-        T.select_cluster(np.full(20, 0.3), space)
+        TR.select_cluster(np.full(20, 0.3), space)
 
 
 def test_snap_goes_to_nearest_search_voxel():
     ijk = np.array([[0, 0, 0], [5, 0, 0], [5, 5, 0]])
-    space = T.SearchSpace(ijk, ijk * 2.0)
+    space = TR.SearchSpace(ijk, ijk * 2.0)
     assert space.snap([8.9, 0.0, 0.0]) == 1
     assert space.snap([9.0, 9.0, 0.0]) == 2
     assert space.snap([-3.0, 1.0, 0.0]) == 0
@@ -199,31 +199,31 @@ def test_hierarchical_two_clusters(grid):
     xyz_b = np.concatenate([xyz_b, xyz_b[:20] + [0, 0, 4.0]])  # 90 voxels
     xyz_noise = rng.uniform(-30, 80, size=(60, 3))
     all_xyz = np.concatenate([xyz, xyz_b, xyz_noise])
-    space = T.SearchSpace(np.rint(all_xyz / 2).astype(int), all_xyz)
+    space = TR.SearchSpace(np.rint(all_xyz / 2).astype(int), all_xyz)
     s = rng.standard_normal(n_t)
     other = rng.standard_normal(n_t)
     ts = rng.standard_normal((n_t, len(all_xyz)))
     ts[:, :70] += -1.5 * s[:, None]
     ts[:, 70:160] += 1.5 * (0.3 * s + other)[:, None]
     ts_seed = 1.5 * s[:, None] + rng.standard_normal((n_t, 30))
-    sel = T.select_hierarchical(ts, ts_seed, space, distance_threshold=0.5, min_cluster_voxels=50)
+    sel = TR.select_hierarchical(ts, ts_seed, space, distance_threshold=0.5, min_cluster_voxels=50)
     assert sel.cluster_size_voxels == 70
     assert sel.score < -0.5
     assert _dist(space.xyz_mm[sel.index], xyz.mean(axis=0)) <= 1.5
     with pytest.raises(QCFailure):
-        T.select_hierarchical(ts, ts_seed, space, min_cluster_voxels=100)
+        TR.select_hierarchical(ts, ts_seed, space, min_cluster_voxels=100)
 
 
 def test_block_bootstrap_indices_respect_runs():
     rng = np.random.default_rng(0)
-    rows = T.block_bootstrap_indices([100, 50], 30, rng)
+    rows = TU.block_bootstrap_indices([100, 50], 30, rng)
     assert rows.shape == (150,) and rows.min() >= 0 and rows.max() < 150
     # every block of 30 is consecutive and inside one run
     for b in range(0, 150, 30):
         block = rows[b:b + 30]
         assert np.all(np.diff(block) == 1)
         assert (block[0] < 100) == (block[-1] < 100)
-    assert T.block_bootstrap_indices([10], 30, rng).tolist() == list(range(10))
+    assert TU.block_bootstrap_indices([10], 30, rng).tolist() == list(range(10))
 
 
 def test_strong_effect_small_spread_and_json(grid, strong, tmp_path):
@@ -231,7 +231,7 @@ def test_strong_effect_small_spread_and_json(grid, strong, tmp_path):
     cmp_npz, _ = make_unit(grid, tmp_path / "nogsr", strength=0.5, rng_seed=2, strategy="acompcor")
     out = tmp_path / "sub-01_task-rest_space-MNI152NLin2009aSym_desc-target_markers.json"
     t0 = time.perf_counter()
-    res = T.run_target(npz, grid["seed"], grid["search"], fisherz_map, {"method": "cluster"}, out,
+    res = TS.run_target(npz, grid["seed"], grid["search"], fisherz_map, {"method": "cluster"}, out,
                        comparison_npz=cmp_npz, seed_definition={"type": "sphere"},
                        search_definition=grid["info"]["search_region"])
     elapsed = time.perf_counter() - t0
@@ -262,7 +262,7 @@ def test_strong_effect_small_spread_and_json(grid, strong, tmp_path):
 
 def test_literature_distance_by_hand(grid, strong, tmp_path):
     npz, fisherz_map = strong
-    res = T.run_target(npz, grid["seed"], grid["search"], fisherz_map,
+    res = TS.run_target(npz, grid["seed"], grid["search"], fisherz_map,
                        {"method": "peak", "bootstrap_samples": 0, "split_half": False}, tmp_path / "t.json")
     x, y, z = res["target_mni_ras_mm"]
     by_hand = ((x + 44) ** 2 + (y - 40) ** 2 + (z - 29) ** 2) ** 0.5
@@ -273,7 +273,7 @@ def test_literature_distance_by_hand(grid, strong, tmp_path):
 
 def test_pure_noise_reports_large_uncertainty(grid, tmp_path):
     npz, fisherz_map = make_unit(grid, tmp_path, strength=0.0, rng_seed=4)
-    res = T.run_target(npz, grid["seed"], grid["search"], fisherz_map, {"method": "cluster"}, tmp_path / "t.json")
+    res = TS.run_target(npz, grid["seed"], grid["search"], fisherz_map, {"method": "cluster"}, tmp_path / "t.json")
     u = res["uncertainty"]
     # Disjoint halves of pure noise give unrelated targets: median distance above the 8 mm limit
     # (measured over 10 noise datasets: 6.9-17.5 mm, vs 2.8-5.3 mm with the planted effect).
@@ -289,7 +289,7 @@ def test_seedmap_leave_one_out(grid, tmp_path):
              for i, (s, p) in enumerate(planted.items())}
     for sub, (npz, fisherz_map) in units.items():
         others = [tmp_path / o / "r_map.nii.gz" for o in units if o != sub]
-        res = T.run_target(npz, grid["seed"], grid["search"], fisherz_map,
+        res = TS.run_target(npz, grid["seed"], grid["search"], fisherz_map,
                            {"method": "seedmap", "bootstrap_samples": 0, "split_half": False},
                            tmp_path / sub / "t.json", group_map_paths=others)
         assert _dist(res["target_mni_ras_mm"], planted[sub]) <= 4.0
@@ -297,26 +297,26 @@ def test_seedmap_leave_one_out(grid, tmp_path):
         assert res["method_parameters"]["group_maps"] == ["r_map.nii.gz", "r_map.nii.gz"]
     npz, fisherz_map = units["01"]
     with pytest.raises(InputError, match="add subjects.*normative_map"):
-        T.run_target(npz, grid["seed"], grid["search"], fisherz_map, {"method": "seedmap"}, tmp_path / "x.json")
+        TS.run_target(npz, grid["seed"], grid["search"], fisherz_map, {"method": "seedmap"}, tmp_path / "x.json")
     # a group map that is non-zero only inside the search region carries no weight at all
     search = np.asanyarray(nib.load(grid["search"]).dataobj) > 0
     only_search = tmp_path / "only_search.nii.gz"
     nib.save(nib.Nifti1Image(np.where(search, -0.5, 0.0).astype(np.float32), grid["mask_img"].affine), only_search)
     with pytest.raises(InputError, match="zero outside the search region"):
-        T.run_target(npz, grid["seed"], grid["search"], fisherz_map,
+        TS.run_target(npz, grid["seed"], grid["search"], fisherz_map,
                      {"method": "seedmap", "seedmap": {"normative_map": str(only_search)}}, tmp_path / "x.json")
 
 
 def test_bad_inputs(grid, strong, tmp_path):
     npz, fisherz_map = strong
     with pytest.raises(InputError, match="targeting.method"):
-        T.run_target(npz, grid["seed"], grid["search"], fisherz_map, {"method": "best"}, tmp_path / "x.json")
+        TS.run_target(npz, grid["seed"], grid["search"], fisherz_map, {"method": "best"}, tmp_path / "x.json")
     small = tmp_path / "small_mask.nii.gz"
     nib.save(nib.Nifti1Image(np.ones((5, 5, 5), np.uint8), np.eye(4)), small)
     with pytest.raises(InputError, match="small_mask.nii.gz.*does not match"):
-        T.run_target(npz, small, grid["search"], fisherz_map, {}, tmp_path / "x.json")
+        TS.run_target(npz, small, grid["search"], fisherz_map, {}, tmp_path / "x.json")
     with pytest.raises(InputError, match="not found"):
-        T.run_target(tmp_path / "missing.npz", grid["seed"], grid["search"], fisherz_map, {}, tmp_path / "x.json")
+        TS.run_target(tmp_path / "missing.npz", grid["seed"], grid["search"], fisherz_map, {}, tmp_path / "x.json")
     assert not (tmp_path / "x.json").exists()
 
 
@@ -341,7 +341,7 @@ def write_halves(npz, out, grid, confounds_tk=None):
 def test_reliability_contract_and_plain_words(grid, strong, tmp_path):
     npz, fisherz_map = strong
     halves = write_halves(npz, tmp_path / "sub-01_desc-fox_halves.npz", grid)
-    res = T.run_target(npz, grid["seed"], grid["search"], fisherz_map, {"method": "cluster", "bootstrap_samples": 10},
+    res = TS.run_target(npz, grid["seed"], grid["search"], fisherz_map, {"method": "cluster", "bootstrap_samples": 10},
                        tmp_path / "t.json", halves_npz=halves)
     u = res["uncertainty"]
     rel = u["reliability"]
@@ -367,7 +367,7 @@ def test_reliability_contract_and_plain_words(grid, strong, tmp_path):
     assert _dist(u["candidates"][0]["target_mni_ras_mm"], res["target_mni_ras_mm"]) < 4.0
     assert len(u["split_half_pair_targets_mni_ras_mm"]) == 35
     # without the raw series (or with the seedmap rule) the headline is the joint figure, said so
-    joint = T.run_target(npz, grid["seed"], grid["search"], fisherz_map, {"method": "cluster", "bootstrap_samples": 0},
+    joint = TS.run_target(npz, grid["seed"], grid["search"], fisherz_map, {"method": "cluster", "bootstrap_samples": 0},
                          tmp_path / "j.json")["uncertainty"]["reliability"]
     assert joint["measure"] == "split-half, joint halves" and "halves npz" in joint["note"]
     assert joint["median_distance_mm"] == rel["joint_halves"]["median_distance_mm"]
@@ -378,13 +378,13 @@ def test_candidates_group_targets_by_separation():
     a = np.array([-40.0, 30.0, 30.0]) + rng.normal(0, 1.5, (30, 3))
     b = np.array([-40.0, 50.0, 20.0]) + rng.normal(0, 1.5, (10, 3))
     pts = np.vstack([a, b, np.full((2, 3), np.nan)])
-    cands = T.target_candidates(pts, separation_mm=10.0)
+    cands = TU.target_candidates(pts, separation_mm=10.0)
     assert [c["n_targets"] for c in cands] == [30, 10]
     assert cands[0]["support_fraction"] == pytest.approx(0.75) and cands[1]["support_fraction"] == pytest.approx(0.25)
     assert _dist(cands[0]["target_mni_ras_mm"], [-40, 30, 30]) < 1.5
     assert _dist(cands[1]["target_mni_ras_mm"], [-40, 50, 20]) < 2.0
     # a separation wider than the gap (about 22 mm) merges them
-    assert len(T.target_candidates(pts, separation_mm=30.0)) == 1
+    assert len(TU.target_candidates(pts, separation_mm=30.0)) == 1
 
 
 def test_candidates_do_not_chain_a_spread_of_targets_into_one():
@@ -393,16 +393,16 @@ def test_candidates_do_not_chain_a_spread_of_targets_into_one():
     separation (each is within the separation of its leader), so the spread gives several candidates,
     and a second candidate holds a real share."""
     line = np.array([[-50.0 + 4.0 * k, 40.0, 30.0] for k in range(11)])   # 40 mm long
-    cands = T.target_candidates(line, separation_mm=10.0)
+    cands = TU.target_candidates(line, separation_mm=10.0)
     assert len(cands) >= 2 and cands[0]["support_fraction"] < 0.6
     assert sum(c["n_targets"] for c in cands) == 11
-    assert T.has_multiple_candidates(cands, 0.25)
+    assert TU.has_multiple_candidates(cands, 0.25)
     for c in cands:   # members are the points within 10 mm of a leader: candidate centres are 4 mm steps apart
         assert np.min(np.abs(line[:, 0] - c["target_mni_ras_mm"][0])) <= 2.0
     # the leader is the densest target: a tight group of 8 plus 3 stragglers 12-20 mm away
     group = np.array([[-40.0, 40.0, 30.0]] * 8) + np.arange(8)[:, None] * [0.5, 0.0, 0.0]
     stragglers = np.array([[-40.0, 52.0, 30.0], [-40.0, 56.0, 30.0], [-40.0, 60.0, 30.0]])
-    cands = T.target_candidates(np.vstack([stragglers, group]), separation_mm=10.0)
+    cands = TU.target_candidates(np.vstack([stragglers, group]), separation_mm=10.0)
     assert [c["n_targets"] for c in cands] == [8, 3]
     assert _dist(cands[0]["target_mni_ras_mm"], [-38.25, 40.0, 30.0]) < 1e-9
 
@@ -414,20 +414,20 @@ def test_two_equal_anticorrelated_clusters_give_two_candidates():
     so the support is averaged over 10 independent datasets."""
     patch = np.array([[x, y, z] for x in range(0, 8, 2) for y in range(0, 8, 2) for z in range(0, 6, 2)], float)
     centres = [patch.mean(axis=0), patch.mean(axis=0) + [40.0, 0, 0]]
-    params = T.resolve_target_cfg({"cluster": {"percentile": 20.0}})
+    params = TP.resolve_target_cfg({"cluster": {"percentile": 20.0}})
     support_first, flagged = [], 0
     for seed in range(10):
         rng = np.random.default_rng(seed)
         n_t = 300
         xyz = np.concatenate([patch, patch + [40.0, 0, 0], rng.uniform(-20, 60, (150, 3))])
-        space = T.SearchSpace(np.rint(xyz / 2).astype(int), xyz)
+        space = TR.SearchSpace(np.rint(xyz / 2).astype(int), xyz)
         ref = rng.standard_normal(n_t)
         ts = rng.standard_normal((n_t, len(xyz)))
         ts[:, : 2 * len(patch)] += -0.5 * ref[:, None]
         pairs = rl.split_half_study(
-            lambda rows: space.xyz_mm[T.select("cluster", params, ts[rows], ref[rows], space).index], None,
+            lambda rows: space.xyz_mm[TR.select("cluster", params, ts[rows], ref[rows], space).index], None,
             [n_t], T_R, 75.0, 500, 0, 8.0)["pairs"]     # 8 blocks of 75 s: all 35 splits
-        cands = T.target_candidates(pairs.reshape(-1, 3), space, separation_mm=10.0)
+        cands = TU.target_candidates(pairs.reshape(-1, 3), space, separation_mm=10.0)
         assert len(cands) == 2 and sum(c["n_targets"] for c in cands) == 70
         assert sum(c["support_fraction"] for c in cands) == pytest.approx(1.0)
         # each candidate is one of the patch centres
@@ -435,10 +435,10 @@ def test_two_equal_anticorrelated_clusters_give_two_candidates():
         assert sorted(near) == [0, 1]
         assert max(min(_dist(c["target_mni_ras_mm"], p) for p in centres) for c in cands) < 2.5
         support_first.append(cands[near.index(0)]["support_fraction"])
-        flagged += T.has_multiple_candidates(cands, 0.25)
+        flagged += TU.has_multiple_candidates(cands, 0.25)
     # measured with every split (seed-free): mean 0.53 (0.11-0.86 per dataset); 3 of 10 datasets flag
     # two candidates (20 random splits gave 7 of 10: a second candidate's support near the 25 % line moves
     # with the draw)
     assert np.mean(support_first) == pytest.approx(0.5, abs=0.1)
     assert flagged >= 3
-    assert not T.has_multiple_candidates([{"support_fraction": 0.9}, {"support_fraction": 0.1}])
+    assert not TU.has_multiple_candidates([{"support_fraction": 0.9}, {"support_fraction": 0.1}])

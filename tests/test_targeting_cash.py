@@ -1,4 +1,4 @@
-"""The Cash et al. / contarg cluster rule (``targeting.select_cluster`` with ``percentile_of="negative"``).
+"""The Cash et al. / contarg cluster rule (``tmstarget.target.rules.select_cluster`` with ``percentile_of="negative"``).
 
 contarg's own rule is ``contarg.utils.cluster(stat_img, stim_roi, percentile=10, sign="negative",
 connectivity="NN3")`` followed by ``contarg.seedmap.get_com_in_mm`` (github nih-fmrif/contarg, commit
@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tmstarget.target import selection as T
+from tmstarget.target import params as TP, rules as TR
 from tmstarget.errors import InputError, QCFailure
 
 VOXEL_MM = 2.0
@@ -66,14 +66,14 @@ def shared_maps() -> dict[str, tuple[np.ndarray, np.ndarray]]:
             "irregular": (np.clip(irregular_r, -0.99, 0.99), irregular_mask)}
 
 
-def search_space(mask: np.ndarray) -> T.SearchSpace:
+def search_space(mask: np.ndarray) -> TR.SearchSpace:
     ijk = np.argwhere(mask)
-    return T.SearchSpace(ijk, ijk @ AFFINE_MNI_2MM[:3, :3].T + AFFINE_MNI_2MM[:3, 3])
+    return TR.SearchSpace(ijk, ijk @ AFFINE_MNI_2MM[:3, :3].T + AFFINE_MNI_2MM[:3, 3])
 
 
-def cash_rule(r_map, mask) -> tuple[T.Selection, T.SearchSpace]:
+def cash_rule(r_map, mask) -> tuple[TR.Selection, TR.SearchSpace]:
     space = search_space(mask)
-    sel = T.select_cluster(r_map[mask], space, percentile=10.0, percentile_of="negative",
+    sel = TR.select_cluster(r_map[mask], space, percentile=10.0, percentile_of="negative",
                            weight_by_abs_r=False, connectivity=26)
     return sel, space
 
@@ -97,8 +97,8 @@ def test_default_rule_is_not_the_cash_rule_on_the_irregular_map():
     """The default (20th percentile of all r, |r|-weighted) picks another region here: 24.2 mm away."""
     r_map, mask = shared_maps()["irregular"]
     cash, space = cash_rule(r_map, mask)
-    params = T.resolve_target_cfg(None)["cluster"]  # the resolved default config, as select() passes it
-    default = T.select_cluster(r_map[mask], space, **params)
+    params = TP.resolve_target_cfg(None)["cluster"]  # the resolved default config, as select() passes it
+    default = TR.select_cluster(r_map[mask], space, **params)
     assert params == {"percentile": 20.0, "percentile_of": "all", "weight_by_abs_r": True, "connectivity": 26}
     assert default.cluster_size_voxels == 281 and cash.cluster_size_voxels == 38
     assert np.linalg.norm(space.xyz_mm[default.index] - space.xyz_mm[cash.index]) == pytest.approx(24.17, abs=0.01)
@@ -107,16 +107,16 @@ def test_default_rule_is_not_the_cash_rule_on_the_irregular_map():
 def test_tail_threshold_over_all_or_only_negative_values():
     r = np.array([-0.5, -0.4, -0.3, -0.2, -0.1, 0.1, 0.2, 0.3, 0.4, 0.5])
     # numpy's linear percentile: all ten values, rank 0.2 * 9 = 1.8 -> -0.4 + 0.8 * 0.1
-    assert T.tail_threshold(r, 20.0, "all") == pytest.approx(-0.32, abs=1e-12)
+    assert TR.tail_threshold(r, 20.0, "all") == pytest.approx(-0.32, abs=1e-12)
     # the five negative values, rank 0.2 * 4 = 0.8 -> -0.5 + 0.8 * 0.1
-    assert T.tail_threshold(r, 20.0, "negative") == pytest.approx(-0.42, abs=1e-12)
+    assert TR.tail_threshold(r, 20.0, "negative") == pytest.approx(-0.42, abs=1e-12)
     # a percentile above the negative share of all voxels is capped at 0 (every negative voxel kept)
-    assert T.tail_threshold(r, 80.0, "all") == 0.0
+    assert TR.tail_threshold(r, 80.0, "all") == 0.0
     with pytest.raises(QCFailure, match="anticorrelated"):
-        T.tail_threshold(np.abs(r), 10.0, "negative")
+        TR.tail_threshold(np.abs(r), 10.0, "negative")
 
 
 def test_percentile_of_is_checked_and_defaults_to_all():
-    assert T.resolve_target_cfg({"cluster": {"percentile": 10}})["cluster"]["percentile_of"] == "all"
+    assert TP.resolve_target_cfg({"cluster": {"percentile": 10}})["cluster"]["percentile_of"] == "all"
     with pytest.raises(InputError, match="percentile_of 'positive'"):
-        T.resolve_target_cfg({"cluster": {"percentile_of": "positive"}})
+        TP.resolve_target_cfg({"cluster": {"percentile_of": "positive"}})

@@ -8,6 +8,7 @@ Snakefile.
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
 
 import jsonschema
@@ -19,6 +20,11 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_CONFIG = REPO_ROOT / "config" / "config.yaml"
 SCHEMA = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
 SNAKEFILE = REPO_ROOT / "workflow" / "Snakefile"
+
+SPLIT_HALF_REPEATS_GONE = (
+    "targeting.split_half_repeats was replaced by targeting.split_half_max_splits: every split of the data "
+    "into halves of whole blocks is used up to that many (so the figure depends on no random seed), above it "
+    "that many are drawn; remove split_half_repeats from the config (config/README.md)")
 
 
 def _check_checkout() -> None:
@@ -42,23 +48,43 @@ def read_yaml(path) -> dict:
     return data
 
 
-def deep_merge(base: dict, override: dict) -> dict:
-    """Return ``base`` updated recursively by ``override`` (mappings merged, other values replaced)."""
+def deep_merge(base: dict, override: dict, none_keeps_default: bool = False) -> dict:
+    """Return ``base`` updated recursively by ``override`` (mappings merged, other values replaced).
+
+    With ``none_keeps_default`` a ``None`` in ``override`` keeps the value of ``base`` (a key absent
+    from ``base`` is still added).
+    """
     out = copy.deepcopy(base)
     for key, value in (override or {}).items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
+            out[key] = deep_merge(out[key], value, none_keeps_default)
+        elif value is not None or not none_keeps_default or key not in out:
             out[key] = copy.deepcopy(value)
     return out
+
+
+@functools.lru_cache(maxsize=1)
+def _default_config() -> dict:
+    _check_checkout()
+    return read_yaml(DEFAULT_CONFIG)
+
+
+def default_config() -> dict:
+    """A copy of ``config/config.yaml``: the one place where every default lives."""
+    return copy.deepcopy(_default_config())
+
+
+def with_defaults(section: str, cfg: dict | None) -> dict:
+    """The ``section`` of ``config/config.yaml`` overlaid with ``cfg`` (a step's own settings, possibly
+    partial): nested mappings merged, ``None`` keeps the default. Steps called by the workflow get the
+    whole validated section; this completes the partial dicts of tests, benchmarks and library calls."""
+    return deep_merge(default_config()[section], cfg or {}, none_keeps_default=True)
 
 
 def validate_config(config: dict, source: str = "config") -> dict:
     """Validate against the schema; raise InputError naming the offending key."""
     _check_checkout()
     if isinstance(config.get("targeting"), dict) and "split_half_repeats" in config["targeting"]:
-        from tmstarget.target.selection import SPLIT_HALF_REPEATS_GONE
-
         raise InputError(f"{source}: {SPLIT_HALF_REPEATS_GONE}")
     schema = read_yaml(SCHEMA)
     validator = jsonschema.Draft202012Validator(schema)

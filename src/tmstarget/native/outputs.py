@@ -2,8 +2,9 @@
 
 Orchestration only. It uses the coordinate helpers of :mod:`tmstarget.native.spaces` (bottom of the import
 graph: transforms, qform/sform, snapping), the scalp geometry of :mod:`tmstarget.native.scalp` (entry,
-normal, the handle direction and the coil pose) and the generic writers of
-:mod:`tmstarget.navigation.exports` (markers TSV, target sphere). Neither of those imports this module.
+normal, the handle direction and the coil pose) and the sphere rule of :mod:`tmstarget.target.regions`;
+it writes the vendor-neutral native files itself (markers TSV, target sphere), so it imports nothing of
+:mod:`tmstarget.navigation`, the layer above (whose vendor writers read these files).
 
 All positions are T1w world RAS mm unless a name says ``mni``. Coil poses are in SimNIBS axes:
 columns x, y, z, centre; z into the head, y points away from the handle (the handle lies along -y),
@@ -15,25 +16,18 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 
-from tmstarget.navigation import exports as navigation
-from tmstarget.native import scalp
+from tmstarget.config.settings import default_config, with_defaults
 from tmstarget.errors import InputError
-from tmstarget.io.files import load_img_checked, read_json, sha256_file, write_json
+from tmstarget.io.files import atomic_path, load_img_checked, read_json, save_img, sha256_file, write_json
+from tmstarget.native import scalp
 from tmstarget.native.spaces import (check_qform_sform, ijk_to_world_ras_mm, mni_ras_mm_to_t1w_ras_mm, snap_into_mask,
                      t1w_ras_mm_to_mni_ras_mm, world_ras_mm_to_ijk)
+from tmstarget.target.regions import sphere_mask
 
 log = logging.getLogger(__name__)
-
-#: Keys of ``cfg`` (config section ``native``) with their defaults.
-NATIVE_DEFAULTS: dict = {
-    "handle_angle_deg": 45.0,        # handle direction: degrees from posterior towards lateral (scalp tangent plane)
-    "target_sphere_radius_mm": 5.0,  # radius of the NIfTI sphere marking the target in the T1w grid
-    "skin_distance_mm": 0.0,         # coil centre this far outside the scalp (hair, casing)
-    "qform_sform_tol_mm": 0.1,       # largest accepted qform/sform disagreement of the T1w
-    "normal_smoothing_mm": 4.0,      # Gaussian sigma for the scalp normal
-}
 
 PRIMARY_NAME = "sgACC-anticorrelation"
 
@@ -43,12 +37,14 @@ HANDLE_ANGLE_CONVENTION = ("degrees from posterior towards lateral in the scalp 
                            "handle_direction_t1w_ras is the resulting direction (T1w world RAS)")
 
 
-def _native_cfg(cfg: dict | None) -> dict:
+def native_settings(cfg: dict | None) -> dict:
+    """config/config.yaml's ``native`` section overlaid with ``cfg``; unknown keys and a radius <= 0 refused."""
     cfg = dict(cfg or {})
-    unknown = sorted(set(cfg) - set(NATIVE_DEFAULTS))
+    known = default_config()["native"]
+    unknown = sorted(set(cfg) - set(known))
     if unknown:
-        raise InputError(f"config section 'native': unknown key(s) {unknown}; allowed: {sorted(NATIVE_DEFAULTS)}")
-    out = {**NATIVE_DEFAULTS, **cfg}
+        raise InputError(f"config section 'native': unknown key(s) {unknown}; allowed: {sorted(known)}")
+    out = with_defaults("native", cfg)
     if not out["target_sphere_radius_mm"] > 0:
         raise InputError("config native.target_sphere_radius_mm must be > 0 (mm)")
     return out
@@ -68,7 +64,7 @@ def place_coil(name: str, target_t1w_ras_mm, head_img, brain_mask_img, head_cent
     head_img : binary head mask in the T1w grid (:func:`tmstarget.native.scalp.head_mask_img`).
     brain_mask_img : binary brain mask in the T1w world space (scalp-to-cortex depth).
     head_centre_ras_mm : (3,) midline reference that tells lateral from medial, T1w world RAS mm.
-    cfg : the ``native`` settings (:data:`NATIVE_DEFAULTS` keys).
+    cfg : the ``native`` settings (keys of config/config.yaml's ``native``).
 
     Returns
     -------
@@ -154,7 +150,7 @@ def run_native(target_json, t1w_path, xfm_t1w_to_mni, xfm_mni_to_t1w, brain_mask
     xfm_t1w_to_mni : ``from-T1w_to-<MNI>`` transform, used to map MNI points to T1w.
     xfm_mni_to_t1w : ``from-<MNI>_to-T1w`` transform, used to map back (round-trip check, entry in MNI).
     brain_mask_path : brain mask in the T1w world space (target snapping, scalp-to-cortex depth).
-    cfg : config section ``native`` (keys and defaults in :data:`NATIVE_DEFAULTS`).
+    cfg : config section ``native`` (keys and defaults in config/config.yaml).
     t1w_uri : BIDS URI of the T1w for the coordinate-system sidecar's ``IntendedFor`` (default: file name).
     out_tsv, out_json, out_coordsystem, out_sphere : output paths (markers TSV, sidecar JSON,
         ``_coordsystem.json``, NIfTI sphere in the T1w grid).
@@ -167,7 +163,7 @@ def run_native(target_json, t1w_path, xfm_t1w_to_mni, xfm_mni_to_t1w, brain_mask
     ``handle_direction_t1w_ras`` (unit vector, where the handle points), ``coil_axes_convention``,
     ``markers_t1w`` (one entry per coil placement, see :func:`place_coil`) and the provenance keys.
     """
-    cfg = _native_cfg(cfg)
+    cfg = native_settings(cfg)
     t1w_path = Path(t1w_path)
     target = read_json(target_json)
     if "target_mni_ras_mm" not in target:
@@ -227,8 +223,8 @@ def run_native(target_json, t1w_path, xfm_t1w_to_mni, xfm_mni_to_t1w, brain_mask
                   "description": f"target without global signal regression ({gsr.get('strategy', '')})"},
                  {"name": "scalp_entry_nogsr", "t1w_ras_mm": markers[1]["entry_t1w_ras_mm"],
                   "mni_ras_mm": back[2], "description": "nearest scalp point to the no-GSR target"}]
-    navigation.write_markers_tsv(out_tsv, rows, t1w_img)
-    navigation.save_sphere(out_sphere, target_t1w, t1w_img, cfg["target_sphere_radius_mm"], t1w_sha256=t1w_sha)
+    write_markers_tsv(out_tsv, rows, t1w_img)
+    save_sphere(out_sphere, target_t1w, t1w_img, cfg["target_sphere_radius_mm"], t1w_sha256=t1w_sha)
     if out_sphere_json:
         write_json({
             "Description": f"sphere of radius {float(cfg['target_sphere_radius_mm']):g} mm at the "
@@ -306,3 +302,61 @@ def run_native(target_json, t1w_path, xfm_t1w_to_mni, xfm_mni_to_t1w, brain_mask
              np.round(target_t1w, 1).tolist(), target_ijk, np.round(primary["entry_t1w_ras_mm"], 1).tolist(),
              np.round(primary["handle_direction_t1w_ras"], 2).tolist(), primary["scalp_to_cortex_mm"], roundtrip_mm)
     return native
+
+
+# --------------------------------------------------------------------------------------------------
+# Vendor-neutral native files (the navigation package's vendor writers read them)
+# --------------------------------------------------------------------------------------------------
+MARKERS_TSV_COLUMNS = ["name", "x", "y", "z", "mni_x", "mni_y", "mni_z", "i", "j", "k", "description"]
+
+
+def write_markers_tsv(path, rows: list[dict], t1w_img: nib.Nifti1Image) -> Path:
+    """BEP037-style markers TSV: one row per point; x, y, z T1w world RAS mm, MNI RAS mm, T1w voxel ijk.
+
+    Parameters
+    ----------
+    rows : dicts with ``name``, ``t1w_ras_mm`` (3,), ``mni_ras_mm`` (3,) and optional ``description``.
+    t1w_img : the T1w whose grid gives i, j, k (nearest voxel, 0-based).
+    """
+    lines = ["\t".join(MARKERS_TSV_COLUMNS)]
+    for row in rows:
+        t1w = np.asarray(row["t1w_ras_mm"], float)
+        mni = np.asarray(row["mni_ras_mm"], float)
+        ijk = np.rint(world_ras_mm_to_ijk(t1w_img.affine, t1w)).astype(int)
+        values = ([row["name"]] + [f"{v:.3f}" for v in t1w] + [f"{v:.3f}" for v in mni]
+                  + [str(v) for v in ijk] + [row.get("description", "n/a") or "n/a"])
+        lines.append("\t".join(str(v).replace("\t", " ") for v in values))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def sphere_mask_img(center_ras_mm, reference_img: nib.Nifti1Image, radius_mm: float) -> nib.Nifti1Image:
+    """uint8 mask of :func:`tmstarget.target.regions.sphere_mask` (the one sphere rule) in a reference grid.
+
+    Raises
+    ------
+    InputError
+        The point lies outside the grid.
+    """
+    centre = np.asarray(center_ras_mm, float).reshape(3)
+    own = np.rint(world_ras_mm_to_ijk(reference_img.affine, centre)).astype(int)
+    if not np.all((own >= 0) & (own < reference_img.shape[:3])):
+        raise InputError(f"target {np.round(centre, 1).tolist()} mm lies outside the T1w grid; cannot mark it")
+    img = nib.Nifti1Image(sphere_mask(reference_img, centre, radius_mm).astype(np.uint8), reference_img.affine)
+    img.set_qform(reference_img.affine, 1)
+    img.set_sform(reference_img.affine, 1)
+    img.header.set_xyzt_units("mm")
+    return img
+
+
+def save_sphere(path, center_ras_mm, reference_img: nib.Nifti1Image, radius_mm: float,
+                t1w_sha256: str | None = None) -> Path:
+    """Write :func:`sphere_mask_img` atomically; with ``t1w_sha256`` the header's ``descrip`` (80 bytes)
+    names the T1w by checksum (``T1w sha256:<hex>``; its file name goes in the JSON sidecar)."""
+    img = sphere_mask_img(center_ras_mm, reference_img, radius_mm)
+    if t1w_sha256:
+        img.header["descrip"] = f"T1w sha256:{t1w_sha256}"[:80].encode("ascii")
+    return save_img(img, path)

@@ -64,22 +64,16 @@ def masks(input, output, params):
 def seedmap(input, output, params):
     from tmstarget.target.connectivity import run_seedmap
 
-    from tmstarget.target.connectivity import DEFAULT_MAX_LOW_TSNR_FRACTION, DEFAULT_MIN_SEED_TSNR
-
-    seed = dict(params["seed"])
-
-    def setting(key, default):  # 0 is a valid setting; only an absent key takes the default
-        return default if seed.get(key) is None else seed[key]
-
+    seed = dict(params["seed"])  # an absent key (None) takes its config/config.yaml default in run_seedmap
     return run_seedmap(input["npz"], input["seed"], output["r"], output["fisherz"], output["json"],
                        output["fisherz_json"],
                        seed_definition=seed,
-                       min_seed_tsnr=setting("min_seed_tsnr", DEFAULT_MIN_SEED_TSNR),
-                       max_low_tsnr_fraction=setting("max_low_tsnr_fraction", DEFAULT_MAX_LOW_TSNR_FRACTION))
+                       min_seed_tsnr=seed.get("min_seed_tsnr"),
+                       max_low_tsnr_fraction=seed.get("max_low_tsnr_fraction"))
 
 
 def target(input, output, params):
-    from tmstarget.target.selection import run_target
+    from tmstarget.target.step import run_target
 
     return run_target(
         input["npz"], input["seed"], input["search"], input["fisherz"], dict(params["cfg"]), output["json"],

@@ -21,15 +21,14 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from tmstarget.config.settings import with_defaults
 from tmstarget.denoise.core import load_denoised_npz
 from tmstarget.errors import InputError
 from tmstarget.io.files import load_img_checked, save_img, write_json
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CHUNK_VOXELS = 20000
-DEFAULT_MIN_SEED_TSNR = 20.0
-DEFAULT_MAX_LOW_TSNR_FRACTION = 0.5
+DEFAULT_CHUNK_VOXELS = 20000   # memory bound, not a setting: the maps do not depend on it
 _R_CLIP = 1.0 - 1e-7
 
 
@@ -125,13 +124,18 @@ def fisher_z(r) -> np.ndarray:
 
 
 def unmask_to_img(values_v: np.ndarray, mask_img: nib.Nifti1Image, fill: float = 0.0) -> nib.Nifti1Image:
-    """A 3D float32 image with ``values_v`` (V,) at the voxels of ``mask_img`` (C order), ``fill`` elsewhere."""
+    """A 3D float32 image with ``values_v`` (V,) at the voxels of ``mask_img`` (C order), ``fill`` elsewhere
+    (:func:`nilearn.masking.unmask`, with the qform/sform set to the mask's affine and units mm)."""
+    from nilearn.masking import unmask
+
     mask = np.asarray(mask_img.dataobj) > 0
     values_v = np.asarray(values_v)
     if values_v.shape != (int(mask.sum()),):
         raise ValueError(f"{values_v.shape[0]} values for a mask of {int(mask.sum())} voxels")
-    vol = np.full(mask.shape, fill, dtype=np.float32)
-    vol[mask] = values_v
+    binary = nib.Nifti1Image(mask.astype(np.int8), mask_img.affine)
+    vol = np.asarray(unmask(values_v.astype(np.float32), binary).dataobj, dtype=np.float32)
+    if fill != 0:
+        vol[~mask] = fill
     img = nib.Nifti1Image(vol, mask_img.affine)
     img.set_qform(mask_img.affine, 1)
     img.set_sform(mask_img.affine, 1)
@@ -168,8 +172,8 @@ def _seed_on_grid(seed_path: Path, mask_img: nib.Nifti1Image) -> nib.Nifti1Image
 
 def run_seedmap(denoised_npz, seed_mask_path, out_r, out_fisherz, out_json, out_fisherz_json=None,
                 seed_definition: dict | None = None,
-                min_seed_tsnr: float = DEFAULT_MIN_SEED_TSNR,
-                max_low_tsnr_fraction: float = DEFAULT_MAX_LOW_TSNR_FRACTION,
+                min_seed_tsnr: float | None = None,
+                max_low_tsnr_fraction: float | None = None,
                 chunk_voxels: int = DEFAULT_CHUNK_VOXELS) -> dict:
     """Workflow adapter: seed correlation maps (r and Fisher z NIfTI) and their JSON sidecars.
 
@@ -186,10 +190,12 @@ def run_seedmap(denoised_npz, seed_mask_path, out_r, out_fisherz, out_json, out_
         Sidecar of the Fisher z map (its Description and Sources).
     seed_definition : dict
         The seed settings of the config, recorded in the sidecar.
-    min_seed_tsnr : float
-        Seed voxels below this tSNR (before denoising) count as low-signal.
-    max_low_tsnr_fraction : float
-        If more than this fraction of the seed voxels is low-signal, a warning is recorded.
+    min_seed_tsnr : float, optional
+        Seed voxels below this tSNR (before denoising) count as low-signal (None: ``seed.min_seed_tsnr``
+        of config/config.yaml).
+    max_low_tsnr_fraction : float, optional
+        If more than this fraction of the seed voxels is low-signal, a warning is recorded (None:
+        ``seed.max_low_tsnr_fraction`` of config/config.yaml).
     chunk_voxels : int
         Voxels per correlation chunk (bounds memory).
 
@@ -199,6 +205,8 @@ def run_seedmap(denoised_npz, seed_mask_path, out_r, out_fisherz, out_json, out_
         The sidecar content.
     """
     seed_mask_path = Path(seed_mask_path)
+    limits = with_defaults("seed", {"min_seed_tsnr": min_seed_tsnr, "max_low_tsnr_fraction": max_low_tsnr_fraction})
+    min_seed_tsnr, max_low_tsnr_fraction = limits["min_seed_tsnr"], limits["max_low_tsnr_fraction"]
     d = load_denoised_npz(denoised_npz)
     mask_img = d["mask_img"]
     data_tv = d["data_tv"]

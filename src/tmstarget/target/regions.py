@@ -16,7 +16,6 @@ Sources of the numbers (see ``docs/method.md`` and ``atlases/README.md``):
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 from functools import lru_cache
@@ -25,6 +24,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from tmstarget.config.settings import with_defaults
 from tmstarget.errors import InputError
 from tmstarget.io.files import load_img_checked, save_img, sha256_file, write_json
 
@@ -45,22 +45,6 @@ DLPFC_SPHERE_SITES = ("BA46 site", "BA9 site", "5-cm rule site", "Beam F3 site")
 BA46_LABELS = ("Area_46",)
 AREA25_LABELS = ("Area_25",)
 
-SEED_DEFAULTS: dict = {
-    "type": "sphere",               # sphere | bilateral | area25 | mask
-    "center_mni_ras_mm": [6.0, 16.0, -10.0],
-    "radius_mm": 10.0,
-    "mask_path": None,              # NIfTI in MNI space (type: mask)
-    "grey_matter_threshold": 0.0,   # 0: keep every in-brain voxel of the seed (contarg does so)
-    "min_voxels": 10,               # fewer seed voxels inside the BOLD mask -> InputError
-}
-SEARCH_DEFAULTS: dict = {
-    "region": "ba46",               # ba46 | dlpfc_spheres | ba46_or_spheres | mask
-    "hemisphere": "left",           # left | right (mirror x) | both (ba46 only)
-    "grey_matter_threshold": 0.3,   # MNI152 GM probability a search voxel must reach
-    "sphere_radius_mm": 20.0,       # radius of each DLPFC sphere
-    "mask_path": None,              # NIfTI in MNI space (region: mask)
-    "min_voxels": 20,               # fewer search voxels -> InputError
-}
 SEED_TYPES = ("sphere", "bilateral", "area25", "mask")
 SEARCH_REGIONS = ("ba46", "dlpfc_spheres", "ba46_or_spheres", "mask")
 
@@ -155,16 +139,36 @@ def voxel_centres_ras_mm(shape, affine) -> np.ndarray:
     return nib.affines.apply_affine(affine, ijk).reshape(*shape[:3], 3)
 
 
-def sphere_mask(ref_img: nib.Nifti1Image, center_mni_ras_mm, radius_mm: float) -> np.ndarray:
-    """Voxels of ``ref_img``'s grid whose centre is within ``radius_mm`` of a point.
+def sphere_mask(ref_img: nib.Nifti1Image, center_ras_mm, radius_mm: float) -> np.ndarray:
+    """The one sphere rule of tmstarget (seed and DLPFC spheres; the navigator's target sphere).
+
+    A voxel of ``ref_img``'s grid belongs to the sphere when its centre lies within ``radius_mm`` of
+    the point (squared distance <= radius^2 + 1e-6 mm^2, so a voxel at exactly the radius counts
+    whatever the rounding); the voxel containing the point (nearest voxel centre) always belongs, so a
+    radius smaller than a voxel still marks one. Only the voxels of the sphere's bounding box are
+    visited, so a fine T1w grid costs no full-grid coordinate array.
 
     Returns
     -------
     numpy.ndarray of bool, shape ``ref_img.shape[:3]``
     """
-    xyz = voxel_centres_ras_mm(ref_img.shape, ref_img.affine)
-    d2 = np.sum((xyz - np.asarray(center_mni_ras_mm, float)) ** 2, axis=-1)
-    return d2 <= float(radius_mm) ** 2 + 1e-6
+    shape = np.asarray(ref_img.shape[:3])
+    centre = np.asarray(center_ras_mm, float).reshape(3)
+    radius = float(radius_mm)
+    to_ijk = np.linalg.inv(ref_img.affine)
+    corners = centre + radius * np.array(np.meshgrid([-1, 1], [-1, 1], [-1, 1], indexing="ij")).reshape(3, -1).T
+    box = nib.affines.apply_affine(to_ijk, corners)
+    lo = np.maximum(np.floor(box.min(axis=0)).astype(int) - 1, 0)
+    hi = np.minimum(np.ceil(box.max(axis=0)).astype(int) + 2, shape)
+    out = np.zeros(tuple(shape), bool)
+    if np.all(hi > lo):
+        ijk = np.stack(np.meshgrid(*[np.arange(a, b) for a, b in zip(lo, hi)], indexing="ij"), -1).reshape(-1, 3)
+        d2 = np.sum((nib.affines.apply_affine(ref_img.affine, ijk.astype(float)) - centre) ** 2, axis=-1)
+        out[tuple(ijk[d2 <= radius ** 2 + 1e-6].T)] = True
+    own = np.rint(nib.affines.apply_affine(to_ijk, centre)).astype(int)
+    if np.all((own >= 0) & (own < shape)):
+        out[tuple(own)] = True
+    return out
 
 
 def _resample_to(img: nib.Nifti1Image, ref_img: nib.Nifti1Image, interpolation: str) -> np.ndarray:
@@ -207,15 +211,6 @@ def _mirror_x(point) -> list[float]:
     return [-p[0], p[1], p[2]]
 
 
-def resolve_cfg(cfg: dict | None, defaults: dict) -> dict:
-    """Defaults overlaid with the keys given (``None`` values in ``cfg`` keep the default)."""
-    out = copy.deepcopy(defaults)
-    for key, value in (cfg or {}).items():
-        if value is not None or key not in out:
-            out[key] = value
-    return out
-
-
 def seed_mask(analysis_mask_img: nib.Nifti1Image, seed_cfg: dict | None = None,
               analysis_mask_name: str = "analysis mask") -> tuple[np.ndarray, dict]:
     """The sgACC seed as used: definition intersected with the BOLD brain mask (and GM if asked).
@@ -225,7 +220,7 @@ def seed_mask(analysis_mask_img: nib.Nifti1Image, seed_cfg: dict | None = None,
     analysis_mask_img : nibabel.Nifti1Image
         3D brain mask of the BOLD data in MNI space; defines the output grid.
     seed_cfg : dict
-        Keys of :data:`SEED_DEFAULTS`.
+        ``config["seed"]``; missing keys take their value in config/config.yaml.
 
     Returns
     -------
@@ -240,7 +235,7 @@ def seed_mask(analysis_mask_img: nib.Nifti1Image, seed_cfg: dict | None = None,
         Unknown type, or fewer than ``min_voxels`` seed voxels inside the BOLD mask (seed outside
         the field of view or in signal dropout).
     """
-    cfg = resolve_cfg(seed_cfg, SEED_DEFAULTS)
+    cfg = with_defaults("seed", seed_cfg)
     kind = cfg["type"]
     center = [float(v) for v in cfg["center_mni_ras_mm"]]
     if kind == "sphere":
@@ -290,7 +285,7 @@ def search_mask(analysis_mask_img: nib.Nifti1Image, search_cfg: dict | None = No
         Resolved definition plus ``search_voxels_region``, ``search_voxels_in_mask`` and
         ``voxel_volume_mm3``.
     """
-    cfg = resolve_cfg(search_cfg, SEARCH_DEFAULTS)
+    cfg = with_defaults("search", search_cfg)
     region_name, hemi = cfg["region"], cfg["hemisphere"]
     if hemi not in ("left", "right", "both"):
         raise InputError(f"search.hemisphere '{hemi}' must be left, right or both; fix the config")
@@ -351,8 +346,7 @@ def run_masks(analysis_mask_path: str | os.PathLike, seed_cfg: dict, search_cfg:
     analysis_mask_path : path
         3D BOLD brain mask in MNI space (``*_space-MNI..._desc-brain_mask.nii.gz``).
     seed_cfg, search_cfg : dict
-        ``config["seed"]`` and ``config["search"]``; missing keys take :data:`SEED_DEFAULTS` /
-        :data:`SEARCH_DEFAULTS`.
+        ``config["seed"]`` and ``config["search"]``; missing keys take their value in config/config.yaml.
     out_seed, out_search : path
         uint8 NIfTI masks, same grid and affine as the analysis mask.
     out_json : path
