@@ -40,7 +40,8 @@ def units(names: list[str]) -> dict:
 
 
 def measure(name: str, bold: dict, work: Path, log=print) -> dict:
-    from tmstarget.denoise import core as dn
+    from tmstarget.denoise.arrays import load_denoised
+    from tmstarget.denoise.run import denoise_runs, run_denoise
     from tmstarget.target import regions as R
     from tmstarget.target import selection as T
     from tmstarget.config.settings import load_config
@@ -54,18 +55,18 @@ def measure(name: str, bold: dict, work: Path, log=print) -> dict:
     runs = [{"bold": bold["bold_mni"], "mask": bold["mask_mni"], "confounds": bold["confounds"]}]
     npz, halves = work / f"{name}_desc-{main}_denoised.npz", work / f"{name}_desc-{main}_halves.npz"
     t0 = time.perf_counter()
-    res = dn.run_denoise(runs, strategy, npz, work / f"{name}_qc.json", 1.0, 1.0, main,
+    res = run_denoise(runs, strategy, npz, work / f"{name}_qc.json", 1.0, 1.0, main,
                          out_halves_npz=halves, halves_mask_paths=[seed_p, search_p])
     t_denoise_halves = time.perf_counter() - t0
     t0 = time.perf_counter()
-    plain = dn.denoise_runs(runs, strategy, 1.0, 1.0, main)
+    plain = denoise_runs(runs, strategy, 1.0, 1.0, main)
     t_denoise_plain = time.perf_counter() - t0
     out = {"denoised_max_abs_diff": float(np.max(np.abs(plain.data_tv - res.data_tv))),
            "denoise_s_with_halves": round(t_denoise_halves, 1), "denoise_s_without": round(t_denoise_plain, 1),
            "halves_columns": int(len(res.halves.columns)), "voxels": int(res.data_tv.shape[1])}
     del plain
     # seed z map of the main strategy (what the seedmap step writes)
-    den = T.load_denoised(npz)
+    den = load_denoised(npz)
     seed = np.asanyarray(nib.load(seed_p).dataobj) > 0
     r = T.pearson_r(den.data_tv, den.data_tv[:, T.columns_of(seed, den)].mean(axis=1))
     vol = np.zeros(den.mask.shape, np.float32)
