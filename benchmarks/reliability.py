@@ -218,13 +218,13 @@ def denoised_cached(name: str, bold: dict, strategy: str, fwhm: float):
     ``confounds``), computed once per strategy and smoothing and cached under the bench folder."""
     from tmstarget.denoise.arrays import save_denoised_npz
     from tmstarget.denoise.run import denoise_runs
-    from tmstarget.denoise.strategy import DEFAULT_STRATEGIES
+    from tmstarget.denoise.strategy import default_strategies
     from tmstarget.denoise.arrays import load_denoised
 
     path = bench_dir() / "work" / f"{name}_desc-{strategy}{int(fwhm)}mm_denoised.npz"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        strat = {**DEFAULT_STRATEGIES[strategy], "smoothing_fwhm_mm": fwhm or None}
+        strat = {**default_strategies()[strategy], "smoothing_fwhm_mm": fwhm or None}
         res = denoise_runs([{"bold": bold["bold_mni"], "mask": bold["mask_mni"], "confounds": bold["confounds"]}],
                               strat, min_retained_minutes=1.0, warn_retained_minutes=1.0, strategy_name=strategy)
         save_denoised_npz(res, path)

@@ -115,7 +115,7 @@ def denoised(bench: Path, name: str, bold: dict, strategy: str, fwhm: float):
 
     from tmstarget.denoise.arrays import save_denoised_npz
     from tmstarget.denoise.run import denoise_runs
-    from tmstarget.denoise.strategy import DEFAULT_STRATEGIES
+    from tmstarget.denoise.strategy import default_strategies
     from tmstarget.denoise.arrays import save_raw_runs
     from tmstarget.denoise.arrays import load_denoised
 
@@ -123,7 +123,7 @@ def denoised(bench: Path, name: str, bold: dict, strategy: str, fwhm: float):
     halves = bench / "work" / f"{name}_desc-{strategy}{int(fwhm)}mm_halves.npz"
     if not (path.exists() and halves.exists()):
         crop = cropped_run(bench, name, bold)
-        strat = {**DEFAULT_STRATEGIES[strategy], "smoothing_fwhm_mm": fwhm or None}
+        strat = {**default_strategies()[strategy], "smoothing_fwhm_mm": fwhm or None}
         seed, search = old.masks_for(nib.load(crop["mask_mni"]), {"seed": "sphere", "search": "ba46"})
         res = denoise_runs([{"bold": crop["bold_mni"], "mask": crop["mask_mni"], "confounds": crop["confounds"]}],
                               strat, min_retained_minutes=1.0, warn_retained_minutes=1.0, strategy_name=strategy,

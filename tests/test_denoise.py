@@ -17,12 +17,14 @@ from tmstarget.denoise.confounds import (MOTION_BASE, censoring_mask, confound_c
                                          dummy_volume_count, fill_undefined_first_row, read_confounds)
 from tmstarget.denoise.run import denoise_runs, run_denoise
 from tmstarget.denoise.smooth import smooth_masked
-from tmstarget.denoise.strategy import DEFAULT_STRATEGIES, validate_strategy
+from tmstarget.denoise.strategy import default_strategies, validate_strategy
 from tmstarget.denoise.temporal import temporal_operator
 from tmstarget.errors import InputError, QCFailure
 from tmstarget.io.nifti import load_masked_bold, read_t_r
 
 MOTION = list(MOTION_BASE)
+#: The strategies of config/config.yaml (complete: every key), the base of every strategy below.
+FOX, ACOMPCOR = default_strategies()["fox"], default_strategies()["acompcor"]
 
 
 def make_run(root: Path, name="sub-01_task-rest", n_vols=160, t_r=2.0, shape=(7, 6, 5), seed=0,
@@ -112,11 +114,11 @@ def nilearn_reference(run: dict, strategy: dict) -> np.ndarray:
 
 
 @pytest.mark.parametrize("strategy", [
-    {**DEFAULT_STRATEGIES["fox"], "smoothing_fwhm_mm": None},
-    {**DEFAULT_STRATEGIES["acompcor"], "smoothing_fwhm_mm": None, "censor_before": 1, "censor_after": 2},
-    {"motion": 6, "wm_csf": True, "global_signal": False, "derivatives": True, "high_pass_hz": 0.01,
+    {**FOX, "smoothing_fwhm_mm": None},
+    {**ACOMPCOR, "smoothing_fwhm_mm": None, "censor_before": 1, "censor_after": 2},
+    {**FOX, "motion": 6, "wm_csf": True, "global_signal": False, "derivatives": True, "high_pass_hz": 0.01,
      "low_pass_hz": None, "smoothing_fwhm_mm": None},
-    {"motion": 12, "low_pass_hz": 0.08, "high_pass_hz": None, "detrend": False, "smoothing_fwhm_mm": None},
+    {**FOX, "motion": 12, "low_pass_hz": 0.08, "high_pass_hz": None, "detrend": False, "smoothing_fwhm_mm": None},
 ])
 def test_matches_nilearn_signal_clean(tmp_path, strategy):
     # censored volumes inside the run and at its very end (dropped, not extrapolated)
@@ -129,7 +131,7 @@ def test_matches_nilearn_signal_clean(tmp_path, strategy):
 
 
 def test_no_censoring_matches_nilearn(tmp_path):
-    strategy = {**DEFAULT_STRATEGIES["fox"], "smoothing_fwhm_mm": None, "fd_threshold_mm": None}
+    strategy = {**FOX, "smoothing_fwhm_mm": None, "fd_threshold_mm": None}
     run = make_run(tmp_path, fd_spikes=(40,))
     res = denoise_runs([run], strategy, min_retained_minutes=1)
     assert res.data_tv.shape[0] == 160 - 2
@@ -138,9 +140,9 @@ def test_no_censoring_matches_nilearn(tmp_path):
 
 def test_regressors_removed_and_band_limited(tmp_path):
     run = make_run(tmp_path, n_vols=300)
-    res = denoise_runs([run], {**DEFAULT_STRATEGIES["fox"], "smoothing_fwhm_mm": None}, min_retained_minutes=1)
+    res = denoise_runs([run], {**FOX, "smoothing_fwhm_mm": None}, min_retained_minutes=1)
     df = read_confounds(run["confounds"])
-    s = validate_strategy(DEFAULT_STRATEGIES["fox"])
+    s = validate_strategy(FOX)
     x_tk, _ = confound_matrix(df, s, run["confounds"])
     op, _ = temporal_operator(298, np.ones(298, bool), 2.0, s, np.zeros((298, 0)))
     gs_filtered = op @ x_tk[2:, confound_column_names(s, df.columns).index("global_signal")]
@@ -158,16 +160,16 @@ def test_regressors_removed_and_band_limited(tmp_path):
 
 def test_confound_column_names():
     cols = [f"a_comp_cor_{i:02d}" for i in (10, 2, 0, 1)]
-    s = validate_strategy({"motion": 6, "wm_csf": False, "global_signal": False})
+    s = validate_strategy({**FOX, "motion": 6, "wm_csf": False, "global_signal": False})
     assert confound_column_names(s, cols) == MOTION
-    s = validate_strategy({"motion": 12, "wm_csf": False, "global_signal": False})
+    s = validate_strategy({**FOX, "motion": 12, "wm_csf": False, "global_signal": False})
     assert len(confound_column_names(s, cols)) == 12
-    s = validate_strategy({"motion": 24, "derivatives": True})
+    s = validate_strategy({**FOX, "motion": 24, "derivatives": True})
     names = confound_column_names(s, cols)
     assert len(names) == 24 + 3 + 3
     assert names[24:] == ["white_matter", "csf", "global_signal", "white_matter_derivative1",
                           "csf_derivative1", "global_signal_derivative1"]
-    s = validate_strategy({"motion": 0, "wm_csf": False, "global_signal": False, "acompcor": 3})
+    s = validate_strategy({**FOX, "motion": 0, "wm_csf": False, "global_signal": False, "acompcor": 3})
     assert confound_column_names(s, cols) == ["a_comp_cor_00", "a_comp_cor_01", "a_comp_cor_02"]
 
 
@@ -176,7 +178,7 @@ def test_acompcor_uses_combined_mask_from_sidecar(tmp_path):
     meta = {f"a_comp_cor_{i:02d}": {"Mask": "WM" if i < 3 else "combined", "Retained": True} for i in range(6)}
     Path(run["confounds"].replace(".tsv", ".json")).write_text(json.dumps(meta))
     df = read_confounds(run["confounds"])
-    s = validate_strategy({"motion": 0, "wm_csf": False, "global_signal": False, "acompcor": 2})
+    s = validate_strategy({**FOX, "motion": 0, "wm_csf": False, "global_signal": False, "acompcor": 2})
     _, names = confound_matrix(df, s, run["confounds"])
     assert names == ["a_comp_cor_03", "a_comp_cor_04"]
 
@@ -184,7 +186,7 @@ def test_acompcor_uses_combined_mask_from_sidecar(tmp_path):
 def test_missing_derived_columns_are_computed(tmp_path):
     run = make_run(tmp_path)
     df = read_confounds(run["confounds"])
-    s = validate_strategy({"motion": 24})
+    s = validate_strategy({**FOX, "motion": 24})
     full, names = confound_matrix(df, s, run["confounds"])
     drop = [c for c in df.columns if c.endswith(("_power2", "_derivative1"))]
     reduced, names2 = confound_matrix(df.drop(columns=drop), s, run["confounds"])
@@ -197,9 +199,9 @@ def test_missing_confound_column_is_input_error(tmp_path):
     df = read_confounds(run["confounds"]).drop(columns=["global_signal"])
     df.to_csv(run["confounds"], sep="\t", index=False, na_rep="n/a")
     with pytest.raises(InputError, match="global_signal.*denoising.strategy"):
-        denoise_runs([run], DEFAULT_STRATEGIES["fox"], min_retained_minutes=1)
+        denoise_runs([run], FOX, min_retained_minutes=1)
     with pytest.raises(InputError, match="acompcor"):
-        denoise_runs([run], {**DEFAULT_STRATEGIES["acompcor"], "acompcor": 9}, min_retained_minutes=1)
+        denoise_runs([run], {**ACOMPCOR, "acompcor": 9}, min_retained_minutes=1)
 
 
 def test_confounds_row_count_mismatch(tmp_path):
@@ -207,7 +209,7 @@ def test_confounds_row_count_mismatch(tmp_path):
     df = read_confounds(run["confounds"]).iloc[:-3]
     df.to_csv(run["confounds"], sep="\t", index=False, na_rep="n/a")
     with pytest.raises(InputError, match="157 rows but .* 160 volumes"):
-        denoise_runs([run], DEFAULT_STRATEGIES["fox"], min_retained_minutes=1)
+        denoise_runs([run], FOX, min_retained_minutes=1)
 
 
 def test_censoring_mask_neighbours():
@@ -230,11 +232,33 @@ def test_dummy_volume_count():
 
 
 def test_default_strategies_are_valid():
-    fox = validate_strategy(DEFAULT_STRATEGIES["fox"], "fox")
+    fox = validate_strategy(FOX, "fox")
     assert (fox["motion"], fox["global_signal"], fox["wm_csf"], fox["acompcor"]) == (24, True, True, 0)
     assert (fox["high_pass_hz"], fox["low_pass_hz"], fox["fd_threshold_mm"], fox["smoothing_fwhm_mm"]) == (0.01, 0.1, 0.5, 4.0)
-    acc = validate_strategy(DEFAULT_STRATEGIES["acompcor"], "acompcor")
+    acc = validate_strategy(ACOMPCOR, "acompcor")
     assert (acc["global_signal"], acc["wm_csf"], acc["acompcor"]) == (False, False, 5)
+
+
+def test_strategy_defaults_live_in_config_yaml():
+    """config/config.yaml is the one place the strategy values are set: its default strategy names
+    every key of the schema's strategy, with the values of the module table it replaced (behaviour
+    unchanged), and a strategy that leaves keys out takes them from it."""
+    from tmstarget.config.settings import DEFAULT_CONFIG, SCHEMA, read_yaml
+
+    cfg = read_yaml(DEFAULT_CONFIG)["denoising"]
+    schema_keys = set(read_yaml(SCHEMA)["$defs"]["strategy"]["properties"])
+    for name, strategy in cfg["strategies"].items():
+        assert set(strategy) == schema_keys, name
+    assert cfg["strategy"] == "fox"
+    assert FOX == {"motion": 24, "wm_csf": True, "global_signal": True, "derivatives": False, "acompcor": 0,
+                   "high_pass_hz": 0.01, "low_pass_hz": 0.1, "fd_threshold_mm": 0.5, "censor_before": 0,
+                   "censor_after": 0, "smoothing_fwhm_mm": 4.0, "detrend": True}
+    assert list(FOX) == list(cfg["strategies"]["fox"])     # key order of the QC record kept
+    assert ACOMPCOR == {**FOX, "wm_csf": False, "global_signal": False, "acompcor": 5}
+    assert validate_strategy({"motion": 6, "smoothing_fwhm_mm": 0}, "mine") == {**FOX, "motion": 6,
+                                                                                "smoothing_fwhm_mm": None}
+    own = {**FOX, "detrend": False}
+    assert validate_strategy({"motion": 6}, "mine", defaults=own) == {**own, "motion": 6}
 
 
 @pytest.mark.parametrize("bad, match", [
@@ -249,13 +273,13 @@ def test_default_strategies_are_valid():
 ])
 def test_strategy_validation_errors(bad, match):
     with pytest.raises(InputError, match=match):
-        validate_strategy(bad, "mine")
+        validate_strategy({**FOX, **bad}, "mine")
 
 
 def test_low_pass_above_nyquist_is_input_error(tmp_path):
     run = make_run(tmp_path, t_r=5.0, n_vols=80)
     with pytest.raises(InputError, match="Nyquist.*TR 5 s"):
-        denoise_runs([run], DEFAULT_STRATEGIES["fox"], min_retained_minutes=1)
+        denoise_runs([run], FOX, min_retained_minutes=1)
 
 
 # ----------------------------------------------------------------------------- retained data, QC
@@ -264,7 +288,7 @@ def test_low_pass_above_nyquist_is_input_error(tmp_path):
 def test_too_little_data_is_qc_failure(tmp_path):
     run = make_run(tmp_path, n_vols=160, fd_spikes=range(20, 60))   # 158 - 40 = 118 volumes = 3.9 min
     with pytest.raises(QCFailure) as exc:
-        denoise_runs([run], DEFAULT_STRATEGIES["fox"], strategy_name="fox")
+        denoise_runs([run], FOX, strategy_name="fox")
     msg = str(exc.value)
     assert "3.9 min" in msg and "5 min" in msg and "denoising.min_retained_minutes" in msg
     assert "denoising.strategies.fox.fd_threshold_mm" in msg
@@ -273,12 +297,12 @@ def test_too_little_data_is_qc_failure(tmp_path):
 def test_all_volumes_censored_is_qc_failure(tmp_path):
     run = make_run(tmp_path, n_vols=60, fd_spikes=range(1, 60))
     with pytest.raises(QCFailure, match="0.0 min"):
-        denoise_runs([run], DEFAULT_STRATEGIES["fox"], min_retained_minutes=0)
+        denoise_runs([run], FOX, min_retained_minutes=0)
 
 
 def test_warning_below_warn_threshold(tmp_path):
     run = make_run(tmp_path, n_vols=200, fd_spikes=(50, 51, 100))
-    res = denoise_runs([run], {**DEFAULT_STRATEGIES["fox"], "smoothing_fwhm_mm": None})
+    res = denoise_runs([run], {**FOX, "smoothing_fwhm_mm": None})
     assert res.data_tv.shape[0] == 200 - 2 - 3
     assert math.isclose(res.qc["minutes_kept"], 195 * 2 / 60, abs_tol=1e-3)
     assert any("6.5 min" in w and "8 min" in w for w in res.warnings)
@@ -303,7 +327,7 @@ def test_multiple_runs_concatenated_with_common_mask(tmp_path):
     run1 = make_run(tmp_path / "a", name="sub-01_task-rest_run-1", n_vols=120, seed=1, mask_fn=mask_a)
     run2 = make_run(tmp_path / "b", name="sub-01_task-rest_run-2", n_vols=100, seed=2, mask_fn=mask_b,
                     fd_spikes=(40,))
-    res = denoise_runs([run1, run2], {**DEFAULT_STRATEGIES["fox"], "smoothing_fwhm_mm": None},
+    res = denoise_runs([run1, run2], {**FOX, "smoothing_fwhm_mm": None},
                           min_retained_minutes=1)
     expected_mask = mask_a((7, 6, 5)) & mask_b((7, 6, 5))
     assert np.array_equal(np.asarray(res.mask_img.dataobj) > 0, expected_mask)
@@ -313,7 +337,7 @@ def test_multiple_runs_concatenated_with_common_mask(tmp_path):
         assert np.max(np.abs(seg.mean(axis=0))) < 1e-5
         assert np.max(np.abs(seg.std(axis=0, ddof=1) - 1)) < 1e-4
     # each block equals the run denoised alone, restricted to the common mask
-    alone = denoise_runs([run2], {**DEFAULT_STRATEGIES["fox"], "smoothing_fwhm_mm": None}, min_retained_minutes=1)
+    alone = denoise_runs([run2], {**FOX, "smoothing_fwhm_mm": None}, min_retained_minutes=1)
     cols = expected_mask[mask_b((7, 6, 5))]
     assert np.max(np.abs(alone.data_tv[:, cols] - res.data_tv[118:])) < 1e-5
 
@@ -322,7 +346,7 @@ def test_different_tr_is_input_error(tmp_path):
     run1 = make_run(tmp_path / "a", t_r=2.0)
     run2 = make_run(tmp_path / "b", t_r=1.5)
     with pytest.raises(InputError, match="different repetition times"):
-        denoise_runs([run1, run2], DEFAULT_STRATEGIES["fox"], min_retained_minutes=1)
+        denoise_runs([run1, run2], FOX, min_retained_minutes=1)
 
 
 def test_tr_from_sidecar_then_header(tmp_path):
@@ -363,7 +387,7 @@ def test_smoothing_stays_in_mask_and_keeps_constants():
 
 def test_tsnr_before_denoising(tmp_path):
     run = make_run(tmp_path, n_vols=200, mean=1000.0, noise_sd=10.0)
-    res = denoise_runs([run], DEFAULT_STRATEGIES["fox"], min_retained_minutes=1)
+    res = denoise_runs([run], FOX, min_retained_minutes=1)
     # the generator adds confound mixes (sd ~ 3 * sqrt(4 * ~1)) on top of sd 10 noise
     df = read_confounds(run["confounds"])
     assert res.tsnr_v.dtype == np.float32
@@ -383,7 +407,7 @@ def test_run_denoise_writes_npz_and_qc(tmp_path):
     run = make_run(tmp_path / "in", n_vols=200, fd_spikes=(60,))
     out_npz = tmp_path / "work" / "sub-01_desc-fox_denoised.npz"
     out_qc = tmp_path / "out" / "sub-01_task-rest_desc-denoise_qc.json"
-    res = run_denoise([dict(run, name="sub-01_task-rest", t_r=None)], DEFAULT_STRATEGIES["fox"],
+    res = run_denoise([dict(run, name="sub-01_task-rest", t_r=None)], FOX,
                          out_npz, out_qc, min_retained_minutes=1, warn_retained_minutes=5, strategy_name="fox")
     with np.load(out_npz) as z:
         assert set(z.files) == {"data_tv", "mask", "affine", "t_r", "run_lengths", "tsnr_v"}
@@ -406,7 +430,7 @@ def test_run_denoise_writes_npz_and_qc(tmp_path):
 def test_load_denoised_npz_roundtrip(tmp_path):
     run = make_run(tmp_path / "in", n_vols=120)
     out_npz = tmp_path / "d.npz"
-    res = run_denoise([run], DEFAULT_STRATEGIES["acompcor"], out_npz, tmp_path / "qc.json",
+    res = run_denoise([run], ACOMPCOR, out_npz, tmp_path / "qc.json",
                          min_retained_minutes=1)
     got = load_denoised_npz(out_npz)
     assert np.array_equal(got["data_tv"], res.data_tv)
@@ -476,7 +500,7 @@ def _zero_volumes(run: dict, zero=(), constant=()) -> None:
 def test_constant_volumes_are_censored_like_motion(tmp_path, n_runs):
     """All-zero or constant volumes are found while reading, censored, listed in the QC and left out
     of the tSNR: the result equals censoring those volumes by framewise displacement."""
-    strategy = {**DEFAULT_STRATEGIES["fox"], "smoothing_fwhm_mm": None}
+    strategy = {**FOX, "smoothing_fwhm_mm": None}
     faulty, by_fd = [], []
     for k in range(n_runs):
         run = make_run(tmp_path / f"z{k}", name=f"sub-01_task-rest_run-{k + 1}", n_vols=150, seed=k)
@@ -513,7 +537,7 @@ def test_derivative_first_row_filled_as_nilearn_load_confounds(tmp_path):
     from nilearn.interfaces.fmriprep import load_confounds
 
     run = make_run(tmp_path, n_dummy=0)
-    strategy = {**DEFAULT_STRATEGIES["fox"], "smoothing_fwhm_mm": None, "fd_threshold_mm": None,
+    strategy = {**FOX, "smoothing_fwhm_mm": None, "fd_threshold_mm": None,
                 "derivatives": True}
     conf, sample_mask = load_confounds(run["bold"], strategy=("motion", "wm_csf", "global_signal"),
                                        motion="full", wm_csf="derivatives", global_signal="derivatives",

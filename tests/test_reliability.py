@@ -13,7 +13,7 @@ from test_denoise import make_run
 from tmstarget.denoise.arrays import RawRuns, load_raw_runs
 from tmstarget.denoise.confounds import confound_matrix, dummy_volume_count, read_confounds
 from tmstarget.denoise.run import denoise_runs, run_denoise
-from tmstarget.denoise.strategy import DEFAULT_STRATEGIES, validate_strategy
+from tmstarget.denoise.strategy import default_strategies, validate_strategy
 from tmstarget.target import reliability as rl
 from tmstarget.target import selection as T
 from tmstarget.config.settings import load_config
@@ -113,7 +113,7 @@ def test_independent_half_equals_nilearn_clean_with_sample_mask(tmp_path, monkey
     equals nilearn.signal.clean of the raw run with sample_mask = the half's kept volumes (same
     detrend, band-pass, confounds; z-scored): max abs diff 1.5e-6 measured, asserted < 1e-4."""
     high, low = band
-    strategy = {**DEFAULT_STRATEGIES["fox"], "smoothing_fwhm_mm": None, "high_pass_hz": high, "low_pass_hz": low}
+    strategy = {**default_strategies()["fox"], "smoothing_fwhm_mm": None, "high_pass_hz": high, "low_pass_hz": low}
     run = make_run(tmp_path, fd_spikes=(30, 31, 77, 120, 159))
     mask = np.asarray(nib.load(run["mask"]).dataobj) > 0
     res = denoise_runs([run], strategy, 1, 1, halves_mask_3d=mask)
@@ -150,7 +150,7 @@ def test_half_of_all_volumes_is_the_joint_denoised_data(tmp_path, fwhm_mm, chose
     shape = (14, 12, 10)
     runs = [make_run(tmp_path / f"r{i}", name=f"sub-01_task-rest_run-{i}", seed=i, fd_spikes=(30, 31, 100),
                      shape=shape, mask_fn=lambda s: np.pad(np.ones((12, 10, 8)), 1)) for i in (1, 2)]
-    strategy = {**DEFAULT_STRATEGIES["fox"], "smoothing_fwhm_mm": fwhm_mm}
+    strategy = {**default_strategies()["fox"], "smoothing_fwhm_mm": fwhm_mm}
     mask = np.asarray(nib.load(runs[0]["mask"]).dataobj) > 0
     keep = mask if chosen == "all" else _two_blobs(shape) & mask
     res = denoise_runs(runs, strategy, 1, 1, halves_mask_3d=keep)
@@ -168,7 +168,7 @@ def test_raw_runs_roundtrip_and_errors(tmp_path):
     run = make_run(tmp_path)
     mask = np.asarray(nib.load(run["mask"]).dataobj) > 0
     out = tmp_path / "u_desc-fox_halves.npz"
-    run_denoise([run], {**DEFAULT_STRATEGIES["fox"], "smoothing_fwhm_mm": None}, tmp_path / "u_denoised.npz",
+    run_denoise([run], {**default_strategies()["fox"], "smoothing_fwhm_mm": None}, tmp_path / "u_denoised.npz",
                    tmp_path / "qc.json", 1, 1, out_halves_npz=out, halves_mask_paths=[run["mask"]])
     raw = load_raw_runs(out)
     assert raw.raw_tc.shape == (158, int(mask.sum())) and raw.strategy["global_signal"] is True

@@ -19,7 +19,7 @@ import pytest
 from scipy import ndimage
 
 from tmstarget.denoise.arrays import RawRuns, save_raw_runs
-from tmstarget.denoise.strategy import DEFAULT_STRATEGIES, validate_strategy
+from tmstarget.denoise.strategy import default_strategies, validate_strategy
 from tmstarget.target import regions as R
 from tmstarget.target import reliability as rl
 from tmstarget.target import selection as T
@@ -335,7 +335,7 @@ def write_halves(npz, out, grid, confounds_tk=None):
     conf = [np.zeros((n, 0)) for n in run_lengths] if confounds_tk is None else \
         np.split(confounds_tk, np.cumsum(run_lengths)[:-1])
     raw = RawRuns(data_tv, columns, kept, conf, t_r,
-                     validate_strategy({**DEFAULT_STRATEGIES["fox"], "smoothing_fwhm_mm": None}))
+                     validate_strategy({**default_strategies()["fox"], "smoothing_fwhm_mm": None}))
     return save_raw_runs(raw, out)
 
 

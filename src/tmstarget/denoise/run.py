@@ -219,7 +219,7 @@ def denoise_runs(runs: list[dict], strategy: dict, min_retained_minutes: float =
         Each with ``bold`` (4D template-space BOLD), ``mask`` (its brain mask), ``confounds``
         (fMRIPrep confounds TSV) and optionally ``t_r`` (seconds); other keys are ignored.
     strategy : dict
-        Denoising strategy (keys of :data:`STRATEGY_DEFAULTS`).
+        Denoising strategy (:func:`tmstarget.denoise.strategy.validate_strategy`).
     min_retained_minutes : float
         Below this many minutes kept in total, :class:`QCFailure`.
     warn_retained_minutes : float

@@ -2,55 +2,75 @@
 
 A strategy (``denoising.strategies.<name>`` in ``config/config.yaml``) chooses the confound
 regressors, the censoring threshold, the band-pass filter and the spatial smoothing
-(docs/method.md, denoising).
+(docs/method.md, denoising). The default values live in ``config/config.yaml`` only (its default
+strategy names every key; the schema checks the types); this module holds no table of its own.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
 
+from tmstarget.config.settings import DEFAULT_CONFIG, SCHEMA, read_yaml
 from tmstarget.errors import InputError
 
-STRATEGY_DEFAULTS: dict = {
-    "motion": 24,              # 0, 6 (trans/rot), 12 (+ derivatives), 24 (+ squares of both)
-    "wm_csf": True,            # mean white-matter and CSF signals
-    "global_signal": True,     # mean global signal (GSR)
-    "derivatives": False,      # also the temporal derivatives of the WM/CSF/global regressors
-    "acompcor": 0,             # number of anatomical CompCor components (a_comp_cor_XX)
-    "high_pass_hz": 0.01,      # Butterworth high-pass cut-off (Hz) or None
-    "low_pass_hz": 0.1,        # Butterworth low-pass cut-off (Hz) or None
-    "fd_threshold_mm": 0.5,    # censor volumes with framewise displacement above this, or None
-    "censor_before": 0,        # also censor this many volumes before each high-motion volume
-    "censor_after": 0,         # ... and this many after it
-    "smoothing_fwhm_mm": 4.0,  # Gaussian FWHM in mm, or None / 0 for no smoothing (docs/reliability.md)
-    "detrend": True,           # remove a linear trend before filtering
-}
+STRATEGY_SECTION = "denoising.strategies"
 
-DEFAULT_STRATEGIES: dict[str, dict] = {
-    "fox": dict(STRATEGY_DEFAULTS),
-    "acompcor": {**STRATEGY_DEFAULTS, "wm_csf": False, "global_signal": False, "acompcor": 5},
-}
+
+@functools.lru_cache(maxsize=1)
+def _default_denoising() -> dict:
+    """The ``denoising`` section of the repository's ``config/config.yaml`` (read once)."""
+    return read_yaml(DEFAULT_CONFIG)["denoising"]
+
+
+def default_strategy() -> dict:
+    """The default strategy of ``config/config.yaml`` (``denoising.strategies.<denoising.strategy>``).
+
+    It is the one place where the value of every strategy key is set: a strategy that leaves a key
+    out takes it from here, and it must name every key of the schema's strategy
+    (``workflow/schemas/config.schema.yaml``, ``$defs/strategy``).
+    """
+    return dict(_checked_default_strategy())
+
+
+@functools.lru_cache(maxsize=1)
+def _checked_default_strategy() -> dict:
+    section = _default_denoising()
+    name = section["strategy"]
+    strategy = dict(section["strategies"][name])
+    missing = sorted(set(read_yaml(SCHEMA)["$defs"]["strategy"]["properties"]) - set(strategy))
+    if missing:
+        raise InputError(f"{DEFAULT_CONFIG}: {STRATEGY_SECTION}.{name} lacks the key(s) {missing}; the default "
+                         "strategy must set every strategy key (config/README.md)")
+    return strategy
+
+
+def default_strategies() -> dict[str, dict]:
+    """Every strategy of ``config/config.yaml``, validated (complete), by name."""
+    return {name: validate_strategy(s, name) for name, s in _default_denoising()["strategies"].items()}
 
 
 # ----------------------------------------------------------------------------- strategy
 
 
-def validate_strategy(strategy: dict, name: str = "strategy") -> dict:
-    """Check a strategy dict and return it completed with :data:`STRATEGY_DEFAULTS`.
+def validate_strategy(strategy: dict, name: str = "strategy", defaults: dict | None = None) -> dict:
+    """Check a strategy dict and return it completed with ``defaults``.
 
     Parameters
     ----------
     strategy : dict
-        Keys of :data:`STRATEGY_DEFAULTS` (missing keys take the default).
+        Strategy keys (``config/README.md``); keys left out take their value from ``defaults``.
     name : str
         Strategy name, used in error messages (``denoising.strategies.<name>``).
+    defaults : dict, optional
+        A complete strategy; by default :func:`default_strategy` (``config/config.yaml``).
 
     Returns
     -------
     dict
-        All keys of :data:`STRATEGY_DEFAULTS`, with validated values.
+        Every strategy key, with validated values.
 
     Raises
     ------
@@ -60,10 +80,11 @@ def validate_strategy(strategy: dict, name: str = "strategy") -> dict:
     where = f"denoising.strategies.{name}"
     if not isinstance(strategy, dict):
         raise InputError(f"{where} must be a mapping of settings, got {type(strategy).__name__}")
-    unknown = sorted(set(strategy) - set(STRATEGY_DEFAULTS))
+    defaults = default_strategy() if defaults is None else defaults
+    unknown = sorted(set(strategy) - set(defaults))
     if unknown:
-        raise InputError(f"{where}: unknown key(s) {unknown}; valid keys are {sorted(STRATEGY_DEFAULTS)}")
-    s = {**STRATEGY_DEFAULTS, **strategy}
+        raise InputError(f"{where}: unknown key(s) {unknown}; valid keys are {sorted(defaults)}")
+    s = {**defaults, **strategy}
 
     def fail(key, what):
         raise InputError(f"{where}.{key} = {s[key]!r}: {what}; fix it in the config file")
