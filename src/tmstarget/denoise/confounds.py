@@ -1,6 +1,10 @@
 """Confounds of a run: reading fMRIPrep's ``*_desc-confounds_timeseries.tsv``, choosing the
 regressors of a strategy, the leading non-steady-state volumes and the censoring mask from
 framewise displacement (docs/method.md, denoising).
+
+The selection equals ``nilearn.interfaces.fmriprep.load_confounds`` on fMRIPrep tables (max abs
+difference 0, tests/test_denoise_nilearn.py) but is kept: load_confounds raises on tables without the
+derived columns or without the JSON sidecar (the built-in preprocessing writes none), which ours reads.
 """
 
 from __future__ import annotations
