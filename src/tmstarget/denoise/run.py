@@ -228,7 +228,7 @@ def denoise_runs(runs: list[dict], strategy: dict, min_retained_minutes: float =
         Name used in messages and in the QC record.
     halves_mask_3d : ndarray bool, optional
         Voxels (e.g. seed and search region, on the grid of the runs) whose raw series are kept in
-        ``DenoiseResult.halves`` (:class:`tmstarget.target.reliability.RawRuns`) so that split halves can be
+        ``DenoiseResult.halves`` (:class:`tmstarget.denoise.arrays.RawRuns`) so that split halves can be
         denoised on their own.
 
     Returns
