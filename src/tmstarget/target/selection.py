@@ -51,10 +51,10 @@ from scipy import ndimage, sparse
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial.distance import pdist
 
+from tmstarget.denoise.arrays import Denoised, RawRuns, load_denoised, load_raw_runs
 from tmstarget.errors import InputError, QCFailure
 from tmstarget.io.files import load_img_checked, sha256_file, write_json
 from tmstarget.target.regions import grey_matter_probability, in_ba46, literature_sites_mni_ras_mm
-from tmstarget.denoise.arrays import Denoised, RawRuns, load_denoised, load_raw_runs
 from tmstarget.target.reliability import clean_half, first_second_rows, split_half_study
 
 log = logging.getLogger(__name__)
