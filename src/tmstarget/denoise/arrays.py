@@ -26,6 +26,7 @@ import numpy as np
 from tmstarget.errors import InputError
 from tmstarget.io.files import atomic_path
 
+
 @dataclass
 class DenoiseResult:
     """Denoised, z-scored and concatenated runs.

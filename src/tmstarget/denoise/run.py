@@ -52,6 +52,7 @@ from tmstarget.io.nifti import load_masked_bold, open_bold_4d, read_t_r, same_gr
 
 log = logging.getLogger(__name__)
 
+
 @dataclass
 class _RunPlan:
     bold: Path
