@@ -257,6 +257,7 @@ def test_strategy_defaults_live_in_config_yaml():
     assert ACOMPCOR == {**FOX, "wm_csf": False, "global_signal": False, "acompcor": 5}
     assert validate_strategy({"motion": 6, "smoothing_fwhm_mm": 0}, "mine") == {**FOX, "motion": 6,
                                                                                 "smoothing_fwhm_mm": None}
+    assert (cfg["min_retained_minutes"], cfg["warn_retained_minutes"]) == (5.0, 8.0)   # denoise_runs' defaults
     own = {**FOX, "detrend": False}
     assert validate_strategy({"motion": 6}, "mine", defaults=own) == {**own, "motion": 6}
 

@@ -43,7 +43,7 @@ from tmstarget.bids.preflight import check_confounds_rows
 from tmstarget.denoise.arrays import DenoiseResult, RawRuns, save_denoised_npz, save_raw_runs
 from tmstarget.denoise.confounds import censoring_mask, confound_matrix, dummy_volume_count, read_confounds
 from tmstarget.denoise.smooth import raw_smoothed_columns, smooth_masked
-from tmstarget.denoise.strategy import validate_strategy
+from tmstarget.denoise.strategy import denoising_default, validate_strategy
 from tmstarget.denoise.temporal import (VOXEL_CHUNK, ShortRun, butterworth_sos, chunks, temporal_operator,
                                         zscore_columns)
 from tmstarget.errors import InputError, QCFailure
@@ -209,8 +209,8 @@ def _clean_run(plan: _RunPlan, mask_3d: np.ndarray, out_tv: np.ndarray | None, t
     return out_tv
 
 
-def denoise_runs(runs: list[dict], strategy: dict, min_retained_minutes: float = 5.0,
-                 warn_retained_minutes: float = 8.0, strategy_name: str = "strategy",
+def denoise_runs(runs: list[dict], strategy: dict, min_retained_minutes: float | None = None,
+                 warn_retained_minutes: float | None = None, strategy_name: str = "strategy",
                  halves_mask_3d: np.ndarray | None = None) -> DenoiseResult:
     """Denoise one or more runs of one subject and concatenate them.
 
@@ -221,10 +221,11 @@ def denoise_runs(runs: list[dict], strategy: dict, min_retained_minutes: float =
         (fMRIPrep confounds TSV) and optionally ``t_r`` (seconds); other keys are ignored.
     strategy : dict
         Denoising strategy (:func:`tmstarget.denoise.strategy.validate_strategy`).
-    min_retained_minutes : float
-        Below this many minutes kept in total, :class:`QCFailure`.
-    warn_retained_minutes : float
-        Below this, a warning is recorded in the QC.
+    min_retained_minutes : float, optional
+        Below this many minutes kept in total, :class:`QCFailure` (default: ``denoising.min_retained_minutes``
+        of ``config/config.yaml``).
+    warn_retained_minutes : float, optional
+        Below this, a warning is recorded in the QC (default: ``denoising.warn_retained_minutes``).
     strategy_name : str
         Name used in messages and in the QC record.
     halves_mask_3d : ndarray bool, optional
@@ -246,6 +247,10 @@ def denoise_runs(runs: list[dict], strategy: dict, min_retained_minutes: float =
     if not runs:
         raise InputError("no BOLD run given to denoise; check the input dataset and the task name")
     strat = validate_strategy(strategy, strategy_name)
+    if min_retained_minutes is None:
+        min_retained_minutes = denoising_default("min_retained_minutes")
+    if warn_retained_minutes is None:
+        warn_retained_minutes = denoising_default("warn_retained_minutes")
     t_rs = [read_t_r(r["bold"], r.get("t_r")) for r in runs]
     if max(t_rs) - min(t_rs) > 1e-3:
         raise InputError(
@@ -356,19 +361,21 @@ def denoise_runs(runs: list[dict], strategy: dict, min_retained_minutes: float =
     return DenoiseResult(data_tv, mask_img, t_r, run_lengths, tsnr_v, qc, halves)
 
 
-def run_denoise(runs: list[dict], strategy: dict, out_npz, out_qc_json, min_retained_minutes: float = 5.0,
-                warn_retained_minutes: float = 8.0, strategy_name: str = "fox", out_halves_npz=None,
+def run_denoise(runs: list[dict], strategy: dict, out_npz, out_qc_json, min_retained_minutes: float | None = None,
+                warn_retained_minutes: float | None = None, strategy_name: str | None = None, out_halves_npz=None,
                 halves_mask_paths=()) -> DenoiseResult:
     """Workflow adapter: denoise the runs of one unit, write the npz and the QC JSON.
 
     With ``out_halves_npz``, also the raw series of the voxels of ``halves_mask_paths`` (seed and
     search masks) for independently denoised split halves (:mod:`tmstarget.target.reliability`).
-    Writes nothing when denoising fails (:class:`InputError`, :class:`QCFailure`).
+    Writes nothing when denoising fails (:class:`InputError`, :class:`QCFailure`). Settings left
+    out take the ``denoising`` defaults of ``config/config.yaml`` (the strategy name: ``strategy``).
     """
     halves_mask = None
     for mpath in halves_mask_paths if out_halves_npz else ():
         m = np.asarray(load_img_checked(mpath, ndim=3, what="seed/search mask").dataobj) > 0
         halves_mask = m if halves_mask is None else (halves_mask | m)
+    strategy_name = denoising_default("strategy") if strategy_name is None else strategy_name
     result = denoise_runs(runs, strategy, min_retained_minutes, warn_retained_minutes, strategy_name,
                           halves_mask_3d=halves_mask)
     if out_halves_npz:

@@ -25,6 +25,11 @@ def _default_denoising() -> dict:
     return read_yaml(DEFAULT_CONFIG)["denoising"]
 
 
+def denoising_default(key: str):
+    """A default of the ``denoising`` section of ``config/config.yaml`` (e.g. ``min_retained_minutes``)."""
+    return _default_denoising()[key]
+
+
 def default_strategy() -> dict:
     """The default strategy of ``config/config.yaml`` (``denoising.strategies.<denoising.strategy>``).
 
