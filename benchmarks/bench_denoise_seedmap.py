@@ -4,7 +4,7 @@
 For each input (a small demo-sized run and a large 2 mm MNI run with 600 volumes, both synthetic, or
 a real run given with --bold/--mask/--confounds) four stages run, each in its own subprocess:
 
-    tmstarget-denoise   tmstarget.denoise.core.denoise_runs + npz          (Fox strategy)
+    tmstarget-denoise   tmstarget.denoise.run.denoise_runs + npz           (Fox strategy)
     tmstarget-seedmap   tmstarget.target.connectivity.run_seedmap            (r and z NIfTI + JSON)
     nilearn-denoise     NiftiMasker(...).fit_transform (signal.clean inside) + npz, same settings
     nilearn-seedmap     seed mean, plain correlation (dot product of z-scored series), Fisher z,
@@ -133,7 +133,8 @@ def write_seed_mask(mask_path: str, out_path: Path) -> Path:
 
 
 def stage_tmstarget_denoise(a):
-    from tmstarget.denoise.core import denoise_runs, save_denoised_npz
+    from tmstarget.denoise.arrays import save_denoised_npz
+    from tmstarget.denoise.run import denoise_runs
 
     run = {"bold": a.bold, "mask": a.mask, "confounds": a.confounds, "t_r": a.t_r}
     res = denoise_runs([run], STRATEGY, min_retained_minutes=0, warn_retained_minutes=0, strategy_name="fox")

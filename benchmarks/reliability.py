@@ -175,14 +175,15 @@ def evaluate(den, seed, search, s: dict, weights=None, planted=None, max_splits:
 def smoothed(den, fwhm: float):
     """A copy of unsmoothed denoised data smoothed (FWHM mm, inside the mask) and z-scored, as the
     denoise step does after the temporal cleaning."""
-    from tmstarget.denoise import core as dn
+    from tmstarget.denoise.smooth import smooth_masked
+    from tmstarget.denoise.temporal import zscore_columns
     from tmstarget.io.nifti import voxel_size_mm
-    from tmstarget.target.selection import Denoised
+    from tmstarget.denoise.arrays import Denoised
 
     data = den.data_tv.copy()
     if fwhm:
-        dn.smooth_masked(data, den.mask, voxel_size_mm(den.affine), fwhm)
-        dn.zscore_columns(data)
+        smooth_masked(data, den.mask, voxel_size_mm(den.affine), fwhm)
+        zscore_columns(data)
     return Denoised(data, den.mask, den.affine, den.t_r, den.run_lengths, den.name)
 
 
@@ -215,16 +216,18 @@ def loo_weights(other_r_v: np.ndarray, other_mask: np.ndarray, den, search) -> n
 def denoised_cached(name: str, bold: dict, strategy: str, fwhm: float):
     """Denoised data of one preprocessed run (fMRIPrep layout ``bold``: ``bold_mni``, ``mask_mni``,
     ``confounds``), computed once per strategy and smoothing and cached under the bench folder."""
-    from tmstarget.denoise import core as dn
-    from tmstarget.target.selection import load_denoised
+    from tmstarget.denoise.arrays import save_denoised_npz
+    from tmstarget.denoise.run import denoise_runs
+    from tmstarget.denoise.strategy import default_strategies
+    from tmstarget.denoise.arrays import load_denoised
 
     path = bench_dir() / "work" / f"{name}_desc-{strategy}{int(fwhm)}mm_denoised.npz"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        strat = {**dn.DEFAULT_STRATEGIES[strategy], "smoothing_fwhm_mm": fwhm or None}
-        res = dn.denoise_runs([{"bold": bold["bold_mni"], "mask": bold["mask_mni"], "confounds": bold["confounds"]}],
+        strat = {**default_strategies()[strategy], "smoothing_fwhm_mm": fwhm or None}
+        res = denoise_runs([{"bold": bold["bold_mni"], "mask": bold["mask_mni"], "confounds": bold["confounds"]}],
                               strat, min_retained_minutes=1.0, warn_retained_minutes=1.0, strategy_name=strategy)
-        dn.save_denoised_npz(res, path)
+        save_denoised_npz(res, path)
     return load_denoised(path)
 
 
@@ -366,7 +369,7 @@ def synth_run(mask_img, rng, minutes: float, snr: float, planted=PLANTED_MNI_RAS
 
     from tmstarget.target import regions as R
     from tmstarget.demo.core import band_limited_signal
-    from tmstarget.target.selection import Denoised
+    from tmstarget.denoise.arrays import Denoised
 
     mask = np.asanyarray(mask_img.dataobj) > 0
     n = int(round(minutes * 60 / SYNTH_T_R))
@@ -395,7 +398,7 @@ def synth_run(mask_img, rng, minutes: float, snr: float, planted=PLANTED_MNI_RAS
 
 def truncated(den, minutes: float):
     """The first ``minutes`` of a synthetic run, z-scored again."""
-    from tmstarget.target.selection import Denoised
+    from tmstarget.denoise.arrays import Denoised
 
     n = int(round(minutes * 60 / den.t_r))
     data = den.data_tv[:n].copy()

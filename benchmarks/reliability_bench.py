@@ -113,20 +113,22 @@ def denoised(bench: Path, name: str, bold: dict, strategy: str, fwhm: float):
     split halves are denoised on their own) (both cached)."""
     import nibabel as nib
 
-    from tmstarget.denoise import core as dn
-    from tmstarget.target.reliability import save_raw_runs
-    from tmstarget.target.selection import load_denoised
+    from tmstarget.denoise.arrays import save_denoised_npz
+    from tmstarget.denoise.run import denoise_runs
+    from tmstarget.denoise.strategy import default_strategies
+    from tmstarget.denoise.arrays import save_raw_runs
+    from tmstarget.denoise.arrays import load_denoised
 
     path = bench / "work" / f"{name}_desc-{strategy}{int(fwhm)}mm_denoised.npz"
     halves = bench / "work" / f"{name}_desc-{strategy}{int(fwhm)}mm_halves.npz"
     if not (path.exists() and halves.exists()):
         crop = cropped_run(bench, name, bold)
-        strat = {**dn.DEFAULT_STRATEGIES[strategy], "smoothing_fwhm_mm": fwhm or None}
+        strat = {**default_strategies()[strategy], "smoothing_fwhm_mm": fwhm or None}
         seed, search = old.masks_for(nib.load(crop["mask_mni"]), {"seed": "sphere", "search": "ba46"})
-        res = dn.denoise_runs([{"bold": crop["bold_mni"], "mask": crop["mask_mni"], "confounds": crop["confounds"]}],
+        res = denoise_runs([{"bold": crop["bold_mni"], "mask": crop["mask_mni"], "confounds": crop["confounds"]}],
                               strat, min_retained_minutes=1.0, warn_retained_minutes=1.0, strategy_name=strategy,
                               halves_mask_3d=np.asarray(seed, bool) | np.asarray(search, bool))
-        dn.save_denoised_npz(res, path)
+        save_denoised_npz(res, path)
         save_raw_runs(res.halves, halves)
     return load_denoised(path), halves
 
@@ -227,7 +229,7 @@ def noise_free_target(planted_mni_ras_mm, search_mask_path, s: dict = proto.DEFA
     from nilearn.datasets import load_mni152_brain_mask
 
     from tmstarget.demo import core as D
-    from tmstarget.denoise import core as dn
+    from tmstarget.denoise.smooth import smooth_masked
     from tmstarget.target import rules as TR
 
     m = load_mni152_brain_mask(resolution=2)
@@ -238,7 +240,7 @@ def noise_free_target(planted_mni_ras_mm, search_mask_path, s: dict = proto.DEFA
     gm_at_target = max(float(head.sample("gm", planted[None])[0]), 0.3)
     w = D._gaussian_weight(xyz, planted, D.TARGET_SIGMA_MM) * np.minimum(head.sample("gm", xyz) / gm_at_target, 1.0)
     data = w[None, :].astype(np.float32)
-    dn.smooth_masked(data, mask, (2.0, 2.0, 2.0), s["fwhm"] or None)
+    smooth_masked(data, mask, (2.0, 2.0, 2.0), s["fwhm"] or None)
     vol = np.zeros(mask.shape, np.float32)
     vol[mask] = data[0]
     search = np.asarray(nib.load(search_mask_path).dataobj) > 0

@@ -79,9 +79,10 @@ def measure(name: str, bold: dict, work: Path, log) -> dict:
     import nibabel as nib
 
     from tmstarget.config.settings import load_config
-    from tmstarget.denoise import core as dn
+    from tmstarget.denoise import run as dn
+    from tmstarget.denoise.arrays import load_denoised
     from tmstarget.target import regions as R
-    from tmstarget.target import selection as T
+    from tmstarget.target import params as TP, rules as TR, selection as T, step as TS, uncertainty as TU
 
     cfg = load_config()
     tag = name.replace(" ", "_")
@@ -102,9 +103,9 @@ def measure(name: str, bold: dict, work: Path, log) -> dict:
     out = {"denoised_max_abs_diff": float(np.max(np.abs(plain.data_tv - res.data_tv))),
            "raw_columns": int(len(res.halves.columns)), "voxels": int(res.data_tv.shape[1])}
     del plain
-    den = T.load_denoised(npz)
+    den = load_denoised(npz)
     seed = np.asanyarray(nib.load(seed_p).dataobj) > 0
-    r = T.pearson_r(den.data_tv, den.data_tv[:, T.columns_of(seed, den)].mean(axis=1))
+    r = TR.pearson_r(den.data_tv, den.data_tv[:, T.columns_of(seed, den)].mean(axis=1))
     vol = np.zeros(den.mask.shape, np.float32)
     vol[den.mask] = np.arctanh(np.clip(r, -0.999, 0.999))
     z_p = work / f"{tag}_space-MNI152NLin2009aSym_desc-sgacc_stat-fisherz_boldmap.nii.gz"
@@ -112,7 +113,7 @@ def measure(name: str, bold: dict, work: Path, log) -> dict:
     tcfg = dict(cfg["targeting"])
     for seed_value in (0, 1):
         t0 = time.perf_counter()
-        res_t = T.run_target(npz, seed_p, search_p, z_p, {**tcfg, "random_seed": seed_value},
+        res_t = TS.run_target(npz, seed_p, search_p, z_p, {**tcfg, "random_seed": seed_value},
                              work / f"{tag}_seed{seed_value}_target.json", halves_npz=halves)
         rel = res_t["uncertainty"]["reliability"]
         log(f"{name}: target step (seed {seed_value}) {time.perf_counter() - t0:.1f} s")
@@ -120,13 +121,13 @@ def measure(name: str, bold: dict, work: Path, log) -> dict:
             "independent": _figure(rel), "joint": _figure(rel["joint_halves"]),
             **{k: rel[k] for k in ("n_splits", "splits_enumerated", "n_blocks", "minutes", "reproducible",
                                    "plain_words")}}
-    params = T.resolve_target_cfg(tcfg)
+    params = TP.resolve_target_cfg(tcfg)
     search = np.asanyarray(nib.load(search_p).dataobj) > 0
-    space = T._space_of(search, den)
+    space = T.space_of(search, den)
     prob = T.build_problem(den, seed, search, params["method"])
     drawn = {"independent": [], "joint": []}
     for s in OLD_SEEDS:
-        study = T._split_half_study(params["method"], {**params, "split_half_max_splits": OLD_SPLITS, "random_seed": s},
+        study = TU.rule_split_half_study(params["method"], {**params, "split_half_max_splits": OLD_SPLITS, "random_seed": s},
                                     prob, space, den, seed, search, halves)
         rel = study["reliability"]
         if rel["splits_enumerated"]:       # 20 or fewer splits exist: nothing was drawn
@@ -145,21 +146,21 @@ def synthetic_drawn(log) -> dict:
     """Medians over ``split_half_max_splits`` drawn splits, four seeds, on synthetic runs of 13 blocks (the
     default rule, joint halves: synthetic runs have no confounds or filter to refit)."""
     from tmstarget.config.settings import load_config
-    from tmstarget.target import selection as T
+    from tmstarget.target import params as TP, selection as T, uncertainty as TU
     from tmstarget.target.reliability import count_balanced_splits
 
-    params = T.resolve_target_cfg(dict(load_config()["targeting"]))
+    params = TP.resolve_target_cfg(dict(load_config()["targeting"]))
     mask_img = old.synth_grid()
     seed, search = old.masks_for(mask_img, {"seed": "sphere", "search": "ba46"})
     rows = []
     for replicate in (0, 1):
         den = old.smoothed(old.synth_run(mask_img, np.random.default_rng(11000 + replicate), SYNTH_MINUTES, SYNTH_SNR),
                            4.0)
-        space = T._space_of(search, den)
+        space = T.space_of(search, den)
         prob = T.build_problem(den, seed, search, params["method"])
         medians = []
         for s in SYNTH_SEEDS:
-            rel = T._split_half_study(params["method"], {**params, "random_seed": s}, prob, space, den, seed, search,
+            rel = TU.rule_split_half_study(params["method"], {**params, "random_seed": s}, prob, space, den, seed, search,
                                       None)["reliability"]
             medians.append(rel["median_distance_mm"])
         n_blocks = rel["n_blocks"]

@@ -14,7 +14,7 @@ and runs each stage in its own child process (so each peak resident memory, ``ru
     realign           tmstarget.preproc.realign.estimate_motion on the run read volume by volume (memory map)
     preprocess_bold   the whole built-in BOLD preprocessing (needs preprocess_anat once: the real T1w
                       from scripts/fetch_real_data.sh); it reads the run one volume at a time
-    denoise, seedmap  tmstarget.denoise.core + connectivity on a synthetic MNI 2 mm run of the same length
+    denoise, seedmap  tmstarget.denoise.run + connectivity on a synthetic MNI 2 mm run of the same length
                       (benchmarks/bench_denoise_seedmap.py's generator and stages)
 
 and, in the same run, the per-volume CPU cost of the old realignment (one antsRegistration per volume,

@@ -389,7 +389,7 @@ def test_fmriprep_consistency_checks_take_well_under_a_second(tmp_path):
     from tmstarget.bids.inputs import make_plan
     from tmstarget.config.settings import load_config
     from tmstarget.bids.preflight import check_fmriprep_inputs
-    import tmstarget.denoise.core  # noqa: F401 (its import, shared with the image scan that follows, is not timed)
+    import tmstarget.denoise.confounds  # noqa: F401 (its import, shared with the image scan that follows, is not timed)
 
     bids = preflight_dataset(tmp_path, "fmriprep_ok")
     plan = make_plan(load_config(None, {"bids_dir": str(bids), "output_dir": str(tmp_path / "out")}))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tmstarget.target import connectivity as cn
-from tmstarget.denoise.core import DenoiseResult, save_denoised_npz
+from tmstarget.denoise.arrays import DenoiseResult, save_denoised_npz
 from tmstarget.errors import InputError
 
 SHAPE = (8, 7, 6)

@@ -1,4 +1,4 @@
-"""Tests of tmstarget.denoise.core on small generated fMRIPrep-layout runs."""
+"""Tests of tmstarget.denoise on small generated fMRIPrep-layout runs."""
 
 from __future__ import annotations
 
@@ -12,11 +12,19 @@ import pandas as pd
 import pytest
 from nilearn import signal as nl_signal
 
-from tmstarget.denoise import core as dn
+from tmstarget.denoise.arrays import load_denoised_npz
+from tmstarget.denoise.confounds import (MOTION_BASE, censoring_mask, confound_column_names, confound_matrix,
+                                         dummy_volume_count, fill_undefined_first_row, read_confounds)
+from tmstarget.denoise.run import denoise_runs, run_denoise
+from tmstarget.denoise.smooth import smooth_masked
+from tmstarget.denoise.strategy import default_strategies, validate_strategy
+from tmstarget.denoise.temporal import temporal_operator
 from tmstarget.errors import InputError, QCFailure
 from tmstarget.io.nifti import load_masked_bold, read_t_r
 
-MOTION = list(dn.MOTION_BASE)
+MOTION = list(MOTION_BASE)
+#: The strategies of config/config.yaml (complete: every key), the base of every strategy below.
+FOX, ACOMPCOR = default_strategies()["fox"], default_strategies()["acompcor"]
 
 
 def make_run(root: Path, name="sub-01_task-rest", n_vols=160, t_r=2.0, shape=(7, 6, 5), seed=0,
@@ -85,14 +93,14 @@ def make_run(root: Path, name="sub-01_task-rest", n_vols=160, t_r=2.0, shape=(7,
 
 def nilearn_reference(run: dict, strategy: dict) -> np.ndarray:
     """The same run cleaned by nilearn.signal.clean (standardized), for comparison."""
-    s = dn.validate_strategy(strategy)
+    s = validate_strategy(strategy)
     img = nib.load(run["bold"])
     mask = np.asarray(nib.load(run["mask"]).dataobj) > 0
-    df = dn.read_confounds(run["confounds"])
-    n_dummy, flagged = dn.dummy_volume_count(df)
-    x_tk, _ = dn.confound_matrix(df, s, run["confounds"])
+    df = read_confounds(run["confounds"])
+    n_dummy, flagged = dummy_volume_count(df)
+    x_tk, _ = confound_matrix(df, s, run["confounds"])
     signals = np.asarray(img.dataobj, dtype=np.float64)[mask].T[n_dummy:]
-    censored = dn.censoring_mask(df["framewise_displacement"].to_numpy(), s["fd_threshold_mm"],
+    censored = censoring_mask(df["framewise_displacement"].to_numpy(), s["fd_threshold_mm"],
                                  s["censor_before"], s["censor_after"]) | flagged
     sample_mask = np.flatnonzero(~censored[n_dummy:])
     return nl_signal.clean(
@@ -106,16 +114,16 @@ def nilearn_reference(run: dict, strategy: dict) -> np.ndarray:
 
 
 @pytest.mark.parametrize("strategy", [
-    {**dn.DEFAULT_STRATEGIES["fox"], "smoothing_fwhm_mm": None},
-    {**dn.DEFAULT_STRATEGIES["acompcor"], "smoothing_fwhm_mm": None, "censor_before": 1, "censor_after": 2},
-    {"motion": 6, "wm_csf": True, "global_signal": False, "derivatives": True, "high_pass_hz": 0.01,
+    {**FOX, "smoothing_fwhm_mm": None},
+    {**ACOMPCOR, "smoothing_fwhm_mm": None, "censor_before": 1, "censor_after": 2},
+    {**FOX, "motion": 6, "wm_csf": True, "global_signal": False, "derivatives": True, "high_pass_hz": 0.01,
      "low_pass_hz": None, "smoothing_fwhm_mm": None},
-    {"motion": 12, "low_pass_hz": 0.08, "high_pass_hz": None, "detrend": False, "smoothing_fwhm_mm": None},
+    {**FOX, "motion": 12, "low_pass_hz": 0.08, "high_pass_hz": None, "detrend": False, "smoothing_fwhm_mm": None},
 ])
 def test_matches_nilearn_signal_clean(tmp_path, strategy):
     # censored volumes inside the run and at its very end (dropped, not extrapolated)
     run = make_run(tmp_path, fd_spikes=(30, 31, 77, 120, 159))
-    res = dn.denoise_runs([run], strategy, min_retained_minutes=1, warn_retained_minutes=1)
+    res = denoise_runs([run], strategy, min_retained_minutes=1, warn_retained_minutes=1)
     ref = nilearn_reference(run, strategy)
     assert res.data_tv.dtype == np.float32
     assert res.data_tv.shape == ref.shape
@@ -123,21 +131,21 @@ def test_matches_nilearn_signal_clean(tmp_path, strategy):
 
 
 def test_no_censoring_matches_nilearn(tmp_path):
-    strategy = {**dn.DEFAULT_STRATEGIES["fox"], "smoothing_fwhm_mm": None, "fd_threshold_mm": None}
+    strategy = {**FOX, "smoothing_fwhm_mm": None, "fd_threshold_mm": None}
     run = make_run(tmp_path, fd_spikes=(40,))
-    res = dn.denoise_runs([run], strategy, min_retained_minutes=1)
+    res = denoise_runs([run], strategy, min_retained_minutes=1)
     assert res.data_tv.shape[0] == 160 - 2
     assert np.max(np.abs(res.data_tv - nilearn_reference(run, strategy))) < 1e-4
 
 
 def test_regressors_removed_and_band_limited(tmp_path):
     run = make_run(tmp_path, n_vols=300)
-    res = dn.denoise_runs([run], {**dn.DEFAULT_STRATEGIES["fox"], "smoothing_fwhm_mm": None}, min_retained_minutes=1)
-    df = dn.read_confounds(run["confounds"])
-    s = dn.validate_strategy(dn.DEFAULT_STRATEGIES["fox"])
-    x_tk, _ = dn.confound_matrix(df, s, run["confounds"])
-    op, _ = dn.temporal_operator(298, np.ones(298, bool), 2.0, s, np.zeros((298, 0)))
-    gs_filtered = op @ x_tk[2:, dn.confound_column_names(s, df.columns).index("global_signal")]
+    res = denoise_runs([run], {**FOX, "smoothing_fwhm_mm": None}, min_retained_minutes=1)
+    df = read_confounds(run["confounds"])
+    s = validate_strategy(FOX)
+    x_tk, _ = confound_matrix(df, s, run["confounds"])
+    op, _ = temporal_operator(298, np.ones(298, bool), 2.0, s, np.zeros((298, 0)))
+    gs_filtered = op @ x_tk[2:, confound_column_names(s, df.columns).index("global_signal")]
     # residuals are orthogonal to the (identically filtered) global signal
     r = (gs_filtered - gs_filtered.mean()) @ res.data_tv / np.linalg.norm(gs_filtered - gs_filtered.mean())
     assert np.max(np.abs(r / math.sqrt(res.data_tv.shape[0] - 1))) < 1e-5
@@ -152,70 +160,70 @@ def test_regressors_removed_and_band_limited(tmp_path):
 
 def test_confound_column_names():
     cols = [f"a_comp_cor_{i:02d}" for i in (10, 2, 0, 1)]
-    s = dn.validate_strategy({"motion": 6, "wm_csf": False, "global_signal": False})
-    assert dn.confound_column_names(s, cols) == MOTION
-    s = dn.validate_strategy({"motion": 12, "wm_csf": False, "global_signal": False})
-    assert len(dn.confound_column_names(s, cols)) == 12
-    s = dn.validate_strategy({"motion": 24, "derivatives": True})
-    names = dn.confound_column_names(s, cols)
+    s = validate_strategy({**FOX, "motion": 6, "wm_csf": False, "global_signal": False})
+    assert confound_column_names(s, cols) == MOTION
+    s = validate_strategy({**FOX, "motion": 12, "wm_csf": False, "global_signal": False})
+    assert len(confound_column_names(s, cols)) == 12
+    s = validate_strategy({**FOX, "motion": 24, "derivatives": True})
+    names = confound_column_names(s, cols)
     assert len(names) == 24 + 3 + 3
     assert names[24:] == ["white_matter", "csf", "global_signal", "white_matter_derivative1",
                           "csf_derivative1", "global_signal_derivative1"]
-    s = dn.validate_strategy({"motion": 0, "wm_csf": False, "global_signal": False, "acompcor": 3})
-    assert dn.confound_column_names(s, cols) == ["a_comp_cor_00", "a_comp_cor_01", "a_comp_cor_02"]
+    s = validate_strategy({**FOX, "motion": 0, "wm_csf": False, "global_signal": False, "acompcor": 3})
+    assert confound_column_names(s, cols) == ["a_comp_cor_00", "a_comp_cor_01", "a_comp_cor_02"]
 
 
 def test_acompcor_uses_combined_mask_from_sidecar(tmp_path):
     run = make_run(tmp_path)
     meta = {f"a_comp_cor_{i:02d}": {"Mask": "WM" if i < 3 else "combined", "Retained": True} for i in range(6)}
     Path(run["confounds"].replace(".tsv", ".json")).write_text(json.dumps(meta))
-    df = dn.read_confounds(run["confounds"])
-    s = dn.validate_strategy({"motion": 0, "wm_csf": False, "global_signal": False, "acompcor": 2})
-    _, names = dn.confound_matrix(df, s, run["confounds"])
+    df = read_confounds(run["confounds"])
+    s = validate_strategy({**FOX, "motion": 0, "wm_csf": False, "global_signal": False, "acompcor": 2})
+    _, names = confound_matrix(df, s, run["confounds"])
     assert names == ["a_comp_cor_03", "a_comp_cor_04"]
 
 
 def test_missing_derived_columns_are_computed(tmp_path):
     run = make_run(tmp_path)
-    df = dn.read_confounds(run["confounds"])
-    s = dn.validate_strategy({"motion": 24})
-    full, names = dn.confound_matrix(df, s, run["confounds"])
+    df = read_confounds(run["confounds"])
+    s = validate_strategy({**FOX, "motion": 24})
+    full, names = confound_matrix(df, s, run["confounds"])
     drop = [c for c in df.columns if c.endswith(("_power2", "_derivative1"))]
-    reduced, names2 = dn.confound_matrix(df.drop(columns=drop), s, run["confounds"])
+    reduced, names2 = confound_matrix(df.drop(columns=drop), s, run["confounds"])
     assert names == names2
     assert np.allclose(full, reduced, atol=1e-12)
 
 
 def test_missing_confound_column_is_input_error(tmp_path):
     run = make_run(tmp_path)
-    df = dn.read_confounds(run["confounds"]).drop(columns=["global_signal"])
+    df = read_confounds(run["confounds"]).drop(columns=["global_signal"])
     df.to_csv(run["confounds"], sep="\t", index=False, na_rep="n/a")
     with pytest.raises(InputError, match="global_signal.*denoising.strategy"):
-        dn.denoise_runs([run], dn.DEFAULT_STRATEGIES["fox"], min_retained_minutes=1)
+        denoise_runs([run], FOX, min_retained_minutes=1)
     with pytest.raises(InputError, match="acompcor"):
-        dn.denoise_runs([run], {**dn.DEFAULT_STRATEGIES["acompcor"], "acompcor": 9}, min_retained_minutes=1)
+        denoise_runs([run], {**ACOMPCOR, "acompcor": 9}, min_retained_minutes=1)
 
 
 def test_confounds_row_count_mismatch(tmp_path):
     run = make_run(tmp_path)
-    df = dn.read_confounds(run["confounds"]).iloc[:-3]
+    df = read_confounds(run["confounds"]).iloc[:-3]
     df.to_csv(run["confounds"], sep="\t", index=False, na_rep="n/a")
     with pytest.raises(InputError, match="157 rows but .* 160 volumes"):
-        dn.denoise_runs([run], dn.DEFAULT_STRATEGIES["fox"], min_retained_minutes=1)
+        denoise_runs([run], FOX, min_retained_minutes=1)
 
 
 def test_censoring_mask_neighbours():
     fd_mm = np.array([np.nan, 0.1, 0.6, 0.1, 0.1, 0.1, 0.1, 0.7, 0.1])
-    got = dn.censoring_mask(fd_mm, 0.5, censor_before=1, censor_after=2)
+    got = censoring_mask(fd_mm, 0.5, censor_before=1, censor_after=2)
     assert np.flatnonzero(got).tolist() == [1, 2, 3, 4, 6, 7, 8]
-    assert np.flatnonzero(dn.censoring_mask(fd_mm, 0.5)).tolist() == [2, 7]
-    assert not dn.censoring_mask(fd_mm, None).any()
+    assert np.flatnonzero(censoring_mask(fd_mm, 0.5)).tolist() == [2, 7]
+    assert not censoring_mask(fd_mm, None).any()
 
 
 def test_dummy_volume_count():
     df = pd.DataFrame({"non_steady_state_outlier00": [1, 0, 0, 0], "non_steady_state_outlier01": [0, 1, 0, 0],
                        "non_steady_state_outlier02": [0, 0, 0, 1]})
-    n_lead, flagged = dn.dummy_volume_count(df)
+    n_lead, flagged = dummy_volume_count(df)
     assert n_lead == 2
     assert flagged.tolist() == [True, True, False, True]
 
@@ -224,11 +232,34 @@ def test_dummy_volume_count():
 
 
 def test_default_strategies_are_valid():
-    fox = dn.validate_strategy(dn.DEFAULT_STRATEGIES["fox"], "fox")
+    fox = validate_strategy(FOX, "fox")
     assert (fox["motion"], fox["global_signal"], fox["wm_csf"], fox["acompcor"]) == (24, True, True, 0)
     assert (fox["high_pass_hz"], fox["low_pass_hz"], fox["fd_threshold_mm"], fox["smoothing_fwhm_mm"]) == (0.01, 0.1, 0.5, 4.0)
-    acc = dn.validate_strategy(dn.DEFAULT_STRATEGIES["acompcor"], "acompcor")
+    acc = validate_strategy(ACOMPCOR, "acompcor")
     assert (acc["global_signal"], acc["wm_csf"], acc["acompcor"]) == (False, False, 5)
+
+
+def test_strategy_defaults_live_in_config_yaml():
+    """config/config.yaml is the one place the strategy values are set: its default strategy names
+    every key of the schema's strategy, with the values of the module table it replaced (behaviour
+    unchanged), and a strategy that leaves keys out takes them from it."""
+    from tmstarget.config.settings import DEFAULT_CONFIG, SCHEMA, read_yaml
+
+    cfg = read_yaml(DEFAULT_CONFIG)["denoising"]
+    schema_keys = set(read_yaml(SCHEMA)["$defs"]["strategy"]["properties"])
+    for name, strategy in cfg["strategies"].items():
+        assert set(strategy) == schema_keys, name
+    assert cfg["strategy"] == "fox"
+    assert FOX == {"motion": 24, "wm_csf": True, "global_signal": True, "derivatives": False, "acompcor": 0,
+                   "high_pass_hz": 0.01, "low_pass_hz": 0.1, "fd_threshold_mm": 0.5, "censor_before": 0,
+                   "censor_after": 0, "smoothing_fwhm_mm": 4.0, "detrend": True}
+    assert list(FOX) == list(cfg["strategies"]["fox"])     # key order of the QC record kept
+    assert ACOMPCOR == {**FOX, "wm_csf": False, "global_signal": False, "acompcor": 5}
+    assert validate_strategy({"motion": 6, "smoothing_fwhm_mm": 0}, "mine") == {**FOX, "motion": 6,
+                                                                                "smoothing_fwhm_mm": None}
+    assert (cfg["min_retained_minutes"], cfg["warn_retained_minutes"]) == (5.0, 8.0)   # denoise_runs' defaults
+    own = {**FOX, "detrend": False}
+    assert validate_strategy({"motion": 6}, "mine", defaults=own) == {**own, "motion": 6}
 
 
 @pytest.mark.parametrize("bad, match", [
@@ -243,13 +274,13 @@ def test_default_strategies_are_valid():
 ])
 def test_strategy_validation_errors(bad, match):
     with pytest.raises(InputError, match=match):
-        dn.validate_strategy(bad, "mine")
+        validate_strategy({**FOX, **bad}, "mine")
 
 
 def test_low_pass_above_nyquist_is_input_error(tmp_path):
     run = make_run(tmp_path, t_r=5.0, n_vols=80)
     with pytest.raises(InputError, match="Nyquist.*TR 5 s"):
-        dn.denoise_runs([run], dn.DEFAULT_STRATEGIES["fox"], min_retained_minutes=1)
+        denoise_runs([run], FOX, min_retained_minutes=1)
 
 
 # ----------------------------------------------------------------------------- retained data, QC
@@ -258,7 +289,7 @@ def test_low_pass_above_nyquist_is_input_error(tmp_path):
 def test_too_little_data_is_qc_failure(tmp_path):
     run = make_run(tmp_path, n_vols=160, fd_spikes=range(20, 60))   # 158 - 40 = 118 volumes = 3.9 min
     with pytest.raises(QCFailure) as exc:
-        dn.denoise_runs([run], dn.DEFAULT_STRATEGIES["fox"], strategy_name="fox")
+        denoise_runs([run], FOX, strategy_name="fox")
     msg = str(exc.value)
     assert "3.9 min" in msg and "5 min" in msg and "denoising.min_retained_minutes" in msg
     assert "denoising.strategies.fox.fd_threshold_mm" in msg
@@ -267,12 +298,12 @@ def test_too_little_data_is_qc_failure(tmp_path):
 def test_all_volumes_censored_is_qc_failure(tmp_path):
     run = make_run(tmp_path, n_vols=60, fd_spikes=range(1, 60))
     with pytest.raises(QCFailure, match="0.0 min"):
-        dn.denoise_runs([run], dn.DEFAULT_STRATEGIES["fox"], min_retained_minutes=0)
+        denoise_runs([run], FOX, min_retained_minutes=0)
 
 
 def test_warning_below_warn_threshold(tmp_path):
     run = make_run(tmp_path, n_vols=200, fd_spikes=(50, 51, 100))
-    res = dn.denoise_runs([run], {**dn.DEFAULT_STRATEGIES["fox"], "smoothing_fwhm_mm": None})
+    res = denoise_runs([run], {**FOX, "smoothing_fwhm_mm": None})
     assert res.data_tv.shape[0] == 200 - 2 - 3
     assert math.isclose(res.qc["minutes_kept"], 195 * 2 / 60, abs_tol=1e-3)
     assert any("6.5 min" in w and "8 min" in w for w in res.warnings)
@@ -297,7 +328,7 @@ def test_multiple_runs_concatenated_with_common_mask(tmp_path):
     run1 = make_run(tmp_path / "a", name="sub-01_task-rest_run-1", n_vols=120, seed=1, mask_fn=mask_a)
     run2 = make_run(tmp_path / "b", name="sub-01_task-rest_run-2", n_vols=100, seed=2, mask_fn=mask_b,
                     fd_spikes=(40,))
-    res = dn.denoise_runs([run1, run2], {**dn.DEFAULT_STRATEGIES["fox"], "smoothing_fwhm_mm": None},
+    res = denoise_runs([run1, run2], {**FOX, "smoothing_fwhm_mm": None},
                           min_retained_minutes=1)
     expected_mask = mask_a((7, 6, 5)) & mask_b((7, 6, 5))
     assert np.array_equal(np.asarray(res.mask_img.dataobj) > 0, expected_mask)
@@ -307,7 +338,7 @@ def test_multiple_runs_concatenated_with_common_mask(tmp_path):
         assert np.max(np.abs(seg.mean(axis=0))) < 1e-5
         assert np.max(np.abs(seg.std(axis=0, ddof=1) - 1)) < 1e-4
     # each block equals the run denoised alone, restricted to the common mask
-    alone = dn.denoise_runs([run2], {**dn.DEFAULT_STRATEGIES["fox"], "smoothing_fwhm_mm": None}, min_retained_minutes=1)
+    alone = denoise_runs([run2], {**FOX, "smoothing_fwhm_mm": None}, min_retained_minutes=1)
     cols = expected_mask[mask_b((7, 6, 5))]
     assert np.max(np.abs(alone.data_tv[:, cols] - res.data_tv[118:])) < 1e-5
 
@@ -316,7 +347,7 @@ def test_different_tr_is_input_error(tmp_path):
     run1 = make_run(tmp_path / "a", t_r=2.0)
     run2 = make_run(tmp_path / "b", t_r=1.5)
     with pytest.raises(InputError, match="different repetition times"):
-        dn.denoise_runs([run1, run2], dn.DEFAULT_STRATEGIES["fox"], min_retained_minutes=1)
+        denoise_runs([run1, run2], FOX, min_retained_minutes=1)
 
 
 def test_tr_from_sidecar_then_header(tmp_path):
@@ -335,7 +366,7 @@ def test_smoothing_fwhm_in_mm(voxel_mm):
     data = np.zeros((1, mask.sum()), np.float32)
     centre = tuple(s // 2 for s in shape)
     data[0, np.ravel_multi_index(centre, shape)] = 1.0
-    dn.smooth_masked(data, mask, voxel_mm, 6.0)
+    smooth_masked(data, mask, voxel_mm, 6.0)
     vol = data[0].reshape(shape)
     assert math.isclose(vol.sum(), 1.0, rel_tol=1e-3)
     for axis, vmm in enumerate(voxel_mm):
@@ -350,16 +381,16 @@ def test_smoothing_stays_in_mask_and_keeps_constants():
     mask = np.zeros(shape, bool)
     mask[2:10, 2:10, 2:10] = True
     data = np.full((2, mask.sum()), 3.0, np.float32)
-    dn.smooth_masked(data, mask, (2.0, 2.0, 2.0), 6.0)
+    smooth_masked(data, mask, (2.0, 2.0, 2.0), 6.0)
     # normalised convolution: a constant stays constant up to the mask edge (no darkening)
     assert np.max(np.abs(data - 3.0)) < 1e-5
 
 
 def test_tsnr_before_denoising(tmp_path):
     run = make_run(tmp_path, n_vols=200, mean=1000.0, noise_sd=10.0)
-    res = dn.denoise_runs([run], dn.DEFAULT_STRATEGIES["fox"], min_retained_minutes=1)
+    res = denoise_runs([run], FOX, min_retained_minutes=1)
     # the generator adds confound mixes (sd ~ 3 * sqrt(4 * ~1)) on top of sd 10 noise
-    df = dn.read_confounds(run["confounds"])
+    df = read_confounds(run["confounds"])
     assert res.tsnr_v.dtype == np.float32
     img = np.asarray(nib.load(run["bold"]).dataobj, dtype=np.float64).reshape(-1, 200)[:, 2:]
     t = np.arange(198) - 98.5
@@ -377,7 +408,7 @@ def test_run_denoise_writes_npz_and_qc(tmp_path):
     run = make_run(tmp_path / "in", n_vols=200, fd_spikes=(60,))
     out_npz = tmp_path / "work" / "sub-01_desc-fox_denoised.npz"
     out_qc = tmp_path / "out" / "sub-01_task-rest_desc-denoise_qc.json"
-    res = dn.run_denoise([dict(run, name="sub-01_task-rest", t_r=None)], dn.DEFAULT_STRATEGIES["fox"],
+    res = run_denoise([dict(run, name="sub-01_task-rest", t_r=None)], FOX,
                          out_npz, out_qc, min_retained_minutes=1, warn_retained_minutes=5, strategy_name="fox")
     with np.load(out_npz) as z:
         assert set(z.files) == {"data_tv", "mask", "affine", "t_r", "run_lengths", "tsnr_v"}
@@ -400,13 +431,13 @@ def test_run_denoise_writes_npz_and_qc(tmp_path):
 def test_load_denoised_npz_roundtrip(tmp_path):
     run = make_run(tmp_path / "in", n_vols=120)
     out_npz = tmp_path / "d.npz"
-    res = dn.run_denoise([run], dn.DEFAULT_STRATEGIES["acompcor"], out_npz, tmp_path / "qc.json",
+    res = run_denoise([run], ACOMPCOR, out_npz, tmp_path / "qc.json",
                          min_retained_minutes=1)
-    got = dn.load_denoised_npz(out_npz)
+    got = load_denoised_npz(out_npz)
     assert np.array_equal(got["data_tv"], res.data_tv)
     assert np.array_equal(got["mask_img"].affine, res.mask_img.affine)
     with pytest.raises(InputError, match="run the denoise step"):
-        dn.load_denoised_npz(tmp_path / "nothing.npz")
+        load_denoised_npz(tmp_path / "nothing.npz")
 
 
 def test_smoothing_equals_ndimage_normalised_convolution():
@@ -426,7 +457,7 @@ def test_smoothing_equals_ndimage_normalised_convolution():
         num = ndimage.gaussian_filter(vol, sigma_vox, mode="constant", truncate=4.0)
         den = ndimage.gaussian_filter(mask.astype(float), sigma_vox, mode="constant", truncate=4.0)
         expected.append(num[mask] / den[mask])
-    dn.smooth_masked(data, mask, voxel_mm, 6.0)
+    smooth_masked(data, mask, voxel_mm, 6.0)
     assert np.max(np.abs(data - np.array(expected))) < 1e-5
 
 
@@ -470,7 +501,7 @@ def _zero_volumes(run: dict, zero=(), constant=()) -> None:
 def test_constant_volumes_are_censored_like_motion(tmp_path, n_runs):
     """All-zero or constant volumes are found while reading, censored, listed in the QC and left out
     of the tSNR: the result equals censoring those volumes by framewise displacement."""
-    strategy = {**dn.DEFAULT_STRATEGIES["fox"], "smoothing_fwhm_mm": None}
+    strategy = {**FOX, "smoothing_fwhm_mm": None}
     faulty, by_fd = [], []
     for k in range(n_runs):
         run = make_run(tmp_path / f"z{k}", name=f"sub-01_task-rest_run-{k + 1}", n_vols=150, seed=k)
@@ -478,8 +509,8 @@ def test_constant_volumes_are_censored_like_motion(tmp_path, n_runs):
         faulty.append(run)
         by_fd.append(make_run(tmp_path / f"f{k}", name=f"sub-01_task-rest_run-{k + 1}", n_vols=150, seed=k,
                               fd_spikes=(50, 51, 80)))
-    got = dn.denoise_runs(faulty, strategy, min_retained_minutes=1)
-    ref = dn.denoise_runs(by_fd, strategy, min_retained_minutes=1)
+    got = denoise_runs(faulty, strategy, min_retained_minutes=1)
+    ref = denoise_runs(by_fd, strategy, min_retained_minutes=1)
     assert got.run_lengths.tolist() == ref.run_lengths.tolist() == [145] * n_runs   # 150 - 2 dummies - 3
     assert [r["constant_volumes"] for r in got.qc["runs"]] == [[50, 51, 80]] * n_runs
     assert got.qc["volumes_kept"] == 145 * n_runs and got.qc["minutes_kept"] == pytest.approx(145 * n_runs / 30, abs=1e-4)
@@ -507,15 +538,15 @@ def test_derivative_first_row_filled_as_nilearn_load_confounds(tmp_path):
     from nilearn.interfaces.fmriprep import load_confounds
 
     run = make_run(tmp_path, n_dummy=0)
-    strategy = {**dn.DEFAULT_STRATEGIES["fox"], "smoothing_fwhm_mm": None, "fd_threshold_mm": None,
+    strategy = {**FOX, "smoothing_fwhm_mm": None, "fd_threshold_mm": None,
                 "derivatives": True}
     conf, sample_mask = load_confounds(run["bold"], strategy=("motion", "wm_csf", "global_signal"),
                                        motion="full", wm_csf="derivatives", global_signal="derivatives",
                                        demean=True)
     assert sample_mask is None and conf.shape == (160, 24 + 6)
     assert conf.notna().all().all()
-    ours = dn.denoise_runs([run], strategy, min_retained_minutes=1, warn_retained_minutes=1).data_tv
-    s = dn.validate_strategy(strategy)
+    ours = denoise_runs([run], strategy, min_retained_minutes=1, warn_retained_minutes=1).data_tv
+    s = validate_strategy(strategy)
     mask = np.asarray(nib.load(run["mask"]).dataobj) > 0
     signals = np.asarray(nib.load(run["bold"]).dataobj, dtype=np.float64)[mask].T
     ref = nl_signal.clean(signals, detrend=True, standardize="zscore_sample", confounds=conf.to_numpy(),
@@ -524,7 +555,7 @@ def test_derivative_first_row_filled_as_nilearn_load_confounds(tmp_path):
     assert ours.shape == ref.shape
     assert np.max(np.abs(ours - ref)) < 1e-4
     # the column-mean fill this replaces differs from nilearn by far more than the tolerance
-    df = dn.read_confounds(run["confounds"])
+    df = read_confounds(run["confounds"])
     x_mean_fill = df[conf.columns].to_numpy(dtype=np.float64)
     x_mean_fill = np.where(np.isfinite(x_mean_fill), x_mean_fill, np.nanmean(x_mean_fill, axis=0))
     old = nl_signal.clean(signals, detrend=True, standardize="zscore_sample", confounds=x_mean_fill,
@@ -535,5 +566,5 @@ def test_derivative_first_row_filled_as_nilearn_load_confounds(tmp_path):
 
 def test_fill_undefined_first_row():
     x = np.array([np.nan, 2.0, 3.0, np.nan, 5.0])
-    out = dn.fill_undefined_first_row(x)
+    out = fill_undefined_first_row(x)
     assert out[0] == 2.0 and np.isnan(out[3]) and np.isnan(x[0])

@@ -10,7 +10,10 @@ from nilearn import signal as nl_signal
 from scipy.interpolate import CubicSpline
 
 from test_denoise import make_run
-from tmstarget.denoise import core as dn
+from tmstarget.denoise.arrays import RawRuns, load_raw_runs
+from tmstarget.denoise.confounds import confound_matrix, dummy_volume_count, read_confounds
+from tmstarget.denoise.run import denoise_runs, run_denoise
+from tmstarget.denoise.strategy import default_strategies, validate_strategy
 from tmstarget.target import reliability as rl
 from tmstarget.target import params as TP, rules as TR
 from tmstarget.config.settings import load_config
@@ -110,18 +113,18 @@ def test_independent_half_equals_nilearn_clean_with_sample_mask(tmp_path, monkey
     equals nilearn.signal.clean of the raw run with sample_mask = the half's kept volumes (same
     detrend, band-pass, confounds; z-scored): max abs diff 1.5e-6 measured, asserted < 1e-4."""
     high, low = band
-    strategy = {**dn.DEFAULT_STRATEGIES["fox"], "smoothing_fwhm_mm": None, "high_pass_hz": high, "low_pass_hz": low}
+    strategy = {**default_strategies()["fox"], "smoothing_fwhm_mm": None, "high_pass_hz": high, "low_pass_hz": low}
     run = make_run(tmp_path, fd_spikes=(30, 31, 77, 120, 159))
     mask = np.asarray(nib.load(run["mask"]).dataobj) > 0
-    res = dn.denoise_runs([run], strategy, 1, 1, halves_mask_3d=mask)
+    res = denoise_runs([run], strategy, 1, 1, halves_mask_3d=mask)
     raw = res.halves
     rows = np.r_[0:40, 80:120]
     mine = rl.clean_half(raw, rows)
 
-    s = dn.validate_strategy(strategy)
-    df = dn.read_confounds(run["confounds"])
-    n_dummy, _ = dn.dummy_volume_count(df)
-    x_tk, _ = dn.confound_matrix(df, s, run["confounds"])
+    s = validate_strategy(strategy)
+    df = read_confounds(run["confounds"])
+    n_dummy, _ = dummy_volume_count(df)
+    x_tk, _ = confound_matrix(df, s, run["confounds"])
     signals = np.asarray(nib.load(run["bold"]).dataobj, dtype=np.float64)[mask].T[n_dummy:]
     monkeypatch.setattr(nl_signal, "_interpolate_volumes", _fixed_interpolate_volumes)
     ref = nl_signal.clean(signals, detrend=True, standardize="zscore_sample", confounds=x_tk[n_dummy:],
@@ -147,17 +150,17 @@ def test_half_of_all_volumes_is_the_joint_denoised_data(tmp_path, fwhm_mm, chose
     shape = (14, 12, 10)
     runs = [make_run(tmp_path / f"r{i}", name=f"sub-01_task-rest_run-{i}", seed=i, fd_spikes=(30, 31, 100),
                      shape=shape, mask_fn=lambda s: np.pad(np.ones((12, 10, 8)), 1)) for i in (1, 2)]
-    strategy = {**dn.DEFAULT_STRATEGIES["fox"], "smoothing_fwhm_mm": fwhm_mm}
+    strategy = {**default_strategies()["fox"], "smoothing_fwhm_mm": fwhm_mm}
     mask = np.asarray(nib.load(runs[0]["mask"]).dataobj) > 0
     keep = mask if chosen == "all" else _two_blobs(shape) & mask
-    res = dn.denoise_runs(runs, strategy, 1, 1, halves_mask_3d=keep)
+    res = denoise_runs(runs, strategy, 1, 1, halves_mask_3d=keep)
     raw = res.halves
     assert raw.raw_tc.shape == (len(res.data_tv), int(keep.sum()))
     assert raw.run_lengths.tolist() == res.run_lengths.tolist()
     full = rl.clean_half(raw, np.arange(len(raw.raw_tc)))
     assert np.max(np.abs(full - res.data_tv[:, raw.columns])) < 1e-4
     # the main output is unchanged by keeping the raw series
-    plain = dn.denoise_runs(runs, strategy, 1, 1)
+    plain = denoise_runs(runs, strategy, 1, 1)
     assert np.max(np.abs(plain.data_tv - res.data_tv)) == 0.0
 
 
@@ -165,14 +168,14 @@ def test_raw_runs_roundtrip_and_errors(tmp_path):
     run = make_run(tmp_path)
     mask = np.asarray(nib.load(run["mask"]).dataobj) > 0
     out = tmp_path / "u_desc-fox_halves.npz"
-    dn.run_denoise([run], {**dn.DEFAULT_STRATEGIES["fox"], "smoothing_fwhm_mm": None}, tmp_path / "u_denoised.npz",
+    run_denoise([run], {**default_strategies()["fox"], "smoothing_fwhm_mm": None}, tmp_path / "u_denoised.npz",
                    tmp_path / "qc.json", 1, 1, out_halves_npz=out, halves_mask_paths=[run["mask"]])
-    raw = rl.load_raw_runs(out)
+    raw = load_raw_runs(out)
     assert raw.raw_tc.shape == (158, int(mask.sum())) and raw.strategy["global_signal"] is True
     with pytest.raises(InputError, match="rerun the denoise step"):
-        rl.load_raw_runs(tmp_path / "missing_halves.npz")
+        load_raw_runs(tmp_path / "missing_halves.npz")
     with pytest.raises(InputError, match="not on the grid"):
-        dn.denoise_runs([run], {}, 1, 1, halves_mask_3d=np.ones((3, 3, 3), bool))
+        denoise_runs([run], {}, 1, 1, halves_mask_3d=np.ones((3, 3, 3), bool))
 
 
 def test_independent_halves_fit_their_own_global_signal(tmp_path):
@@ -185,8 +188,8 @@ def test_independent_halves_fit_their_own_global_signal(tmp_path):
     g = rng.standard_normal(n)
     sign = np.where(np.arange(n) < n // 2, 1.0, -1.0)
     raw_tc = (rng.standard_normal((n, 5)) + 3.0 * (sign * g)[:, None]).astype(np.float32)
-    strategy = dn.validate_strategy({"high_pass_hz": None, "low_pass_hz": None, "fd_threshold_mm": None})
-    raw = rl.RawRuns(raw_tc, np.arange(5), [np.ones(n, bool)], [g[:, None]], t_r, strategy)
+    strategy = validate_strategy({"high_pass_hz": None, "low_pass_hz": None, "fd_threshold_mm": None})
+    raw = RawRuns(raw_tc, np.arange(5), [np.ones(n, bool)], [g[:, None]], t_r, strategy)
     first = np.arange(n // 2)
     joint = rl.clean_half(raw, np.arange(n))[first]
     own = rl.clean_half(raw, first)

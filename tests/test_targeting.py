@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from tmstarget.denoise import core as dn
+from tmstarget.denoise.arrays import RawRuns, save_raw_runs
+from tmstarget.denoise.strategy import default_strategies, validate_strategy
 from tmstarget.target import regions as R
 from tmstarget.target import reliability as rl
 from tmstarget.target import params as TP, rules as TR, step as TS, uncertainty as TU
@@ -333,9 +334,9 @@ def write_halves(npz, out, grid, confounds_tk=None):
     kept = [np.ones(n, bool) for n in run_lengths]
     conf = [np.zeros((n, 0)) for n in run_lengths] if confounds_tk is None else \
         np.split(confounds_tk, np.cumsum(run_lengths)[:-1])
-    raw = rl.RawRuns(data_tv, columns, kept, conf, t_r,
-                     dn.validate_strategy({**dn.DEFAULT_STRATEGIES["fox"], "smoothing_fwhm_mm": None}))
-    return rl.save_raw_runs(raw, out)
+    raw = RawRuns(data_tv, columns, kept, conf, t_r,
+                     validate_strategy({**default_strategies()["fox"], "smoothing_fwhm_mm": None}))
+    return save_raw_runs(raw, out)
 
 
 def test_reliability_contract_and_plain_words(grid, strong, tmp_path):

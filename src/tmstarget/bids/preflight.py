@@ -317,7 +317,7 @@ def check_fmriprep_inputs(plan) -> int:
     """The cheap consistency checks of the fMRIPrep route, before any voxel is read: each run's confounds
     has one row per volume, its brain mask is on its grid, and every transform file is readable.
     Returns the number of runs checked; raises InputError naming the file and the fix."""
-    from tmstarget.denoise.core import read_confounds
+    from tmstarget.denoise.confounds import read_confounds
 
     for unit in plan.units.values():
         for key in ("xfm_t1w_to_mni", "xfm_mni_to_t1w"):

@@ -43,7 +43,7 @@ def t1w_bold_to_template(input, output, params):
 
 
 def denoise(input, output, params):
-    from tmstarget.denoise.core import run_denoise
+    from tmstarget.denoise.run import run_denoise
 
     return run_denoise(
         list(params["runs"]), dict(params["strategy"]), output["npz"], output["qc"],

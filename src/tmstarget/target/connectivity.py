@@ -1,6 +1,6 @@
 """Seed-based connectivity: seed time series, chunked voxelwise Pearson r and Fisher z maps.
 
-Inputs are the denoised time series of :mod:`tmstarget.denoise.core` (``data_tv``, float32 (T, V), the
+Inputs are the denoised time series of :mod:`tmstarget.denoise.run` (``data_tv``, float32 (T, V), the
 voxels of ``mask_img`` in C order) and a seed mask on the same grid (the sgACC sphere by default).
 The correlation is computed one voxel chunk at a time with a matrix-vector product in float64, so
 the extra memory is bounded by ``chunk_voxels * T * 8`` bytes whatever the image size.
@@ -22,7 +22,7 @@ import nibabel as nib
 import numpy as np
 
 from tmstarget.config.settings import with_defaults
-from tmstarget.denoise.core import load_denoised_npz
+from tmstarget.denoise.arrays import load_denoised_npz
 from tmstarget.errors import InputError
 from tmstarget.io.files import load_img_checked, save_img, write_json
 
@@ -180,7 +180,7 @@ def run_seedmap(denoised_npz, seed_mask_path, out_r, out_fisherz, out_json, out_
     Parameters
     ----------
     denoised_npz : path
-        ``work/*_denoised.npz`` written by :func:`tmstarget.denoise.core.run_denoise`.
+        ``work/*_denoised.npz`` written by :func:`tmstarget.denoise.run.run_denoise`.
     seed_mask_path : path
         3D seed mask (> 0 inside), normally on the BOLD grid (else resampled, nearest neighbour).
     out_r, out_fisherz, out_json : path

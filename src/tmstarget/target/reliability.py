@@ -10,13 +10,13 @@ data (docs/reliability_method.md):
   ``split_half_max_splits`` of them (7 blocks: 35 splits, 12 blocks: 462), so the figure depends on
   no random seed; above that, that many distinct splits are drawn with ``random_seed``.
 - **Independent halves** (the headline). Each half is denoised on its own, as a second session would
-  be: the temporal operator of :func:`tmstarget.denoise.core.temporal_operator` is built with the other
+  be: the temporal operator of :func:`tmstarget.denoise.temporal.temporal_operator` is built with the other
   half's volumes treated as censored, so interpolation, detrending, band-pass and the confound fit
   (global signal included) see only that half's volumes, exactly as
   :func:`nilearn.signal.clean` treats a ``sample_mask``; each half is then z-scored per run. Spatial
   smoothing commutes with that operator (both linear, on different axes), so the operator is applied
   to the centred, smoothed, not cleaned series of the seed and search voxels, which the denoise step
-  writes (``*_desc-<strategy>_halves.npz``, :class:`RawRuns`).
+  writes (``*_desc-<strategy>_halves.npz``, :class:`tmstarget.denoise.arrays.RawRuns`).
 - **Joint halves.** The rows of the jointly denoised series (filter, global signal and confound fits
   shared by both halves) are split instead. They share their cleaning, so they agree more than two
   sessions could; the figure is kept for comparison.
@@ -27,16 +27,13 @@ usually adds (:data:`BETWEEN_SESSION_WORDS`).
 
 from __future__ import annotations
 
-import json
 import math
-import os
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from tmstarget.errors import InputError
+from tmstarget.denoise.arrays import RawRuns
+from tmstarget.denoise.temporal import ShortRun, temporal_operator, zscore_columns
 
 #: What a second session adds, from published test-retest studies (docs/reliability_method.md). Nothing
 #: in it is measured on this scan.
@@ -124,85 +121,14 @@ def first_second_rows(n_rows: int) -> tuple[np.ndarray, np.ndarray]:
 # --------------------------------------------------------------------------------------------------
 # Independent halves: the raw series the denoise step keeps
 # --------------------------------------------------------------------------------------------------
-@dataclass
-class RawRuns:
-    """Centred, smoothed, not cleaned series of some voxels (``*_desc-<strategy>_halves.npz``).
-
-    Attributes
-    ----------
-    raw_tc : ndarray float32, shape (T, C)
-        Kept volumes of the included runs (rows as in ``data_tv``), columns ``columns``.
-    columns : ndarray int, shape (C,)
-        Column indices into ``data_tv`` (voxels of the analysis mask in C order).
-    kept : list of ndarray bool, shape (T_run,)
-        Per included run: volumes (after the dummy volumes) kept by the joint denoising.
-    confounds : list of ndarray float64, shape (T_run, k)
-        Per included run: the confound regressors of the strategy (after the dummy volumes).
-    t_r : float
-        Seconds.
-    strategy : dict
-        The validated denoising strategy (filter band, ``detrend``).
-    """
-
-    raw_tc: np.ndarray
-    columns: np.ndarray
-    kept: list
-    confounds: list
-    t_r: float
-    strategy: dict
-    name: str = "halves"
-
-    @property
-    def run_lengths(self) -> np.ndarray:
-        return np.array([int(k.sum()) for k in self.kept], int)
-
-
-def save_raw_runs(raw: RawRuns, path: str | os.PathLike) -> Path:
-    """Write :class:`RawRuns` (atomic, uncompressed npz)."""
-    from tmstarget.io.files import atomic_path
-
-    arrays = {"raw_tc": np.ascontiguousarray(raw.raw_tc, dtype=np.float32),
-              "columns": np.asarray(raw.columns, np.int64), "t_r": np.float64(raw.t_r),
-              "strategy_json": np.array(json.dumps(raw.strategy)), "n_runs": np.int64(len(raw.kept))}
-    for i, (k, x) in enumerate(zip(raw.kept, raw.confounds)):
-        arrays[f"kept_{i}"] = np.asarray(k, bool)
-        arrays[f"confounds_{i}"] = np.asarray(x, np.float64)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-    return Path(path)
-
-
-def load_raw_runs(path: str | os.PathLike) -> RawRuns:
-    """Read and check a ``*_halves.npz`` written by the denoise step."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: raw series for independent halves not found; rerun the denoise step")
-    try:
-        with np.load(path) as z:
-            n = int(z["n_runs"])
-            raw = RawRuns(np.asarray(z["raw_tc"], np.float32), np.asarray(z["columns"], np.int64),
-                          [np.asarray(z[f"kept_{i}"], bool) for i in range(n)],
-                          [np.asarray(z[f"confounds_{i}"], np.float64) for i in range(n)],
-                          float(z["t_r"]), json.loads(str(z["strategy_json"])), path.name)
-    except (OSError, ValueError, KeyError) as exc:
-        raise InputError(f"{path.name}: cannot read ({exc}); delete it and rerun the denoise step") from None
-    if raw.run_lengths.sum() != len(raw.raw_tc) or raw.raw_tc.shape[1] != len(raw.columns):
-        raise InputError(f"{path.name}: kept volumes {raw.run_lengths.tolist()} or columns do not match raw_tc "
-                         f"{raw.raw_tc.shape}; delete it and rerun the denoise step")
-    return raw
-
-
 def clean_half(raw: RawRuns, rows: np.ndarray) -> np.ndarray:
     """One half denoised on its own: (T_half, C) float32, z-scored per run.
 
     ``rows`` index the concatenated kept volumes (as ``data_tv``). In each run the operator of
-    :func:`tmstarget.denoise.core.temporal_operator` is built with every volume outside ``rows`` censored, and
+    :func:`tmstarget.denoise.temporal.temporal_operator` is built with every volume outside ``rows`` censored, and
     applied to the raw series; a run whose half is too short for the filter or the confound fit is
     left out (an empty array when no run is left).
     """
-    from tmstarget.denoise.core import ShortRun, temporal_operator, zscore_columns
-
     in_half = np.zeros(len(raw.raw_tc), bool)
     in_half[np.asarray(rows, int)] = True
     out, offset = [], 0

@@ -8,14 +8,13 @@ The rules themselves are in :mod:`tmstarget.target.rules`.
 
 from __future__ import annotations
 
-import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
+from tmstarget.denoise.arrays import Denoised
 from tmstarget.errors import InputError, QCFailure
 from tmstarget.io.files import load_img_checked, sha256_file
 from tmstarget.target.rules import SearchSpace, select
@@ -24,53 +23,6 @@ from tmstarget.target.rules import SearchSpace, select
 # --------------------------------------------------------------------------------------------------
 # Inputs
 # --------------------------------------------------------------------------------------------------
-@dataclass
-class Denoised:
-    """Denoised time series of one unit (``work/<unit>_desc-<strategy>_denoised.npz``)."""
-
-    data_tv: np.ndarray      # (T, V) float32
-    mask: np.ndarray         # 3D bool, columns of data_tv in C order
-    affine: np.ndarray       # (4, 4) voxel -> MNI RAS mm
-    t_r: float               # seconds
-    run_lengths: np.ndarray  # (n_runs,) volumes per run
-    name: str
-
-    @property
-    def strategy(self) -> str | None:
-        m = re.search(r"desc-([A-Za-z0-9]+)_denoised", self.name)
-        return m.group(1) if m else None
-
-
-def load_denoised(path: str | os.PathLike) -> Denoised:
-    """Read and check a denoised ``.npz`` (keys ``data_tv``, ``mask``, ``affine``, ``t_r``, ``run_lengths``)."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: denoised time series not found; run the denoise step first")
-    try:
-        with np.load(path) as npz:
-            missing = {"data_tv", "mask", "affine", "t_r"} - set(npz.files)
-            if missing:
-                raise InputError(f"{path.name}: missing keys {sorted(missing)}; regenerate it with the denoise step")
-            data_tv = np.asarray(npz["data_tv"], dtype=np.float32)
-            mask = np.asarray(npz["mask"]) > 0
-            affine = np.asarray(npz["affine"], float)
-            t_r = float(npz["t_r"])
-            run_lengths = np.asarray(npz["run_lengths"] if "run_lengths" in npz.files else [len(data_tv)], int)
-    except (OSError, ValueError) as exc:
-        if isinstance(exc, InputError):
-            raise
-        raise InputError(f"{path.name}: cannot read ({exc}); delete it and rerun the denoise step") from None
-    if data_tv.ndim != 2 or data_tv.shape[1] != mask.sum():
-        raise InputError(f"{path.name}: data_tv has shape {data_tv.shape} but the mask has {int(mask.sum())} "
-                         "voxels; regenerate it with the denoise step")
-    if run_lengths.sum() != data_tv.shape[0]:
-        raise InputError(f"{path.name}: run_lengths sum to {run_lengths.sum()}, data_tv has "
-                         f"{data_tv.shape[0]} volumes; regenerate it with the denoise step")
-    if not np.all(np.isfinite(data_tv)):
-        raise InputError(f"{path.name}: data_tv contains NaN or infinite values; rerun the denoise step")
-    return Denoised(data_tv, mask, affine, t_r, run_lengths, path.name)
-
-
 def grid_mask(path, den: Denoised, what: str) -> np.ndarray:
     img = load_img_checked(path, ndim=3, what=what)
     if img.shape[:3] != den.mask.shape or not np.allclose(img.affine, den.affine, atol=1e-3):

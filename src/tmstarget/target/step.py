@@ -19,7 +19,8 @@ from tmstarget.io.files import load_img_checked, write_json
 from tmstarget.target.params import METHODS, resolve_target_cfg
 from tmstarget.target.regions import grey_matter_probability, in_ba46, literature_sites_mni_ras_mm
 from tmstarget.target.rules import SearchSpace, Selection, pearson_r
-from tmstarget.target.selection import Denoised, Problem, grid_mask, load_denoised, seedmap_weights, target_of
+from tmstarget.denoise.arrays import Denoised, load_denoised
+from tmstarget.target.selection import Problem, grid_mask, seedmap_weights, target_of
 from tmstarget.target.uncertainty import (BOOTSTRAP_NOTE, bootstrap_targets, confidence, has_multiple_candidates,
                                           rule_split_half_study, summarize_spread, target_candidates)
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from tmstarget.errors import InputError
-from tmstarget.target.reliability import RawRuns, clean_half, first_second_rows, load_raw_runs, split_half_study
+from tmstarget.denoise.arrays import RawRuns, load_raw_runs
+from tmstarget.target.reliability import clean_half, first_second_rows, split_half_study
 from tmstarget.target.rules import SearchSpace, safe_select
 from tmstarget.target.selection import Denoised, Problem, columns_of
 
