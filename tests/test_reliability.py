@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-
 import nibabel as nib
 import numpy as np
 import pytest
 from nilearn import signal as nl_signal
 from scipy.interpolate import CubicSpline
 
-from test_denoise import make_run
+from tmstarget.config.settings import load_config
 from tmstarget.denoise import core as dn
+from tmstarget.errors import InputError
 from tmstarget.target import reliability as rl
 from tmstarget.target import selection as T
-from tmstarget.config.settings import load_config
-from tmstarget.errors import InputError
+
+from builders.denoise_run import make_run
 
 
 # -------------------------------------------------------------------------- blocks and splits

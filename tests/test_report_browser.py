@@ -23,7 +23,7 @@ import websocket  # the websocket-client package (a test dependency): a missing 
 
 from tmstarget.report import build_group_report, build_subject_report
 
-from test_report import fail_inputs_with_candidates, make_subject_inputs
+from builders.report_unit import fail_inputs_with_candidates, make_subject_inputs, z_map_t1w
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian package 'chromium' is not installed")
@@ -347,13 +347,11 @@ def test_every_text_of_the_report_is_at_least_12_px(reports, browser):
 @pytest.fixture(scope="module")
 def viewer_page(tmp_path_factory):
     """A subject page with the summary, the static target figure and the viewer (seed map in T1w space)."""
-    from test_report_viewer import _z_map_t1w
-
     from tmstarget.report import SUBJECT_REPORTLETS, render_subject_html
 
     root = tmp_path_factory.mktemp("viewer")
     inputs = make_subject_inputs(root)
-    inputs["fisherz_map_t1w"] = str(_z_map_t1w(root / "sub-01_space-T1w_stat-fisherz_boldmap.nii.gz"))
+    inputs["fisherz_map_t1w"] = str(z_map_t1w(root / "sub-01_space-T1w_stat-fisherz_boldmap.nii.gz"))
     keep = ("summary", "target_t1w", "viewer")
     out = root / "sub-01_viewer.html"
     out.write_text(render_subject_html(inputs, reportlets=tuple(r for r in SUBJECT_REPORTLETS if r.name in keep)))

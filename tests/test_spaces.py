@@ -468,6 +468,6 @@ def test_demo_run_native_and_exports(demo_anat):
     np.testing.assert_allclose(pair["target_ras_mm"], target_t1w, atol=1e-3)
     np.testing.assert_allclose(pair["entry_ras_mm"], entry, atol=1e-3)
     # every file, read with the vendor's own axes: the handle 45 deg posterior-lateral (left target)
-    from test_navigation import _check_all_files
+    from builders.vendor_files import check_all_files
 
-    _check_all_files(written, out[0], 45.0, lateral_sign=-1.0)
+    check_all_files(written, out[0], 45.0, lateral_sign=-1.0)
