@@ -127,8 +127,9 @@ def assert_handle(pose: dict, expected_angle_deg: float, lateral_sign: float, to
     assert abs(angle - expected_angle_deg) < tol_deg, (
         f"{where} is {angle:.1f} deg from posterior towards lateral, expected {expected_angle_deg}")
     assert pose["handle"][1] < 0 or expected_angle_deg >= 90, f"{where} does not point posterior"
-    if expected_angle_deg >= 20:
-        assert lateral_sign * pose["handle"][0] > 0, f"{where} does not point lateral"
+    # turned 20 deg or more from posterior, the handle leans to the target's side in world x as well
+    # (straight back, the tangent-plane angle above is the whole claim): one assertion for every angle
+    assert expected_angle_deg < 20 or lateral_sign * pose["handle"][0] > 0, f"{where} does not point lateral"
 
 
 def check_all_files(written: dict, tsv_path, expected_angle_deg: float, lateral_sign: float,
