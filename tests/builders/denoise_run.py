@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 
 from tmstarget.denoise import core as dn
+
+from builders.nifti import write_nifti
 
 MOTION = list(dn.MOTION_BASE)
 
@@ -64,15 +65,12 @@ def make_run(root: Path, name="sub-01_task-rest", n_vols=160, t_r=2.0, shape=(7,
     bold = data_tv.T.reshape(shape + (n_vols,)).astype(np.float32)
     affine = np.diag(list(voxel_mm) + [1.0])
     affine[:3, 3] = -np.asarray(shape) * np.asarray(voxel_mm) / 2
-    img = nib.Nifti1Image(bold, affine)
-    img.header.set_xyzt_units("mm", "sec")
-    img.header.set_zooms(tuple(voxel_mm) + (t_r,))
-    bold_path = root / f"{name}_space-MNI152NLin2009cAsym_res-2_desc-preproc_bold.nii.gz"
-    nib.save(img, bold_path)
+    bold_path = write_nifti(root / f"{name}_space-MNI152NLin2009cAsym_res-2_desc-preproc_bold.nii.gz", bold, affine,
+                            tr=t_r, codes=None)
     if sidecar:
         (root / f"{name}_space-MNI152NLin2009cAsym_res-2_desc-preproc_bold.json").write_text(
             json.dumps({"RepetitionTime": t_r}))
     mask = np.ones(shape, np.uint8) if mask_fn is None else mask_fn(shape).astype(np.uint8)
-    mask_path = root / f"{name}_space-MNI152NLin2009cAsym_res-2_desc-brain_mask.nii.gz"
-    nib.save(nib.Nifti1Image(mask, affine), mask_path)
+    mask_path = write_nifti(root / f"{name}_space-MNI152NLin2009cAsym_res-2_desc-brain_mask.nii.gz", mask, affine,
+                            dtype=None, codes=None)
     return {"bold": str(bold_path), "mask": str(mask_path), "confounds": str(conf_path)}

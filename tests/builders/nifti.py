@@ -1,4 +1,4 @@
-"""The NIfTI and JSON writers of the test builders."""
+"""The NIfTI and JSON writers of the test builders (every test image is written through ``save_nifti``)."""
 
 from __future__ import annotations
 
@@ -9,26 +9,29 @@ import nibabel as nib
 import numpy as np
 
 
-def save_nifti(img: nib.Nifti1Image, path: Path) -> Path:
-    """Save ``img`` with qform = sform = its affine (code 1, scanner), creating the folder."""
+def save_nifti(img: nib.Nifti1Image, path: Path, codes=(1, 1), qform=None) -> Path:
+    """Save ``img``, creating the folder. ``codes`` (qform code, sform code) are set with the sform =
+    the image's affine and the qform = ``qform`` (default: the same affine); ``codes=None`` keeps
+    nibabel's defaults (qform code 0, sform code 2)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    img.set_qform(img.affine, 1)
-    img.set_sform(img.affine, 1)
+    if codes is not None:
+        img.set_qform(img.affine if qform is None else qform, codes[0])
+        img.set_sform(img.affine, codes[1])
     nib.save(img, path)
     return path
 
 
-def write_nifti(path: Path, data, affine=None, tr=None, dtype=np.float32) -> Path:
+def write_nifti(path: Path, data, affine=None, tr=None, dtype=np.float32, codes=(1, 1), qform=None) -> Path:
     """``data`` (cast to ``dtype``; ``None`` keeps its type) on ``affine`` (default 3 mm isotropic), with
-    the TR in seconds in the header when ``tr`` is given."""
+    the TR in seconds in the header when ``tr`` is given; ``codes`` and ``qform`` as in ``save_nifti``."""
     img = nib.Nifti1Image(np.asarray(data, dtype=dtype), np.diag([3.0, 3.0, 3.0, 1.0]) if affine is None else affine)
     if tr is not None:
         img.header.set_xyzt_units("mm", "sec")
         zooms = list(img.header.get_zooms())
         zooms[3] = tr
         img.header.set_zooms(zooms)
-    return save_nifti(img, path)
+    return save_nifti(img, path, codes, qform)
 
 
 def write_json(path: Path, obj) -> Path:
