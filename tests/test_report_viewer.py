@@ -23,10 +23,10 @@ from tmstarget.report.viewer import (ENTRY_BALL_MM, ENTRY_RGB, TARGET_BALL_MM, T
 
 from builders.nifti import centres_ras_mm
 from builders.report_pages import text_outside_not_usable_folds
-from builders.report_unit import (T1W_AFFINE, T1W_SHAPE, TARGET_T1W, Z_NEG_T1W, Z_POS_T1W, denoise_qc, head_t1,
-                                  make_subject_inputs, save_private_nifti, write_verdict, z_map_t1w)
+from builders.report_unit import (ENTRY_T1W, T1W_AFFINE, T1W_SHAPE, TARGET_T1W, Z_NEG_T1W, Z_POS_T1W, denoise_qc,
+                                  head_t1, make_subject_inputs, save_private_nifti, write_verdict, z_map_t1w)
 
-ENTRY_T1W = [-58.0, 52.0, 52.0]
+
 def _sprite(doc: str, img_id: str) -> np.ndarray:
     m = re.search(rf'id="{img_id}"[^>]*?src="data:image/png;base64,([A-Za-z0-9+/=]+)"', doc)
     img = Image.open(io.BytesIO(base64.b64decode(m.group(1))))
