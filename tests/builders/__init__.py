@@ -10,4 +10,5 @@
 - ``vendor_files``: the neuronavigation vendors' own file readers (navigation).
 - ``realdata_bids``: BIDS trees made from the public real scans (real-data tests, benchmarks).
 - ``workflow``: the demo subjects and the CLI run in a subprocess.
+- ``browser``: headless Chromium over the DevTools protocol (browser tests, scripts/report_screenshots.py).
 """
