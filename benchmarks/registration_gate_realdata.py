@@ -5,14 +5,14 @@ reference moved in the T1w by known rigid misregistrations (issue 15).
 
 OUT: the output folder of a raw-route workflow run (``tmstarget BIDS OUT participant``) of sub-01, e.g. the
 same-person (ds000240 T1w + its ASL series) and different-person (+ RAPIDTIDETEST) datasets of
-tests/realdata_bids.py. Prints, per run and per misregistration (tests/realdata_bids.MISREGISTRATIONS:
+tests/builders/realdata_bids.py. Prints, per run and per misregistration (tests/builders/realdata_bids.MISREGISTRATIONS:
 rotations about the T1w brain centre, shifts), the boundary fraction, the edge correlation and the level
 the default thresholds give, plus the mask Dice as registered (whole template brain and within the BOLD
 field of view). A moved copy is what the registration would have written had it ended that far off; the
 registration itself is not rerun (that costs minutes per case).
 
 ``--header-moves REALDATA_DIR`` (scripts/fetch_real_data.sh's folder; the first OUT must be the
-same-person run made from it, tests/realdata_bids.same_person_bids) also reruns the BOLD
+same-person run made from it, tests/builders/realdata_bids.same_person_bids) also reruns the BOLD
 preprocessing (a few CPU minutes each) on that run with its header turned 30 degrees about x, and turned
 10 degrees about z and moved 10 mm, against the first OUT's T1w preprocessing, and prints the gate and how
 far the resulting BOLD -> T1w mapping lies from the unmoved run's (median / max over brain points, mm):
@@ -31,7 +31,7 @@ import nibabel as nib
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "src"), str(REPO / "tests")]
 
-from realdata_bids import MISREGISTRATIONS, brain_centre_ras_mm, moved_copy, rigid_ras  # noqa: E402
+from builders.realdata_bids import MISREGISTRATIONS, brain_centre_ras_mm, moved_copy, rigid_ras  # noqa: E402
 
 from tmstarget.preproc import registration_qc as rq  # noqa: E402
 
@@ -55,7 +55,7 @@ def _bold_points_mm(xfm_txt, bold_img, points_ras):
 def header_moves(out: Path, realdata: Path) -> None:
     import numpy as np
 
-    from realdata_bids import ASL_TR_S, asl_as_bold, same_person_bids
+    from builders.realdata_bids import ASL_TR_S, asl_as_bold, same_person_bids
 
     from tmstarget.preproc import pipeline as pp
     from tmstarget.bids.inputs import preproc_anat_paths, preproc_bold_paths

@@ -7,7 +7,7 @@ with its verdict and not used for choosing settings.
 Routes (``ROUTES``):
 
 - ``same_person``: ds000240 sub-01, its T1w and its own pCASL label/control series as the rest run
-  (``tests/realdata_bids.asl_as_bold``: 100 volumes, TR 3.5 s, 5.8 min), through the built-in
+  (``tests/builders/realdata_bids.asl_as_bold``: 100 volumes, TR 3.5 s, 5.8 min), through the built-in
   preprocessing (``registration: fast``). The gate's BOLD -> T1w checks apply as in the workflow.
 - ``template_direct``: rapidtide's RAPIDTIDETEST (and HAPPYTEST, see ``ROUTES``), whose person has no T1w in the public
   data. The mean EPI is registered *affinely* to nilearn's MNI152NLin2009aSym 2 mm template (antspyx,
@@ -145,7 +145,7 @@ def prepare_run(bench: Path, realdata: Path, name: str, log=print) -> dict:
     if route == "same_person":
         import nibabel as nib
 
-        from realdata_bids import asl_as_bold   # tests/ is on sys.path (see reliability.py)
+        from builders.realdata_bids import asl_as_bold   # tests/ is on sys.path (see reliability.py)
         raw_path = Path(bold["bold_mni"]).parent / "asl_label_control_as_bold.nii.gz"
         nib.save(asl_as_bold(realdata), raw_path)
         pp.preprocess_anat(realdata / "sub-01_T1w.nii.gz", anat, PARAMS)

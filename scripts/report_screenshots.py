@@ -5,7 +5,7 @@ page's height at 1280 px and its number of printed pages (the measures of issue 
 Usage: PYTHONPATH=src python scripts/report_screenshots.py REPORT.html OUT_DIR
 
 Needs Debian's ``chromium`` and ``pdftoppm`` (poppler-utils). Drives Chromium through the DevTools
-protocol with the Browser class of tests/test_report_browser.py; the printed page is made with
+protocol with the Browser class of tests/builders/browser.py; the printed page is made with
 ``chromium --print-to-pdf`` (background graphics off, the browser default) and ``pdftoppm -r 60``.
 """
 
@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from test_report_browser import CHROMIUM, Browser  # noqa: E402
+from builders.browser import CHROMIUM, Browser  # noqa: E402
 
 
 def element_shot(browser: Browser, selector: str, path: Path, pad: int = 8,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import FMRIPREP_SPACE, make_fmriprep_tree, make_raw_bids, write_json
+from builders.bids import FMRIPREP_SPACE, make_fmriprep_tree, make_raw_bids
+from builders.nifti import write_json
 from tmstarget.bids.inputs import BUILTIN_SPACE, make_plan, plan_fmriprep, plan_raw
 from tmstarget.errors import InputError
 

@@ -8,7 +8,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from conftest import make_raw_bids, write_json, write_nifti
+from builders.bids import make_raw_bids
+from builders.nifti import write_json, write_nifti
 from tmstarget.run.cli import main
 
 
@@ -127,7 +128,7 @@ def _truncate(path, keep=0.6):
 
 
 def preflight_dataset(tmp_path, kind):
-    from conftest import make_fmriprep_tree
+    from builders.bids import make_fmriprep_tree
 
     bids = make_raw_bids(tmp_path / "bids", n_vols=200)
     anat, func = bids / "sub-01" / "anat", bids / "sub-01" / "func"

@@ -30,7 +30,7 @@ import pytest
 from nilearn import signal as nl_signal
 from nilearn.interfaces.fmriprep import load_confounds
 
-from conftest import write_json, write_nifti
+from builders.nifti import write_json, write_nifti
 from tmstarget.demo.core import band_limited_signal, framewise_displacement_mm, synthesize_motion
 from tmstarget.denoise.confounds import (MOTION_BASE, censoring_mask, confound_matrix, dummy_volume_count,
                                          read_confounds)

@@ -1,6 +1,6 @@
 """Navigator exports: hand-computed files for one coil pose, round trips through each reader, Slicer
 schema validation, refusal of T1w files whose qform and sform disagree, and the coil handle read back
-from every written file with the vendor's own axis definition (tests/vendor_files.py) on a head of
+from every written file with the vendor's own axis definition (tests/builders/vendor_files.py) on a head of
 known geometry and on the mini fMRIPrep tree."""
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from tmstarget.navigation.exports import (NavTarget, describe_direction, read_br
                                   run_exports, save_sphere, sphere_mask_img, write_brainsight,
                                   write_localite_entrytarget, write_localite_instrument, write_markers_tsv,
                                   write_slicer, write_visor2)
+
+from builders.vendor_files import check_all_files
 
 DATA = Path(__file__).parent / "data"
 A = np.sqrt(0.5)
@@ -406,48 +408,18 @@ def test_sphere_file_has_mm_units_and_names_the_t1w(tmp_path):
 # ----------------------------------------------------------------------------- the handle in every written file
 
 
-def _check_all_files(written: dict, tsv_path, expected_angle_deg: float, lateral_sign: float,
-                     n_markers: int = 1) -> None:
-    """Read every written file with the vendor's own axes (vendor_files) and assert the handle direction
-    and that every position agrees with the markers TSV to 0.01 mm."""
-    import vendor_files as vf
-
-    tsv = vf.markers_tsv(tsv_path)
-    target, entry = tsv["target"], tsv["scalp_entry"]
-    bs = vf.brainsight_poses(written["brainsight"])
-    li = vf.localite_instrument_poses(written["localite_instrument"])
-    v2 = vf.visor2_poses(written["visor2"])
-    sl = vf.slicer_poses(written["slicer"])
-    assert len(bs) == 2 * n_markers and len(li) == len(v2) == n_markers and len(sl) == 2 * n_markers
-    # the primary target: Brainsight coil + cortex rows, Localite, visor2, Slicer target + entry points
-    for pose in (bs[0], bs[1], li[0], v2[0], sl[0], sl[1]):
-        vf.assert_handle(pose, expected_angle_deg, lateral_sign)
-    assert bs[0]["name"].endswith("-coil") and bs[1]["name"].endswith("-cortex")
-    for pose in (bs[0], li[0], v2[0], sl[1]):  # coil centre = scalp entry (skin distance 0)
-        np.testing.assert_allclose(pose["position_ras_mm"], entry, atol=0.01, err_msg=pose["name"])
-    for pose in (bs[1], sl[0]):
-        np.testing.assert_allclose(pose["position_ras_mm"], target, atol=0.01, err_msg=pose["name"])
-    pair = vf.localite_entrytarget_points(written["localite_entrytarget"])[0]
-    np.testing.assert_allclose(pair["entry"], entry, atol=0.01)
-    np.testing.assert_allclose(pair["target"], target, atol=0.01)
-    # the coil axis goes through the cortical target: into-head direction points from entry to target
-    into = (target - entry) / np.linalg.norm(target - entry)
-    for pose in (bs[0], li[0], v2[0], sl[0]):
-        assert np.degrees(np.arccos(np.clip(np.dot(pose["into_head"], into), -1, 1))) < 5.0, pose["name"]
-
-
 @pytest.fixture(scope="module")
 def sphere_inputs(tmp_path_factory):
     """The spherical head of test_scalp on disk with identity T1w<->MNI transforms."""
-    from mini_fmriprep import _write_translation_h5
-    from sphere_head import sphere_t1w_and_brain
+    from builders.mini_fmriprep import write_translation_h5
+    from builders.sphere_head import sphere_t1w_and_brain
 
     root = tmp_path_factory.mktemp("sphere")
     t1w_img, brain_img = sphere_t1w_and_brain()
     nib.save(t1w_img, root / "sub-01_T1w.nii.gz")
     nib.save(brain_img, root / "sub-01_desc-brain_mask.nii.gz")
     for name in ("from-T1w_to-MNI", "from-MNI_to-T1w"):
-        _write_translation_h5(root / f"sub-01_{name}_mode-image_xfm.h5", np.zeros(3))
+        write_translation_h5(root / f"sub-01_{name}_mode-image_xfm.h5", np.zeros(3))
     return root
 
 
@@ -469,7 +441,7 @@ def _run_native_and_exports(root, out, target_mni, cfg, t1w, xfm_to_mni, xfm_to_
                          ids=["left-45", "left-0", "right-45", "left-70"])
 def test_every_written_file_has_the_handle_posterior_lateral_on_a_sphere(sphere_inputs, tmp_path,
                                                                          lateral_sign, angle):
-    from sphere_head import HEAD_CENTRE
+    from builders.sphere_head import HEAD_CENTRE
 
     root = sphere_inputs
     # over DLPFC: left (lateral = -x) or right (+x), anterior and superior of the centre, 35 mm deep
@@ -479,13 +451,13 @@ def test_every_written_file_has_the_handle_posterior_lateral_on_a_sphere(sphere_
         root, tmp_path, target, {"handle_angle_deg": angle}, root / "sub-01_T1w.nii.gz",
         root / "sub-01_from-T1w_to-MNI_mode-image_xfm.h5", root / "sub-01_from-MNI_to-T1w_mode-image_xfm.h5",
         root / "sub-01_desc-brain_mask.nii.gz")
-    _check_all_files(written, tsv, angle, lateral_sign)
+    check_all_files(written, tsv, angle, lateral_sign)
     # the native JSON: the handle direction key and the corrected convention text
     handle = np.array(result["handle_direction_t1w_ras"])
     np.testing.assert_allclose(handle, -np.array(result["coil_pose_t1w_ras"])[:3, 1], atol=1e-12)
     assert result["coil_axes_convention"] == ("simnibs: columns x, y, z, centre; z into the head, y points away "
                                               "from the handle (handle along -y), x = y cross z")
-    import vendor_files as vf
+    from builders import vendor_files as vf
 
     got, _ = vf.handle_angle_from_posterior_deg(handle, result["inward_normal_t1w_ras"], lateral_sign)
     assert got == pytest.approx(angle, abs=1e-6)
@@ -500,13 +472,13 @@ def test_every_written_file_has_the_handle_posterior_lateral_on_a_sphere(sphere_
 
 def test_native_maps_uncertainty_candidates_to_t1w(sphere_inputs, tmp_path):
     """Candidates (from the reliability step) get ``target_t1w_ras_mm`` mapped like the bootstrap cloud."""
-    from mini_fmriprep import _write_translation_h5
-    from sphere_head import HEAD_CENTRE
+    from builders.mini_fmriprep import write_translation_h5
+    from builders.sphere_head import HEAD_CENTRE
 
     root = sphere_inputs
     shift = np.array([2.0, -3.0, 1.0])  # image transform T1w->MNI as a point map MNI -> T1w: p + shift
-    _write_translation_h5(tmp_path / "to_mni.h5", shift)
-    _write_translation_h5(tmp_path / "to_t1w.h5", -shift)
+    write_translation_h5(tmp_path / "to_mni.h5", shift)
+    write_translation_h5(tmp_path / "to_t1w.h5", -shift)
     target = HEAD_CENTRE + np.array([-22.0, 20.0, 18.0]) - shift
     candidates = [{"rank": 1, "target_mni_ras_mm": (target + [1.0, 0.0, 0.0]).tolist(), "score": 0.5},
                   {"rank": 2, "target_mni_ras_mm": None},
@@ -529,7 +501,7 @@ def test_native_maps_uncertainty_candidates_to_t1w(sphere_inputs, tmp_path):
 
 def test_every_written_file_has_the_handle_posterior_lateral_on_the_mini_fmriprep_tree(tmp_path):
     """The head-shaped T1w of the mini fMRIPrep tree, its real .h5 transforms, the planted left-DLPFC target."""
-    from mini_fmriprep import PLANTED_TARGET_MNI_RAS_MM, SPACE, make_mini_fmriprep
+    from builders.mini_fmriprep import PLANTED_TARGET_MNI_RAS_MM, SPACE, make_mini_fmriprep
 
     deriv = make_mini_fmriprep(tmp_path / "fmriprep", n_volumes=10)
     anat = deriv / "sub-01" / "anat"
@@ -537,5 +509,5 @@ def test_every_written_file_has_the_handle_posterior_lateral_on_the_mini_fmripre
         deriv, tmp_path / "out", PLANTED_TARGET_MNI_RAS_MM, {"handle_angle_deg": 45},
         anat / "sub-01_desc-preproc_T1w.nii.gz", anat / f"sub-01_from-T1w_to-{SPACE}_mode-image_xfm.h5",
         anat / f"sub-01_from-{SPACE}_to-T1w_mode-image_xfm.h5", anat / "sub-01_desc-brain_mask.nii.gz")
-    _check_all_files(written, tsv, 45.0, lateral_sign=-1.0)
+    check_all_files(written, tsv, 45.0, lateral_sign=-1.0)
     assert describe_direction(result["handle_direction_t1w_ras"]).startswith("posterior-left")

@@ -17,6 +17,8 @@ from tmstarget.preproc import pipeline as pp
 from tmstarget.errors import InputError
 from tmstarget.preproc.headers import RAS_TO_LPS
 
+from builders.nifti import write_nifti
+
 
 def _run(head, n_t, seed=0, moves=True):
     """A 4D run of the head with small rigid moves (voxel shifts) and noise, float32 (X, Y, Z, T)."""
@@ -29,11 +31,7 @@ def _run(head, n_t, seed=0, moves=True):
 
 
 def _save_int16(data, affine, path, t_r=2.0):
-    img = nib.Nifti1Image(np.clip(np.rint(data), 0, 32767).astype(np.int16), affine)
-    img.header.set_xyzt_units("mm", "sec")
-    img.header.set_zooms(img.header.get_zooms()[:3] + (t_r,))
-    nib.save(img, path)
-    return path
+    return write_nifti(path, np.clip(np.rint(data), 0, 32767), affine, tr=t_r, dtype=np.int16, codes=None)
 
 
 def test_bold_volumes_read_the_stored_run_volume_by_volume(small_head, tmp_path):

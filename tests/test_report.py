@@ -23,197 +23,9 @@ from tmstarget.qc.core import assess, assess_qc, mean_fd_mm, scrub_paths
 from tmstarget.report import (SUBJECT_REPORTLETS, build_group_report, build_subject_report, read_masked_timeseries,
                               write_reportlets)
 
-SECRET_DIR = "SECRETSITE_Hospital"          # part of the absolute dataset path: must never reach a report
-SECRET_DESCRIP = "PATIENT^DOE^JOHN"         # NIfTI header text: must never reach a report
-HOSTILE = "<script>alert('x')</script>"     # input text that must be escaped
-
-MNI_AFFINE = np.array([[6.0, 0, 0, -78], [0, 6, 0, -114], [0, 0, 6, -66], [0, 0, 0, 1]])
-MNI_SHAPE = (27, 32, 27)
-T1W_AFFINE = np.array([[4.0, 0, 0, -70], [0, 4, 0, -90], [0, 0, 4, -60], [0, 0, 0, 1]])
-T1W_SHAPE = (36, 50, 40)
-TARGET_MNI = [-42.0, 42.0, 30.0]
-TARGET_T1W = [-40.5, 47.25, 35.0]
-SEED_MNI = [6.0, 16.0, -10.0]
-T_R = 2.0
-
-
-def _save(path: Path, data, affine, descrip: str = SECRET_DESCRIP) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img = nib.Nifti1Image(np.asarray(data), affine)
-    img.header["descrip"] = descrip.encode()
-    img.header["db_name"] = b"SECRETDB"
-    img.header["aux_file"] = b"SECRETAUX"
-    img.header.set_intent("none", name="SECRETINTENT")
-    img.set_qform(affine, 1)
-    img.set_sform(affine, 1)
-    nib.save(img, path)
-    return path
-
-
-def _centres_ras_mm(shape, affine) -> np.ndarray:
-    ijk = np.indices(shape).reshape(3, -1).T
-    return nib.affines.apply_affine(affine, ijk).reshape(*shape, 3)
-
-
-def _ball(shape, affine, centre, radius_mm) -> np.ndarray:
-    return np.linalg.norm(_centres_ras_mm(shape, affine) - np.asarray(centre), axis=-1) <= radius_mm
-
-
-def _brain(shape, affine) -> np.ndarray:
-    xyz = _centres_ras_mm(shape, affine)
-    return ((xyz[..., 0] / 70) ** 2 + ((xyz[..., 1] + 18) / 95) ** 2 + ((xyz[..., 2] - 10) / 75) ** 2) <= 1
-
-
-def _head_t1(shape, affine) -> np.ndarray:
-    """Bright brain with dark ventricles inside a dimmer scalp shell (a crude T1w)."""
-    xyz = _centres_ras_mm(shape, affine)
-    r = ((xyz[..., 0] / 70) ** 2 + ((xyz[..., 1] + 18) / 95) ** 2 + ((xyz[..., 2] - 10) / 75) ** 2)
-    img = np.where(r <= 1, 100.0, 0.0) + np.where((r > 1.1) & (r <= 1.35), 60.0, 0.0)
-    vent = (np.abs(xyz[..., 0]) > 3) & (np.abs(xyz[..., 0]) < 15) & (np.abs(xyz[..., 1] + 10) < 20) & (np.abs(xyz[..., 2] - 12) < 8)
-    return np.where(vent, 25.0, img).astype(np.float32)
-
-
-def target_markers(**overrides) -> dict:
-    """A ``*_desc-target_markers.json`` as in docs/architecture.md."""
-    rng = np.random.default_rng(3)
-    boots = (np.asarray(TARGET_MNI) + rng.normal(0, 2.5, (50, 3))).round(1).tolist()
-    boots[7] = None                                   # a failed resample, allowed by the contract
-    t = {
-        "TemplateSpace": "MNI152NLin2009aSym",
-        "target_mni_ras_mm": TARGET_MNI,
-        "target_ijk": [6, 26, 16],
-        "method": "cluster", "method_parameters": {"rule": "cluster", "percentile": 10.0},
-        "r_at_target": -0.41, "z_at_target": -0.44,
-        "cluster_size_voxels": 57,
-        "in_ba46": True, "in_search_mask": True,
-        "seed": {"type": "sphere", "center_mni_ras_mm": SEED_MNI, "radius_mm": 10, "label": HOSTILE},
-        "search_region": {"type": "ba46"},
-        "uncertainty": {"method": "block-bootstrap", "n": 50, "block_length_s": 60,
-                        "targets_mni_ras_mm": boots, "median_distance_mm": 3.1, "p95_distance_mm": 7.9,
-                        "split_half_targets_mni_ras_mm": [[-44.0, 40.0, 28.0], [-40.0, 45.0, 31.0]],
-                        "split_half_distance_mm": 4.2, "confident": True},
-        "gsr_comparison": {"strategy": "acompcor", "target_mni_ras_mm": [-38.0, 46.0, 27.0], "shift_mm": 6.4},
-        "literature_distances_mm": {"BA46 site": 2.4, "BA9 site": 14.2, "5-cm rule site": 41.9,
-                                    "Beam F3 site": 26.0, "Fox 2012 optimized target (unverified)": 5.7},
-        "denoising": {"strategy": "fox", "volumes_total": 80, "volumes_kept": 76, "minutes_kept": 12.5},
-        "warnings": [f"note from {HOSTILE} at /data/{SECRET_DIR}/bids/sub-01/func/x.nii.gz"],
-        "Sources": ["bids:preproc:sub-01/func/sub-01_task-rest_bold.nii.gz"],
-        "software": {"tmstarget": "0.1.0", "nilearn": "0.14.1"},
-    }
-    t.update(overrides)
-    return t
-
-
-ENTRY_T1W = [-58.0, 52.0, 52.0]
-
-
-def _inward_normal() -> np.ndarray:
-    v = np.asarray(TARGET_T1W) - np.asarray(ENTRY_T1W)
-    return v / np.linalg.norm(v)
-
-
-def native_markers(target: dict, root: Path) -> dict:
-    from tmstarget.native.scalp import coil_pose_simnibs, handle_direction_ras
-
-    n = dict(target)
-    normal = _inward_normal()
-    n.update({"target_t1w_ras_mm": TARGET_T1W, "target_t1w_ijk": [7, 34, 24],
-              "entry_t1w_ras_mm": ENTRY_T1W, "inward_normal_t1w_ras": normal.tolist(),
-              "handle_direction_t1w_ras": handle_direction_ras(ENTRY_T1W, normal, 45.0).tolist(),
-              "handle_angle_deg": 45.0,
-              "coil_pose_t1w_ras": coil_pose_simnibs(ENTRY_T1W, normal, 45.0).tolist(),
-              "scalp_to_cortex_mm": 18.3, "roundtrip_error_mm": 0.3,
-              "t1w_path": str(root / SECRET_DIR / "sub-01_desc-preproc_T1w.nii.gz"), "t1w_sha256": "ab" * 32,
-              "transform_path": str(root / SECRET_DIR / "sub-01_from-T1w_to-MNI_xfm.h5"),
-              "transform_sha256": "cd" * 32})
-    return n
-
-
-def denoise_qc(root: Path, minutes_kept=12.5, fd_scale=1.0) -> dict:
-    runs = []
-    rng = np.random.default_rng(5)
-    for k in range(2):
-        fd = (np.abs(rng.normal(0.08, 0.04, 40)) * fd_scale)
-        fd[0] = 0.0
-        fd[[12, 13]] = [0.9, 0.7]
-        runs.append({"bold": str(root / SECRET_DIR / f"sub-01_task-rest_run-{k + 1}_space-MNI_desc-preproc_bold.nii.gz"),
-                     "volumes_total": 40, "dummy_volumes": 0, "censored_volumes": [12, 13], "volumes_kept": 38,
-                     "minutes_kept": 1.27, "framewise_displacement_mm": fd.round(4).tolist(),
-                     "mean_fd_mm": float(fd[1:].mean())})
-    return {"strategy": "fox", "strategy_parameters": {"global_signal": True}, "t_r": T_R, "runs": runs,
-            "volumes_total": 80, "volumes_kept": 76, "minutes_kept": minutes_kept, "fd_threshold_mm": 0.5,
-            "warnings": []}
-
-
-def seed_sidecar(**overrides) -> dict:
-    s = {"seed": {"type": "sphere"}, "seed_voxels_total": 19, "seed_voxels_in_mask": 19,
-         "seed_median_tsnr": 42.0, "seed_low_tsnr_fraction": 0.1, "min_seed_tsnr": 20.0, "volumes": 76,
-         "Sources": ["sub-01_desc-fox_denoised.npz"]}
-    s.update(overrides)
-    return s
-
-
-def make_subject_inputs(root: Path, unit: str = "sub-01") -> dict:
-    """All files of one unit's report, following docs/architecture.md; returns the ``inputs`` dict."""
-    d = root / SECRET_DIR / unit
-    rng = np.random.default_rng(11)
-    brain = _brain(MNI_SHAPE, MNI_AFFINE)
-    seed = _ball(MNI_SHAPE, MNI_AFFINE, SEED_MNI, 10) & brain
-    search = _ball(MNI_SHAPE, MNI_AFFINE, [-44, 40, 29], 20) & brain
-    bolds, masks, confounds = [], [], []
-    for k in range(2):
-        ts = 100 + rng.normal(0, 2, brain.shape + (40,))
-        ts[..., 12:14] += 15                          # a motion burst at the censored volumes
-        ts *= brain[..., None]
-        bolds.append(_save(d / f"{unit}_task-rest_run-{k + 1}_space-MNI_desc-preproc_bold.nii.gz",
-                           ts.astype(np.float32), MNI_AFFINE))
-        masks.append(_save(d / f"{unit}_task-rest_run-{k + 1}_space-MNI_desc-brain_mask.nii.gz",
-                           brain.astype(np.uint8), MNI_AFFINE))
-        c = d / f"{unit}_task-rest_run-{k + 1}_desc-confounds_timeseries.tsv"
-        fd = np.abs(rng.normal(0.1, 0.05, 40)).round(4).astype(str)
-        fd[0] = "n/a"
-        pd.DataFrame({"framewise_displacement": fd, "global_signal": 100.0}).to_csv(c, sep="\t", index=False)
-        confounds.append(c)
-    n_vox = int(brain.sum())
-    data_tv = rng.normal(0, 1, (76, n_vox)).astype(np.float32)
-    tsnr_v = rng.uniform(40, 80, n_vox).astype(np.float32)
-    tsnr_v[seed[brain]] = 15                          # dropout in half of the seed...
-    tsnr_v[np.flatnonzero(seed[brain])[::2]] = 45     # ...the other half fine
-    npz = d / f"{unit}_desc-fox_denoised.npz"
-    np.savez(npz, data_tv=data_tv, mask=brain.astype(np.uint8), affine=MNI_AFFINE, t_r=T_R,
-             run_lengths=np.array([38, 38]), tsnr_v=tsnr_v)
-    z = np.where(brain, rng.normal(0, 0.05, MNI_SHAPE), 0.0)
-    z += 0.8 * np.exp(-np.sum((_centres_ras_mm(MNI_SHAPE, MNI_AFFINE) - SEED_MNI) ** 2, -1) / (2 * 12 ** 2))
-    z -= 0.5 * np.exp(-np.sum((_centres_ras_mm(MNI_SHAPE, MNI_AFFINE) - TARGET_MNI) ** 2, -1) / (2 * 10 ** 2))
-    z *= brain
-    target = target_markers()
-    files = {
-        "target_json": d / f"{unit}_task-rest_space-MNI152NLin2009aSym_desc-target_markers.json",
-        "native_json": d / f"{unit}_space-T1w_desc-target_markers.json",
-        "denoise_qc_json": d / f"{unit}_task-rest_desc-denoise_qc.json",
-        "seed_json": d / f"{unit}_task-rest_space-MNI152NLin2009aSym_desc-sgacc_stat-r_boldmap.json",
-    }
-    objs = {"target_json": target, "native_json": native_markers(target, root),
-            "denoise_qc_json": denoise_qc(root), "seed_json": seed_sidecar()}
-    for key, obj in objs.items():
-        files[key].write_text(json.dumps(obj))
-    files["verdict_json"] = d / f"{unit}_desc-verdict_qc.json"
-    files["verdict_json"].write_text(json.dumps(assess(*objs.values(), unit=unit)))
-    t1w_data = _head_t1(T1W_SHAPE, T1W_AFFINE)
-    bref = _head_t1((18, 25, 20), T1W_AFFINE @ np.diag([2, 2, 2, 1.0]))
-    return {
-        **{k: str(v) for k, v in files.items()},
-        "fisherz_map": str(_save(d / f"{unit}_space-MNI_desc-sgacc_stat-fisherz_boldmap.nii.gz", z.astype(np.float32), MNI_AFFINE)),
-        "seed_mask": str(_save(d / f"{unit}_space-MNI_desc-sgacc_mask.nii.gz", seed.astype(np.uint8), MNI_AFFINE)),
-        "search_mask": str(_save(d / f"{unit}_space-MNI_desc-search_mask.nii.gz", search.astype(np.uint8), MNI_AFFINE)),
-        "preproc_bold": [str(p) for p in bolds], "bold_mask": [str(p) for p in masks],
-        "denoised_npz": str(npz),
-        "boldref_t1w": [str(_save(d / f"{unit}_space-T1w_boldref.nii.gz", bref, T1W_AFFINE @ np.diag([2, 2, 2, 1.0])))],
-        "t1w": str(_save(d / f"{unit}_desc-preproc_T1w.nii.gz", t1w_data, T1W_AFFINE)),
-        "t1w_mni": str(_save(d / f"{unit}_space-MNI_desc-preproc_T1w.nii.gz", _head_t1(MNI_SHAPE, MNI_AFFINE), MNI_AFFINE)),
-        "template_space": "MNI152NLin2009aSym",
-        "confounds": [str(p) for p in confounds],
-    }
+from builders.report_pages import html_outside_not_usable_folds, text_outside_not_usable_folds
+from builders.report_unit import (SECRET_DESCRIP, SECRET_DIR, denoise_qc, fail_inputs_with_candidates,
+                                  make_subject_inputs, native_markers, seed_sidecar, target_markers, write_verdict)
 
 
 def assert_private_and_escaped(text: str) -> None:
@@ -644,10 +456,6 @@ def test_tsnr_map_has_no_coloured_background(subject):
 # ----------------------------------------------------------------------------- the verdict, shown once
 
 
-def _write_verdict(inputs: dict, **kw) -> dict:
-    return qc_mod.run_verdict(inputs, inputs["verdict_json"], "sub-01", **kw)
-
-
 def _summary(inputs: dict) -> str:
     text = report.render_subject_html(inputs, reportlets=(report.SUBJECT_REPORTLETS[0],))
     return text.split('<section id="summary">')[1].split("</section>")[0]
@@ -672,7 +480,7 @@ def test_report_shows_the_verdict_file_not_its_own_judgement(tmp_path):
 def test_on_fail_the_coordinate_is_folded_away_as_not_usable(tmp_path):
     inputs = make_subject_inputs(tmp_path)
     Path(inputs["denoise_qc_json"]).write_text(json.dumps(denoise_qc(tmp_path, fd_scale=8.0)))
-    v = _write_verdict(inputs)
+    v = write_verdict(inputs)
     assert v["status"] == "fail"
     summary = _summary(inputs)
     assert "QC: FAIL" in summary and "mean framewise displacement" in summary
@@ -682,93 +490,30 @@ def test_on_fail_the_coordinate_is_folded_away_as_not_usable(tmp_path):
     assert "do not use this coordinate" in banner
 
 
-def _text_outside_not_usable_folds(html: str) -> str:
-    """The page's text with every ``<details class='not-usable'>`` fold (and what it holds) removed."""
-    from html.parser import HTMLParser
-
-    class Outside(HTMLParser):
-        def __init__(self):
-            super().__init__()
-            self.depth, self.fold_at, self.parts = 0, None, []
-
-        def handle_starttag(self, tag, attrs):
-            if tag == "details":
-                self.depth += 1
-                if self.fold_at is None and "not-usable" in (dict(attrs).get("class") or ""):
-                    self.fold_at = self.depth
-
-        def handle_endtag(self, tag):
-            if tag == "details":
-                if self.fold_at == self.depth:
-                    self.fold_at = None
-                self.depth -= 1
-
-        def handle_data(self, data):
-            if self.fold_at is None:
-                self.parts.append(data)
-
-    parser = Outside()
-    parser.feed(html)
-    return " ".join(parser.parts)
-
-
-def _html_outside_not_usable_folds(html: str) -> str:
-    """The page's markup with every ``<details class='not-usable'>`` fold (and what it holds) cut out."""
-    out, depth, fold_at = [], 0, None
-    for token in re.split(r"(<details[^>]*>|</details>)", html):
-        if token.startswith("<details"):
-            depth += 1
-            if fold_at is None and "not-usable" in token:
-                fold_at = depth
-        elif token == "</details>":
-            if fold_at == depth:
-                fold_at = None
-                depth -= 1
-                continue
-            depth -= 1
-        if fold_at is None:
-            out.append(token)
-    return "".join(out)
-
-
-def fail_inputs_with_candidates(tmp_path) -> dict:
-    """Report inputs of a unit that FAILs (too much motion) and whose split-half targets form two candidates,
-    MNI (-42, 42, 30) with 55 % and (-36, 22, 44) with 40 % support."""
-    inputs = make_subject_inputs(tmp_path)
-    Path(inputs["denoise_qc_json"]).write_text(json.dumps(denoise_qc(tmp_path, fd_scale=8.0)))
-    t = json.loads(Path(inputs["target_json"]).read_text())
-    t["uncertainty"]["multiple_candidates"] = True
-    t["uncertainty"]["candidates"] = [
-        {"target_mni_ras_mm": [-42.0, 42.0, 30.0], "support_fraction": 0.55, "n_targets": 28},
-        {"target_mni_ras_mm": [-36.0, 22.0, 44.0], "support_fraction": 0.4, "n_targets": 20}]
-    Path(inputs["target_json"]).write_text(json.dumps(t))
-    return inputs
-
-
 def test_on_fail_no_coordinate_of_this_person_is_shown_outside_a_fold(tmp_path):
     """A FAILed unit with two candidate targets: the target, the scalp entry and both candidates appear
     only inside 'not usable' folds, in every section of the page, and the verdict's reasons (what the
     terminal prints) name the candidates without their coordinates. Published site coordinates of the
     literature section are not this person's and may show."""
     inputs = fail_inputs_with_candidates(tmp_path)
-    v = _write_verdict(inputs)
+    v = write_verdict(inputs)
     assert v["status"] == "fail"
     assert "two or more separated candidate targets (coordinates withheld: verdict FAIL)" in v["reasons"]
     assert not any("-36.0" in r or "-42.0" in r for r in v["reasons"])
     html = report.render_subject_html(inputs)
-    outside = _text_outside_not_usable_folds(html)
+    outside = text_outside_not_usable_folds(html)
     for coordinate in ("(-40.5, 47.2, 35.0)", "(-58.0, 52.0, 52.0)", "(-42.0, 42.0, 30.0)", "(-36.0, 22.0, 44.0)"):
         assert coordinate in html, coordinate                     # still there for review, folded away
         assert coordinate not in outside, coordinate
     assert "Figure (not usable: verdict FAIL; shown for review only)" in html
     for name in ("target_t1w", "seed_map", "uncertainty", "gsr", "literature"):   # figures of the target: folded
-        assert f'data-figure="{name}"' in html and f'data-figure="{name}"' not in _html_outside_not_usable_folds(html)
+        assert f'data-figure="{name}"' in html and f'data-figure="{name}"' not in html_outside_not_usable_folds(html)
     assert "These are the coordinates the navigator uses" not in outside
     # the same unit passing its motion check shows the candidates with their coordinates
     Path(inputs["denoise_qc_json"]).write_text(json.dumps(denoise_qc(tmp_path)))
-    v = _write_verdict(inputs)
+    v = write_verdict(inputs)
     assert v["status"] == "warn" and any("MNI (-36.0, 22.0, 44.0) with 40 %" in r for r in v["reasons"])
-    assert "(-36.0, 22.0, 44.0)" in _text_outside_not_usable_folds(report.render_subject_html(inputs))
+    assert "(-36.0, 22.0, 44.0)" in text_outside_not_usable_folds(report.render_subject_html(inputs))
 
 
 @pytest.mark.parametrize("minutes, status, words", [(4.0, "warn", "only 4.0 min of data kept"),
@@ -777,7 +522,7 @@ def test_report_uses_the_run_thresholds(tmp_path, minutes, status, words):
     inputs = make_subject_inputs(tmp_path)
     Path(inputs["denoise_qc_json"]).write_text(json.dumps(denoise_qc(tmp_path, minutes_kept=minutes)))
     thresholds = qc_mod.thresholds_from_config({"denoising": {"min_retained_minutes": 3.0}})
-    _write_verdict(inputs, thresholds=thresholds)
+    write_verdict(inputs, thresholds=thresholds)
     summary = _summary(inputs)
     assert f"QC: {status.upper()}" in summary and words in summary
     assert "minimum 5 min" not in summary
@@ -812,7 +557,7 @@ def test_reliability_is_split_half_words_bootstrap_a_detail_and_candidates_shown
         {"target_mni_ras_mm": [-42.0, 42.0, 30.0], "support_fraction": 0.55, "n_targets": 28},
         {"target_mni_ras_mm": [-36.0, 22.0, 44.0], "support_fraction": 0.4, "n_targets": 20}]
     Path(inputs["target_json"]).write_text(json.dumps(t))
-    _write_verdict(inputs)
+    write_verdict(inputs)
     text = render_only(inputs, "summary", "uncertainty")
     summary = text.split('<section id="summary">')[1].split("</section>")[0]
     assert ("<p class='reliability-line' id='reliability-line'><b>Reliability (split halves):</b> targets from the "

@@ -21,23 +21,10 @@ from tmstarget import report
 from tmstarget.report.viewer import (ENTRY_BALL_MM, ENTRY_RGB, TARGET_BALL_MM, TARGET_RGB, interactive_viewer_html,
                                      viewer_script_hashes)
 
-from test_report import (T1W_AFFINE, T1W_SHAPE, TARGET_T1W, _centres_ras_mm, _head_t1, _save,
-                         _text_outside_not_usable_folds, _write_verdict, denoise_qc, make_subject_inputs)
-
-ENTRY_T1W = [-58.0, 52.0, 52.0]
-Z_NEG_T1W, Z_POS_T1W = [-30.0, 30.0, 20.0], [30.0, 30.0, 20.0]     # blobs of the seed map (Fisher z)
-
-
-def _z_map_t1w(path: Path) -> Path:
-    """A seed map in T1w space (2 mm): z = -0.6 in a 12 mm ball on the left, +0.6 on the right, 0 elsewhere."""
-    affine = np.diag([2.0, 2.0, 2.0, 1.0])
-    affine[:3, 3] = [-70, -90, -60]
-    shape = (72, 100, 80)
-    xyz = _centres_ras_mm(shape, affine)
-    z = np.zeros(shape, np.float32)
-    z[np.linalg.norm(xyz - Z_NEG_T1W, axis=-1) <= 12] = -0.6
-    z[np.linalg.norm(xyz - Z_POS_T1W, axis=-1) <= 12] = 0.6
-    return _save(path, z, affine)
+from builders.nifti import centres_ras_mm
+from builders.report_pages import text_outside_not_usable_folds
+from builders.report_unit import (ENTRY_T1W, T1W_AFFINE, T1W_SHAPE, TARGET_T1W, Z_NEG_T1W, Z_POS_T1W, denoise_qc,
+                                  head_t1, make_subject_inputs, save_private_nifti, write_verdict, z_map_t1w)
 
 
 def _sprite(doc: str, img_id: str) -> np.ndarray:
@@ -64,8 +51,8 @@ def _params(doc: str) -> dict:
 @pytest.fixture(scope="module")
 def viewer_doc(tmp_path_factory):
     d = tmp_path_factory.mktemp("viewer")
-    t1w = _save(d / "sub-01_desc-preproc_T1w.nii.gz", _head_t1(T1W_SHAPE, T1W_AFFINE), T1W_AFFINE)
-    return interactive_viewer_html(t1w, _z_map_t1w(d / "sub-01_space-T1w_stat-fisherz_boldmap.nii.gz"), TARGET_T1W,
+    t1w = save_private_nifti(d / "sub-01_desc-preproc_T1w.nii.gz", head_t1(T1W_SHAPE, T1W_AFFINE), T1W_AFFINE)
+    return interactive_viewer_html(t1w, z_map_t1w(d / "sub-01_space-T1w_stat-fisherz_boldmap.nii.gz"), TARGET_T1W,
                                    ENTRY_T1W)
 
 
@@ -75,7 +62,7 @@ def test_the_viewer_paints_the_target_the_entry_and_the_seed_map_where_they_are(
     affine = np.asarray(params["affine"])
     assert np.allclose(np.diag(affine)[:3], 1.0)                          # the 1 mm viewer grid
     overlay = _volume_from_sprite(_sprite(viewer_doc, "overlayImg"), shape)
-    xyz = _centres_ras_mm(shape, affine)
+    xyz = centres_ras_mm(shape, affine)
     shown = overlay[..., 3] > 0
     for rgb, centre, radius in ((TARGET_RGB, TARGET_T1W, TARGET_BALL_MM), (ENTRY_RGB, ENTRY_T1W, ENTRY_BALL_MM)):
         ball = shown & np.all(np.abs(overlay[..., :3] - np.round(np.multiply(rgb, 255))) <= 1, axis=-1)
@@ -118,9 +105,9 @@ def test_the_viewer_loads_nothing_and_its_scripts_are_inline(viewer_doc):
 
 
 def test_a_viewer_larger_than_its_budget_is_coarsened(tmp_path, viewer_doc):
-    head = _head_t1(T1W_SHAPE, T1W_AFFINE)                    # with texture, as a real T1w has
+    head = head_t1(T1W_SHAPE, T1W_AFFINE)                    # with texture, as a real T1w has
     head *= 1 + 0.2 * np.random.default_rng(3).random(head.shape).astype(np.float32)
-    t1w = _save(tmp_path / "t1w.nii.gz", head, T1W_AFFINE)
+    t1w = save_private_nifti(tmp_path / "t1w.nii.gz", head, T1W_AFFINE)
     budget = 320_000
     small = interactive_viewer_html(t1w, None, TARGET_T1W, ENTRY_T1W, max_bytes=budget)
     step_mm = np.diag(np.asarray(_params(small)["affine"]))[:3]
@@ -146,9 +133,9 @@ def _viewer_page(inputs: dict) -> str:
 @pytest.mark.parametrize("fd_scale, status", [(1.0, "pass"), (3.0, "warn")])
 def test_a_usable_unit_has_the_viewer_in_a_sandboxed_iframe(tmp_path, fd_scale, status):
     inputs = make_subject_inputs(tmp_path)
-    inputs["fisherz_map_t1w"] = str(_z_map_t1w(tmp_path / "sub-01_space-T1w_stat-fisherz_boldmap.nii.gz"))
+    inputs["fisherz_map_t1w"] = str(z_map_t1w(tmp_path / "sub-01_space-T1w_stat-fisherz_boldmap.nii.gz"))
     Path(inputs["denoise_qc_json"]).write_text(json.dumps(denoise_qc(tmp_path, fd_scale=fd_scale)))
-    assert _write_verdict(inputs)["status"] == status
+    assert write_verdict(inputs)["status"] == status
     page = _viewer_page(inputs)
     section = page.split('<section id="viewer">')[1].split("</section>")[0]
     assert "<h2>Explore the target on the T1w (interactive)</h2>" in section
@@ -165,15 +152,15 @@ def test_a_usable_unit_has_the_viewer_in_a_sandboxed_iframe(tmp_path, fd_scale, 
 
 def test_a_failed_unit_has_no_viewer_and_no_coordinate(tmp_path):
     inputs = make_subject_inputs(tmp_path)
-    inputs["fisherz_map_t1w"] = str(_z_map_t1w(tmp_path / "sub-01_space-T1w_stat-fisherz_boldmap.nii.gz"))
+    inputs["fisherz_map_t1w"] = str(z_map_t1w(tmp_path / "sub-01_space-T1w_stat-fisherz_boldmap.nii.gz"))
     Path(inputs["denoise_qc_json"]).write_text(json.dumps(denoise_qc(tmp_path, fd_scale=8.0)))
-    assert _write_verdict(inputs)["status"] == "fail"
+    assert write_verdict(inputs)["status"] == "fail"
     page = _viewer_page(inputs)
     section = page.split('<section id="viewer">')[1].split("</section>")[0]
     assert "Not shown: the verdict is FAIL" in section
     for absent in ("iframe", "srcdoc", "brainsprite", "script-src", "'sha256-"):   # a CSP script hash, not the SHA-256 field
         assert absent not in page, absent
-    outside = _text_outside_not_usable_folds(page)
+    outside = text_outside_not_usable_folds(page)
     for coordinate in ("(-40.5, 47.2, 35.0)", "-40.5", "47.2"):
         assert coordinate not in outside, coordinate
 

@@ -2,7 +2,7 @@
 fMRIPrep route end to end, kill-and-resume with identical outputs, and job-level bad input
 (each with its exact error, a non-zero exit, and no output of the failed step).
 
-The tree (``tests/mini_fmriprep.py``) is small enough that a full run takes well under a minute.
+The tree (``tests/builders/mini_fmriprep.py``) is small enough that a full run takes well under a minute.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import make_raw_bids
-from mini_fmriprep import NATIVE_SHIFT_RAS_MM, PLANTED_TARGET_MNI_RAS_MM, SPACE, make_mini_fmriprep
+from builders.bids import make_raw_bids
+from builders.mini_fmriprep import NATIVE_SHIFT_RAS_MM, PLANTED_TARGET_MNI_RAS_MM, SPACE, make_mini_fmriprep
 
 from tmstarget.navigation.exports import localite_timestamp
 

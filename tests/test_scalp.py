@@ -6,8 +6,8 @@ import numpy as np
 import nibabel as nib
 import pytest
 
-from sphere_head import BRAIN_RADIUS_MM, HEAD_CENTRE, HEAD_RADIUS_MM, VOXEL_MM, sphere_t1w_and_brain
-from sphere_head import radius_mm as _radius_mm
+from builders.sphere_head import BRAIN_RADIUS_MM, HEAD_CENTRE, HEAD_RADIUS_MM, VOXEL_MM, sphere_t1w_and_brain
+from builders.sphere_head import radius_mm as _radius_mm
 from tmstarget.errors import InputError
 from tmstarget.native.scalp import (coil_pose_simnibs, entry_to_target_mm, handle_direction_from_pose,
                              handle_direction_ras, head_mask_img, scalp_entry, scalp_to_cortex_mm,

@@ -17,6 +17,8 @@ from tmstarget.native.spaces import (check_qform_sform, check_transform_file, ij
                               mni_ras_mm_to_t1w_ras_mm, ras_to_lps, snap_into_mask,
                               t1w_ras_mm_to_mni_ras_mm, world_ras_mm_to_ijk)
 
+from builders.nifti import write_nifti
+
 TEMPLATE = "MNI152NLin2009aSym"
 
 # ----------------------------------------------------------------------------- conversions by hand
@@ -45,11 +47,7 @@ def test_world_voxel_hand_values_and_round_trip():
 
 
 def _save(path, affine, qcode, scode, qform_affine=None):
-    img = nib.Nifti1Image(np.zeros((100, 100, 100), np.float32), affine)
-    img.set_qform(affine if qform_affine is None else qform_affine, qcode)
-    img.set_sform(affine, scode)
-    nib.save(img, path)
-    return path
+    return write_nifti(path, np.zeros((100, 100, 100)), affine, codes=(qcode, scode), qform=qform_affine)
 
 
 def test_check_qform_sform_agree_disagree_and_missing(tmp_path):
@@ -468,6 +466,6 @@ def test_demo_run_native_and_exports(demo_anat):
     np.testing.assert_allclose(pair["target_ras_mm"], target_t1w, atol=1e-3)
     np.testing.assert_allclose(pair["entry_ras_mm"], entry, atol=1e-3)
     # every file, read with the vendor's own axes: the handle 45 deg posterior-lateral (left target)
-    from test_navigation import _check_all_files
+    from builders.vendor_files import check_all_files
 
-    _check_all_files(written, out[0], 45.0, lateral_sign=-1.0)
+    check_all_files(written, out[0], 45.0, lateral_sign=-1.0)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from tmstarget.config.settings import REPO_ROOT
-from conftest import DEMO_SUBJECTS, run_tmstarget_cli
+from builders.workflow import DEMO_SUBJECTS, run_tmstarget_cli
 from tmstarget.demo.core import load_ground_truth
 
 pytestmark = pytest.mark.slow

@@ -1,6 +1,6 @@
 """A small but complete fMRIPrep output tree on which the whole downstream workflow runs in seconds.
 
-Unlike ``conftest.make_fmriprep_tree`` (names only, for input discovery), the images here are
+Unlike ``builders.bids.make_fmriprep_tree`` (names only, for input discovery), the images here are
 real enough for every step: a head-shaped T1w with scalp (the demo's synthetic MNI head, 2 mm)
 placed in a "native" world shifted by a known translation, real antspyx ``.h5`` transforms for
 that translation, and a 4 mm MNI BOLD with an sgACC signal planted anticorrelated with a left-BA46
@@ -16,6 +16,8 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage as ndi
 
+from builders.nifti import save_nifti
+
 SPACE = "MNI152NLin2009cAsym"
 #: T1w world = MNI world + this (RAS mm): the known T1w<->MNI map of the tree.
 NATIVE_SHIFT_RAS_MM = np.array([4.0, -6.0, 3.0])
@@ -25,15 +27,7 @@ BOLD_VOXEL_MM = 4.0
 T_R = 2.0
 
 
-def _save(img: nib.Nifti1Image, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.set_qform(img.affine, 1)
-    img.set_sform(img.affine, 1)
-    nib.save(img, path)
-    return path
-
-
-def _write_translation_h5(path: Path, shift_ras_mm: np.ndarray) -> None:
+def write_translation_h5(path: Path, shift_ras_mm: np.ndarray) -> None:
     """ITK transform (LPS) for resampling: maps fixed-space points p to p + shift (given in RAS)."""
     import ants
 
@@ -59,15 +53,15 @@ def make_mini_fmriprep(root: Path, sub: str = "01", n_volumes: int = 160, seed: 
     t1w_affine = head.affine @ np.diag([2.0, 2.0, 2.0, 1.0])
     t1w_affine[:3, 3] += NATIVE_SHIFT_RAS_MM
     t1w = np.clip(head.t1w[::2, ::2, ::2] * 1000, 0, None).astype(np.float32)
-    _save(nib.Nifti1Image(t1w, t1w_affine), anat / f"sub-{sub}_desc-preproc_T1w.nii.gz")
-    _save(nib.Nifti1Image(head.brain[::2, ::2, ::2].astype(np.uint8), t1w_affine),
+    save_nifti(nib.Nifti1Image(t1w, t1w_affine), anat / f"sub-{sub}_desc-preproc_T1w.nii.gz")
+    save_nifti(nib.Nifti1Image(head.brain[::2, ::2, ::2].astype(np.uint8), t1w_affine),
           anat / f"sub-{sub}_desc-brain_mask.nii.gz")
     for label, prob in (("GM", head.gm), ("WM", head.wm), ("CSF", head.csf)):
-        _save(nib.Nifti1Image(prob[::2, ::2, ::2].astype(np.float32), t1w_affine),
+        save_nifti(nib.Nifti1Image(prob[::2, ::2, ::2].astype(np.float32), t1w_affine),
               anat / f"sub-{sub}_label-{label}_probseg.nii.gz")
     # image-mode transforms: from-T1w_to-MNI resamples T1w into MNI, so it maps MNI points to T1w points
-    _write_translation_h5(anat / f"sub-{sub}_from-T1w_to-{SPACE}_mode-image_xfm.h5", NATIVE_SHIFT_RAS_MM)
-    _write_translation_h5(anat / f"sub-{sub}_from-{SPACE}_to-T1w_mode-image_xfm.h5", -NATIVE_SHIFT_RAS_MM)
+    write_translation_h5(anat / f"sub-{sub}_from-T1w_to-{SPACE}_mode-image_xfm.h5", NATIVE_SHIFT_RAS_MM)
+    write_translation_h5(anat / f"sub-{sub}_from-{SPACE}_to-T1w_mode-image_xfm.h5", -NATIVE_SHIFT_RAS_MM)
     # --- BOLD on a 4 mm MNI grid around the brain
     shape = (40, 50, 40)
     affine = np.diag([BOLD_VOXEL_MM] * 3 + [1.0])
@@ -99,10 +93,10 @@ def make_mini_fmriprep(root: Path, sub: str = "01", n_volumes: int = 160, seed: 
     img = nib.Nifti1Image(bold, affine)
     img.header.set_xyzt_units("mm", "sec")
     img.header.set_zooms((BOLD_VOXEL_MM,) * 3 + (T_R,))
-    _save(img, func / f"{spaced}_desc-preproc_bold.nii.gz")
+    save_nifti(img, func / f"{spaced}_desc-preproc_bold.nii.gz")
     (func / f"{spaced}_desc-preproc_bold.json").write_text(json.dumps({"RepetitionTime": T_R, "SkullStripped": False}))
-    _save(nib.Nifti1Image(brain.astype(np.uint8), affine), func / f"{spaced}_desc-brain_mask.nii.gz")
-    _save(nib.Nifti1Image(bold.mean(axis=3), affine), func / f"{spaced}_boldref.nii.gz")
+    save_nifti(nib.Nifti1Image(brain.astype(np.uint8), affine), func / f"{spaced}_desc-brain_mask.nii.gz")
+    save_nifti(nib.Nifti1Image(bold.mean(axis=3), affine), func / f"{spaced}_boldref.nii.gz")
     write_confounds(func / f"{stem}_desc-confounds_timeseries.tsv", bold, brain, head, xyz, rng)
     return root
 

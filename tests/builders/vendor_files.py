@@ -127,5 +127,34 @@ def assert_handle(pose: dict, expected_angle_deg: float, lateral_sign: float, to
     assert abs(angle - expected_angle_deg) < tol_deg, (
         f"{where} is {angle:.1f} deg from posterior towards lateral, expected {expected_angle_deg}")
     assert pose["handle"][1] < 0 or expected_angle_deg >= 90, f"{where} does not point posterior"
-    if expected_angle_deg >= 20:
-        assert lateral_sign * pose["handle"][0] > 0, f"{where} does not point lateral"
+    # turned 20 deg or more from posterior, the handle leans to the target's side in world x as well
+    # (straight back, the tangent-plane angle above is the whole claim): one assertion for every angle
+    assert expected_angle_deg < 20 or lateral_sign * pose["handle"][0] > 0, f"{where} does not point lateral"
+
+
+def check_all_files(written: dict, tsv_path, expected_angle_deg: float, lateral_sign: float,
+                     n_markers: int = 1) -> None:
+    """Read every written file with the vendor's own axes (vendor_files) and assert the handle direction
+    and that every position agrees with the markers TSV to 0.01 mm."""
+    tsv = markers_tsv(tsv_path)
+    target, entry = tsv["target"], tsv["scalp_entry"]
+    bs = brainsight_poses(written["brainsight"])
+    li = localite_instrument_poses(written["localite_instrument"])
+    v2 = visor2_poses(written["visor2"])
+    sl = slicer_poses(written["slicer"])
+    assert len(bs) == 2 * n_markers and len(li) == len(v2) == n_markers and len(sl) == 2 * n_markers
+    # the primary target: Brainsight coil + cortex rows, Localite, visor2, Slicer target + entry points
+    for pose in (bs[0], bs[1], li[0], v2[0], sl[0], sl[1]):
+        assert_handle(pose, expected_angle_deg, lateral_sign)
+    assert bs[0]["name"].endswith("-coil") and bs[1]["name"].endswith("-cortex")
+    for pose in (bs[0], li[0], v2[0], sl[1]):  # coil centre = scalp entry (skin distance 0)
+        np.testing.assert_allclose(pose["position_ras_mm"], entry, atol=0.01, err_msg=pose["name"])
+    for pose in (bs[1], sl[0]):
+        np.testing.assert_allclose(pose["position_ras_mm"], target, atol=0.01, err_msg=pose["name"])
+    pair = localite_entrytarget_points(written["localite_entrytarget"])[0]
+    np.testing.assert_allclose(pair["entry"], entry, atol=0.01)
+    np.testing.assert_allclose(pair["target"], target, atol=0.01)
+    # the coil axis goes through the cortical target: into-head direction points from entry to target
+    into = (target - entry) / np.linalg.norm(target - entry)
+    for pose in (bs[0], li[0], v2[0], sl[0]):
+        assert np.degrees(np.arccos(np.clip(np.dot(pose["into_head"], into), -1, 1))) < 5.0, pose["name"]
