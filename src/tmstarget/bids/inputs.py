@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tmstarget.errors import InputError
-from tmstarget.bids.preflight import (check_output_dir, check_repetition_time, check_subject_folders, check_t1w_header,
-                        warn_tr_mismatch)
+from tmstarget.bids.preflight import (check_bold_header, check_output_dir, check_repetition_time, check_subject_folders,
+                                     check_t1w_header)
 
 log = logging.getLogger(__name__)
 
@@ -128,33 +128,6 @@ def _unindexed_images(root: Path, indexed: set[str]) -> list[str]:
         if str(path.resolve()) not in indexed:
             found.append(str(path.relative_to(root)))
     return sorted(found)
-
-
-def check_bold_header(path, t_r: float | None, min_minutes: float = 0.0) -> None:
-    """Cheap checks from the NIfTI header alone, so obvious problems stop the run before any job.
-
-    A 3D image, an unreadable header, or fewer volumes than ``min_minutes`` of data are errors
-    naming the file; a header TR that differs from ``t_r`` is a warning. Truncated data and NaNs are
-    found by reading the data (:func:`tmstarget.bids.preflight.check_input_data`, run by the CLI).
-    """
-    import nibabel as nib
-
-    name = Path(path).name
-    try:
-        img = nib.load(str(path))
-    except Exception as exc:
-        raise InputError(f"{name}: cannot read the NIfTI header ({exc}); the file is corrupt: copy or "
-                         "convert it again") from None
-    shape = img.shape
-    if len(shape) != 4 or shape[3] == 1:
-        raise InputError(f"{name} is 3D with shape {shape[:3]}; a resting-state run must be 4D "
-                         "(x, y, z, time)")
-    warn_tr_mismatch(path, img, t_r)
-    if t_r and min_minutes and shape[3] * t_r < min_minutes * 60:
-        raise InputError(
-            f"{name} has {shape[3]} volumes ({shape[3] * t_r / 60:.1f} min at TR {t_r:g} s); at least "
-            f"{min_minutes:g} min are required (denoising.min_retained_minutes); use a longer run"
-        )
 
 
 # ----------------------------------------------------------------------------- raw route
