@@ -4,8 +4,9 @@ Both routes end in the same :class:`Plan`: for every *unit* (one target; a subje
 session with ``group_runs_by: session``) the list of runs with the paths of their fMRIPrep-layout
 files (MNI BOLD, brain mask, confounds) and the anatomical files (preprocessed T1w, transforms).
 For raw input these paths are the files the built-in preprocessing *will* write under
-``OUTPUT_DIR/preproc``; for fMRIPrep input they are existing files, checked here so that a missing
-piece is an error before any job runs.
+``OUTPUT_DIR/preproc``; for fMRIPrep input they are existing files, found with pybids by their
+entities (space, res, desc, suffix, from/to, ...; no file-name patterns) and checked here so that a
+missing piece is an error before any job runs.
 """
 
 from __future__ import annotations
