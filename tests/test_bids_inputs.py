@@ -141,3 +141,64 @@ def test_fmriprep_t1w_space_bold_is_planned_for_resampling(tmp_path):
 def test_explicit_fmriprep_without_derivatives(tiny_bids, tmp_path):
     with pytest.raises(InputError, match="no fMRIPrep derivatives"):
         make_plan(cfg(tiny_bids, tmp_path / "out", input="fmriprep"))
+
+
+def test_fmriprep_siblings_by_entities_and_only_requested_subjects_indexed(tmp_path):
+    """pybids finds every sibling by its entities: the old confounds name, the T1w-space boldref, the
+    template T1w; a run without a run entity never takes run-1's files; other subjects are not indexed."""
+    deriv = make_fmriprep_tree(tmp_path / "fmriprep", subjects=("01", "02"), runs=("1",))
+    func, anat = deriv / "sub-01" / "func", deriv / "sub-01" / "anat"
+    (func / "sub-01_task-rest_run-1_desc-confounds_timeseries.tsv").rename(
+        func / "sub-01_task-rest_run-1_desc-confounds_regressors.tsv")
+    ref = func / f"sub-01_task-rest_run-1_space-{FMRIPREP_SPACE}_res-2_boldref.nii.gz"
+    (func / "sub-01_task-rest_run-1_space-T1w_boldref.nii.gz").write_bytes(ref.read_bytes())
+    (anat / f"sub-01_space-{FMRIPREP_SPACE}_res-2_desc-preproc_T1w.nii.gz").write_bytes(
+        (anat / "sub-01_desc-preproc_T1w.nii.gz").read_bytes())
+    (deriv / "sub-01" / "figures").mkdir()
+    (deriv / "sub-01" / "figures" / "sub-01_desc-about_T1w.html").write_text("<html/>")
+    # a second run without a run entity, whose confounds are missing: run-1's file must not stand in
+    (func / f"sub-01_task-rest_space-{FMRIPREP_SPACE}_res-2_desc-preproc_bold.nii.gz").write_bytes(
+        (func / f"sub-01_task-rest_run-1_space-{FMRIPREP_SPACE}_res-2_desc-preproc_bold.nii.gz").read_bytes())
+    with pytest.raises(InputError, match=r"^sub-01_task-rest_desc-confounds_timeseries.tsv: confounds file"):
+        plan_fmriprep(None, deriv, tmp_path / "out", participant_label=["01"])
+    (func / f"sub-01_task-rest_space-{FMRIPREP_SPACE}_res-2_desc-preproc_bold.nii.gz").unlink()
+    plan = plan_fmriprep(None, deriv, tmp_path / "out", participant_label=["01"])
+    assert list(plan.units) == ["sub-01"]
+    run = plan.units["sub-01"].runs[0]
+    assert run.confounds.endswith("sub-01_task-rest_run-1_desc-confounds_regressors.tsv")
+    assert run.boldref_t1w.endswith("sub-01_task-rest_run-1_space-T1w_boldref.nii.gz")
+    assert run.boldref_mni == str(ref.resolve())
+    unit_anat = plan.units["sub-01"].anat
+    assert unit_anat["t1w_mni"].endswith(f"sub-01_space-{FMRIPREP_SPACE}_res-2_desc-preproc_T1w.nii.gz")
+    assert unit_anat["gm_probseg"].endswith("sub-01_label-GM_probseg.nii.gz")
+    with pytest.raises(InputError, match=r"participant label\(s\) 03 not found.*available: 01, 02"):
+        plan_fmriprep(None, deriv, tmp_path / "out", participant_label=["03"])
+
+
+def test_fmriprep_layout_indexes_only_what_the_route_reads(tmp_path):
+    from tmstarget.bids.inputs import _layout
+
+    deriv = make_fmriprep_tree(tmp_path / "fmriprep", subjects=("01", "02"))
+    for extra in ("sub-01/figures/sub-01_desc-reconall_T1w.svg", "sub-01/log/crash.txt", "logs/CITATION.md",
+                  "sourcedata/freesurfer/sub-01/surf/lh.white", "sub-01.html"):
+        (deriv / extra).parent.mkdir(parents=True, exist_ok=True)
+        (deriv / extra).write_text("x")
+    every = {p.relative_to(deriv).as_posix() for p in deriv.rglob("*") if p.is_file()}
+    indexed = {p[len(str(deriv)) + 1:] for p in _layout(deriv, derivative=True, subjects=["02"]).get(return_type="file")}
+    indexed -= {"dataset_description.json"}
+    assert indexed and all(p.startswith("sub-02/") and ("/anat/" in p or "/func/" in p) for p in indexed)
+    assert indexed == {p for p in every if p.startswith("sub-02/")}
+
+
+def test_bids_package_imports_only_lower_layers():
+    """bids sits above io and below everything else: no import of preproc, denoise, native, ... (item 2)."""
+    import ast
+    from pathlib import Path
+
+    import tmstarget.bids
+
+    allowed = ("tmstarget.errors", "tmstarget.io.", "tmstarget.bids.")
+    for path in Path(tmstarget.bids.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tmstarget"):
+                assert node.module == "tmstarget" or node.module.startswith(allowed), (path.name, node.module)

@@ -4,8 +4,9 @@ Both routes end in the same :class:`Plan`: for every *unit* (one target; a subje
 session with ``group_runs_by: session``) the list of runs with the paths of their fMRIPrep-layout
 files (MNI BOLD, brain mask, confounds) and the anatomical files (preprocessed T1w, transforms).
 For raw input these paths are the files the built-in preprocessing *will* write under
-``OUTPUT_DIR/preproc``; for fMRIPrep input they are existing files, checked here so that a missing
-piece is an error before any job runs.
+``OUTPUT_DIR/preproc``; for fMRIPrep input they are existing files, found with pybids by their
+entities (space, res, desc, suffix, from/to, ...; no file-name patterns) and checked here so that a
+missing piece is an error before any job runs.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tmstarget.errors import InputError
-from tmstarget.bids.preflight import (check_output_dir, check_repetition_time, check_subject_folders, check_t1w_header,
-                        warn_tr_mismatch)
+from tmstarget.bids.preflight import (check_bold_header, check_output_dir, check_repetition_time, check_subject_folders,
+                                     check_t1w_header)
 
 log = logging.getLogger(__name__)
 
@@ -83,11 +84,6 @@ def _strip_ext(name: str) -> str:
     return name
 
 
-def _entity(name: str, key: str) -> str | None:
-    m = re.search(rf"(?:^|_){key}-([a-zA-Z0-9]+)", name)
-    return m.group(1) if m else None
-
-
 def _unit_of(subject: str, session: str | None, group_runs_by: str) -> tuple[str, str]:
     if group_runs_by == "session" and session:
         return f"sub-{subject}_ses-{session}", f"sub-{subject}/ses-{session}"
@@ -107,18 +103,42 @@ def _check_participants(available: list[str], requested: list[str], where: str) 
     return sorted(requested) if requested else sorted(available)
 
 
-def _layout(root: Path, derivative: bool = False):
+# fMRIPrep folders tmstarget never reads: not indexed (FreeSurfer's thousands of files, figures, logs, reports;
+# pybids' own default skips code/, models/, sourcedata/ and stimuli/). Patterns see the path below the root.
+FMRIPREP_NOT_INDEXED = (
+    re.compile(r"^/(code|models|sourcedata|stimuli|logs?|figures|derivatives)(/|$)"),
+    re.compile(r"^/sub-[^/]+/(ses-[^/]+/)?(?!ses-|anat(/|$)|func(/|$))[^/]+(/|$)"),  # all but anat/ and func/
+    re.compile(r"^/[^/]+\.html$"),
+)
+
+
+def _layout(root: Path, derivative: bool = False, subjects: list[str] | None = None):
+    """pybids layout of a raw dataset, or of a derivatives folder (``validate=False``) indexing only what
+    the fMRIPrep route reads: the ``anat/`` and ``func/`` folders of ``subjects`` (all when None), with
+    metadata (JSON sidecars) of the BOLD runs only."""
     import bids
 
     from tmstarget.bids.preflight import check_json_files
 
     check_json_files(root)  # a broken JSON named with its line, not inside a pybids repr
+    kwargs = {}
+    if derivative:
+        ignore = list(FMRIPREP_NOT_INDEXED)
+        if subjects is not None:
+            ignore.append(re.compile(rf"^/sub-(?!({'|'.join(map(re.escape, subjects))})(/|$))[^/]+"))
+        kwargs["indexer"] = bids.BIDSLayoutIndexer(validate=False, ignore=ignore, suffix="bold")
     try:
-        return bids.BIDSLayout(str(root), validate=not derivative, is_derivative=derivative)
+        return bids.BIDSLayout(str(root), validate=not derivative, is_derivative=derivative, **kwargs)
     except Exception as exc:  # pybids raises several types for a missing/invalid description
         fix = ("it needs a dataset_description.json with Name and BIDSVersion"
                if not derivative else "it needs a dataset_description.json with GeneratedBy")
         raise InputError(f"{root} is not a readable BIDS dataset ({exc}); {fix}") from None
+
+
+def _subject_folders(root: Path) -> list[str]:
+    """Labels of the ``sub-*`` folders that hold at least one file (what pybids would list as subjects)."""
+    return sorted(p.name[4:] for p in root.glob("sub-*")
+                  if p.is_dir() and next((f for f in p.rglob("*") if f.is_file()), None) is not None)
 
 
 def _unindexed_images(root: Path, indexed: set[str]) -> list[str]:
@@ -128,33 +148,6 @@ def _unindexed_images(root: Path, indexed: set[str]) -> list[str]:
         if str(path.resolve()) not in indexed:
             found.append(str(path.relative_to(root)))
     return sorted(found)
-
-
-def check_bold_header(path, t_r: float | None, min_minutes: float = 0.0) -> None:
-    """Cheap checks from the NIfTI header alone, so obvious problems stop the run before any job.
-
-    A 3D image, an unreadable header, or fewer volumes than ``min_minutes`` of data are errors
-    naming the file; a header TR that differs from ``t_r`` is a warning. Truncated data and NaNs are
-    found by reading the data (:func:`tmstarget.bids.preflight.check_input_data`, run by the CLI).
-    """
-    import nibabel as nib
-
-    name = Path(path).name
-    try:
-        img = nib.load(str(path))
-    except Exception as exc:
-        raise InputError(f"{name}: cannot read the NIfTI header ({exc}); the file is corrupt: copy or "
-                         "convert it again") from None
-    shape = img.shape
-    if len(shape) != 4 or shape[3] == 1:
-        raise InputError(f"{name} is 3D with shape {shape[:3]}; a resting-state run must be 4D "
-                         "(x, y, z, time)")
-    warn_tr_mismatch(path, img, t_r)
-    if t_r and min_minutes and shape[3] * t_r < min_minutes * 60:
-        raise InputError(
-            f"{name} has {shape[3]} volumes ({shape[3] * t_r / 60:.1f} min at TR {t_r:g} s); at least "
-            f"{min_minutes:g} min are required (denoising.min_retained_minutes); use a longer run"
-        )
 
 
 # ----------------------------------------------------------------------------- raw route
@@ -280,23 +273,57 @@ def find_fmriprep_dir(bids_dir, fmriprep_dir=None) -> Path | None:
     return p if p.is_dir() else None
 
 
-def _choose_space(deriv: Path, subjects: list[str], space: str) -> tuple[str, str]:
+def _nifti(layout, **query) -> list:
+    """pybids query for NIfTI files (``.nii.gz`` or ``.nii``), sorted by path."""
+    return sorted(layout.get(extension=list(NIFTI_EXTENSIONS), **query), key=lambda f: getattr(f, "path", f))
+
+
+ANY = object()   # in :meth:`SubjectFiles.siblings`: the entity may have any value or be absent
+
+
+class SubjectFiles:
+    """The indexed files of one subject with the entities pybids parsed from their names: one layout query,
+    then matched in memory (a pybids query per sibling costs ~50 ms; this keeps planning fast)."""
+
+    def __init__(self, layout, subject: str):
+        self.files = [(Path(f.path), f.get_entities()) for f in layout.get(subject=subject)]
+
+    def siblings(self, ref: Path, **changes) -> list[Path]:
+        """Files in the folder of ``ref`` named with its entities, ``changes`` applied: a value sets an
+        entity, None requires it absent, :data:`ANY` leaves it free; every other entity must be exactly
+        ``ref``'s (so ``run-1`` never matches a file without a run). Sorted by path."""
+        ents = next(e for p, e in self.files if p == Path(ref))
+        want = {k: v for k, v in ents.items() if k != "extension"}
+        want.update(changes)
+        want = {k: v for k, v in want.items() if v is not None}
+        found = []
+        for path, have in self.files:
+            if path.parent != Path(ref).parent:
+                continue
+            free = {k for k, v in want.items() if v is ANY}
+            if set(have) - free == set(want) - free and all(have[k] == v for k, v in want.items() if v is not ANY):
+                found.append(path)
+        return sorted(found)
+
+
+def _choose_space(layout, deriv: Path, subjects: list[str], space: str) -> tuple[str, str]:
     """(template space of the analysis, space of the BOLD files to read).
 
     The BOLD space is the template space, or ``T1w`` when fMRIPrep wrote the BOLD only in T1w space:
     it is then resampled into the template through the T1w->template transform that fMRIPrep
     writes beside the T1w (a second interpolation, reported in the sidecar).
     """
-    names = {_entity(p.name, "space") for s in subjects
-             for p in deriv.glob(f"sub-{s}/**/func/*_desc-preproc_bold.nii*")}
+    names = {f.get_entities().get("space")
+             for f in _nifti(layout, subject=subjects, datatype="func", desc="preproc", suffix="bold")}
     if space != "auto":
         return space, (space if space in names or "T1w" not in names else "T1w")
     for candidate in FMRIPREP_SPACES:
         if candidate in names:
             return candidate, candidate
     if "T1w" in names:
-        transforms = {_entity(p.name, "to") for s in subjects
-                      for p in deriv.glob(f"sub-{s}/**/anat/*_from-T1w_to-*_mode-image_xfm.h5")}
+        transforms = {f.get_entities().get("to")
+                      for f in layout.get(subject=subjects, datatype="anat", suffix="xfm", mode="image",
+                                          extension=".h5", **{"from": "T1w"})}
         for candidate in FMRIPREP_SPACES:
             if candidate in transforms:
                 return candidate, "T1w"
@@ -311,19 +338,21 @@ def _choose_space(deriv: Path, subjects: list[str], space: str) -> tuple[str, st
     )
 
 
-def _require(path: Path, what: str, fix: str) -> str:
-    if not path.exists():
-        raise InputError(f"{path.name}: {what} not found in {path.parent}; {fix}")
-    return str(path)
+def _require(found: list, expected: Path, what: str, fix: str) -> str:
+    """The first file found, or an error naming the file fMRIPrep would have written (``expected``)."""
+    if not found:
+        raise InputError(f"{expected.name}: {what} not found in {expected.parent}; {fix}")
+    return str(found[0])
 
 
-def _fmriprep_anat(deriv: Path, sub: str, session: str | None, space: str) -> dict:
+def _fmriprep_anat(layout, files: SubjectFiles, deriv: Path, sub: str, session: str | None, space: str) -> dict:
+    from bids.layout import Query
+
     # fMRIPrep writes a subject-level anat folder, or a session one for single-session data.
-    candidates = []
-    for anat_dir in ([deriv / f"sub-{sub}" / f"ses-{session}" / "anat"] if session else []) + [
-            deriv / f"sub-{sub}" / "anat"]:
-        candidates += sorted(p for p in anat_dir.glob(f"sub-{sub}*_desc-preproc_T1w.nii*")
-                             if "_space-" not in p.name)
+    t1ws = [Path(f) for f in _nifti(layout, subject=sub, datatype="anat", desc="preproc", suffix="T1w",
+                                    space=Query.NONE, return_type="file")]
+    folders = ([deriv / f"sub-{sub}" / f"ses-{session}" / "anat"] if session else []) + [deriv / f"sub-{sub}" / "anat"]
+    candidates = [f for folder in folders for f in t1ws if f.parent == folder]
     if not candidates:
         raise InputError(
             f"sub-{sub}: no *_desc-preproc_T1w.nii.gz (T1w space) in {deriv}/sub-{sub}/anat; "
@@ -331,23 +360,40 @@ def _fmriprep_anat(deriv: Path, sub: str, session: str | None, space: str) -> di
             "--fs-no-reconall removed outputs)"
         )
     t1w = candidates[0]
-    prefix = t1w.name[: t1w.name.index("_desc-preproc_T1w")]
+    prefix = t1w.name[: t1w.name.index("_desc-preproc_T1w")]    # for the names in messages
     d = t1w.parent
     fix = f"rerun fMRIPrep with --output-spaces {space}"
+    gz = ".nii.gz"
+
+    def xfm(source, target):
+        return files.siblings(t1w, desc=None, suffix="xfm", extension=".h5", mode="image", **{"from": source, "to": target})
+
     anat = {
         "preproc_t1w": str(t1w),
-        "brain_mask": _require(d / f"{prefix}_desc-brain_mask.nii.gz", "T1w brain mask", "rerun fMRIPrep"),
-        "gm_probseg": str(d / f"{prefix}_label-GM_probseg.nii.gz"),
-        "wm_probseg": str(d / f"{prefix}_label-WM_probseg.nii.gz"),
-        "csf_probseg": str(d / f"{prefix}_label-CSF_probseg.nii.gz"),
-        "xfm_t1w_to_mni": _require(d / f"{prefix}_from-T1w_to-{space}_mode-image_xfm.h5",
-                                   "T1w->MNI transform", fix),
-        "xfm_mni_to_t1w": _require(d / f"{prefix}_from-{space}_to-T1w_mode-image_xfm.h5",
-                                   "MNI->T1w transform", fix),
+        "brain_mask": _require(files.siblings(t1w, desc="brain", suffix="mask", extension=gz),
+                               d / f"{prefix}_desc-brain_mask.nii.gz", "T1w brain mask", "rerun fMRIPrep"),
     }
-    mni_t1 = sorted(d.glob(f"{prefix}_space-{space}*_desc-preproc_T1w.nii.gz"))
+    for label in ("GM", "WM", "CSF"):   # optional: listed where fMRIPrep writes them
+        found = files.siblings(t1w, desc=None, label=label, suffix="probseg", extension=gz)
+        anat[f"{label.lower()}_probseg"] = str(found[0] if found else d / f"{prefix}_label-{label}_probseg.nii.gz")
+    anat["xfm_t1w_to_mni"] = _require(xfm("T1w", space), d / f"{prefix}_from-T1w_to-{space}_mode-image_xfm.h5",
+                                      "T1w->MNI transform", fix)
+    anat["xfm_mni_to_t1w"] = _require(xfm(space, "T1w"), d / f"{prefix}_from-{space}_to-T1w_mode-image_xfm.h5",
+                                      "MNI->T1w transform", fix)
+    mni_t1 = files.siblings(t1w, space=space, res=ANY, extension=gz)
     anat["t1w_mni"] = str(mni_t1[0]) if mni_t1 else None
     return anat
+
+
+def _one_per_run(files: list) -> list:
+    """One BOLD per run: res-2 preferred when fMRIPrep wrote several resolutions; sorted by name."""
+    by_run: dict[str, object] = {}
+    for f in files:
+        res = f.get_entities().get("res")
+        key = Path(f.path).name.replace(f"_res-{res}", "") if res is not None else Path(f.path).name
+        if key not in by_run or str(res) == "2":
+            by_run[key] = f
+    return [by_run[key] for key in sorted(by_run)]
 
 
 def plan_fmriprep(bids_dir, fmriprep_dir, output_dir, task="rest", participant_label=(),
@@ -355,59 +401,54 @@ def plan_fmriprep(bids_dir, fmriprep_dir, output_dir, task="rest", participant_l
                   t1w_tol_mm: float = 0.1) -> Plan:
     """Plan from fMRIPrep derivatives (MNI-space BOLD, confounds, T1w and transforms).
 
-    Runs are found with pybids; the sibling files follow fMRIPrep's fixed naming and are checked
-    one by one, so that a missing confounds file or transform is an error naming that file.
+    Every file is found with pybids queries on a derivatives layout that indexes only the requested
+    subjects' ``anat/`` and ``func/`` folders; a missing confounds file, mask or transform is an
+    error naming the file fMRIPrep would have written.
     """
     deriv = Path(fmriprep_dir).resolve()
     check_subject_folders(deriv)
-    layout = _layout(deriv, derivative=True)
-    subjects = _check_participants(layout.get_subjects(), list(participant_label), str(deriv))
-    space, bold_space = _choose_space(deriv, subjects, space)
+    subjects = _check_participants(_subject_folders(deriv), list(participant_label), str(deriv))
+    layout = _layout(deriv, derivative=True, subjects=subjects if participant_label else None)
+    space, bold_space = _choose_space(layout, deriv, subjects, space)
     output_dir = Path(output_dir).resolve()
     plan = Plan(route="fmriprep", space=space, bids_dir=str(Path(bids_dir).resolve()) if bids_dir else "",
                 output_dir=str(output_dir), derivatives_dir=str(deriv))
+    func_fix = "copy the complete fMRIPrep func folder"
     for sub in subjects:
-        files = layout.get(subject=sub, task=task, space=bold_space, desc="preproc", suffix="bold",
-                           extension=list(NIFTI_EXTENSIONS))
+        files = _nifti(layout, subject=sub, task=task, space=bold_space, desc="preproc", suffix="bold")
         if not files:
             raise InputError(
                 f"sub-{sub}: no task-{task} *_space-{bold_space}_desc-preproc_bold.nii.gz in {deriv}/sub-{sub}; "
                 f"rerun fMRIPrep with --output-spaces {space}:res-2 or set `task`"
             )
-        # Prefer res-2 when several resolutions exist, one file per run.
-        by_run: dict[str, Path] = {}
-        for f in sorted(files, key=lambda f: f.path):
-            p = Path(f.path)
-            key = re.sub(r"_res-[a-zA-Z0-9]+", "", p.name)
-            if key not in by_run or _entity(p.name, "res") == "2":
-                by_run[key] = p
-        for key in sorted(by_run):
-            bold = by_run[key]
-            stem = bold.name[: bold.name.index("_space-")]
-            ses = _entity(stem, "ses")
-            spaced = bold.name[: bold.name.index("_desc-preproc_bold")]
+        found = SubjectFiles(layout, sub)
+        for bold_file in _one_per_run(files):
+            bold = Path(bold_file.path)
+            stem = bold.name[: bold.name.index("_space-")]      # the run's name: entities before the space
+            ses = bold_file.get_entities().get("session")
             d = bold.parent
-            confounds = d / f"{stem}_desc-confounds_timeseries.tsv"
-            if not confounds.exists() and (d / f"{stem}_desc-confounds_regressors.tsv").exists():
-                confounds = d / f"{stem}_desc-confounds_regressors.tsv"
-            _require(confounds, "confounds file (*_desc-confounds_timeseries.tsv)",
-                     "copy the complete fMRIPrep func folder")
-            mask = _require(d / f"{spaced}_desc-brain_mask.nii.gz", "BOLD brain mask",
-                            "copy the complete fMRIPrep func folder")
-            boldref = d / f"{spaced}_boldref.nii.gz"
-            boldref_t1w = d / f"{stem}_space-T1w_boldref.nii.gz"
+            confounds = (found.siblings(bold, space=None, res=None, desc="confounds", suffix="timeseries", extension=".tsv")
+                         or found.siblings(bold, space=None, res=None, desc="confounds", suffix="regressors",
+                                           extension=".tsv"))
+            confounds = _require(confounds, d / f"{stem}_desc-confounds_timeseries.tsv",
+                                 "confounds file (*_desc-confounds_timeseries.tsv)", func_fix)
+            spaced = bold.name[: bold.name.index("_desc-preproc_bold")]
+            mask = _require(found.siblings(bold, desc="brain", suffix="mask", extension=".nii.gz"),
+                            d / f"{spaced}_desc-brain_mask.nii.gz", "BOLD brain mask", func_fix)
+            boldref = found.siblings(bold, desc=None, suffix="boldref", extension=".nii.gz")
+            boldref_t1w = found.siblings(bold, space="T1w", res=None, desc=None, suffix="boldref", extension=".nii.gz")
             t_r = layout.get_metadata(str(bold)).get("RepetitionTime")
             t_r = None if t_r is None else check_repetition_time(t_r, bold)
             check_bold_header(bold, t_r, min_minutes)
-            run = RunInputs(name=stem, bold=str(bold), mask=mask, confounds=str(confounds),
-                            boldref_mni=str(boldref) if boldref.exists() else None,
-                            boldref_t1w=str(boldref_t1w) if boldref_t1w.exists() else None,
+            run = RunInputs(name=stem, bold=str(bold), mask=mask, confounds=confounds,
+                            boldref_mni=str(boldref[0]) if boldref else None,
+                            boldref_t1w=str(boldref_t1w[0]) if boldref_t1w else None,
                             t_r=t_r)
             unit, subdir = _unit_of(sub, ses, group_runs_by)
             if unit in plan.units:
                 anat = plan.units[unit].anat
             else:
-                anat = _fmriprep_anat(deriv, sub, ses, space)
+                anat = _fmriprep_anat(layout, found, deriv, sub, ses, space)
                 check_t1w_header(anat["preproc_t1w"], t1w_tol_mm)
             if bold_space == "T1w":
                 # resampled into the template by rule t1w_bold_to_template (work folder, fMRIPrep naming)

@@ -9,18 +9,19 @@ created: :func:`check_input_data`.
 
 from __future__ import annotations
 
-import gzip
 import logging
 import re
 import time
 import unicodedata
-import zlib
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
 from tmstarget.errors import InputError
+from tmstarget.io.nifti import (READ_ERRORS, check_qform_sform, header_tr_mismatch, load_header, require_3d, require_4d,
+                                same_grid, stream_volumes, unreadable_data_error)
+from tmstarget.io.tables import read_confounds
 
 log = logging.getLogger(__name__)
 
@@ -153,24 +154,33 @@ def check_repetition_time(value, bold_path) -> float:
     return t_r
 
 
-def header_tr_s(img) -> float | None:
-    """Repetition time in the NIfTI header (s), or None when not set."""
-    zooms = img.header.get_zooms()
-    if len(zooms) < 4 or not zooms[3] > 0:
-        return None
-    unit = img.header.get_xyzt_units()[1]
-    return float(zooms[3]) / (1000.0 if unit == "msec" else 1e6 if unit == "usec" else 1.0)
-
-
 def warn_tr_mismatch(bold_path, img, t_r: float | None) -> str | None:
     """Log (and return) a warning when the header TR differs from the sidecar's by more than 10 ms."""
-    header = header_tr_s(img)
-    if t_r is None or header is None or abs(header - t_r) <= 0.01:
+    msg = header_tr_mismatch(img, t_r, Path(bold_path).name)
+    if msg is None:
         return None
-    msg = (f"{Path(bold_path).name}: header TR {header:g} s differs from the sidecar's RepetitionTime {t_r:g} s; "
-           "using the sidecar (BIDS rule); check which one is right")
+    msg += "; check which one is right"
     log.warning(msg)
     return msg
+
+
+def check_bold_header(path, t_r: float | None, min_minutes: float = 0.0) -> None:
+    """Cheap checks from the NIfTI header alone, so obvious problems stop the run before any job.
+
+    A 3D image, an unreadable header, or fewer volumes than ``min_minutes`` of data are errors
+    naming the file; a header TR that differs from ``t_r`` is a warning. Truncated data and NaNs are
+    found by reading the data (:func:`check_input_data`, run by the CLI).
+    """
+    name = Path(path).name
+    img = load_header(path, "BOLD run")
+    shape = img.shape
+    require_4d(shape, name)
+    warn_tr_mismatch(path, img, t_r)
+    if t_r and min_minutes and shape[3] * t_r < min_minutes * 60:
+        raise InputError(
+            f"{name} has {shape[3]} volumes ({shape[3] * t_r / 60:.1f} min at TR {t_r:g} s); at least "
+            f"{min_minutes:g} min are required (denoising.min_retained_minutes); use a longer run"
+        )
 
 
 def check_t1w_header(path, qform_sform_tol_mm: float = 0.1) -> None:
@@ -183,20 +193,9 @@ def check_t1w_header(path, qform_sform_tol_mm: float = 0.1) -> None:
         more than ``qform_sform_tol_mm`` (the native step and every navigator export would refuse
         it after the whole analysis).
     """
-    from tmstarget.native.spaces import check_qform_sform
-
     name = Path(path).name
-    try:
-        img = nib.load(str(path))
-    except Exception as exc:  # noqa: BLE001
-        raise InputError(f"{name}: cannot read the NIfTI header ({exc}); the file is corrupt: copy or "
-                         "convert it again") from None
-    shape = img.shape
-    if len(shape) > 3 and int(np.prod(shape[3:])) > 1:
-        raise InputError(f"{name} is 4D with shape {shape}; a T1w must be one 3D volume: keep the volume you "
-                         "want (e.g. `fslroi in out 0 1`) or re-export the T1w")
-    if len(shape) < 3:
-        raise InputError(f"{name} has shape {shape}; a T1w must be a 3D volume")
+    img = load_header(path, "T1w")
+    require_3d(img.shape, name, "T1w")
     check_qform_sform(img, tol_mm=qform_sform_tol_mm, name=name)
 
 
@@ -224,16 +223,10 @@ def scan_image_data(path, what: str = "image", mask_path=None) -> dict:
         ``<file>: cannot read this <what> (EOFError: file ends in volume k of n); the file is truncated
         or corrupt`` or ``<file> contains NaN or infinite values inside the brain mask (volumes a-b)``.
     """
-    from tmstarget.io.nifti import stream_volumes
-
     t0 = time.time()
     path = Path(path)
     name = path.name
-    try:
-        img = nib.load(str(path))
-    except Exception as exc:  # noqa: BLE001
-        raise InputError(f"{name}: cannot read the NIfTI header ({exc}); the file is corrupt: copy or "
-                         "convert it again") from None
+    img = load_header(path, what)
     proxy = img.dataobj
     shape = img.shape
     n_total = int(np.prod(shape[3:])) if len(shape) > 3 else 1
@@ -263,9 +256,8 @@ def scan_image_data(path, what: str = "image", mask_path=None) -> dict:
                 bad_first = first + int(cols[0]) if bad_first is None else bad_first
                 bad_last = first + int(cols[-1])
                 n_bad += int(finite.size - finite.sum())
-    except (EOFError, OSError, zlib.error, gzip.BadGzipFile) as exc:
-        raise InputError(f"{name}: cannot read this {what} ({type(exc).__name__}: {exc}); the file is truncated "
-                         "or corrupt: copy or convert it again") from None
+    except READ_ERRORS as exc:
+        raise unreadable_data_error(name, what, exc) from None
     if n_bad:
         where = "inside the brain mask " if select is not None else ""
         raise InputError(f"{name} contains NaN or infinite values {where}(volumes {bad_first}-{bad_last}, "
@@ -283,9 +275,8 @@ def check_confounds_rows(n_rows: int, confounds_path, bold_path, n_volumes: int)
 
 def check_same_grid(mask_path, bold_img, bold_path, tol_mm: float = 1e-3) -> None:
     """A brain mask must be on its BOLD's voxel grid (shape and affine), e.g. not another ``res-`` or space."""
-    mask = nib.load(str(mask_path))
-    if tuple(mask.shape[:3]) != tuple(bold_img.shape[:3]) or not np.allclose(mask.affine, bold_img.affine,
-                                                                              atol=tol_mm):
+    mask = load_header(mask_path, "brain mask")
+    if not same_grid(mask, bold_img, atol=tol_mm):
         zooms = ", ".join(f"{z:g}" for z in mask.header.get_zooms()[:3])
         bold_zooms = ", ".join(f"{z:g}" for z in bold_img.header.get_zooms()[:3])
         raise InputError(f"{Path(mask_path).name} is on another grid ({mask.shape[:3]}, {zooms} mm voxels) than its "
@@ -317,8 +308,6 @@ def check_fmriprep_inputs(plan) -> int:
     """The cheap consistency checks of the fMRIPrep route, before any voxel is read: each run's confounds
     has one row per volume, its brain mask is on its grid, and every transform file is readable.
     Returns the number of runs checked; raises InputError naming the file and the fix."""
-    from tmstarget.denoise.confounds import read_confounds
-
     for unit in plan.units.values():
         for key in ("xfm_t1w_to_mni", "xfm_mni_to_t1w"):
             if unit.anat.get(key):
@@ -327,7 +316,7 @@ def check_fmriprep_inputs(plan) -> int:
     for unit in plan.units.values():
         for run in unit.runs:
             bold, mask = (run.t1w_bold, run.t1w_mask) if run.t1w_bold else (run.bold, run.mask)
-            img = nib.load(str(bold))
+            img = load_header(bold, "BOLD run")
             n_volumes = int(img.shape[3]) if len(img.shape) > 3 else 1
             check_same_grid(mask, img, bold)
             check_confounds_rows(len(read_confounds(run.confounds)), run.confounds, bold, n_volumes)

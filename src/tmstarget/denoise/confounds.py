@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from tmstarget.io.tables import read_confounds
 from tmstarget.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -26,23 +26,6 @@ MOTION_BASE = ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")
 
 
 # ----------------------------------------------------------------------------- confounds and censoring
-
-
-def read_confounds(path: str | os.PathLike) -> pd.DataFrame:
-    """Read an fMRIPrep ``*_desc-confounds_timeseries.tsv`` (``n/a`` becomes NaN)."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: confounds file not found; it must sit beside the BOLD run "
-                         "(fMRIPrep's *_desc-confounds_timeseries.tsv)")
-    try:
-        df = pd.read_csv(path, sep="\t", na_values=["n/a", "N/A", "NaN", "nan", ""], keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path.name}: cannot read this confounds table ({exc}); regenerate it") from None
-    bad = [c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])]
-    if bad:
-        raise InputError(f"{path.name}: non-numeric values in column(s) {bad[:5]}; only numbers and "
-                         "'n/a' are allowed in a confounds table")
-    return df
 
 
 def _column(df: pd.DataFrame, name: str, path, strategy_name: str) -> np.ndarray:

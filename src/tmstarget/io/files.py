@@ -1,14 +1,13 @@
-"""Small I/O helpers: atomic writes, checked image loading, checksums, JSON."""
+"""Small I/O helpers: atomic writes, checksums, JSON. (Checked NIfTI loading lives in
+:mod:`tmstarget.io.nifti`; ``load_img_checked`` is re-exported here for its many callers.)"""
 
 from __future__ import annotations
 
 import contextlib
-import gzip
 import hashlib
 import json
 import os
 import tempfile
-import zlib
 from pathlib import Path
 from typing import Iterator
 
@@ -16,6 +15,7 @@ import nibabel as nib
 import numpy as np
 
 from tmstarget.errors import InputError
+from tmstarget.io.nifti import load_img_checked  # noqa: F401 (re-export: one checked loader)
 
 
 @contextlib.contextmanager
@@ -105,47 +105,3 @@ def sha256_file(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def load_img_checked(path: str | os.PathLike, ndim: int | None = None, what: str = "image",
-                     min_volumes: int | None = None, read_data: bool = True) -> nib.Nifti1Image:
-    """Load a NIfTI image and fail with a message naming the file and the fix.
-
-    Checks that the file exists, is readable to the end (catches truncated ``.nii.gz``), has the
-    expected number of dimensions (a 4D image with one volume counts as 3D), has at least
-    ``min_volumes`` volumes, and contains no NaN or infinite values. With ``read_data=False`` only the
-    header is read (the checks of the voxels, end of file and NaN, are then the caller's, e.g. as it
-    streams the volumes).
-    """
-    path = Path(path)
-    name = path.name
-    if not path.exists():
-        raise InputError(f"{path}: {what} not found; check the path")
-    try:
-        img = nib.load(str(path))
-        data = np.asanyarray(img.dataobj) if read_data or (ndim == 3 and img.ndim == 4) else None
-    except (EOFError, OSError, zlib.error, gzip.BadGzipFile, ValueError, nib.filebasedimages.ImageFileError) as exc:
-        raise InputError(
-            f"{name}: cannot read this {what} ({type(exc).__name__}: {exc}); the file is truncated or "
-            "corrupt: copy or convert it again"
-        ) from None
-    shape = img.shape if data is None else data.shape
-    if ndim == 3 and len(shape) == 4 and shape[3] == 1:
-        img = nib.Nifti1Image(data[..., 0], img.affine, img.header)
-        data = data[..., 0]
-        shape = data.shape
-    if ndim is not None and len(shape) != ndim:
-        hint = "a resting-state run must be 4D (x, y, z, time)" if ndim == 4 else f"a {what} must be 3D"
-        raise InputError(f"{name} is {len(shape)}D with shape {shape}; {hint}")
-    if min_volumes is not None and len(shape) == 4 and shape[3] < min_volumes:
-        raise InputError(
-            f"{name} has {shape[3]} volumes; at least {min_volumes} are needed for a seed map "
-            "(use a longer resting-state run)"
-        )
-    if data is not None and np.issubdtype(data.dtype, np.floating) and not np.all(np.isfinite(data)):
-        n_bad = int(np.size(data) - np.count_nonzero(np.isfinite(data)))
-        raise InputError(
-            f"{name} contains {n_bad} NaN or infinite values; replace them (e.g. re-export the image "
-            "from the scanner or the preprocessing) before running tmstarget"
-        )
-    return img

@@ -1,4 +1,6 @@
-"""Coordinate spaces: RAS/LPS, world/voxel, qform/sform checks, ANTs point transforms MNI <-> T1w.
+"""Coordinate spaces: RAS/LPS, world/voxel, ANTs point transforms MNI <-> T1w.
+
+The qform/sform check is :func:`tmstarget.io.nifti.check_qform_sform` (re-exported here).
 
 Conventions
 -----------
@@ -21,14 +23,14 @@ both with points converted to LPS first and back to RAS afterwards.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
 from tmstarget.errors import InputError
-from tmstarget.io.files import load_img_checked, sha256_file, write_json
+from tmstarget.io.files import sha256_file, write_json
+from tmstarget.io.nifti import check_qform_sform, load_img_checked, nifti_img  # noqa: F401 (check_qform_sform: re-export)
 
 log = logging.getLogger(__name__)
 
@@ -71,70 +73,6 @@ def ijk_to_world_ras_mm(affine, ijk) -> np.ndarray:
     affine = np.asarray(affine, dtype=float)
     ijk = np.asarray(ijk, dtype=float)
     return ijk @ affine[:3, :3].T + affine[:3, 3]
-
-
-def _grid_corners_ijk(shape) -> np.ndarray:
-    """(8, 3) voxel indices of the corners of a 3D grid."""
-    last = np.asarray(shape[:3], dtype=float) - 1
-    return np.array([[i, j, k] for i in (0, last[0]) for j in (0, last[1]) for k in (0, last[2])])
-
-
-def check_qform_sform(img_or_path, tol_mm: float = 0.1, name: str | None = None) -> dict:
-    """Refuse a T1w whose qform and sform disagree (navigators differ in which one they read).
-
-    The disagreement is measured in millimetres: the largest distance between the world positions
-    that qform and sform give to the 8 corners of the grid (so a tiny rotation far from the origin
-    counts as what it does to the head).
-
-    Parameters
-    ----------
-    img_or_path : nibabel image or path to a NIfTI file.
-    tol_mm : largest accepted disagreement in mm (qform is stored as float32 quaternions, so exact
-        equality is not expected).
-    name : file name used in messages (default: the image's file name).
-
-    Returns
-    -------
-    dict with ``qform_code``, ``sform_code``, ``affine_used`` ("sform" or "qform", what nibabel and
-    the navigators read first), ``intent_code`` (the code of that transform) and
-    ``max_difference_mm`` (0.0 when only one is set).
-
-    Raises
-    ------
-    InputError : both codes are 0 (no world space at all), or both are set and disagree.
-    """
-    if isinstance(img_or_path, (str, os.PathLike)):
-        name = name or Path(img_or_path).name
-        img = load_img_checked(img_or_path, ndim=3, what="T1w image")
-    else:
-        img = img_or_path
-        if name is None:
-            name = Path(img.get_filename()).name if img.get_filename() else "the T1w image"
-    header = img.header
-    qform, qcode = header.get_qform(coded=True)
-    sform, scode = header.get_sform(coded=True)
-    qcode = int(qcode or 0)
-    scode = int(scode or 0)
-    if qcode == 0 and scode == 0:
-        raise InputError(
-            f"{name}: neither qform nor sform is set (both codes 0), so it has no scanner world space; "
-            "re-export the T1w from DICOM (e.g. with dcm2niix) so positions mean the same to every navigator"
-        )
-    diff_mm = 0.0
-    if qcode > 0 and scode > 0:
-        corners = _grid_corners_ijk(img.shape)
-        diff_mm = float(np.max(np.linalg.norm(
-            ijk_to_world_ras_mm(qform, corners) - ijk_to_world_ras_mm(sform, corners), axis=1)))
-        if diff_mm > tol_mm:
-            raise InputError(
-                f"{name}: qform and sform disagree by up to {diff_mm:.2f} mm (tolerance {tol_mm} mm); "
-                "neuronavigators differ in which one they read, so a target would land in different places. "
-                "Make them agree (e.g. `fslorient -copysform2qform` or nibabel "
-                "`img.set_qform(img.get_sform()); nib.save(img, path)`) and rerun"
-            )
-    used, code = ("sform", scode) if scode > 0 else ("qform", qcode)
-    return {"qform_code": qcode, "sform_code": scode, "affine_used": used, "intent_code": code,
-            "max_difference_mm": diff_mm}
 
 
 # ----------------------------------------------------------------------------- ANTs point transforms
@@ -282,7 +220,7 @@ def resample_mni_map_to_t1w(map_mni_path, t1w_path, xfm_mni_to_t1w, out_path) ->
     import ants
 
     from tmstarget.io.files import save_img
-    from tmstarget.preproc.headers import ants_affine_ras, nifti_img, nifti_to_ants
+    from tmstarget.preproc.headers import ants_affine_ras, nifti_to_ants
 
     check_transform_file(xfm_mni_to_t1w, "MNI->T1w")
     map_img = load_img_checked(map_mni_path, ndim=3, what="statistical map")

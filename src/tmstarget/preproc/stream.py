@@ -4,7 +4,8 @@ never held whole in memory (issue 14: peak memory under 4 GB at 2 mm x 1200 volu
 - :func:`scratch_dir`: a temporary folder beside an output, removed at the end (its files carry
   :data:`tmstarget.io.files.TEMP_GLOB` names, so a killed run's leftovers are removed on resume).
 - :func:`uncompressed_copy`: a ``.nii.gz`` inflated once to a temporary ``.nii`` (a gzip stream
-  cannot be sliced per volume without decompressing from its start each time).
+  cannot be sliced per volume without decompressing from its start each time), with
+  :func:`tmstarget.io.nifti.inflate_gzip`, the one zlib reader.
 - :class:`BoldVolumes`: ``[..., t]`` gives volume ``t`` of an uncompressed NIfTI as float32 (the
   stored dtype is read from disk per volume and scaled by nibabel, as ``get_fdata`` would).
 - :class:`DiskTimeVoxels`: a (T, V) float32 matrix on disk, written one time point (row) at a time
@@ -16,12 +17,10 @@ never held whole in memory (issue 14: peak memory under 4 GB at 2 mm x 1200 volu
 from __future__ import annotations
 
 import contextlib
-import gzip
 import logging
 import os
 import shutil
 import tempfile
-import zlib
 from pathlib import Path
 from typing import Iterator
 
@@ -29,6 +28,7 @@ import nibabel as nib
 import numpy as np
 
 from tmstarget.errors import InputError
+from tmstarget.io.nifti import READ_ERRORS, inflate_gzip, load_header, require_4d, unreadable_data_error
 
 log = logging.getLogger(__name__)
 
@@ -63,25 +63,11 @@ def uncompressed_copy(path: str | os.PathLike, folder: Path) -> Path:
         return path
     dest = scratch_file(folder, path.name[:-3])
     try:
-        with open(path, "rb") as src, open(dest, "wb") as out:
-            inflate = zlib.decompressobj(wbits=31)
-            while True:
-                piece = src.read(1 << 23)
-                if not piece:
-                    out.write(inflate.flush())
-                    break
-                data = inflate.decompress(piece)
-                while inflate.eof and inflate.unused_data:  # concatenated gzip members
-                    rest = inflate.unused_data
-                    out.write(data)
-                    inflate = zlib.decompressobj(wbits=31)
-                    data = inflate.decompress(rest)
+        with open(dest, "wb") as out:
+            for data in inflate_gzip(path):
                 out.write(data)
-            if not inflate.eof:
-                raise EOFError("compressed stream ends early")
-    except (EOFError, OSError, zlib.error, gzip.BadGzipFile) as exc:
-        raise InputError(f"{path.name}: cannot read this BOLD run ({type(exc).__name__}: {exc}); the file is "
-                         "truncated or corrupt: copy or convert it again") from None
+    except READ_ERRORS as exc:
+        raise unreadable_data_error(path.name, "BOLD run", exc) from None
     return dest
 
 
@@ -97,13 +83,12 @@ class BoldVolumes:
     def __init__(self, path: str | os.PathLike, first_volume: int = 0, name: str | None = None,
                  affine: np.ndarray | None = None):
         self.path = Path(path)
-        self.img = nib.load(str(path))
-        if len(self.img.shape) != 4:
-            raise InputError(f"{name or self.path.name} is not 4D")
+        self.img = load_header(path, "BOLD run")
+        require_4d(self.img.shape, name or self.path.name)
         expected = int(self.img.dataobj.offset) + int(np.prod(self.img.shape)) * self.img.get_data_dtype().itemsize
         if self.path.stat().st_size < expected:
-            raise InputError(f"{name or self.path.name}: cannot read this BOLD run (the file ends before its last "
-                             "volume); the file is truncated or corrupt: copy or convert it again")
+            raise unreadable_data_error(name or self.path.name, "BOLD run",
+                                        EOFError("the file ends before its last volume"))
         self.first_volume = int(first_volume)
         self.name = name or self.path.name
         self.affine = self.img.affine if affine is None else affine
