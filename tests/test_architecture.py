@@ -25,7 +25,8 @@ def _copy_of_src(tmp_path: Path) -> Path:
 
 def _lint_imports(root: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(root / "src"))  # the copy comes before the installed package
-    return subprocess.run([str(LINT_IMPORTS), "--no-cache"]  # reads root/pyproject.toml,
+    # run in root: lint-imports reads the contract from root/pyproject.toml
+    return subprocess.run([str(LINT_IMPORTS), "--no-cache"],
                           cwd=root, env=env, capture_output=True, text=True, timeout=120)
 
 
