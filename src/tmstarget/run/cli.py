@@ -331,7 +331,11 @@ def _hold_output_lock(out: Path):
 def _os_error_cause(log_dir: Path, out: Path, since: float) -> tuple[str, Path | None] | None:
     """``(cause, log)`` of a job or of Snakemake itself that died on an operating-system error (e.g.
     ``[Errno 28] No space left on device``) without a tmstarget message: the last such line of the job
-    logs written since ``since`` or of Snakemake's own newest log."""
+    logs written since ``since`` or of Snakemake's own newest log.
+
+    Kept as a text search: such a job or Snakemake itself ended with a Python traceback, not a Snakemake event
+    the CLI receives (run.engine's pipe carries job failures only), and its log files are what is left of it.
+    """
     errno_line = re.compile(r"(?:OSError|IOError|\[Errno \d+\])[^\n]*")
     logs = [p for p in sorted(log_dir.rglob("*.log")) if p.stat().st_mtime >= since]
     smk_logs = sorted((out / ".snakemake" / "log").glob("*.snakemake.log"), key=lambda p: p.stat().st_mtime)
