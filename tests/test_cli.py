@@ -320,7 +320,7 @@ def test_job_errors_carry_their_exit_class_and_unit(tmp_path):
 def _saved_run(tmp_path, method="cluster"):
     """A dataset and an OUT whose first run saved its settings (as the CLI does) with ``method``."""
     from tmstarget.run.cli import _bids_app_parser, build_config
-    from tmstarget.run.record import write_settings
+    from tmstarget.config.record import write_settings
 
     bids = make_raw_bids(tmp_path / "bids", n_vols=200)
     out = tmp_path / "out"
@@ -350,7 +350,7 @@ def test_changed_settings_stop_before_any_job(tmp_path, capsys, level):
 
 def test_group_without_config_uses_the_participant_settings(tmp_path, capsys):
     from tmstarget.run.cli import _bids_app_parser, build_config
-    from tmstarget.run.record import check_same_settings
+    from tmstarget.config.record import check_same_settings
 
     bids, out = _saved_run(tmp_path, method="peak")
     config = build_config(_bids_app_parser().parse_args([str(bids), str(out), "group"]))
@@ -371,7 +371,7 @@ def test_group_without_config_uses_the_participant_settings(tmp_path, capsys):
 def test_settings_of_another_version_are_named(tmp_path):
     from tmstarget import __version__
     from tmstarget.errors import InputError
-    from tmstarget.run.record import check_same_settings, read_settings
+    from tmstarget.config.record import check_same_settings, read_settings
 
     bids, out = _saved_run(tmp_path)
     path = out / "logs" / "config.yaml"

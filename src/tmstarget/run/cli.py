@@ -129,7 +129,7 @@ def build_config(args) -> dict:
     """The resolved settings of a command: defaults, ``--config`` (for ``group`` without ``--config``: the
     settings saved in OUT by the participant run), then the options given on the command line."""
     from tmstarget.config.settings import load_config
-    from tmstarget.run.record import settings_path
+    from tmstarget.config.record import settings_path
 
     overrides: dict = {"bids_dir": str(Path(args.bids_dir).resolve()),
                        "output_dir": str(Path(args.output_dir).resolve())}
@@ -412,7 +412,7 @@ def run_workflow(snakemake_args: list[str], unlock: bool = False) -> tuple[int, 
 def run_bids_app(argv: list[str]) -> int:
     from tmstarget.bids.inputs import make_plan
     from tmstarget.config.settings import SNAKEFILE
-    from tmstarget.run.record import check_same_settings, record_command, write_settings
+    from tmstarget.config.record import check_same_settings, record_command, write_settings
 
     command_argv = list(argv)
     # Everything after a bare '--' goes to snakemake unchanged.
