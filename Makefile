@@ -29,8 +29,11 @@ demo: install $(DEMO_BIDS)/dataset_description.json
 TEST_WORKERS ?= 2
 PYTEST = $(BIN)/python -m pytest -q -ra $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder)
 
-# every kind of check (unit, whole demo workflow, real scans, browser, SLURM, kill-and-resume) in < 20 min
+# the import contract first (pyproject.toml [tool.importlinter]: a package imports only its own and lower
+# layers), then every kind of check (unit, whole demo workflow, real scans, browser, SLURM, kill-and-resume)
+# in < 20 min
 test: install
+	$(BIN)/lint-imports
 	$(PYTEST) -m "not acceptance"
 
 # the longer acceptance runs (registration invariance cases, one workflow each); .ci/run runs them too
@@ -38,6 +41,7 @@ test-acceptance: install
 	$(PYTEST) -m acceptance
 
 test-fast: install
+	$(BIN)/lint-imports
 	$(PYTEST) -m "not slow and not acceptance"
 
 # Wall time and peak memory: every stage of the demo run (Snakemake benchmark files), the built-in

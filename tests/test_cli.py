@@ -113,6 +113,7 @@ def test_stale_snakemake_lock_of_a_killed_run_is_removed(tmp_path, capsys):
     code, text = run_cli(capsys, bids, out, "participant", "--dry-run")
     assert code == 0, text
     assert "removed the Snakemake lock of an interrupted run" in text
+    assert not list(locks.glob("*.lock"))  # Snakemake's own unlock (run.engine) removed it
 
 
 # ----------------------------------------------------------------------------- input checks before any job
@@ -271,25 +272,25 @@ def test_header_tr_mismatch_is_a_warning(tmp_path, capsys, caplog):
 
 
 def test_job_errors_carry_their_exit_class_and_unit(tmp_path):
-    import os
-    import time
-
     from tmstarget.bids.inputs import UnitInputs
-    from tmstarget.run.cli import JobError, _belongs_to, _failed_job_errors, exit_status
+    from tmstarget.run.cli import JobError, _belongs_to, exit_status, job_errors
 
     logs = tmp_path / "logs"
-    start = time.time() - 1
     for rel, line in (("denoise/sub-01/sub-01_fox.log", "ERROR: x.nii.gz: only 0.0 min of data kept [exit 3]"),
                       ("seedmap/sub-010/sub-010_Fox.log", "ERROR: mask.nii.gz: only 0 of 19 seed voxels [exit 2]"),
                       ("native/sub-02/sub-02.log", "ERROR: something odd"),
                       ("target/sub-03/sub-03.log", "INFO: fine")):
         (logs / rel).parent.mkdir(parents=True, exist_ok=True)
         (logs / rel).write_text(f"2026-01-01 10:00:00 tmstarget.run.steps {line}\n")
-    old = logs / "target" / "sub-04" / "sub-04.log"
+    old = logs / "target" / "sub-04" / "sub-04.log"  # a job that did not fail in this run: its log is not read
     old.parent.mkdir(parents=True)
     old.write_text("2025 tmstarget.run.steps ERROR: from an earlier run [exit 2]\n")
-    os.utime(old, (start - 100, start - 100))
-    errors = sorted(_failed_job_errors(logs, start), key=lambda e: e.message)
+    # the jobs Snakemake reported failed (JOB_ERROR events, see run.engine): absolute and OUT-relative logs
+    failed = [{"rule": "denoise", "jobid": 4, "log": [str(logs / "denoise/sub-01/sub-01_fox.log")]},
+              {"rule": "seedmap", "jobid": 7, "log": ["logs/seedmap/sub-010/sub-010_Fox.log"]},
+              {"rule": "native", "jobid": 9, "log": [str(logs / "native/sub-02/sub-02.log"), "/elsewhere/slurm.log"]},
+              {"rule": "target", "jobid": 11, "log": [str(logs / "target/sub-03/sub-03.log")]}]
+    errors = sorted(job_errors(failed, logs), key=lambda e: e.message)
     assert [(e.message, e.exit_code) for e in errors] == [
         ("mask.nii.gz: only 0 of 19 seed voxels", 2), ("something odd", 1), ("x.nii.gz: only 0.0 min of data kept", 3)]
 
@@ -320,7 +321,7 @@ def test_job_errors_carry_their_exit_class_and_unit(tmp_path):
 def _saved_run(tmp_path, method="cluster"):
     """A dataset and an OUT whose first run saved its settings (as the CLI does) with ``method``."""
     from tmstarget.run.cli import _bids_app_parser, build_config
-    from tmstarget.run.record import write_settings
+    from tmstarget.config.record import write_settings
 
     bids = make_raw_bids(tmp_path / "bids", n_vols=200)
     out = tmp_path / "out"
@@ -350,7 +351,7 @@ def test_changed_settings_stop_before_any_job(tmp_path, capsys, level):
 
 def test_group_without_config_uses_the_participant_settings(tmp_path, capsys):
     from tmstarget.run.cli import _bids_app_parser, build_config
-    from tmstarget.run.record import check_same_settings
+    from tmstarget.config.record import check_same_settings
 
     bids, out = _saved_run(tmp_path, method="peak")
     config = build_config(_bids_app_parser().parse_args([str(bids), str(out), "group"]))
@@ -371,7 +372,7 @@ def test_group_without_config_uses_the_participant_settings(tmp_path, capsys):
 def test_settings_of_another_version_are_named(tmp_path):
     from tmstarget import __version__
     from tmstarget.errors import InputError
-    from tmstarget.run.record import check_same_settings, read_settings
+    from tmstarget.config.record import check_same_settings, read_settings
 
     bids, out = _saved_run(tmp_path)
     path = out / "logs" / "config.yaml"
@@ -469,3 +470,35 @@ def test_rerun_with_new_settings_goes_ahead_and_a_dry_run_keeps_the_saved_settin
     assert "method: cluster" in (out / "logs" / "config.dry-run.yaml").read_text()
     record = (out / "logs" / "commands.jsonl").read_text().splitlines()
     assert len(record) == 1 and '"command_line": "tmstarget ' in record[0] and "--rerun-with-new-settings" in record[0]
+
+
+# ----------------------------------------------------------------------------- Snakemake through its API (run.engine)
+
+
+def test_failed_jobs_come_from_snakemakes_job_error_events(tmp_path):
+    """A two-rule workflow where one job fails: run_workflow reports that job (rule, log) and no other, and
+    job_errors reads its message and exit class from that log."""
+    from tmstarget.run.cli import job_errors, run_workflow
+
+    snakefile = tmp_path / "Snakefile"
+    snakefile.write_text(
+        "rule all:\n    input: 'ok.txt', 'bad.txt'\n"
+        "rule ok:\n    output: 'ok.txt'\n    log: 'logs/ok.log'\n    shell: 'echo fine > {log}; touch {output}'\n"
+        "rule bad:\n    output: 'bad.txt'\n    log: 'logs/bad/sub-01.log'\n"
+        "    shell: 'echo \"2026 tmstarget.run.steps ERROR: seed mask empty [exit 2]\" > {log}; exit 2'\n")
+    out = tmp_path / "out"
+    code, failed = run_workflow(["--snakefile", str(snakefile), "--directory", str(out), "--cores", "1",
+                                 "--keep-going"])
+    assert code == 1
+    assert [(job["rule"], job["log"]) for job in failed] == [("bad", ["logs/bad/sub-01.log"])]
+    errors = job_errors(failed, out / "logs")
+    assert [(e.message, e.exit_code, e.log) for e in errors] == [
+        ("seed mask empty", 2, out / "logs" / "bad" / "sub-01.log")]
+    assert (out / "ok.txt").exists()
+    # a stale lock (as a killed run leaves it) blocks a plain run; Snakemake's unlock first lets it go ahead
+    (out / ".snakemake" / "locks").mkdir(parents=True, exist_ok=True)
+    (out / ".snakemake" / "locks" / "0.output.lock").write_text("ok.txt\n")  # Snakemake keys: paths in OUT
+    args = ["--snakefile", str(snakefile), "--directory", str(out), "--cores", "1", "ok.txt", "--forcerun", "ok"]
+    assert run_workflow(args)[0] == 1
+    assert run_workflow(args, unlock=True) == (0, [])
+    assert not list((out / ".snakemake" / "locks").glob("*.lock"))

@@ -721,7 +721,7 @@ def test_methods_show_the_command_that_was_run(tmp_path, monkeypatch):
     was run; absolute paths are cut to names in the report, kept whole in the log."""
     import html
 
-    from tmstarget.run.record import record_command
+    from tmstarget.config.record import record_command
 
     out, workdir = tmp_path / "rec" / "out", tmp_path / "rec" / "study"
     (out / "logs").mkdir(parents=True)

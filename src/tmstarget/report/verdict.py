@@ -528,7 +528,7 @@ def _command_line(cfg: dict) -> tuple[str, str | None]:
     ``OUT/logs/commands.jsonl`` (absolute paths cut to names); without a record (a report made by plain
     ``snakemake``), an equivalent command rebuilt from the saved configuration, marked as such."""
     from tmstarget.qc.core import scrub_paths
-    from tmstarget.run.record import last_command
+    from tmstarget.config.record import last_command
 
     record = last_command(cfg["output_dir"]) if cfg.get("output_dir") else None
     if record:

@@ -1,1 +1,1 @@
-"""Running: the command line, the Snakemake step adapters and the run record."""
+"""Running: the command line, Snakemake through its API (engine) and the Snakemake step adapters."""

@@ -129,7 +129,7 @@ def build_config(args) -> dict:
     """The resolved settings of a command: defaults, ``--config`` (for ``group`` without ``--config``: the
     settings saved in OUT by the participant run), then the options given on the command line."""
     from tmstarget.config.settings import load_config
-    from tmstarget.run.record import settings_path
+    from tmstarget.config.record import settings_path
 
     overrides: dict = {"bids_dir": str(Path(args.bids_dir).resolve()),
                        "output_dir": str(Path(args.output_dir).resolve())}
@@ -167,12 +167,20 @@ class JobError:
 _EXIT_SUFFIX = re.compile(r"\s*\[exit (\d+)\]\s*$")
 
 
-def _failed_job_errors(log_dir: Path, since: float) -> list[JobError]:
-    """Errors that jobs logged since ``since`` (``... ERROR: <message> [exit N]``, see steps.run_from_snakemake)."""
+def job_errors(failed_jobs: list[dict], log_dir: Path) -> list[JobError]:
+    """The errors of the jobs Snakemake reported failed (``failed_jobs``: its JOB_ERROR events, see run.engine),
+    read from their logs in ``log_dir``: ``... ERROR: <message> [exit N]`` (see steps.run_from_snakemake).
+
+    Snakemake knows only that a job failed; its message and exit class are the step's own line in its log.
+    """
+    paths = set()
+    for job in failed_jobs:
+        for name in job.get("log") or []:
+            path = Path(name) if Path(name).is_absolute() else log_dir.parent / name
+            if path.suffix == ".log" and path.is_relative_to(log_dir) and path.is_file():
+                paths.add(path)
     errors = []
-    for path in sorted(log_dir.rglob("*.log")):
-        if path.stat().st_mtime < since:
-            continue
+    for path in sorted(paths):
         for line in path.read_text(errors="replace").splitlines():
             if " ERROR: " in line:
                 text = line.split(" ERROR: ", 1)[1]
@@ -298,8 +306,9 @@ def _hold_output_lock(out: Path):
     """Take an exclusive lock on ``OUT/logs/.tmstarget.lock`` for the life of this process.
 
     The kernel drops it when the process dies, even on SIGKILL, so holding it proves that no other
-    tmstarget run uses ``OUT``: Snakemake's own lock files left by a killed run are then stale and
-    are removed, so the same command resumes. Returns the open file (keep it referenced).
+    tmstarget run uses ``OUT``: Snakemake's own locks left by a killed run are then stale, and Snakemake's
+    unlock removes them before the run (run.engine), so the same command resumes. Returns the open file
+    (keep it referenced) and whether such locks are there.
     """
     import fcntl
 
@@ -312,19 +321,21 @@ def _hold_output_lock(out: Path):
         handle.close()
         raise InputError(f"{out}: another tmstarget run is using this output folder; wait for it to end "
                          "or choose another output folder") from None
+    # Snakemake's API tells whether OUT is locked only after building the whole DAG (Persistence.locked); its
+    # default (file) persistence keeps one file per lock here, so a look at the folder is enough to decide
     locks = out / ".snakemake" / "locks"
-    stale = sorted(locks.glob("*.lock")) if locks.is_dir() else []
-    for path in stale:
-        path.unlink()
-    if stale:
-        print(f"tmstarget: removed the Snakemake lock of an interrupted run in {out}", flush=True)
-    return handle
+    stale = locks.is_dir() and any(locks.glob("*.lock"))
+    return handle, stale
 
 
 def _os_error_cause(log_dir: Path, out: Path, since: float) -> tuple[str, Path | None] | None:
     """``(cause, log)`` of a job or of Snakemake itself that died on an operating-system error (e.g.
     ``[Errno 28] No space left on device``) without a tmstarget message: the last such line of the job
-    logs written since ``since`` or of Snakemake's own newest log."""
+    logs written since ``since`` or of Snakemake's own newest log.
+
+    Kept as a text search: such a job or Snakemake itself ended with a Python traceback, not a Snakemake event
+    the CLI receives (run.engine's pipe carries job failures only), and its log files are what is left of it.
+    """
     errno_line = re.compile(r"(?:OSError|IOError|\[Errno \d+\])[^\n]*")
     logs = [p for p in sorted(log_dir.rglob("*.log")) if p.stat().st_mtime >= since]
     smk_logs = sorted((out / ".snakemake" / "log").glob("*.snakemake.log"), key=lambda p: p.stat().st_mtime)
@@ -373,10 +384,35 @@ def write_group_after_failure(plan, config: dict, verdicts) -> Path:
     return build_group_report(entries, deriv / "group.html", deriv / "group_targets.tsv")
 
 
+def run_workflow(snakemake_args: list[str], unlock: bool = False) -> tuple[int, list[dict]]:
+    """Run Snakemake with ``snakemake_args`` in a child process (run.engine, through Snakemake's API; with
+    ``unlock`` its unlock first): its exit status and the jobs it reported failed (rule, job id, log files)."""
+    import json
+    import threading
+
+    read_fd, write_fd = os.pipe()
+    failed: list[dict] = []
+
+    def collect() -> None:
+        with os.fdopen(read_fd) as stream:
+            failed.extend(json.loads(line) for line in stream if line.strip())
+
+    reader = threading.Thread(target=collect, daemon=True)
+    reader.start()
+    cmd = [sys.executable, "-m", "tmstarget.run.engine", str(write_fd), *(["--unlock"] if unlock else []), "--",
+           *snakemake_args]
+    try:
+        result = subprocess.run(cmd, pass_fds=(write_fd,))
+    finally:
+        os.close(write_fd)  # the child's copy closed when it ended: the reader sees the end of the pipe
+    reader.join(timeout=30)
+    return result.returncode, failed
+
+
 def run_bids_app(argv: list[str]) -> int:
     from tmstarget.bids.inputs import make_plan
     from tmstarget.config.settings import SNAKEFILE
-    from tmstarget.run.record import check_same_settings, record_command, write_settings
+    from tmstarget.config.record import check_same_settings, record_command, write_settings
 
     command_argv = list(argv)
     # Everything after a bare '--' goes to snakemake unchanged.
@@ -392,7 +428,7 @@ def run_bids_app(argv: list[str]) -> int:
         check_input_data(plan)  # reads every input image once: truncated files, NaNs (nothing written yet)
     out = Path(config["output_dir"])
     log_dir = _make_output_dir(out)
-    lock = _hold_output_lock(out)  # noqa: F841 (held until this process exits)
+    lock, stale_locks = _hold_output_lock(out)  # noqa: F841 (lock held until this process exits)
     if changed:
         print("tmstarget: --rerun-with-new-settings: recomputing the results in "
               f"{out} with changed settings: " + "; ".join(changed), flush=True)
@@ -402,7 +438,7 @@ def run_bids_app(argv: list[str]) -> int:
     n_runs = sum(len(u.runs) for u in plan.units.values())
     print(f"tmstarget {__version__}: {len(plan.units)} unit(s), {n_runs} run(s), input route "
           f"'{plan.route}', space {plan.space}; logs in {log_dir}", flush=True)
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--configfile", str(config_path),
+    cmd = ["--snakefile", str(SNAKEFILE), "--configfile", str(config_path),
            "--directory", str(out), "--cores", str(args.cores), "--rerun-incomplete", "--keep-going"]
     profile = _resolve_profile(args.profile)
     if profile:
@@ -412,15 +448,17 @@ def run_bids_app(argv: list[str]) -> int:
     if args.analysis_level == "participant":
         cmd += ["participant"]
     cmd += extra
+    if stale_locks:
+        print(f"tmstarget: removed the Snakemake lock of an interrupted run in {out}", flush=True)  # by run.engine
     start = time.time()
-    result = subprocess.run(cmd)
-    errors = _failed_job_errors(log_dir, start) if result.returncode != 0 else []
-    if result.returncode != 0:
+    returncode, failed_jobs = run_workflow(cmd, unlock=stale_locks)
+    errors = job_errors(failed_jobs, log_dir) if returncode != 0 else []
+    if returncode != 0:
         print("\ntmstarget: the workflow stopped.", file=sys.stderr)
         for e in errors:
             print(f"  {e.message}  [log: {e.log}]", file=sys.stderr)
     if args.dry_run:
-        return result.returncode
+        return returncode
     verdicts = unit_verdicts(plan, errors, log_dir)
     if errors and args.analysis_level == "group" and "--dry-run" not in extra:
         # a unit's job failed: --keep-going ran every unit that could run, but the group step waits for
@@ -430,11 +468,11 @@ def run_bids_app(argv: list[str]) -> int:
         except OSError as exc:
             print(f"tmstarget: could not write the dataset report: {_os_error_text(exc)}", file=sys.stderr)
     print_summary(plan, verdicts)
-    if result.returncode != 0:
+    if returncode != 0:
         os_cause = None if errors else _os_error_cause(log_dir, out, start)
         sys.stdout.flush()
         print(_stopped_line(errors, os_cause, out), file=sys.stderr)
-    return exit_status(verdicts, errors, result.returncode)
+    return exit_status(verdicts, errors, returncode)
 
 
 def _os_error_text(exc: OSError) -> str:
