@@ -814,7 +814,7 @@ def t1w_to_mni_error_mm(t1w_path, xfm_mni_to_t1w, truth_map_path, brain_mask_pat
     import ants
 
     from tmstarget.preproc.headers import RAS_TO_LPS, nifti_to_ants
-    from tmstarget.preproc.pipeline import load_template
+    from tmstarget.preproc.templates import load_template
 
     t1w_img = nib.load(str(t1w_path))
     t1w = nifti_to_ants(t1w_img.get_fdata(dtype=np.float32), t1w_img.affine)

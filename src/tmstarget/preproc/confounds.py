@@ -1,7 +1,7 @@
 """Time-series pieces of the built-in preprocessing: non-steady-state volumes, slice timing, motion
 parameters, framewise displacement (Power 2012), DVARS, tissue signals and aCompCor.
 
-Everything here works on numpy arrays; the ANTs calls live in :mod:`tmstarget.preproc.pipeline`.
+Everything here works on numpy arrays; the ANTs calls live in :mod:`tmstarget.preproc.anat` and :mod:`tmstarget.preproc.bold`.
 Motion parameters follow fMRIPrep's columns: ``trans_x, trans_y, trans_z`` (mm) and
 ``rot_x, rot_y, rot_z`` (radians), the rigid head motion of each volume relative to the BOLD
 reference, in world RAS, about the centre of the BOLD grid.

@@ -181,7 +181,7 @@ def _template_on_grid(img: nib.Nifti1Image, which: str) -> np.ndarray:
     """nilearn's 2 mm template (``t1`` or ``mask``) resampled onto the grid of ``img``."""
     from nilearn.image import resample_to_img
 
-    from tmstarget.preproc.pipeline import load_template
+    from tmstarget.preproc.templates import load_template
 
     tpl = load_template(2)[which]
     if tpl.shape[:3] == img.shape[:3] and np.allclose(tpl.affine, img.affine, atol=1e-3):
@@ -192,7 +192,7 @@ def _template_on_grid(img: nib.Nifti1Image, which: str) -> np.ndarray:
 
 def template_correlation(t1w_mni_path) -> float | None:
     """Correlation of an MNI-space T1w with nilearn's template inside the template brain."""
-    from tmstarget.preproc.pipeline import image_correlation
+    from tmstarget.preproc.similarity import image_correlation
 
     img = _load(t1w_mni_path)
     if img is None:
@@ -263,12 +263,12 @@ def _arrays_on_one_grid(paths, mismatch_warning: str):
 
 
 def bold_t1w_edge_correlation(boldref_t1w_path, t1w_path, brain_mask_path) -> float | None:
-    """:func:`tmstarget.preproc.pipeline.edge_correlation` of the BOLD reference in the T1w grid and the T1w,
+    """:func:`tmstarget.preproc.similarity.edge_correlation` of the BOLD reference in the T1w grid and the T1w,
     inside the T1w brain mask where the BOLD has signal. Both are brought to ~2 mm first (the BOLD
     carries no finer edges, and a 0.7 mm T1w would make this slow)."""
     from scipy import ndimage
 
-    from tmstarget.preproc.pipeline import edge_correlation
+    from tmstarget.preproc.similarity import edge_correlation
 
     loaded = _arrays_on_one_grid((boldref_t1w_path, t1w_path, brain_mask_path),
                                  "BOLD reference, T1w and brain mask grids differ; edge correlation skipped")
