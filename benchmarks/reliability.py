@@ -241,7 +241,7 @@ def demo_units() -> dict:
     """{name: (fMRIPrep-layout BOLD paths, planted target MNI RAS mm)} of the cached demo run
     (``prepare --demo``: the demo dataset through the whole workflow with config/demo.yaml)."""
     from tmstarget.bids.inputs import preproc_bold_paths
-    from tmstarget.demo.core import load_ground_truth
+    from tmstarget.demo.truth import load_ground_truth
 
     root = bench_dir() / "demo"
     out = {}
@@ -366,7 +366,7 @@ def synth_run(mask_img, rng, minutes: float, snr: float, planted=PLANTED_MNI_RAS
     from scipy import ndimage
 
     from tmstarget.target import regions as R
-    from tmstarget.demo.core import band_limited_signal
+    from tmstarget.demo.bold import band_limited_signal
     from tmstarget.target.selection import Denoised
 
     mask = np.asanyarray(mask_img.dataobj) > 0

@@ -22,7 +22,7 @@ from tmstarget.preproc import params as pprm
 from tmstarget.preproc import resample as prs
 from tmstarget.preproc import similarity as psim
 from tmstarget.preproc import templates as ptpl
-from tmstarget.demo.core import t1w_to_mni_error_mm
+from tmstarget.demo.truth import t1w_to_mni_error_mm
 from tmstarget.errors import InputError
 from tmstarget.preproc.headers import (RAS_TO_LPS, ants_affine_ras, choose_affine, is_oblique,
                                        nifti_to_ants)
@@ -213,7 +213,7 @@ def test_composed_points_equal_ants_two_step_resampling(tmp_path, small_head):
 def demo_preprocessed(demo_workflow):
     """Demo sub-01 as the session's shared workflow run preprocessed it (tests/conftest.py)."""
     from tmstarget.bids.inputs import preproc_anat_paths, preproc_bold_paths
-    from tmstarget.demo.core import load_ground_truth
+    from tmstarget.demo.truth import load_ground_truth
 
     bids, preproc = demo_workflow["bids"], demo_workflow["preproc"]
     anat_paths = preproc_anat_paths(preproc, "sub-01/anat/sub-01")

@@ -101,7 +101,8 @@ def test_int16_memory_map_read_volume_by_volume(planted_series, tmp_path):
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
-    from tmstarget.demo.core import load_ground_truth, make_demo_dataset
+    from tmstarget.demo.core import make_demo_dataset
+    from tmstarget.demo.truth import load_ground_truth
 
     bids = make_demo_dataset(tmp_path_factory.mktemp("realign_demo") / "bids", n_subjects=1, n_volumes=120,
                              seed=0)
