@@ -202,6 +202,10 @@ def test_motion_recorded_with_spikes(truth, bold_data):
     assert np.all(motion[n_dummy] == 0.0)
     assert np.abs(motion[:, :3]).max() < 1.5 and np.rad2deg(np.abs(motion[:, 3:]).max()) < 1.0
     fd = framewise_displacement(motion[n_dummy:])  # fd[0] is NaN (no previous volume), as in fMRIPrep
+    assert np.isnan(fd[0])
+    # the ground truth's FD summary is this FD's (one FD for the confounds TSV and the demo)
+    assert truth["max_fd_mm_steady_state"] == pytest.approx(np.nanmax(fd), abs=1e-3)  # motion TSV: 6 decimals
+    assert truth["mean_fd_mm_steady_state"] == pytest.approx(np.nanmean(fd), abs=1e-3)
     spikes = np.asarray(truth["spike_volumes"]) - n_dummy
     assert len(spikes) >= 2 and np.all(fd[spikes] > 0.5)
     assert np.nanmedian(fd) < 0.2

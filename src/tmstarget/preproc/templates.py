@@ -35,7 +35,8 @@ def load_template(resolution_mm: int = 2) -> dict:
 
 
 def to_ants(img: nib.Nifti1Image) -> "ants.ANTsImage":
-    """A nibabel image as an ANTsImage (float32, LPS physical space; :func:`tmstarget.preproc.headers.nifti_to_ants`)."""
+    """A nibabel image as an ANTsImage (float32, LPS physical space;
+    :func:`tmstarget.preproc.headers.nifti_to_ants`)."""
     return nifti_to_ants(np.asarray(img.get_fdata(dtype=np.float32)), img.affine)
 
 
