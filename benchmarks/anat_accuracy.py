@@ -5,7 +5,7 @@ T1w->MNI map), runs ``preprocess_anat`` in a fresh child process per registratio
 ``benchmarks/anat_resolution.py`` does: ITK pinned to one thread) and prints, per mode: wall s,
 CPU s (user+sys of the child), seconds per sub-step, template correlation, brain volume and the
 median / 95th percentile distance (mm) between our and the true MNI position of every brain voxel
-(:func:`tmstarget.demo.core.t1w_to_mni_error_mm`, the measure of
+(:func:`tmstarget.demo.truth.t1w_to_mni_error_mm`, the measure of
 ``tests/test_preprocessing.py::test_demo_t1w_to_mni_error_below_2mm``, whose threshold is a median
 below 2 mm).
 
@@ -32,7 +32,8 @@ def main(argv=None) -> int:
     import numpy as np
     from anat_resolution import run_case
 
-    from tmstarget.demo.core import load_ground_truth, make_demo_dataset, t1w_to_mni_error_mm
+    from tmstarget.demo.core import make_demo_dataset
+    from tmstarget.demo.truth import load_ground_truth, t1w_to_mni_error_mm
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="tmstarget_anatacc_"))
     bids = work / "demo"

@@ -37,10 +37,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 CHILD = r"""
 import json, resource, sys, time
-from tmstarget.preproc import pipeline as pp
+from tmstarget.preproc import anat as pa
 args = json.loads(sys.argv[1])
 t0 = time.time()
-qc = pp.preprocess_anat(args["t1w"], args["out"], args["params"])
+qc = pa.preprocess_anat(args["t1w"], args["out"], args["params"])
 wall = time.time() - t0
 ru = resource.getrusage(resource.RUSAGE_SELF)
 print("RESULT " + json.dumps({"wall_s": wall, "cpu_s": ru.ru_utime + ru.ru_stime, "peak_mb": ru.ru_maxrss / 1024,

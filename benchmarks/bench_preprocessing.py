@@ -25,13 +25,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 CHILD = r"""
 import json, resource, sys, time
-from tmstarget.preproc import pipeline as pp
+from tmstarget.preproc import anat as pa
+from tmstarget.preproc import bold as pb
 args = json.loads(sys.argv[1])
 t0 = time.time()
 if args["step"] == "anat":
-    qc = pp.preprocess_anat(args["t1w"], args["out"], args["params"])
+    qc = pa.preprocess_anat(args["t1w"], args["out"], args["params"])
 else:
-    qc = pp.preprocess_bold(args["bold"], {"RepetitionTime": args["t_r"]}, args["anat"], args["out"], args["params"])
+    qc = pb.preprocess_bold(args["bold"], {"RepetitionTime": args["t_r"]}, args["anat"], args["out"], args["params"])
 print(json.dumps({"wall_s": time.time() - t0, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "cpu_s": resource.getrusage(resource.RUSAGE_SELF).ru_utime, "qc": qc}))
 """

@@ -57,7 +57,7 @@ def header_moves(out: Path, realdata: Path) -> None:
 
     from builders.realdata_bids import ASL_TR_S, asl_as_bold, same_person_bids
 
-    from tmstarget.preproc import pipeline as pp
+    from tmstarget.preproc import bold as pb
     from tmstarget.bids.inputs import preproc_anat_paths, preproc_bold_paths
 
     anat_dir = out / "preproc" / "sub-01" / "anat"
@@ -74,7 +74,7 @@ def header_moves(out: Path, realdata: Path) -> None:
             moved_bids = same_person_bids(realdata, Path(tmp) / "bids", rigid_ras(axis, degrees, centre, shift))
             paths = preproc_bold_paths(Path(tmp) / "out", "sub-01_task-rest")
             (Path(tmp) / "out").mkdir()
-            pp.preprocess_bold(moved_bids / "sub-01" / "func" / "sub-01_task-rest_bold.nii.gz",
+            pb.preprocess_bold(moved_bids / "sub-01" / "func" / "sub-01_task-rest_bold.nii.gz",
                                {"RepetitionTime": ASL_TR_S}, anat, paths, {"registration": "fast"})
             result = rq.assess_registration({k: anat[k] for k in ("t1w_mni", "brain_mask", "preproc_t1w", "wm_probseg")},
                                             [{"name": "moved", **{k: str(paths[k]) for k in ("mask_mni", "boldref_mni", "boldref_t1w")}}])

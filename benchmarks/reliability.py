@@ -56,7 +56,8 @@ def prepared_paths(name: str) -> tuple[dict, dict]:
 
 def prepare(names=tuple(REAL_RUNS)) -> None:
     """Preprocess the real T1w and runs once; skip what is cached (a ``.done`` marker per output)."""
-    from tmstarget.preproc import pipeline as pp
+    from tmstarget.preproc import anat as pa
+    from tmstarget.preproc import bold as pb
     from tmstarget.io.files import read_json
 
     src = realdata_dir()
@@ -66,7 +67,7 @@ def prepare(names=tuple(REAL_RUNS)) -> None:
     if not done.exists():
         Path(anat["preproc_t1w"]).parent.mkdir(parents=True, exist_ok=True)
         t0 = time.time()
-        pp.preprocess_anat(src / "sub-01_T1w.nii.gz", anat, params)
+        pa.preprocess_anat(src / "sub-01_T1w.nii.gz", anat, params)
         done.write_text(f"{time.time() - t0:.0f} s\n")
     for name in names:
         _, bold = prepared_paths(name)
@@ -81,7 +82,7 @@ def prepare(names=tuple(REAL_RUNS)) -> None:
             meta = {k: sidecar[k] for k in ("RepetitionTime", "SliceTiming", "SliceEncodingDirection")}
             extra = {"slice_timing": True}
         t0 = time.time()
-        qc = pp.preprocess_bold(src / f"sub-{name}.nii.gz", meta, anat, bold, {**params, **extra})
+        qc = pb.preprocess_bold(src / f"sub-{name}.nii.gz", meta, anat, bold, {**params, **extra})
         done.write_text(json.dumps({"seconds": time.time() - t0, "qc": qc}, default=str) + "\n")
         print(f"{name}: preprocessed in {time.time() - t0:.0f} s", flush=True)
 
@@ -243,7 +244,7 @@ def demo_units() -> dict:
     """{name: (fMRIPrep-layout BOLD paths, planted target MNI RAS mm)} of the cached demo run
     (``prepare --demo``: the demo dataset through the whole workflow with config/demo.yaml)."""
     from tmstarget.bids.inputs import preproc_bold_paths
-    from tmstarget.demo.core import load_ground_truth
+    from tmstarget.demo.truth import load_ground_truth
 
     root = bench_dir() / "demo"
     out = {}
@@ -368,7 +369,7 @@ def synth_run(mask_img, rng, minutes: float, snr: float, planted=PLANTED_MNI_RAS
     from scipy import ndimage
 
     from tmstarget.target import regions as R
-    from tmstarget.demo.core import band_limited_signal
+    from tmstarget.demo.bold import band_limited_signal
     from tmstarget.denoise.arrays import Denoised
 
     mask = np.asanyarray(mask_img.dataobj) > 0

@@ -228,7 +228,8 @@ def noise_free_target(planted_mni_ras_mm, search_mask_path, s: dict = proto.DEFA
     import nibabel as nib
     from nilearn.datasets import load_mni152_brain_mask
 
-    from tmstarget.demo import core as D
+    from tmstarget.demo import bold as D
+    from tmstarget.demo.phantom import TARGET_SIGMA_MM, build_mni_head_model
     from tmstarget.denoise.smooth import smooth_masked
     from tmstarget.target import rules as TR
 
@@ -236,9 +237,9 @@ def noise_free_target(planted_mni_ras_mm, search_mask_path, s: dict = proto.DEFA
     mask = m.get_fdata() > 0
     xyz = nib.affines.apply_affine(m.affine, np.argwhere(mask))
     planted = np.asarray(planted_mni_ras_mm, float)
-    head = D.build_mni_head_model()
+    head = build_mni_head_model()
     gm_at_target = max(float(head.sample("gm", planted[None])[0]), 0.3)
-    w = D._gaussian_weight(xyz, planted, D.TARGET_SIGMA_MM) * np.minimum(head.sample("gm", xyz) / gm_at_target, 1.0)
+    w = D.gaussian_weight(xyz, planted, TARGET_SIGMA_MM) * np.minimum(head.sample("gm", xyz) / gm_at_target, 1.0)
     data = w[None, :].astype(np.float32)
     smooth_masked(data, mask, (2.0, 2.0, 2.0), s["fwhm"] or None)
     vol = np.zeros(mask.shape, np.float32)
@@ -265,7 +266,7 @@ def demo_recovery(bench: Path) -> dict:
     MNI grid puts under it: the distance from the planted point to the nearest search-region voxel centre."""
     import nibabel as nib
 
-    from tmstarget.demo.core import load_ground_truth
+    from tmstarget.demo.truth import load_ground_truth
 
     root = bench / "demo"
     out = {}

@@ -68,9 +68,9 @@ def gate(anat: dict, bold: dict, name: str) -> dict:
 def mean_epi(raw_path: Path, metadata: dict, n_volumes: int = 40):
     """ANTs image of the mean of (up to) the middle ``n_volumes`` volumes of a 4D run (no motion correction:
     only an initial picture for the registration to the template), in the world the built-in preprocessing
-    gives the run (:func:`tmstarget.preproc.pipeline.read_bold_header`: e.g. HAPPYTEST stores no orientation)."""
+    gives the run (:func:`tmstarget.preproc.bold.read_bold_header`: e.g. HAPPYTEST stores no orientation)."""
     from tmstarget.preproc.headers import nifti_to_ants
-    from tmstarget.preproc.pipeline import read_bold_header
+    from tmstarget.preproc.bold import read_bold_header
 
     img, affine, _, _ = read_bold_header(raw_path, metadata)
     n = img.shape[3]
@@ -88,12 +88,13 @@ def template_stand_in(raw_path: Path, metadata: dict, anat: dict, workdir: Path,
     import ants
 
     from tmstarget.preproc.headers import ants_affine_ras, nifti_img
-    from tmstarget.preproc.pipeline import _to_ants, load_template, make_ants_repeatable
+    from tmstarget.preproc.registration import make_ants_repeatable
+    from tmstarget.preproc.templates import load_template, to_ants
     from tmstarget.io.files import save_img
 
     make_ants_repeatable()
     mni = load_template(2)
-    t1, mask = _to_ants(mni["t1"]), _to_ants(mni["mask"])
+    t1, mask = to_ants(mni["t1"]), to_ants(mni["mask"])
     epi = mean_epi(raw_path, metadata)
     epi_brain = ants.get_mask(epi, cleanup=2)
     reg = ants.registration(fixed=t1 * mask, moving=epi * epi_brain, type_of_transform=transform,
@@ -115,7 +116,7 @@ def template_stand_in(raw_path: Path, metadata: dict, anat: dict, workdir: Path,
                                      whichtoinvert=[True] if transform == "Affine" else [False], interpolator=interp)
 
     brain = pulled(mask, "nearestNeighbor")
-    gm, wm = pulled(_to_ants(mni["gm"])), pulled(_to_ants(mni["wm"]))
+    gm, wm = pulled(to_ants(mni["gm"])), pulled(to_ants(mni["wm"]))
     affine = ants_affine_ras(grid)
     csf = np.clip(brain.numpy() - gm.numpy() - wm.numpy(), 0.0, 1.0) * (brain.numpy() > 0)
     for key, data in (("preproc_t1w", pulled(t1).numpy()), ("brain_mask", brain.numpy() > 0),
@@ -126,7 +127,8 @@ def template_stand_in(raw_path: Path, metadata: dict, anat: dict, workdir: Path,
 
 def prepare_run(bench: Path, realdata: Path, name: str, log=print) -> dict:
     """Preprocess one real run by its route and gate it; cached (``<run>.done``)."""
-    from tmstarget.preproc import pipeline as pp
+    from tmstarget.preproc import anat as pa
+    from tmstarget.preproc import bold as pb
     from tmstarget.io.files import read_json
 
     anat, bold, done = run_paths(bench, name)
@@ -148,11 +150,11 @@ def prepare_run(bench: Path, realdata: Path, name: str, log=print) -> dict:
         from builders.realdata_bids import asl_as_bold   # tests/ is on sys.path (see reliability.py)
         raw_path = Path(bold["bold_mni"]).parent / "asl_label_control_as_bold.nii.gz"
         nib.save(asl_as_bold(realdata), raw_path)
-        pp.preprocess_anat(realdata / "sub-01_T1w.nii.gz", anat, PARAMS)
+        pa.preprocess_anat(realdata / "sub-01_T1w.nii.gz", anat, PARAMS)
     else:
         template_stand_in(raw_path, meta, anat, Path(anat["preproc_t1w"]).parent, TEMPLATE_TRANSFORM[route])
     t_anat = time.time() - t0
-    qc = pp.preprocess_bold(raw_path, meta, anat, bold, {**PARAMS, **extra})
+    qc = pb.preprocess_bold(raw_path, meta, anat, bold, {**PARAMS, **extra})
     verdict = gate(anat, bold, name)
     out = {"run": name, "route": route, "seconds": round(time.time() - t0), "anat_seconds": round(t_anat),
            "anat": anat, "bold": bold, "minutes": round(qc["volumes"] * qc["t_r"] / 60, 2),

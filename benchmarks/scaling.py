@@ -58,7 +58,7 @@ def write_native_run(path: Path, shape, voxel_mm: float, n_vols: int, t_r: float
     from scipy import ndimage
 
     from tmstarget.preproc import confounds as pc
-    from tmstarget.preproc.pipeline import load_template
+    from tmstarget.preproc.templates import load_template
 
     rng = np.random.default_rng(seed)
     tpl = load_template(2)["t1"]
@@ -178,15 +178,15 @@ def stage_ratio(a):
 
 
 def stage_anat(a):
-    from tmstarget.preproc import pipeline as pp
+    from tmstarget.preproc import anat as pa
 
-    return {"qc_seconds": pp.preprocess_anat(a["t1w"], a["out"], {"registration": "fast"})["seconds"]}
+    return {"qc_seconds": pa.preprocess_anat(a["t1w"], a["out"], {"registration": "fast"})["seconds"]}
 
 
 def stage_preprocess_bold(a):
-    from tmstarget.preproc import pipeline as pp
+    from tmstarget.preproc import bold as pb
 
-    qc = pp.preprocess_bold(a["bold"], {"RepetitionTime": a["t_r"]}, a["anat"], a["out"],
+    qc = pb.preprocess_bold(a["bold"], {"RepetitionTime": a["t_r"]}, a["anat"], a["out"],
                             {"registration": "fast", "dummy_scans": 0})
     return {"seconds": qc["seconds"]}
 

@@ -8,7 +8,7 @@ import os
 
 # ITK reads its thread count once, at its first filter: pin it before anything imports ants, so that
 # registrations run inside the test process are as deterministic as the workflow's jobs (which pin it
-# at their start, tmstarget.preproc.pipeline.make_ants_repeatable). Without this a test process that had
+# at their start, tmstarget.preproc.registration.make_ants_repeatable). Without this a test process that had
 # already run a multi-threaded ITK filter gave a real T1w->template correlation of 0.58 instead of 0.76.
 os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = "1"
 
@@ -56,9 +56,9 @@ def small_head():
     the preprocessing tests)."""
     from scipy import ndimage
 
-    from tmstarget.preproc import pipeline as pp
+    from tmstarget.preproc import templates as ptpl
 
-    tpl = pp.load_template(2)["t1"]
+    tpl = ptpl.load_template(2)["t1"]
     data = ndimage.zoom(tpl.get_fdata(), 0.5, order=1).astype(np.float32)
     affine = tpl.affine.copy()
     affine[:3, :3] *= 2

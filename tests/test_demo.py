@@ -13,8 +13,11 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from tmstarget.demo import core as demo
-from tmstarget.demo.core import load_ground_truth, make_demo_dataset
+from tmstarget.demo import bold as demo_bold
+from tmstarget.demo import native_map, phantom
+from tmstarget.demo.core import make_demo_dataset
+from tmstarget.demo.truth import load_ground_truth
+from tmstarget.preproc.confounds import framewise_displacement
 from tmstarget.errors import InputError
 
 N_VOLUMES = 150
@@ -135,7 +138,7 @@ def test_native_mni_maps_invert_each_other(truth):
 
 def test_native_mni_map_inverse_is_exact_off_grid():
     rng = np.random.default_rng(5)
-    mapping = demo.random_native_to_mni_map(rng)
+    mapping = native_map.random_native_to_mni_map(rng)
     mni_ras_mm = rng.uniform(-90, 90, size=(2000, 3))
     back = mapping.native_to_mni(mapping.mni_to_native(mni_ras_mm))
     assert np.abs(back - mni_ras_mm).max() < 1e-3
@@ -152,7 +155,7 @@ def test_planted_target_in_ba46_and_away_from_literature_sites(truth):
     target = truth["target_mni_ras_mm"]
     label = AtlasBrowser("HCPEx").find_regions(np.asarray(target, dtype=float))[0]
     assert label == "Area_46_L" or ("9-46" in label and label.endswith("_L")), label
-    for site in demo.LITERATURE_SITES_MNI_RAS_MM:
+    for site in phantom.LITERATURE_SITES_MNI_RAS_MM:
         assert np.linalg.norm(target - np.asarray(site)) >= 8.0, site
 
 
@@ -169,10 +172,10 @@ def test_no_target_when_not_planted(dataset, truth):
     """Same noise draws with and without the planted target: only the planted run is anticorrelated."""
     bold = _bold(dataset)
     voxels_mni = _bold_voxels_mni(bold, truth)
-    mapping = demo.random_native_to_mni_map(np.random.default_rng([0, 0]))  # sub-01's map for seed 0
+    mapping = native_map.random_native_to_mni_map(np.random.default_rng([0, 0]))  # sub-01's map for seed 0
     r_by_plant = {}
     for plant in (True, False):
-        img, _ = demo.synthesize_bold(mapping, np.random.default_rng(11), 60, T_R,
+        img, _ = demo_bold.synthesize_bold(mapping, np.random.default_rng(11), 60, T_R,
                                       truth["target_mni_ras_mm"] if plant else None, plant_decoy=plant)
         r_by_plant[plant], _ = _seed_target_r(np.asarray(img.dataobj), img.affine, voxels_mni, truth)
     assert np.allclose(img.affine, bold.affine)
@@ -198,10 +201,14 @@ def test_motion_recorded_with_spikes(truth, bold_data):
     assert motion.shape == (N_VOLUMES + n_dummy, 6)
     assert np.all(motion[n_dummy] == 0.0)
     assert np.abs(motion[:, :3]).max() < 1.5 and np.rad2deg(np.abs(motion[:, 3:]).max()) < 1.0
-    fd = demo.framewise_displacement_mm(motion[n_dummy:])
+    fd = framewise_displacement(motion[n_dummy:])  # fd[0] is NaN (no previous volume), as in fMRIPrep
+    assert np.isnan(fd[0])
+    # the ground truth's FD summary is this FD's (one FD for the confounds TSV and the demo)
+    assert truth["max_fd_mm_steady_state"] == pytest.approx(np.nanmax(fd), abs=1e-3)  # motion TSV: 6 decimals
+    assert truth["mean_fd_mm_steady_state"] == pytest.approx(np.nanmean(fd), abs=1e-3)
     spikes = np.asarray(truth["spike_volumes"]) - n_dummy
     assert len(spikes) >= 2 and np.all(fd[spikes] > 0.5)
-    assert np.median(fd) < 0.2
+    assert np.nanmedian(fd) < 0.2
     # the recorded jerks are in the images: DVARS at the spikes far above its median
     data = bold_data[..., n_dummy:]
     dvars = np.sqrt(np.mean(np.diff(data.reshape(-1, data.shape[3]), axis=1) ** 2, axis=0))
@@ -248,8 +255,8 @@ def test_same_seed_same_data(dataset, tmp_path):
                 f"sourcedata/groundtruth/sub-{SUB}/sub-{SUB}_motion.tsv"):
         assert (dataset / rel).read_bytes() == (again / rel).read_bytes()
     # another seed gives another subject
-    other = demo.random_native_to_mni_map(np.random.default_rng([1, 0]))
-    same = demo.random_native_to_mni_map(np.random.default_rng([0, 0]))
+    other = native_map.random_native_to_mni_map(np.random.default_rng([1, 0]))
+    same = native_map.random_native_to_mni_map(np.random.default_rng([0, 0]))
     assert not np.allclose(other.linear, same.linear)
 
 

@@ -31,7 +31,8 @@ from nilearn import signal as nl_signal
 from nilearn.interfaces.fmriprep import load_confounds
 
 from builders.nifti import write_json, write_nifti
-from tmstarget.demo.core import band_limited_signal, framewise_displacement_mm, synthesize_motion
+from tmstarget.demo.bold import band_limited_signal, synthesize_motion
+from tmstarget.preproc.confounds import framewise_displacement
 from tmstarget.denoise.confounds import (MOTION_BASE, censoring_mask, confound_matrix, dummy_volume_count,
                                          read_confounds)
 from tmstarget.denoise.run import denoise_runs
@@ -63,7 +64,7 @@ def fmriprep_confounds(motion: np.ndarray, tissue: np.ndarray, compcor: np.ndarr
             d = deriv(cols[name])
             cols[f"{name}_derivative1"], cols[f"{name}_power2"] = d, cols[name] ** 2
             cols[f"{name}_derivative1_power2"] = d ** 2
-    fd = framewise_displacement_mm(motion) if fd_mm is None else fd_mm
+    fd = framewise_displacement(motion) if fd_mm is None else fd_mm
     cols["framewise_displacement"] = np.r_[np.nan, np.asarray(fd, float)[1:]]
     cols["std_dvars"] = np.r_[np.nan, np.ones(len(motion) - 1)]
     for j in range(compcor.shape[1]):
@@ -213,7 +214,7 @@ def test_cleaning_matches_nilearn_on_mini_fmriprep_tree(tmp_path):
     """The mini fMRIPrep tree (tests/mini_fmriprep.py: 4 mm MNI BOLD, 160 volumes, its own confounds
     table without derivative columns) with two FD spikes planted: ours equals nilearn.signal.clean on
     the same confounds (< TOL_CLEAN); nilearn's load_confounds cannot read that table."""
-    from mini_fmriprep import make_mini_fmriprep
+    from builders.mini_fmriprep import make_mini_fmriprep
 
     func = make_mini_fmriprep(tmp_path / "fmriprep") / "sub-01" / "func"
     run = {"bold": str(next(func.glob("*_desc-preproc_bold.nii.gz"))),

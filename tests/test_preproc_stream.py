@@ -13,7 +13,9 @@ from scipy import ndimage
 
 from tmstarget.preproc import confounds as pc
 from tmstarget.preproc import stream as ps
-from tmstarget.preproc import pipeline as pp
+from tmstarget.preproc import bold as pb
+from tmstarget.preproc import resample as prs
+from tmstarget.preproc import templates as ptpl
 from tmstarget.errors import InputError
 from tmstarget.preproc.headers import RAS_TO_LPS
 
@@ -45,7 +47,7 @@ def test_bold_volumes_read_the_stored_run_volume_by_volume(small_head, tmp_path)
     for t in (0, 5, 10):
         np.testing.assert_array_equal(vols[..., t], full[..., 3 + t])  # exact: int16 -> float32
     # the streamed global signal equals the in-memory one within float32 round-off
-    np.testing.assert_allclose(pp.head_global_signal_streamed(ps.BoldVolumes(raw)), pp.head_global_signal(full),
+    np.testing.assert_allclose(pb.head_global_signal_streamed(ps.BoldVolumes(raw)), pb.head_global_signal(full),
                                rtol=1e-5)
     # a truncated .nii.gz and a NaN volume are named
     blob = path.read_bytes()
@@ -112,15 +114,15 @@ def test_streamed_native_series_equal_full_copy(small_head, tmp_path):
     shape = data.shape[:3]
     ijk = np.indices(shape, dtype=np.float64).reshape(3, -1)
     points_lps = ((RAS_TO_LPS @ affine)[:3, :3] @ ijk + (RAS_TO_LPS @ affine)[:3, 3:4]).T
-    native = np.stack([pp.sample_volume(data[..., t], pp.world_to_voxel_indices(
+    native = np.stack([prs.sample_volume(data[..., t], prs.world_to_voxel_indices(
         points_lps, RAS_TO_LPS @ transforms[t] @ RAS_TO_LPS, affine)).reshape(shape) for t in range(12)], axis=3)
-    np.testing.assert_allclose(pp.motion_corrected_mean(data, affine, transforms), native.mean(axis=3),
+    np.testing.assert_allclose(pb.motion_corrected_mean(data, affine, transforms), native.mean(axis=3),
                                rtol=1e-5, atol=1e-3)
     mean = native.mean(axis=3)
     brain = mean > 300
     wm = mean > 900
     csf = (mean > 100) & (mean < 400)
-    series = pp.native_tissue_series(data, affine, transforms, brain, wm, csf, tmp_path / "s.bin")
+    series = pb.native_tissue_series(data, affine, transforms, brain, wm, csf, tmp_path / "s.bin")
     brain_tv, noise_tv = native[brain].T, native[wm | csf].T
     np.testing.assert_allclose(series["global_signal"], brain_tv.mean(axis=1), rtol=1e-5)
     np.testing.assert_allclose(series["white_matter"], native[wm].T.mean(axis=1), rtol=1e-5)
@@ -134,7 +136,7 @@ def test_streamed_native_series_equal_full_copy(small_head, tmp_path):
 def fake_anat(tmp_path_factory):
     """Anatomical outputs without preprocess_anat: the MNI 2 mm template as the T1w (identity T1w->MNI)."""
     folder = tmp_path_factory.mktemp("anat")
-    tpl = pp.load_template(2)
+    tpl = ptpl.load_template(2)
     mask = tpl["mask"].get_fdata() > 0
     gm, wm = tpl["gm"].get_fdata(), tpl["wm"].get_fdata()
     paths = {}
@@ -158,7 +160,7 @@ def _traced_peak_mb(head, affine, n_t, anat, folder):
     ps.BLOCK_BYTES = 2 * 2 ** 20  # a small voxel block, so blocks are not the whole brain at either length
     tracemalloc.start()
     try:
-        qc = pp.preprocess_bold(bold, {"RepetitionTime": 2.0}, anat, out,
+        qc = pb.preprocess_bold(bold, {"RepetitionTime": 2.0}, anat, out,
                                 {"dummy_scans": 0, "chunk_volumes": 5, "registration_init": "header"})
         _, peak = tracemalloc.get_traced_memory()
     finally:

@@ -17,8 +17,12 @@ import numpy as np
 import pytest
 
 from tmstarget.preproc import confounds as pc
-from tmstarget.preproc import pipeline as pp
-from tmstarget.demo.core import t1w_to_mni_error_mm
+from tmstarget.preproc import bold as pb
+from tmstarget.preproc import params as pprm
+from tmstarget.preproc import resample as prs
+from tmstarget.preproc import similarity as psim
+from tmstarget.preproc import templates as ptpl
+from tmstarget.demo.truth import t1w_to_mni_error_mm
 from tmstarget.errors import InputError
 from tmstarget.preproc.headers import (RAS_TO_LPS, ants_affine_ras, choose_affine, is_oblique,
                                        nifti_to_ants)
@@ -84,19 +88,19 @@ def test_missing_repetition_time_names_the_sidecar(tmp_path):
     path = tmp_path / "sub-01_task-rest_bold.nii.gz"
     nib.save(nib.Nifti1Image(np.ones((4, 4, 4, 12), np.float32), np.eye(4)), path)
     with pytest.raises(InputError, match=r"sub-01_task-rest_bold.json: RepetitionTime is missing"):
-        pp.load_bold(path, {"TaskName": "rest"})
+        pb.load_bold(path, {"TaskName": "rest"})
     with pytest.raises(InputError, match="positive number"):
-        pp.load_bold(path, {"RepetitionTime": 0})
+        pb.load_bold(path, {"RepetitionTime": 0})
 
 
 def test_params_defaults_and_validation():
-    assert pp.resolve_params({}) == pp.DEFAULT_PARAMS
+    assert pprm.resolve_params({}) == pprm.DEFAULT_PARAMS
     with pytest.raises(InputError, match="unknown setting"):
-        pp.resolve_params({"dumy_scans": 3})
+        pprm.resolve_params({"dumy_scans": 3})
     with pytest.raises(InputError, match="registration"):
-        pp.resolve_params({"registration": "slow"})
+        pprm.resolve_params({"registration": "slow"})
     with pytest.raises(InputError, match="dummy_scans"):
-        pp.resolve_params({"dummy_scans": -1})
+        pprm.resolve_params({"dummy_scans": -1})
 
 
 # ----------------------------------------------------------------------------- time series
@@ -165,14 +169,14 @@ def test_streamed_nifti_round_trip(tmp_path):
     data = rng.normal(size=(5, 6, 7, 9)).astype(np.float32)
     affine = oblique_lps_affine(2.0)
     path = tmp_path / "x.nii.gz"
-    pp.write_nifti_streamed(path, data.shape[:3], affine, 1.5, (data[..., t] for t in range(9)), 9)
+    prs.write_nifti_streamed(path, data.shape[:3], affine, 1.5, (data[..., t] for t in range(9)), 9)
     img = nib.load(path)
     np.testing.assert_array_equal(np.asarray(img.dataobj), data)
     np.testing.assert_allclose(img.affine, affine, atol=1e-5)
     assert img.header.get_zooms()[3] == pytest.approx(1.5)
     assert int(img.header["qform_code"]) == 1 and int(img.header["sform_code"]) == 1
     with pytest.raises(RuntimeError):
-        pp.write_nifti_streamed(tmp_path / "y.nii.gz", data.shape[:3], affine, 1.5, iter([data[..., 0]]), 9)
+        prs.write_nifti_streamed(tmp_path / "y.nii.gz", data.shape[:3], affine, 1.5, iter([data[..., 0]]), 9)
     assert not (tmp_path / "y.nii.gz").exists()
 
 
@@ -193,9 +197,9 @@ def test_composed_points_equal_ants_two_step_resampling(tmp_path, small_head):
     expected = ants.apply_transforms(fixed=mni, moving=boldref,
                                      transformlist=[str(tmp_path / "anat.mat"), str(tmp_path / "coreg.txt")],
                                      whichtoinvert=[False, False]).numpy()
-    points = pp.mni_to_boldref_points_lps(mni, boldref, str(tmp_path / "anat.mat"), str(tmp_path / "coreg.txt"))
-    ijk = pp.world_to_voxel_indices(points.reshape(-1, 3), np.eye(4), ants_affine_ras(boldref))
-    ours = pp.sample_volume(boldref.numpy(), ijk).reshape(mni.shape)
+    points = prs.mni_to_boldref_points_lps(mni, boldref, str(tmp_path / "anat.mat"), str(tmp_path / "coreg.txt"))
+    ijk = prs.world_to_voxel_indices(points.reshape(-1, 3), np.eye(4), ants_affine_ras(boldref))
+    ours = prs.sample_volume(boldref.numpy(), ijk).reshape(mni.shape)
     inside = expected > 50
     assert inside.sum() > 1000
     # same points, same linear interpolation: agreement to a small fraction of the intensity range
@@ -209,7 +213,7 @@ def test_composed_points_equal_ants_two_step_resampling(tmp_path, small_head):
 def demo_preprocessed(demo_workflow):
     """Demo sub-01 as the session's shared workflow run preprocessed it (tests/conftest.py)."""
     from tmstarget.bids.inputs import preproc_anat_paths, preproc_bold_paths
-    from tmstarget.demo.core import load_ground_truth
+    from tmstarget.demo.truth import load_ground_truth
 
     bids, preproc = demo_workflow["bids"], demo_workflow["preproc"]
     anat_paths = preproc_anat_paths(preproc, "sub-01/anat/sub-01")
@@ -262,19 +266,19 @@ def test_demo_outputs_follow_fmriprep_layout(demo_preprocessed):
     t1w_in = nib.load(demo_preprocessed["bids"] / "sub-01" / "anat" / "sub-01_T1w.nii.gz")
     t1w_out = nib.load(anat["preproc_t1w"])
     assert t1w_out.shape == t1w_in.shape and np.allclose(t1w_out.affine, t1w_in.affine, atol=1e-5)
-    mni_img = pp.load_template(2)["t1"]
+    mni_img = ptpl.load_template(2)["t1"]
     bold_img = nib.load(bold["bold_mni"])
     assert bold_img.shape == mni_img.shape + (qc["volumes"],)
     assert np.allclose(bold_img.affine, mni_img.affine)
     sidecar = json.loads(open(bold["bold_mni"].replace(".nii.gz", ".json")).read())
     assert sidecar["RepetitionTime"] == pytest.approx(2.0)
     mask = np.asarray(nib.load(bold["mask_mni"]).dataobj) > 0
-    template_mask = pp.load_template(2)["mask"].get_fdata() > 0
+    template_mask = ptpl.load_template(2)["mask"].get_fdata() > 0
     dice = 2 * (mask & template_mask).sum() / (mask.sum() + template_mask.sum())
     assert dice > 0.85, dice
     # registration check: mean EPI in MNI correlates with the template inside the brain
     boldref = np.asarray(nib.load(bold["boldref_mni"]).dataobj)
-    corr = abs(pp.image_correlation(boldref, mni_img.get_fdata(), template_mask & mask))
+    corr = abs(psim.image_correlation(boldref, mni_img.get_fdata(), template_mask & mask))
     print(f"boldref-template correlation {corr:.3f}, mask dice {dice:.3f}")
     assert corr > 0.4
     cols = open(bold["confounds"]).readline().rstrip("\n").split("\t")

@@ -24,7 +24,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tmstarget.preproc import pipeline as pp
+from tmstarget.preproc import bold as pb
+from tmstarget.preproc import similarity as psim
+from tmstarget.preproc import templates as ptpl
 from tmstarget.bids.inputs import preproc_anat_paths, preproc_bold_paths
 from tmstarget.config.settings import REPO_ROOT
 from tmstarget.io.files import read_json
@@ -65,15 +67,15 @@ def test_real_t1w_to_template(anat):
 
 def run_bold(realdata_dir, anat_paths, tmp_path, name, metadata, params):
     out = preproc_bold_paths(tmp_path, f"sub-01_task-rest_acq-{name}")
-    qc = pp.preprocess_bold(realdata_dir / f"sub-{name}.nii.gz", metadata, anat_paths, out,
+    qc = pb.preprocess_bold(realdata_dir / f"sub-{name}.nii.gz", metadata, anat_paths, out,
                             {"registration": "fast", **params})
-    template = pp.load_template(2)
+    template = ptpl.load_template(2)
     brain = (template["mask"].get_fdata() > 0) & (np.asarray(nib.load(out["mask_mni"]).dataobj) > 0)
     boldref, t1 = np.asarray(nib.load(out["boldref_mni"]).dataobj), template["t1"].get_fdata()
     # edges of the mean EPI in MNI against the template's: as registered, and moved 10 mm (5 voxels)
     # along y as a control that the measure sees a misregistration
-    corr = pp.edge_correlation(boldref, t1, brain)
-    shifted = pp.edge_correlation(np.roll(boldref, 5, axis=1), t1, brain)
+    corr = psim.edge_correlation(boldref, t1, brain)
+    shifted = psim.edge_correlation(np.roll(boldref, 5, axis=1), t1, brain)
     print(f"{name}: boldref-template edge correlation {corr:.3f} (10 mm off: {shifted:.3f})")
     assert corr > shifted + 0.1
     return out, qc, corr
@@ -112,7 +114,7 @@ def test_happytest_realignment_agrees_with_mcflirt(realdata_dir):
 
     img = nib.load(realdata_dir / "sub-HAPPYTEST.nii.gz")
     data = np.asarray(img.get_fdata(dtype=np.float32))
-    n_dummy = pc.detect_nonsteady_volumes(pp.head_global_signal(data))
+    n_dummy = pc.detect_nonsteady_volumes(pb.head_global_signal(data))
     data = data[..., n_dummy:]
     affine, _ = choose_affine(img, realdata_dir / "sub-HAPPYTEST.nii.gz", what="BOLD run", disagreement="warn")
     transforms = realign.estimate_motion(data, affine, np.median(data[..., :10], axis=3))
@@ -192,12 +194,12 @@ def test_whole_workflow_on_real_scans(same_person_run):
     img = nib.load(func / "sub-01_task-rest_space-MNI152NLin2009aSym_res-2_desc-preproc_bold.nii.gz")
     sidecar = json.loads((func / "sub-01_task-rest_space-MNI152NLin2009aSym_res-2_desc-preproc_bold.json").read_text())
     assert img.shape[3] == 100 - sidecar["NumberOfVolumesDiscardedByTmstarget"]
-    template = pp.load_template(2)
+    template = ptpl.load_template(2)
     brain = (template["mask"].get_fdata() > 0) & (
         np.asarray(nib.load(func / "sub-01_task-rest_space-MNI152NLin2009aSym_res-2_desc-brain_mask.nii.gz").dataobj) > 0)
     boldref = np.asarray(nib.load(func / "sub-01_task-rest_space-MNI152NLin2009aSym_res-2_boldref.nii.gz").dataobj)
-    corr = pp.edge_correlation(boldref, template["t1"].get_fdata(), brain)
-    shifted = pp.edge_correlation(np.roll(boldref, 5, axis=1), template["t1"].get_fdata(), brain)
+    corr = psim.edge_correlation(boldref, template["t1"].get_fdata(), brain)
+    shifted = psim.edge_correlation(np.roll(boldref, 5, axis=1), template["t1"].get_fdata(), brain)
     print(f"ASL: boldref-template edge correlation {corr:.3f} (10 mm off: {shifted:.3f})")  # measured 0.551 / 0.159
     assert corr > 0.3 and corr > shifted + 0.1
     html = (deriv / "sub-01.html").read_text()

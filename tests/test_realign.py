@@ -14,7 +14,7 @@ import pytest
 from scipy import ndimage
 
 from tmstarget.preproc import confounds as pc
-from tmstarget.preproc import pipeline as pp
+from tmstarget.preproc import templates as ptpl
 from tmstarget.preproc import realign
 
 
@@ -25,7 +25,7 @@ def _params(transforms, centre):
 @pytest.fixture(scope="module")
 def planted_series():
     """8 volumes (50x58x48, 4 mm) moved by up to 1.5 mm / 1.5 degree about the grid centre."""
-    tpl = pp.load_template(2)["t1"]
+    tpl = ptpl.load_template(2)["t1"]
     head = ndimage.zoom(tpl.get_fdata(), 0.5, order=1).astype(np.float32) * 1000
     affine = tpl.affine.copy()
     affine[:3, :3] *= 2
@@ -57,7 +57,7 @@ def test_planted_rigid_motion_recovered(planted_series):
 def test_transform_direction_and_sign_convention():
     """A head moved 2 mm to the right (+x RAS) in volume 1 gives trans_x = +2 mm; a rotation of the
     head about +z (x towards y: nose turning to the left) gives rot_z > 0, whatever the storage."""
-    tpl = pp.load_template(2)["t1"]
+    tpl = ptpl.load_template(2)["t1"]
     head = ndimage.zoom(tpl.get_fdata(), 0.5, order=1).astype(np.float32) * 1000
     affine = np.diag([-4.0, 4.0, 4.0, 1.0])  # LAS storage: voxel i grows to the left
     affine[:3, 3] = [100, -120, -70]
@@ -101,7 +101,8 @@ def test_int16_memory_map_read_volume_by_volume(planted_series, tmp_path):
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
-    from tmstarget.demo.core import load_ground_truth, make_demo_dataset
+    from tmstarget.demo.core import make_demo_dataset
+    from tmstarget.demo.truth import load_ground_truth
 
     bids = make_demo_dataset(tmp_path_factory.mktemp("realign_demo") / "bids", n_subjects=1, n_volumes=120,
                              seed=0)

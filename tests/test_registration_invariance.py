@@ -211,9 +211,9 @@ def test_one_thread_and_one_core_give_identical_transforms_and_target(original, 
     fields = []
     with tempfile.TemporaryDirectory() as tmp:
         # T1w->MNI composite, as a displacement field on the MNI 2 mm grid
-        from tmstarget.preproc.pipeline import _to_ants, load_template
+        from tmstarget.preproc.templates import load_template, to_ants
 
-        mni = _to_ants(load_template(2)["t1"])
+        mni = to_ants(load_template(2)["t1"])
         for i, run in enumerate((original, ours)):
             path = ants.apply_transforms(fixed=mni, moving=grid, transformlist=[str(run["xfm"])], compose=f"{tmp}/c{i}_")
             fields.append(np.asarray(nib.load(path).dataobj, dtype=np.float64))

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from tmstarget.preproc import pipeline as pp
+from tmstarget.preproc import templates as ptpl
 from tmstarget.qc import core as qc
 from tmstarget.preproc import registration as rg
 from tmstarget.preproc import registration_qc as rq
@@ -40,7 +40,7 @@ def test_levels_and_status():
 
 def _template_files(tmp_path, shift_vox=0):
     """The 2 mm template as an 'MNI-space T1w', its mask as BOLD mask (optionally shifted)."""
-    tpl = pp.load_template(2)
+    tpl = ptpl.load_template(2)
     t1 = np.roll(tpl["t1"].get_fdata(), shift_vox, axis=1)
     mask = np.roll(tpl["mask"].get_fdata() > 0, shift_vox, axis=1)
     paths = {"t1w_mni": tmp_path / f"t1_{shift_vox}.nii.gz", "mask_mni": tmp_path / f"m_{shift_vox}.nii.gz"}
@@ -73,7 +73,7 @@ def test_mask_dice_is_judged_within_the_field_of_view(tmp_path):
     correct mask: Dice with the whole template brain is low (what it never imaged counts as a miss: a WARN,
     and a thinner slab FAILs), within its field of view (non-zero MNI BOLD reference) it is 1. The same
     slab's mask 20 mm off along y still lowers it."""
-    tpl = pp.load_template(2)
+    tpl = ptpl.load_template(2)
     nz = tpl["t1"].shape[2]
     z_mm = (tpl["t1"].affine @ np.vstack([np.zeros((2, nz)), np.arange(nz)[None], np.ones((1, nz))]))[2]
     slab = np.zeros(tpl["t1"].shape, bool)
@@ -164,8 +164,8 @@ def _rigid_ras(angles_deg, shift_mm) -> np.ndarray:
 
 def test_rotation_search_finds_a_rotated_head():
     """The 2 mm template moved by 20 / -15 / 10 degrees and 25 mm: the search starts within one grid step."""
-    tpl = pp.load_template(2)
-    fixed = pp._to_ants(tpl["t1"])
+    tpl = ptpl.load_template(2)
+    fixed = ptpl.to_ants(tpl["t1"])
     moved = _rigid_ras((20, -15, 10), (10, -20, 15))
     moving = nifti_to_ants(tpl["t1"].get_fdata().astype(np.float32), moved @ tpl["t1"].affine)
     import tempfile
@@ -219,8 +219,8 @@ def test_padded_working_image_covers_the_whole_fine_grid():
 
 def test_make_ants_repeatable_pins_one_itk_thread(monkeypatch):
     monkeypatch.setenv("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "2")
-    pp.make_ants_repeatable()
+    rg.make_ants_repeatable()
     assert os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] == "1"
     import ants.config
 
-    assert ants.config._random_seed == pp.ANTS_RANDOM_SEED
+    assert ants.config._random_seed == rg.ANTS_RANDOM_SEED

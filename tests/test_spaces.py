@@ -398,7 +398,7 @@ def _sample_vector_map(map_img, points_ras_mm):
 def demo_anat(demo_workflow, tmp_path_factory):
     """Demo sub-01's built-in anatomical preprocessing, from the session's shared workflow run."""
     from tmstarget.bids.inputs import preproc_anat_paths
-    from tmstarget.demo.core import load_ground_truth
+    from tmstarget.demo.truth import load_ground_truth
 
     bids = demo_workflow["bids"]
     anat = preproc_anat_paths(demo_workflow["preproc"], "sub-01/anat/sub-01")

@@ -16,7 +16,7 @@ import pytest
 
 from tmstarget.config.settings import REPO_ROOT
 from builders.workflow import DEMO_SUBJECTS, run_tmstarget_cli
-from tmstarget.demo.core import load_ground_truth
+from tmstarget.demo.truth import load_ground_truth
 
 pytestmark = pytest.mark.slow
 

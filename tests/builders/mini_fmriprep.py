@@ -40,7 +40,7 @@ def write_translation_h5(path: Path, shift_ras_mm: np.ndarray) -> None:
 
 def make_mini_fmriprep(root: Path, sub: str = "01", n_volumes: int = 160, seed: int = 0) -> Path:
     """Write ``root/sub-XX`` in fMRIPrep's layout; returns ``root``."""
-    from tmstarget.demo.core import build_mni_head_model
+    from tmstarget.demo.phantom import build_mni_head_model
 
     rng = np.random.default_rng(seed)
     (root).mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,8 @@
 """Time-series pieces of the built-in preprocessing: non-steady-state volumes, slice timing, motion
 parameters, framewise displacement (Power 2012), DVARS, tissue signals and aCompCor.
 
-Everything here works on numpy arrays; the ANTs calls live in :mod:`tmstarget.preproc.pipeline`.
+Everything here works on numpy arrays; the ANTs calls live in :mod:`tmstarget.preproc.anat` and
+:mod:`tmstarget.preproc.bold`.
 Motion parameters follow fMRIPrep's columns: ``trans_x, trans_y, trans_z`` (mm) and
 ``rot_x, rot_y, rot_z`` (radians), the rigid head motion of each volume relative to the BOLD
 reference, in world RAS, about the centre of the BOLD grid.
@@ -136,7 +137,8 @@ def framewise_displacement(motion_t6: np.ndarray, head_radius_mm: float = 50.0) 
     Returns
     -------
     array (T,)
-        First value is NaN (no previous volume), as in fMRIPrep.
+        First value is NaN (no previous volume), as fMRIPrep writes it (``n/a`` in the TSV).
+        The one FD of tmstarget: the confounds TSV and the demo's ground truth both use it.
     """
     motion_t6 = np.asarray(motion_t6, dtype=float)
     diff = np.abs(np.diff(motion_t6, axis=0))

