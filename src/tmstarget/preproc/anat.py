@@ -124,8 +124,10 @@ def segment_tissues(t1w: "ants.ANTsImage", brain_mask: "ants.ANTsImage", templat
     mask = brain_mask.numpy() > 0
     csf = np.clip(1.0 - gm - wm, 0, 1) * mask
     prior_imgs = [t1w.new_image_like(np.clip(p, 0, 1) * mask) for p in (csf, gm, wm)]
+    # r=0: Atropos's constant seed. Its default (--use-random-seed 1) seeds from the clock, so the same T1w
+    # gave tissue maps up to 0.14 apart between runs, and through the WM/CSF confounds other targets.
     seg = ants.atropos(a=t1w, x=brain_mask, i=prior_imgs, m="[0.1,1x1x1]", c=f"[{iterations},0]",
-                       priorweight=0.25)
+                       priorweight=0.25, r=0)
     probs = seg["probabilityimages"]
     return {"csf": probs[0] * brain_mask, "gm": probs[1] * brain_mask, "wm": probs[2] * brain_mask}
 
