@@ -18,8 +18,10 @@ import pandas as pd
 import pytest
 
 from tmstarget import report
-from tmstarget.qc import core as qc_mod
-from tmstarget.qc.core import assess, assess_qc, mean_fd_mm, scrub_paths
+from tmstarget.qc.findings import qc_findings
+from tmstarget.qc.metrics import mean_fd_mm
+from tmstarget.qc.text import scrub_paths
+from tmstarget.qc.verdict import assess, assess_qc, run_verdict, thresholds_from_config
 from tmstarget.report import (SUBJECT_REPORTLETS, build_group_report, build_subject_report, read_masked_timeseries,
                               write_reportlets)
 
@@ -293,7 +295,7 @@ def test_bootstrap_spread_is_a_detail_and_unconfident_flag_warns():
     status, reasons = _qc(target=t)  # the bootstrap can look stable on noise: an info detail only
     assert status == "pass" and reasons == []
     assert any(f.level == "info" and "within 10.5 mm" in f.text
-               for f in qc_mod.qc_findings(t, native_markers(t, Path("/x")), {}, seed_sidecar()))
+               for f in qc_findings(t, native_markers(t, Path("/x")), {}, seed_sidecar()))
     t["uncertainty"] = dict(t["uncertainty"], p95_distance_mm=9.5, confident=False)
     status, reasons = _qc(target=t)
     assert status == "warn" and reasons == ["the targeting stage flagged the target as uncertain (see Uncertainty)"]
@@ -318,7 +320,7 @@ def test_missing_native_target_fails_and_missing_files_do_not_crash():
         t.pop(k)
     status, reasons = assess_qc(t, native_markers(t, Path("/x")), {}, seed_sidecar())
     assert status == "pass", reasons
-    findings = qc_mod.qc_findings(t, native_markers(t, Path("/x")), {}, seed_sidecar())
+    findings = qc_findings(t, native_markers(t, Path("/x")), {}, seed_sidecar())
     assert sum(f.level == "info" for f in findings) == 5
 
 
@@ -450,7 +452,7 @@ def test_subject_report_with_missing_inputs(tmp_path):
     for k in ("uncertainty", "gsr_comparison", "literature_distances_mm"):
         t.pop(k)
     Path(inputs["target_json"]).write_text(json.dumps(t))
-    qc_mod.run_verdict(inputs, inputs["verdict_json"], "sub-01")      # as the workflow would
+    run_verdict(inputs, inputs["verdict_json"], "sub-01")      # as the workflow would
     text = build_subject_report(inputs, tmp_path / "r.html", title="Patient <b>").read_text()
     assert 'class="status status-fail"' in text and "no T1w-space target" in text
     assert "<title>Patient &lt;b&gt;</title>" in text
@@ -645,7 +647,7 @@ def test_tsnr_map_has_no_coloured_background(subject):
 
 
 def _write_verdict(inputs: dict, **kw) -> dict:
-    return qc_mod.run_verdict(inputs, inputs["verdict_json"], "sub-01", **kw)
+    return run_verdict(inputs, inputs["verdict_json"], "sub-01", **kw)
 
 
 def _summary(inputs: dict) -> str:
@@ -776,7 +778,7 @@ def test_on_fail_no_coordinate_of_this_person_is_shown_outside_a_fold(tmp_path):
 def test_report_uses_the_run_thresholds(tmp_path, minutes, status, words):
     inputs = make_subject_inputs(tmp_path)
     Path(inputs["denoise_qc_json"]).write_text(json.dumps(denoise_qc(tmp_path, minutes_kept=minutes)))
-    thresholds = qc_mod.thresholds_from_config({"denoising": {"min_retained_minutes": 3.0}})
+    thresholds = thresholds_from_config({"denoising": {"min_retained_minutes": 3.0}})
     _write_verdict(inputs, thresholds=thresholds)
     summary = _summary(inputs)
     assert f"QC: {status.upper()}" in summary and words in summary

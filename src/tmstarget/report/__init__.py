@@ -4,7 +4,7 @@ The package is split as NiPreps splits reportlets from the page:
 
 - :mod:`.common`: tolerant access to one unit's inputs (:class:`SubjectContext`), formatting helpers;
 - :mod:`.verdict`: what the report says, as plain data: the unit's verdict (``*_desc-verdict_qc.json``,
-  computed once by :mod:`tmstarget.qc.core` with the run's thresholds; the report judges nothing itself),
+  computed once by :mod:`tmstarget.qc.verdict` with the run's thresholds; the report judges nothing itself),
   findings, the navigator box, reliability words, tables;
 - :mod:`.figures`: every figure, drawn once per unit and shared by the subject page and the reportlet
   files for ``snakemake --report``;
@@ -17,7 +17,8 @@ a sandboxed iframe whose inline scripts the policy allows by hash).
 """
 
 from tmstarget.qc.group import GROUP_COLUMNS, group_row, write_group_tsv  # noqa: F401
-from tmstarget.qc.core import mean_fd_mm, scrub_paths  # noqa: F401
+from tmstarget.qc.metrics import mean_fd_mm  # noqa: F401
+from tmstarget.qc.text import scrub_paths  # noqa: F401
 from tmstarget.report.common import STATUS_COLOURS, SubjectContext, Unavailable  # noqa: F401
 from tmstarget.report.figures import (COIL_GLYPH_RADIUS_MM, HANDLE_GLYPH_LENGTH_MM, _carpet_rows, coil_geometry,  # noqa: F401
                       coil_glyph_ras_mm, draw_coil_glyph, figure_bytes, read_masked_timeseries, render_bold_to_t1w,

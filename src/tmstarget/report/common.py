@@ -19,7 +19,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 
-from tmstarget.qc.core import _fmt, _point, read_json_tolerant, scrub_paths  # noqa: E402
+from tmstarget.qc.metrics import read_json_tolerant  # noqa: E402
+from tmstarget.qc.text import point, scrub_paths  # noqa: E402
 
 STATUS_COLOURS = {"pass": "#1b7f3b", "warn": "#b06f00", "fail": "#b3261e", "info": "#555555"}
 
@@ -27,15 +28,9 @@ STATUS_COLOURS = {"pass": "#1b7f3b", "warn": "#b06f00", "fail": "#b3261e", "info
 MAX_CARPET_VOXELS = 1200
 
 
-def _fmt_mm3(point) -> str:
-    """A point (3,) in mm as ``(x, y, z)`` with one decimal, or ``n/a``."""
-    p = _point(point)
-    return "n/a" if p is None else "(" + ", ".join(f"{v:.1f}" for v in p) + ")"
-
-
 def _points(values) -> np.ndarray:
     """An (N, 3) array of the finite points in a JSON list (None entries dropped)."""
-    pts = [p for p in (_point(v) for v in (values or [])) if p is not None]
+    pts = [p for p in (point(v) for v in (values or [])) if p is not None]
     return np.asarray(pts, dtype=float).reshape(-1, 3)
 
 
@@ -140,10 +135,10 @@ class SubjectContext:
         return self.json("seed_json")
 
     def target_mni(self) -> np.ndarray | None:
-        return _point((self.target or {}).get("target_mni_ras_mm"))
+        return point((self.target or {}).get("target_mni_ras_mm"))
 
     def target_t1w(self) -> np.ndarray | None:
-        return _point((self.native or {}).get("target_t1w_ras_mm"))
+        return point((self.native or {}).get("target_t1w_ras_mm"))
 
 
 def _clean_img(data: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:

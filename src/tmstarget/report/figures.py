@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 
-from tmstarget.qc.core import _num, _point, scrub_paths  # noqa: E402
+from tmstarget.qc.text import num, point, scrub_paths  # noqa: E402
 from tmstarget.report.common import (MAX_CARPET_VOXELS, MIN_FONT_PT, SubjectContext, Unavailable, _clean_img,  # noqa: E402
                      _figure, grid_mm, label_anterior_posterior)
 from tmstarget.report.figures_points import (_literature_sites, render_group_targets, render_gsr, render_literature,  # noqa: E402,F401
@@ -64,7 +64,7 @@ def render_motion(ctx: SubjectContext):
     if not runs:
         raise Unavailable("no framewise displacement in the denoising QC JSON or the confounds TSVs")
     qc = ctx.denoise_qc or {}
-    thr = _num(qc, "fd_threshold_mm")
+    thr = num(qc, "fd_threshold_mm")
     fig = _figure(9, 2.6)
     ax = fig.add_subplot(111)
     start = 0
@@ -251,7 +251,7 @@ def render_seed_tsnr(ctx: SubjectContext):
     ax_h.hist(tsnr_v, bins=40, color="#999999", density=True, label="brain")
     if seed_vals is not None and seed_vals.size:
         ax_h.hist(seed_vals, bins=20, color="#d62728", alpha=0.7, density=True, label="seed")
-    thr = _num(ctx.seed, "min_seed_tsnr")
+    thr = num(ctx.seed, "min_seed_tsnr")
     if thr is not None:
         ax_h.axvline(thr, color="k", ls="--", lw=0.8)
     ax_h.set_xlabel("tSNR", fontsize=MIN_FONT_PT)
@@ -386,7 +386,7 @@ def render_seed_map(ctx: SubjectContext):
     ax1 = fig.add_axes([0, 0.5, 1, 0.5])
     ax2 = fig.add_axes([0, 0, 1, 0.5])
     data = np.asarray(z_img.dataobj)
-    vmax = seed_map_vmax(data, _num(ctx.target, "z_at_target"))
+    vmax = seed_map_vmax(data, num(ctx.target, "z_at_target"))
     search_img = seed_img = None
     try:
         search_img = ctx.img("search_mask")
@@ -439,16 +439,16 @@ def coil_geometry(native: dict | None) -> dict | None:
     The normal falls back to the entry-to-target direction; the handle to None when not recorded.
     """
     n = native or {}
-    entry, target = _point(n.get("entry_t1w_ras_mm")), _point(n.get("target_t1w_ras_mm"))
+    entry, target = point(n.get("entry_t1w_ras_mm")), point(n.get("target_t1w_ras_mm"))
     if entry is None or target is None:
         return None
-    normal = _point(n.get("inward_normal_t1w_ras"))
+    normal = point(n.get("inward_normal_t1w_ras"))
     if normal is None or np.linalg.norm(normal) == 0:
         normal = target - entry
     if np.linalg.norm(normal) == 0:
         return None
     normal = normal / np.linalg.norm(normal)
-    handle = _point(n.get("handle_direction_t1w_ras"))
+    handle = point(n.get("handle_direction_t1w_ras"))
     if handle is not None and np.linalg.norm(handle) > 0:
         handle = handle / np.linalg.norm(handle)
     else:

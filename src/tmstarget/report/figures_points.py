@@ -12,8 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from tmstarget.qc.core import _num, _point  # noqa: E402
-from tmstarget.report.common import (MIN_FONT_PT, STATUS_COLOURS, SubjectContext, Unavailable, _figure, _fmt, _points,  # noqa: E402
+from tmstarget.qc.text import fmt, num, point  # noqa: E402
+from tmstarget.report.common import (MIN_FONT_PT, STATUS_COLOURS, SubjectContext, Unavailable, _figure, _points,  # noqa: E402
                      grid_mm, label_anterior_posterior)
 
 
@@ -49,7 +49,7 @@ def render_uncertainty(ctx: SubjectContext):
     halves = _points(unc.get("split_half_targets_mni_ras_mm"))
     if not len(boots) and not len(halves):
         raise Unavailable("the target JSON lists no bootstrap or split-half targets")
-    p95 = _num(unc, "p95_distance_mm")
+    p95 = num(unc, "p95_distance_mm")
     fig = _figure(9, 3.6)
     span = max(10.0, float(np.abs(np.vstack([boots, halves]) - target).max()) + 3)
     if p95 is not None:
@@ -93,7 +93,7 @@ def render_gsr(ctx: SubjectContext):
     """Target with GSR (main) and without GSR (comparison strategy), three projections, MNI mm."""
     target = ctx.target_mni()
     gsr = (ctx.target or {}).get("gsr_comparison")
-    other = _point(gsr.get("target_mni_ras_mm")) if isinstance(gsr, dict) else None
+    other = point(gsr.get("target_mni_ras_mm")) if isinstance(gsr, dict) else None
     if target is None or other is None:
         note = gsr.get("note") if isinstance(gsr, dict) else None
         raise Unavailable("no no-GSR target in the target JSON" + (f" ({note})" if note else ""))
@@ -109,9 +109,9 @@ def render_gsr(ctx: SubjectContext):
         ax.annotate("", xy=(other[a], other[b]), xytext=(target[a], target[b]),
                     arrowprops={"arrowstyle": "->", "color": "#555555"})
         _finish_point_axes(ax, centre[[a, b]], span, name, xl, yl, legend=k == 0)
-    shift = _num(gsr, "shift_mm")
+    shift = num(gsr, "shift_mm")
     same = shift is not None and shift < grid_mm(ctx)
-    fig.suptitle("same position (shift below the grid spacing)" if same else f"shift {_fmt(shift, 1, 'mm')}",
+    fig.suptitle("same position (shift below the grid spacing)" if same else f"shift {fmt(shift, 1, 'mm')}",
                  fontsize=10)
     fig.tight_layout()
     return fig

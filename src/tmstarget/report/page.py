@@ -29,11 +29,11 @@ from markupsafe import Markup
 from tmstarget import __version__
 from tmstarget.qc.group import GROUP_COLUMNS, group_row, write_group_tsv  # noqa: F401
 from tmstarget.io.files import atomic_path
-from tmstarget.qc.core import scrub_paths
+from tmstarget.qc.text import fmt, fmt3, scrub_paths
 from tmstarget.report import figures as F
 from tmstarget.report import verdict as V
 from tmstarget.report import viewer as VW
-from tmstarget.report.common import SubjectContext, Unavailable, _fmt, _fmt_mm3, _unit_name
+from tmstarget.report.common import SubjectContext, Unavailable, _unit_name
 
 log = logging.getLogger(__name__)
 
@@ -354,11 +354,11 @@ GROUP_HEAD = ("unit", "QC", "target MNI (RAS mm)", "target T1w (RAS mm, own spac
 
 def _group_dist(value) -> str:
     """A target shift in the dataset table: "same voxel" for 0 (not a precision of 0.0 mm)."""
-    return "same voxel" if value is not None and float(value) < 0.5 else _fmt(value, 1)
+    return "same voxel" if value is not None and float(value) < 0.5 else fmt(value, 1)
 
 
 def _read(path) -> dict | None:
-    from tmstarget.qc.core import read_json_tolerant
+    from tmstarget.qc.metrics import read_json_tolerant
 
     return read_json_tolerant(path)[0] if path else None
 
@@ -390,11 +390,11 @@ def build_group_report(subject_entries: list[dict], out_html, out_tsv) -> Path:
         mni = [r[f"target_mni_{a}"] for a in "xyz"]
         t1w = [r[f"target_t1w_{a}"] for a in "xyz"]
         table.append({"unit": r["unit"], "href": _relative_href(r["report_html"], out_html), "status": r["status"],
-                      "cells": [_fmt_mm3(mni if None not in mni else None),
-                                _fmt_mm3(t1w if None not in t1w else None),
-                                r["method"] or "n/a", _fmt(r["z_at_target"], 2), _fmt(r["minutes_kept"], 1),
-                                _fmt(r["mean_fd_mm"], 2), _fmt(r["split_half_median_mm"], 1),
-                                _group_dist(r["gsr_shift_mm"]), _fmt(r["scalp_to_cortex_mm"], 1), r["reasons"] or "-"]})
+                      "cells": [fmt3(mni if None not in mni else None),
+                                fmt3(t1w if None not in t1w else None),
+                                r["method"] or "n/a", fmt(r["z_at_target"], 2), fmt(r["minutes_kept"], 1),
+                                fmt(r["mean_fd_mm"], 2), fmt(r["split_half_median_mm"], 1),
+                                _group_dist(r["gsr_shift_mm"]), fmt(r["scalp_to_cortex_mm"], 1), r["reasons"] or "-"]})
     template = next((str(t["TemplateSpace"]) for t in (_read(e.get("target_json")) for e in subject_entries)
                      if t and t.get("TemplateSpace")), "MNI152NLin2009aSym")
     fig = render_reportlet(Reportlet("targets", "Targets", "",

@@ -2,7 +2,7 @@
 navigator box, the reliability words, and the tables under the figures.
 
 Nothing here judges quality: the verdict (``*_desc-verdict_qc.json``) is computed once by
-:mod:`tmstarget.qc.core` with the thresholds of the configuration the run used, and every view shows it
+:mod:`tmstarget.qc.verdict` with the thresholds of the configuration the run used, and every view shows it
 as it is. Values are plain strings or numbers (never HTML): the templates escape them.
 """
 
@@ -16,8 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from tmstarget.navigation.steps import IMPORT_STEPS, import_steps
-from tmstarget.qc.core import STATUS_ORDER, _num, _point, mean_fd_mm
-from tmstarget.report.common import SubjectContext, _first_number, _fmt, _fmt_mm3, _unit_name
+from tmstarget.qc.metrics import mean_fd_mm
+from tmstarget.qc.text import fmt, fmt3, num, point, scrub_paths
+from tmstarget.qc.verdict import STATUS_ORDER
+from tmstarget.report.common import SubjectContext, _first_number, _unit_name
 from tmstarget.report.figures import _literature_sites, coil_geometry, grid_mm
 
 CAVEATS = (
@@ -41,7 +43,7 @@ BOOTSTRAP_CAVEAT = ("The block bootstrap is optimistic: its resamples share most
 
 
 def unit_verdict(ctx: SubjectContext) -> dict:
-    """The unit's verdict (``*_desc-verdict_qc.json``, computed by :mod:`tmstarget.qc.core` with the run's
+    """The unit's verdict (``*_desc-verdict_qc.json``, computed by :mod:`tmstarget.qc.verdict` with the run's
     thresholds). The report shows this verdict only and never judges on its own; a missing or unreadable
     verdict is shown as FAIL (the coordinate must not be used, as the export gate decides)."""
     v = ctx.json("verdict_json")
@@ -96,7 +98,7 @@ def findings_groups(verdict: dict) -> list[dict]:
 def threshold_rows(verdict: dict) -> list[tuple[str, str]]:
     """``(config key, value)`` of every threshold the verdict applied."""
     th = verdict.get("thresholds") if isinstance(verdict.get("thresholds"), dict) else {}
-    return [(str(v.get("config_key", k)), _fmt(v.get("value"), 2)) for k, v in th.items() if isinstance(v, dict)]
+    return [(str(v.get("config_key", k)), fmt(v.get("value"), 2)) for k, v in th.items() if isinstance(v, dict)]
 
 
 def _uncertainty(ctx: SubjectContext) -> dict:
@@ -111,10 +113,10 @@ def reliability_words(ctx: SubjectContext) -> str:
     rel = unc.get("reliability") if isinstance(unc.get("reliability"), dict) else None
     if rel is not None and rel.get("plain_words"):
         return str(rel["plain_words"])
-    if rel is not None and _num(rel, "median_distance_mm") is not None:
+    if rel is not None and num(rel, "median_distance_mm") is not None:
         verdict = {True: "reproducible", False: "not reproducible"}.get(rel.get("reproducible"), "not judged")
-        return (f"split-half targets lie a median {_num(rel, 'median_distance_mm'):.1f} mm apart "
-                f"(limit {_fmt(rel.get('limit_mm'), 0, 'mm')}): {verdict}")
+        return (f"split-half targets lie a median {num(rel, 'median_distance_mm'):.1f} mm apart "
+                f"(limit {fmt(rel.get('limit_mm'), 0, 'mm')}): {verdict}")
     for f in unit_verdict(ctx).get("findings") or []:
         if isinstance(f, dict) and f.get("topic") == "reliability" and f.get("level") in ("pass", "warn", "fail") \
                 and f.get("kind", "reliability") == "reliability" and "candidate" not in str(f.get("text")):
@@ -135,13 +137,13 @@ def candidate_rows(ctx: SubjectContext) -> list[dict]:
         t1w = None
         if isinstance(native_cands, list) and i < len(native_cands) and isinstance(native_cands[i], dict):
             t1w = native_cands[i].get("target_t1w_ras_mm")
-        support = _first_number(_num(c, "support_fraction"), _num(c, "support"))
-        point, headline = _point(c.get("target_mni_ras_mm")), ctx.target_mni()
-        away = None if point is None or headline is None else float(np.linalg.norm(point - headline))
-        rows.append({"mni": _fmt_mm3(c.get("target_mni_ras_mm")), "t1w": _fmt_mm3(t1w),
-                     "support": _fmt(None if support is None else 100 * support, 0, "%"),
-                     "n": _fmt(c.get("n_targets"), 0),
-                     "from_target": "-" if away is None else ("same voxel" if away < 0.5 else _fmt(away, 1, "mm"))})
+        support = _first_number(num(c, "support_fraction"), num(c, "support"))
+        cand, headline = point(c.get("target_mni_ras_mm")), ctx.target_mni()
+        away = None if cand is None or headline is None else float(np.linalg.norm(cand - headline))
+        rows.append({"mni": fmt3(c.get("target_mni_ras_mm")), "t1w": fmt3(t1w),
+                     "support": fmt(None if support is None else 100 * support, 0, "%"),
+                     "n": fmt(c.get("n_targets"), 0),
+                     "from_target": "-" if away is None else ("same voxel" if away < 0.5 else fmt(away, 1, "mm"))})
     return rows
 
 
@@ -229,8 +231,8 @@ def nav_files(ctx: SubjectContext) -> list[dict]:
         return []
     names = export_names(_unit_name(ctx.inputs), localite_timestamp(native_path))
     out = []
-    for fmt in formats:
-        for key in EXPORT_FORMATS.get(str(fmt), []):
+    for fmt_name in formats:
+        for key in EXPORT_FORMATS.get(str(fmt_name), []):
             nav, what = NAVIGATOR_IMPORTS[key]
             out.append({"navigator": nav, "file": "nav/" + names[key], "what": what,
                         "steps": import_steps(key, names[key])})
@@ -248,10 +250,10 @@ def navigator_view(ctx: SubjectContext) -> dict | None:
     return {
         "t1w": Path(str(n.get("t1w_path"))).name if n.get("t1w_path") else "n/a",
         "sha256": sha or "n/a", "has_sha": bool(sha),
-        "target": _fmt_mm3(n.get("target_t1w_ras_mm")), "entry": _fmt_mm3(n.get("entry_t1w_ras_mm")),
+        "target": fmt3(n.get("target_t1w_ras_mm")), "entry": fmt3(n.get("entry_t1w_ras_mm")),
         "convention": WORLD_CONVENTION_WORDS,
         "handle": handle_in_words(n), "glyph": handle_glyph(n),
-        "depth": _fmt(n.get("scalp_to_cortex_mm"), 1, "mm"),
+        "depth": fmt(n.get("scalp_to_cortex_mm"), 1, "mm"),
         "usable": verdict.get("coordinate_usable") is not False and verdict.get("status") != "fail",
         "files": nav_files(ctx),
         "header_warnings": [str(f.get("text")) for f in verdict.get("findings") or []
@@ -272,14 +274,14 @@ def summary_view(ctx: SubjectContext) -> dict:
     gsr = t.get("gsr_comparison") if isinstance(t.get("gsr_comparison"), dict) else {}
     grid = grid_mm(ctx)
     rows = [
-        (f"Target, {space} (RAS mm; for comparison, not for navigation)", _fmt_mm3(t.get("target_mni_ras_mm")), ""),
+        (f"Target, {space} (RAS mm; for comparison, not for navigation)", fmt3(t.get("target_mni_ras_mm")), ""),
         ("Method", str(t.get("method") or "n/a"), ""),
-        ("r / Fisher z at target", f"{_fmt(t.get('r_at_target'), 2)} / {_fmt(t.get('z_at_target'), 2)}", ""),
-        ("Cluster size", _fmt(t.get("cluster_size_voxels"), 0, "voxels"), ""),
+        ("r / Fisher z at target", f"{fmt(t.get('r_at_target'), 2)} / {fmt(t.get('z_at_target'), 2)}", ""),
+        ("Cluster size", fmt(t.get("cluster_size_voxels"), 0, "voxels"), ""),
         ("Inside the BA46 region (HCPex label)", {True: "yes", False: "no"}.get(t.get("in_ba46"), "n/a"), ""),
-        ("Minutes kept", _fmt(_first_number(_num(ctx.denoise_qc, "minutes_kept"),
-                                            _num(t, "denoising", "minutes_kept")), 1, "min"), ""),
-        ("Mean FD", _fmt(mean_fd_mm(ctx.denoise_qc), 2, "mm"), ""),
+        ("Minutes kept", fmt(_first_number(num(ctx.denoise_qc, "minutes_kept"),
+                                            num(t, "denoising", "minutes_kept")), 1, "min"), ""),
+        ("Mean FD", fmt(mean_fd_mm(ctx.denoise_qc), 2, "mm"), ""),
         ("Shift without GSR", dist_mm(gsr.get("shift_mm"), grid), ""),
     ]
     if not ctx.native:  # no navigator box: the T1w target is missing, say so where the box would be
@@ -302,23 +304,23 @@ def motion_view(ctx: SubjectContext) -> dict:
     rows = []
     for run in qc.get("runs") or []:
         rows.append((Path(str(run.get("bold", "run"))).name,
-                     f"{_fmt(run.get('volumes_kept'), 0)} of {_fmt(run.get('volumes_total'), 0)} volumes kept, "
-                     f"{_fmt(run.get('minutes_kept'), 1, 'min')}, mean FD {_fmt(run.get('mean_fd_mm'), 2, 'mm')}, "
+                     f"{fmt(run.get('volumes_kept'), 0)} of {fmt(run.get('volumes_total'), 0)} volumes kept, "
+                     f"{fmt(run.get('minutes_kept'), 1, 'min')}, mean FD {fmt(run.get('mean_fd_mm'), 2, 'mm')}, "
                      f"{len(run.get('censored_volumes') or [])} censored"
                      + ("" if run.get("included", True) else " (run excluded)")))
-    rows.append(("Total", f"{_fmt(qc.get('volumes_kept'), 0)} of {_fmt(qc.get('volumes_total'), 0)} volumes, "
-                          f"{_fmt(qc.get('minutes_kept'), 1, 'min')} kept; strategy {qc.get('strategy', 'n/a')}"))
+    rows.append(("Total", f"{fmt(qc.get('volumes_kept'), 0)} of {fmt(qc.get('volumes_total'), 0)} volumes, "
+                          f"{fmt(qc.get('minutes_kept'), 1, 'min')} kept; strategy {qc.get('strategy', 'n/a')}"))
     return {"rows": rows}
 
 
 def seed_tsnr_view(ctx: SubjectContext) -> dict:
     s = ctx.seed or {}
-    low = _num(s, "seed_low_tsnr_fraction")
+    low = num(s, "seed_low_tsnr_fraction")
     return {"rows": [
-        ("Seed voxels in BOLD mask", f"{_fmt(s.get('seed_voxels_in_mask'), 0)} of {_fmt(s.get('seed_voxels_total'), 0)}"),
-        ("Seed median tSNR", _fmt(s.get("seed_median_tsnr"), 1)),
+        ("Seed voxels in BOLD mask", f"{fmt(s.get('seed_voxels_in_mask'), 0)} of {fmt(s.get('seed_voxels_total'), 0)}"),
+        ("Seed median tSNR", fmt(s.get("seed_median_tsnr"), 1)),
         ("Seed voxels with tSNR below threshold",
-         f"{_fmt(None if low is None else 100 * low, 0)}% (threshold {_fmt(s.get('min_seed_tsnr'), 0)})"),
+         f"{fmt(None if low is None else 100 * low, 0)}% (threshold {fmt(s.get('min_seed_tsnr'), 0)})"),
     ]}
 
 
@@ -333,8 +335,8 @@ def uncertainty_view(ctx: SubjectContext) -> dict:
                   f"{dist_mm(unc.get('split_half_median_distance_mm'), grid)}")],
         "candidates": candidate_rows(ctx), "caveat": BOOTSTRAP_CAVEAT,
         "bootstrap_rows": [
-            ("Method", f"{unc.get('method', 'n/a')}, n = {_fmt(unc.get('n'), 0)}, blocks of "
-                       f"{_fmt(unc.get('block_length_s'), 0, 's')}"),
+            ("Method", f"{unc.get('method', 'n/a')}, n = {fmt(unc.get('n'), 0)}, blocks of "
+                       f"{fmt(unc.get('block_length_s'), 0, 's')}"),
             ("Distance of bootstrap targets (median / p95)",
              f"{dist_mm(unc.get('median_distance_mm'), grid)} / {dist_mm(unc.get('p95_distance_mm'), grid)}")],
     }
@@ -355,7 +357,7 @@ def literature_view(ctx: SubjectContext) -> dict:
     if not isinstance(dists, dict) or not dists:
         return {"rows": [], "notes": []}
     grid = grid_mm(ctx)
-    rows = [(str(k), dist_mm(v, grid) + (f"   (site at {_fmt_mm3(sites[k])})" if k in sites else ""))
+    rows = [(str(k), dist_mm(v, grid) + (f"   (site at {fmt3(sites[k])})" if k in sites else ""))
             for k, v in dists.items()]
     notes = [LITERATURE_NOTES[0]] + ([LITERATURE_NOTES[1]] if any("unverified" in str(k) for k in dists) else [])
     return {"rows": rows, "notes": notes}
@@ -371,7 +373,7 @@ def _said_already(words: set[str], stated: list[set[str]], share: float = 0.6) -
 
 
 def caveats_view(ctx: SubjectContext) -> dict:
-    minutes = _first_number(_num(ctx.denoise_qc, "minutes_kept"), _num(ctx.target, "denoising", "minutes_kept"))
+    minutes = _first_number(num(ctx.denoise_qc, "minutes_kept"), num(ctx.target, "denoising", "minutes_kept"))
     own = (f"This run kept {minutes:.1f} min; its own split-half check says: {reliability_words(ctx)}."
            if minutes is not None else f"This run's own split-half check says: {reliability_words(ctx)}.")
     # the pipeline's own warnings, except those the verdict already states (Problems): no fact twice
@@ -394,10 +396,10 @@ def provenance_view(ctx: SubjectContext) -> dict:
                  ("T1w SHA-256", str(n.get("t1w_sha256", "n/a"))),
                  ("T1w->MNI transform", Path(str(n.get("transform_path", "n/a"))).name),
                  ("Transform SHA-256", str(n.get("transform_sha256", "n/a"))),
-                 ("MNI->T1w->MNI round trip", _fmt(n.get("roundtrip_error_mm"), 2, "mm"))]
+                 ("MNI->T1w->MNI round trip", fmt(n.get("roundtrip_error_mm"), 2, "mm"))]
     rows += [("Template space", str(t.get("TemplateSpace", "n/a"))),
              ("Denoising strategy", str(q.get("strategy") or (t.get("denoising") or {}).get("strategy", "n/a"))),
-             ("Repetition time", _fmt(q.get("t_r"), 2, "s"))]
+             ("Repetition time", fmt(q.get("t_r"), 2, "s"))]
     sources: list[str] = []
     for obj in (t, n, ctx.seed or {}):
         for s in obj.get("Sources") or []:
@@ -483,7 +485,7 @@ def cluster_rule_words(method_parameters) -> str:
         return ""
     pool = "the negative r values" if cl.get("percentile_of") == "negative" else "all search voxels"
     centre = "|r|-weighted centre" if cl.get("weight_by_abs_r", True) else "unweighted centroid"
-    return (f", here: voxels at or below the {_fmt(cl.get('percentile'), 0)}th percentile of {pool}, the largest "
+    return (f", here: voxels at or below the {fmt(cl.get('percentile'), 0)}th percentile of {pool}, the largest "
             f"{cl.get('connectivity', 26)}-connected cluster and its {centre}, snapped to the nearest grey-matter "
             "search voxel")
 
@@ -527,7 +529,6 @@ def _command_line(cfg: dict) -> tuple[str, str | None]:
     """The command that made this report and its working directory, as recorded by the CLI in
     ``OUT/logs/commands.jsonl`` (absolute paths cut to names); without a record (a report made by plain
     ``snakemake``), an equivalent command rebuilt from the saved configuration, marked as such."""
-    from tmstarget.qc.core import scrub_paths
     from tmstarget.run.record import last_command
 
     record = last_command(cfg["output_dir"]) if cfg.get("output_dir") else None
@@ -552,7 +553,6 @@ def methods_view(ctx: SubjectContext) -> dict:
     import yaml
 
     from tmstarget import __version__
-    from tmstarget.qc.core import scrub_paths
 
     t, q = ctx.target or {}, ctx.denoise_qc or {}
     cfg = ctx.inputs.get("run_config") if isinstance(ctx.inputs.get("run_config"), dict) else {}
@@ -576,8 +576,8 @@ def methods_view(ctx: SubjectContext) -> dict:
          f"Resting-state BOLD data were motion-corrected and registered to the subject's T1w image and to "
          f"{space} with ANTs (Avants et al. 2008; template: Fonov et al. 2011). ")
         + f"Volumes with framewise "
-        f"displacement (Power et al. 2012) above {_fmt(q.get('fd_threshold_mm'), 2, 'mm')} were censored; "
-        f"{_fmt(q.get('minutes_kept'), 1, 'min')} of data were kept.",
+        f"displacement (Power et al. 2012) above {fmt(q.get('fd_threshold_mm'), 2, 'mm')} were censored; "
+        f"{fmt(q.get('minutes_kept'), 1, 'min')} of data were kept.",
         f"Nuisance signals were removed with the '{strategy}' strategy"
         + (" (including global signal regression)." if gsr_on else " (without global signal regression).")
         + (f" Because global signal regression can create anticorrelations (Murphy et al. 2009), the target was "
@@ -585,7 +585,7 @@ def methods_view(ctx: SubjectContext) -> dict:
            + (" (aCompCor, Behzadi et al. 2007)" if "compcor" in str(compare).lower() else "")
            + " and the distance between the two is reported." if compare else ""),
         f"The seed ({seed.get('type', 'sphere')}"
-        + (f", centre MNI {_fmt_mm3(seed.get('center_mni_ras_mm'))} mm, radius {_fmt(seed.get('radius_mm'), 0, 'mm')}"
+        + (f", centre MNI {fmt3(seed.get('center_mni_ras_mm'))} mm, radius {fmt(seed.get('radius_mm'), 0, 'mm')}"
            if seed.get("center_mni_ras_mm") is not None else "")
         + f") time series was correlated with every voxel (Fisher z), and the target was chosen with the "
         f"'{method}' rule{RULE_CITATIONS.get(str(method), '')}{cluster_rule_words(t.get('method_parameters'))} "
@@ -593,7 +593,7 @@ def methods_view(ctx: SubjectContext) -> dict:
         "membership was checked with the HCPex atlas (Huang et al. 2022).",
         "Reliability was measured by computing the target separately in two halves of the data (split-half)"
         + (f"; {unc['reliability']['n_splits']} splits into halves of whole "
-           f"{_fmt(unc['reliability'].get('block_length_s'), 0)}-s blocks, each half denoised "
+           f"{fmt(unc['reliability'].get('block_length_s'), 0)}-s blocks, each half denoised "
            f"{unc['reliability'].get('halves_cleaned', 'jointly')}" if isinstance(unc.get("reliability"), dict)
            and unc["reliability"].get("n_splits") else "")
         + "; a block bootstrap is reported as a detail. The MNI target was mapped to the subject's T1w world "
