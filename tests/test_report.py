@@ -1058,7 +1058,7 @@ def test_group_report_names_template_version_units_and_spaces(tmp_path):
 
 
 def test_methods_paragraph_says_which_cluster_rule_ran():
-    from tmstarget.report.verdict import cluster_rule_words
+    from tmstarget.report.methods import cluster_rule_words
 
     default = {"rule": "cluster", "percentile": 20.0, "percentile_of": "all", "weight_by_abs_r": True,
                "connectivity": 26}

@@ -27,5 +27,7 @@ from tmstarget.report.figures import (COIL_GLYPH_RADIUS_MM, HANDLE_GLYPH_LENGTH_
 from tmstarget.report.page import (HTML_REPORTLETS, SUBJECT_REPORTLETS, Rendered, Reportlet, build_group_report,  # noqa: F401
                    build_subject_report, esc, render_reportlet, render_sections, render_subject_html,
                    reportlet_captions, reportlet_filenames, reportlet_titles, write_reportlets)
-from tmstarget.report.verdict import (BOOTSTRAP_CAVEAT, CAVEATS, WORLD_CONVENTION_WORDS, handle_angle_from_posterior_deg,  # noqa: F401
-                      handle_in_words, navigator_view, reliability_words, unit_verdict)
+from tmstarget.report.navigator import (WORLD_CONVENTION_WORDS, handle_angle_from_posterior_deg,  # noqa: F401
+                                        handle_in_words, navigator_view)
+from tmstarget.report.sections import BOOTSTRAP_CAVEAT, CAVEATS  # noqa: F401
+from tmstarget.report.verdict import reliability_words, unit_verdict  # noqa: F401

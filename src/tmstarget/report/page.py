@@ -31,6 +31,8 @@ from tmstarget.qc.group import GROUP_COLUMNS, group_row, write_group_tsv  # noqa
 from tmstarget.io.files import atomic_path
 from tmstarget.qc.text import fmt, fmt3, scrub_paths
 from tmstarget.report import figures as F
+from tmstarget.report import methods as M
+from tmstarget.report import sections as S
 from tmstarget.report import verdict as V
 from tmstarget.report import viewer as VW
 from tmstarget.report.common import SubjectContext, Unavailable, _unit_name
@@ -141,7 +143,7 @@ def render_reportlet(r: Reportlet, ctx: SubjectContext) -> Rendered:
 SUBJECT_REPORTLETS: tuple[Reportlet, ...] = (
     Reportlet("summary", "Summary",
               "The verdict of this run (the same PASS / WARN / FAIL as the terminal and group_targets.tsv), "
-              "what to do, the coordinate and the box for the navigator.", view=V.summary_view, open=True),
+              "what to do, the coordinate and the box for the navigator.", view=S.summary_view, open=True),
     Reportlet("target_t1w", "Target on the subject's T1w",
               "Good: the yellow cross (top row, cut through the target) sits in the grey matter of the left "
               "middle frontal gyrus; the bottom row, cut through the scalp entry, shows the coil (cyan circle) "
@@ -158,7 +160,7 @@ SUBJECT_REPORTLETS: tuple[Reportlet, ...] = (
               "Framewise displacement (FD, mm) of each volume. Good: FD mostly below the dashed threshold, few "
               "censored (red) volumes, and the minutes kept at or above this run's threshold (Summary, QC "
               "thresholds).", figure=F.render_motion, fmt="svg",
-              view=V.motion_view),
+              view=S.motion_view),
     Reportlet("carpet_before", "Carpet plot before denoising",
               "Each row is a brain voxel, each column a volume (detrended z-scores). Vertical bands that "
               "coincide with red ticks are motion artefacts; they should disappear after denoising.",
@@ -169,14 +171,14 @@ SUBJECT_REPORTLETS: tuple[Reportlet, ...] = (
     Reportlet("seed_tsnr", "Seed tSNR (sgACC signal dropout)",
               "Temporal SNR before denoising with the sgACC seed outlined in red. Good: the seed lies in bright "
               "(high tSNR) tissue, not in the dark dropout near the sinuses; the red histogram sits right of the "
-              "dashed threshold.", figure=F.render_seed_tsnr, view=V.seed_tsnr_view),
+              "dashed threshold.", figure=F.render_seed_tsnr, view=S.seed_tsnr_view),
     Reportlet("bold_to_t1w", "BOLD to T1w registration",
               "Good: the red edges of the BOLD reference follow the brain outline and ventricles of the T1w.",
-              figure=F.render_bold_to_t1w, view=V.bold_to_t1w_view, flicker=F.render_bold_to_t1w_flicker,
+              figure=F.render_bold_to_t1w, view=S.bold_to_t1w_view, flicker=F.render_bold_to_t1w_flicker,
               flicker_titles=("the subject's T1w", "the BOLD reference")),
     Reportlet("t1w_to_mni", "T1w to MNI normalisation",
               "Good: the red template edges follow the normalised T1w's brain outline, ventricles and sulci.",
-              figure=F.render_t1w_to_mni, view=V.t1w_to_mni_view, flicker=F.render_t1w_to_mni_flicker,
+              figure=F.render_t1w_to_mni, view=S.t1w_to_mni_view, flicker=F.render_t1w_to_mni_flicker,
               flicker_titles=("the subject's normalised T1w", "the template")),
     Reportlet("seed_map", "Seed map, search region and target",
               "sgACC seed correlation on the subject's anatomy (blue = anticorrelated; the colour scale includes "
@@ -190,22 +192,22 @@ SUBJECT_REPORTLETS: tuple[Reportlet, ...] = (
               "Targets from split halves (orange) and block-bootstrap resamples (blue) around the target (red X). "
               "Good: split-half targets close to the target (the reliability measure); the bootstrap cloud is a "
               "detail and looks tighter than the truth.", figure=F.render_uncertainty, fmt="svg",
-              view=V.uncertainty_view, personal=True),
+              view=S.uncertainty_view, personal=True),
     Reportlet("gsr", "Global signal regression: target with and without GSR",
               "GSR can create anticorrelations. Good: the target without GSR is close (< 10 mm) to the target "
               "with GSR.", figure=F.render_gsr, fmt="svg", personal=True),
     Reportlet("literature", "Distance to literature sites",
               "The target (red) against published left-DLPFC sites (blue). Good: near the BA46 site; far from "
               "all of them means an atypical target worth a second look.", figure=F.render_literature,
-              view=V.literature_view, personal=True),
-    Reportlet("caveats", "Caveats", "Read before using the target.", view=V.caveats_view),
-    Reportlet("glossary", "Glossary", "The terms of this report in plain words.", view=V.glossary_view),
+              view=S.literature_view, personal=True),
+    Reportlet("caveats", "Caveats", "Read before using the target.", view=S.caveats_view),
+    Reportlet("glossary", "Glossary", "The terms of this report in plain words.", view=M.glossary_view),
     Reportlet("methods", "Methods",
               "A paragraph to cite this analysis, with references, the command line, the configuration, the "
-              "version and the date.", view=V.methods_view),
+              "version and the date.", view=M.methods_view),
     Reportlet("provenance", "Provenance",
               "Which files and software produced this target; check the T1w checksum against the file loaded "
-              "into the navigator.", view=V.provenance_view),
+              "into the navigator.", view=S.provenance_view),
 )
 
 #: Short labels of the sticky navigation bar (one line at 1280 px, so anchors are not hidden under it).
