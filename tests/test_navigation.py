@@ -14,14 +14,17 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from tmstarget.navigation import exports as navigation
 from tmstarget.errors import InputError
 from tmstarget.io.files import sha256_file, write_json
-from tmstarget.navigation.exports import (NavTarget, describe_direction, read_brainsight, read_localite_entrytarget,
-                                  read_localite_instrument, read_markers_tsv, read_slicer, read_visor2,
-                                  run_exports, save_sphere, sphere_mask_img, write_brainsight,
-                                  write_localite_entrytarget, write_localite_instrument, write_markers_tsv,
-                                  write_slicer, write_visor2)
+from tmstarget.navigation.ant import read_visor2, write_visor2
+from tmstarget.navigation.brainsight import read_brainsight, write_brainsight
+from tmstarget.navigation.common import (NavTarget, read_markers_tsv, save_sphere, sphere_mask_img,
+                                         write_markers_tsv)
+from tmstarget.navigation.exports import run_exports
+from tmstarget.navigation.localite import (localite_timestamp, read_localite_entrytarget, read_localite_instrument,
+                                           write_localite_entrytarget, write_localite_instrument)
+from tmstarget.navigation.slicer import read_slicer, write_slicer
+from tmstarget.navigation.steps import describe_direction
 
 DATA = Path(__file__).parent / "data"
 A = np.sqrt(0.5)
@@ -304,7 +307,7 @@ def test_run_exports_writes_every_format_into_the_nav_folder(tmp_path):
     import os
     os.utime(native, (1765200000.25, 1765200000.25))           # 2025-12-08 13:20:00.250 UTC
     stamp = "20251208132000250"
-    assert navigation.localite_timestamp(native) == stamp
+    assert localite_timestamp(native) == stamp
     written = run_exports(native, t1w_path, nav, ["brainsight", "localite", "visor2", "slicer"])
     rel = {k: Path(p).relative_to(nav).as_posix() for k, p in written.items()}
     assert rel == {"brainsight": "sub-01_desc-target_brainsight.txt",

@@ -26,7 +26,7 @@ import pytest
 from conftest import make_raw_bids
 from mini_fmriprep import NATIVE_SHIFT_RAS_MM, PLANTED_TARGET_MNI_RAS_MM, SPACE, make_mini_fmriprep
 
-from tmstarget.navigation.exports import localite_timestamp
+from tmstarget.navigation.localite import localite_timestamp
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tmstarget.navigation import exports as navigation
+from tmstarget.navigation import common as navigation
 from tmstarget.native import scalp
 from tmstarget.errors import InputError
 from tmstarget.io.files import load_img_checked, read_json, sha256_file, write_json

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tmstarget.navigation.exports import EXPORT_FORMATS, describe_direction, export_names, localite_timestamp
-from tmstarget.navigation.steps import IMPORT_STEPS, import_steps
+from tmstarget.navigation.exports import EXPORT_FORMATS, export_names
+from tmstarget.navigation.localite import localite_timestamp
+from tmstarget.navigation.steps import IMPORT_STEPS, describe_direction, import_steps
 from tmstarget.qc.text import fmt, fmt3
 from tmstarget.report.common import SubjectContext, _unit_name
 from tmstarget.report.figures import coil_geometry
