@@ -349,7 +349,7 @@ def test_read_masked_timeseries_matches_direct_indexing(tmp_path):
     mask = rng.random((5, 6, 7)) > 0.5
     p = tmp_path / "bold.nii.gz"
     nib.save(nib.Nifti1Image(data, np.eye(4)), p)
-    cols = report._carpet_rows(int(mask.sum()), max_rows=20)
+    cols = report.carpet_rows(int(mask.sum()), max_rows=20)
     assert len(cols) == 20 and cols[0] == 0 and cols[-1] == mask.sum() - 1
     got = read_masked_timeseries(p, mask, cols)
     np.testing.assert_allclose(got, data[mask][cols].T, atol=0)

@@ -20,7 +20,7 @@ from tmstarget.qc.group import GROUP_COLUMNS, group_row, write_group_tsv  # noqa
 from tmstarget.qc.metrics import mean_fd_mm  # noqa: F401
 from tmstarget.qc.text import scrub_paths  # noqa: F401
 from tmstarget.report.common import STATUS_COLOURS, SubjectContext, Unavailable  # noqa: F401
-from tmstarget.report.figures import (COIL_GLYPH_RADIUS_MM, HANDLE_GLYPH_LENGTH_MM, _carpet_rows, coil_geometry,  # noqa: F401
+from tmstarget.report.figures import (COIL_GLYPH_RADIUS_MM, HANDLE_GLYPH_LENGTH_MM, carpet_rows, coil_geometry,  # noqa: F401
                       coil_glyph_ras_mm, draw_coil_glyph, figure_bytes, read_masked_timeseries, render_bold_to_t1w,
                       render_carpet_after, render_carpet_before, render_gsr, render_literature, render_motion,
                       render_seed_map, render_seed_tsnr, render_t1w_to_mni, render_target_t1w, render_uncertainty)

@@ -11,7 +11,7 @@ from tmstarget.navigation.exports import EXPORT_FORMATS, export_names
 from tmstarget.navigation.localite import localite_timestamp
 from tmstarget.navigation.steps import IMPORT_STEPS, describe_direction, import_steps
 from tmstarget.qc.text import fmt, fmt3
-from tmstarget.report.common import SubjectContext, _unit_name
+from tmstarget.report.common import SubjectContext, unit_name
 from tmstarget.report.figures import coil_geometry
 from tmstarget.report.verdict import unit_verdict
 
@@ -96,7 +96,7 @@ def nav_files(ctx: SubjectContext) -> list[dict]:
     native_path = ctx.path("native_json")
     if native_path is None:
         return []
-    names = export_names(_unit_name(ctx.inputs), localite_timestamp(native_path))
+    names = export_names(unit_name(ctx.inputs), localite_timestamp(native_path))
     out = []
     for fmt_name in formats:
         for key in EXPORT_FORMATS.get(str(fmt_name), []):

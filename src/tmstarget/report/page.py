@@ -35,7 +35,7 @@ from tmstarget.report import methods as M
 from tmstarget.report import sections as S
 from tmstarget.report import verdict as V
 from tmstarget.report import viewer as VW
-from tmstarget.report.common import SubjectContext, Unavailable, _unit_name
+from tmstarget.report.common import SubjectContext, Unavailable, unit_name
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +239,7 @@ def render_subject_html(inputs: dict, title: str | None = None,
                         sections: list[Rendered] | None = None) -> str:
     """The subject report as one self-contained HTML string (see :func:`build_subject_report`)."""
     ctx = SubjectContext(inputs)
-    unit = _unit_name(inputs)
+    unit = unit_name(inputs)
     title = title or f"tmstarget QC report: {unit}"
     sections = render_sections(ctx, reportlets) if sections is None else sections
     date = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
@@ -273,7 +273,7 @@ def _write_reportlet_files(sections: list[Rendered], out_dir) -> list[Path]:
         else:
             data = s.data
             if data is None:
-                data = F.figure_bytes(F._placeholder_figure(s.note or "not available"), s.fmt)
+                data = F.figure_bytes(F.placeholder_figure(s.note or "not available"), s.fmt)
             with atomic_path(path) as tmp:
                 tmp.write_bytes(data)
         written.append(path)

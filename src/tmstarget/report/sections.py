@@ -11,8 +11,8 @@ from pathlib import Path
 
 from tmstarget.qc.metrics import mean_fd_mm
 from tmstarget.qc.text import fmt, fmt3, num
-from tmstarget.report.common import SubjectContext, _first_number
-from tmstarget.report.figures import _literature_sites, grid_mm
+from tmstarget.report.common import SubjectContext, first_number
+from tmstarget.report.figures import literature_sites, grid_mm
 from tmstarget.report.navigator import navigator_view
 from tmstarget.report.verdict import (STATUS_HEADLINE, candidate_rows, dist_mm, findings_groups, reliability_words,
                                       target_uncertainty, threshold_rows, unit_verdict)
@@ -52,7 +52,7 @@ def summary_view(ctx: SubjectContext) -> dict:
         ("r / Fisher z at target", f"{fmt(t.get('r_at_target'), 2)} / {fmt(t.get('z_at_target'), 2)}", ""),
         ("Cluster size", fmt(t.get("cluster_size_voxels"), 0, "voxels"), ""),
         ("Inside the BA46 region (HCPex label)", {True: "yes", False: "no"}.get(t.get("in_ba46"), "n/a"), ""),
-        ("Minutes kept", fmt(_first_number(num(ctx.denoise_qc, "minutes_kept"),
+        ("Minutes kept", fmt(first_number(num(ctx.denoise_qc, "minutes_kept"),
                                             num(t, "denoising", "minutes_kept")), 1, "min"), ""),
         ("Mean FD", fmt(mean_fd_mm(ctx.denoise_qc), 2, "mm"), ""),
         ("Shift without GSR", dist_mm(gsr.get("shift_mm"), grid), ""),
@@ -126,7 +126,7 @@ LITERATURE_NOTES = (
 
 def literature_view(ctx: SubjectContext) -> dict:
     dists = (ctx.target or {}).get("literature_distances_mm")
-    sites = _literature_sites()
+    sites = literature_sites()
     if not isinstance(dists, dict) or not dists:
         return {"rows": [], "notes": []}
     grid = grid_mm(ctx)
@@ -146,7 +146,7 @@ def _said_already(words: set[str], stated: list[set[str]], share: float = 0.6) -
 
 
 def caveats_view(ctx: SubjectContext) -> dict:
-    minutes = _first_number(num(ctx.denoise_qc, "minutes_kept"), num(ctx.target, "denoising", "minutes_kept"))
+    minutes = first_number(num(ctx.denoise_qc, "minutes_kept"), num(ctx.target, "denoising", "minutes_kept"))
     own = (f"This run kept {minutes:.1f} min; its own split-half check says: {reliability_words(ctx)}."
            if minutes is not None else f"This run's own split-half check says: {reliability_words(ctx)}.")
     # the pipeline's own warnings, except those the verdict already states (Problems): no fact twice

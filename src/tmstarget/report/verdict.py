@@ -12,7 +12,7 @@ import numpy as np
 
 from tmstarget.qc.text import fmt, fmt3, num, point
 from tmstarget.qc.verdict import STATUS_ORDER
-from tmstarget.report.common import SubjectContext, _first_number
+from tmstarget.report.common import SubjectContext, first_number
 
 
 def unit_verdict(ctx: SubjectContext) -> dict:
@@ -105,7 +105,7 @@ def candidate_rows(ctx: SubjectContext) -> list[dict]:
         t1w = None
         if isinstance(native_cands, list) and i < len(native_cands) and isinstance(native_cands[i], dict):
             t1w = native_cands[i].get("target_t1w_ras_mm")
-        support = _first_number(num(c, "support_fraction"), num(c, "support"))
+        support = first_number(num(c, "support_fraction"), num(c, "support"))
         cand, headline = point(c.get("target_mni_ras_mm")), ctx.target_mni()
         away = None if cand is None or headline is None else float(np.linalg.norm(cand - headline))
         rows.append({"mni": fmt3(c.get("target_mni_ras_mm")), "t1w": fmt3(t1w),
