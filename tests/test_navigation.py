@@ -202,6 +202,21 @@ def test_visor2_derives_qform_when_only_sform_is_set(tmp_path):
     np.testing.assert_allclose(rebuilt, _oblique_affine(), atol=1e-4)
 
 
+def test_visor2_refuses_an_sform_with_shear_when_there_is_no_qform(tmp_path):
+    """A qform cannot hold a shear: derived from such an sform it moves the grid corners (measured by the
+    shared qform/sform check), so the visor2 writer refuses instead of writing a shifted image frame."""
+    sheared = _oblique_affine()
+    sheared[0, 1] += 0.2                       # 0.2 mm per voxel along j: tens of mm at the far corner
+    img, _ = _t1w(tmp_path, affine=sheared, qcode=0, scode=2)
+    with pytest.raises(InputError, match="sform has shear that a qform cannot express"):
+        write_visor2(tmp_path / "t.mrk", [TARGET], img)
+    assert not (tmp_path / "t.mrk").exists()
+    slight = _oblique_affine()
+    slight[0, 1] += 1e-5                       # far below 0.1 mm at the corners: accepted
+    img, _ = _t1w(tmp_path, affine=slight, qcode=0, scode=2, name="slight_T1w.nii.gz")
+    assert write_visor2(tmp_path / "s.mrk", [TARGET], img).exists()
+
+
 def test_slicer_hand_example_is_valid_against_schema(tmp_path):
     img, path = _t1w(tmp_path)
     out = write_slicer(tmp_path / "t.mrk.json", [TARGET], img)
