@@ -3,9 +3,13 @@
 The package is split as NiPreps splits reportlets from the page:
 
 - :mod:`.common`: tolerant access to one unit's inputs (:class:`SubjectContext`), formatting helpers;
-- :mod:`.verdict`: what the report says, as plain data: the unit's verdict (``*_desc-verdict_qc.json``,
-  computed once by :mod:`tmstarget.qc.verdict` with the run's thresholds; the report judges nothing itself),
-  findings, the navigator box, reliability words, tables;
+- :mod:`.verdict`: the unit's verdict as plain data (``*_desc-verdict_qc.json``, computed once by
+  :mod:`tmstarget.qc.verdict` with the run's thresholds; the report judges nothing itself), its findings,
+  thresholds, reliability words and candidate targets;
+- :mod:`.navigator`: the technician's box (T1w to load, target and entry, handle, which nav/ file goes where);
+- :mod:`.sections`: the tables and words under the figures (summary, motion, seed, uncertainty, literature,
+  caveats, provenance, registration);
+- :mod:`.methods`: the Glossary and the Methods paragraph (command, configuration, version, date);
 - :mod:`.figures`: every figure, drawn once per unit and shared by the subject page and the reportlet
   files for ``snakemake --report``;
 - :mod:`.page`: the reportlet spec, Jinja2 templates (``templates/``, autoescape on) and the writers.
