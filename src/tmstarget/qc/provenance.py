@@ -1,6 +1,8 @@
 """What made an output folder, as the report's Methods shows it: the command lines recorded in
-``OUT/logs/commands.jsonl``. :mod:`tmstarget.run.record` writes them (``record_command``); the reader lives
-here, below the report, so that the report never imports the command-line layer."""
+``OUT/logs/commands.jsonl`` (written by ``record_command``). The reader lives below the report so that the
+report never imports the command-line layer. Merge note (issue 22): main moved the run record to
+``tmstarget.config.record``, which holds this same reader; at merge the report imports it from there and
+this module goes."""
 
 from __future__ import annotations
 

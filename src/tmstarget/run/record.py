@@ -20,9 +20,9 @@ import yaml
 
 from tmstarget import __version__
 from tmstarget.errors import InputError
-from tmstarget.qc.provenance import COMMANDS_FILE
 
 SETTINGS_FILE = "config.yaml"
+COMMANDS_FILE = "commands.jsonl"
 # keys that say where or for whom a run works, not how it computes: they may change between runs
 NOT_SETTINGS = ("participant_label", "output_dir")
 _VERSION_LINE = re.compile(r"^# written by tmstarget ([^\s:]+)")
@@ -121,3 +121,19 @@ def record_command(log_dir, argv: list[str]) -> dict:
     with open(Path(log_dir) / COMMANDS_FILE, "a", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
     return record
+
+
+def last_command(output_dir) -> dict | None:
+    """The last command recorded in ``OUT/logs/commands.jsonl`` (see :func:`record_command`), or None."""
+    try:
+        lines = (Path(output_dir) / "logs" / COMMANDS_FILE).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    for line in reversed(lines):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and record.get("command_line"):
+            return record
+    return None
