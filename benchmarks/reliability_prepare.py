@@ -87,7 +87,8 @@ def template_stand_in(raw_path: Path, metadata: dict, anat: dict, workdir: Path,
 
     import ants
 
-    from tmstarget.preproc.headers import ants_affine_ras, nifti_img
+    from tmstarget.preproc.headers import ants_affine_ras
+    from tmstarget.io.nifti import nifti_img
     from tmstarget.preproc.registration import make_ants_repeatable
     from tmstarget.preproc.templates import load_template, to_ants
     from tmstarget.io.files import save_img

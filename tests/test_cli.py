@@ -82,7 +82,6 @@ def test_bad_config_key_exits_2(tmp_path, capsys):
 
 def test_second_run_on_the_same_output_is_refused(tmp_path, capsys):
     """A live run holds OUT/logs/.tmstarget.lock; a second run must not touch its outputs."""
-    import fcntl
     import subprocess
     import sys
 

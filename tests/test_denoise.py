@@ -13,8 +13,9 @@ import pytest
 from nilearn import signal as nl_signal
 
 from tmstarget.denoise.arrays import load_denoised_npz
-from tmstarget.denoise.confounds import (MOTION_BASE, censoring_mask, confound_column_names, confound_matrix,
-                                         dummy_volume_count, fill_undefined_first_row, read_confounds)
+from tmstarget.denoise.confounds import (censoring_mask, confound_column_names, confound_matrix,
+                                         dummy_volume_count, fill_undefined_first_row)
+from tmstarget.io.tables import read_confounds
 from tmstarget.denoise.run import denoise_runs, run_denoise
 from tmstarget.denoise.smooth import smooth_masked
 from tmstarget.denoise.strategy import default_strategies, validate_strategy

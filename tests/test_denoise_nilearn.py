@@ -33,8 +33,8 @@ from nilearn.interfaces.fmriprep import load_confounds
 from builders.nifti import write_json, write_nifti
 from tmstarget.demo.bold import band_limited_signal, synthesize_motion
 from tmstarget.preproc.confounds import framewise_displacement
-from tmstarget.denoise.confounds import (MOTION_BASE, censoring_mask, confound_matrix, dummy_volume_count,
-                                         read_confounds)
+from tmstarget.denoise.confounds import MOTION_BASE, censoring_mask, confound_matrix, dummy_volume_count
+from tmstarget.io.tables import read_confounds
 from tmstarget.denoise.run import denoise_runs
 from tmstarget.denoise.strategy import default_strategies
 

@@ -14,14 +14,17 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from tmstarget.navigation import exports as navigation
 from tmstarget.errors import InputError
 from tmstarget.io.files import sha256_file, write_json
-from tmstarget.navigation.exports import (NavTarget, describe_direction, read_brainsight, read_localite_entrytarget,
-                                  read_localite_instrument, read_markers_tsv, read_slicer, read_visor2,
-                                  run_exports, save_sphere, sphere_mask_img, write_brainsight,
-                                  write_localite_entrytarget, write_localite_instrument, write_markers_tsv,
-                                  write_slicer, write_visor2)
+from tmstarget.navigation.ant import read_visor2, write_visor2
+from tmstarget.navigation.brainsight import read_brainsight, write_brainsight
+from tmstarget.navigation.common import (NavTarget, read_markers_tsv, save_sphere, sphere_mask_img,
+                                         write_markers_tsv)
+from tmstarget.navigation.exports import run_exports
+from tmstarget.navigation.localite import (localite_timestamp, read_localite_entrytarget, read_localite_instrument,
+                                           write_localite_entrytarget, write_localite_instrument)
+from tmstarget.navigation.slicer import read_slicer, write_slicer
+from tmstarget.navigation.steps import describe_direction
 
 from builders.vendor_files import check_all_files
 
@@ -201,6 +204,21 @@ def test_visor2_derives_qform_when_only_sform_is_set(tmp_path):
     np.testing.assert_allclose(rebuilt, _oblique_affine(), atol=1e-4)
 
 
+def test_visor2_refuses_an_sform_with_shear_when_there_is_no_qform(tmp_path):
+    """A qform cannot hold a shear: derived from such an sform it moves the grid corners (measured by the
+    shared qform/sform check), so the visor2 writer refuses instead of writing a shifted image frame."""
+    sheared = _oblique_affine()
+    sheared[0, 1] += 0.2                       # 0.2 mm per voxel along j: tens of mm at the far corner
+    img, _ = _t1w(tmp_path, affine=sheared, qcode=0, scode=2)
+    with pytest.raises(InputError, match="sform has shear that a qform cannot express"):
+        write_visor2(tmp_path / "t.mrk", [TARGET], img)
+    assert not (tmp_path / "t.mrk").exists()
+    slight = _oblique_affine()
+    slight[0, 1] += 1e-5                       # far below 0.1 mm at the corners: accepted
+    img, _ = _t1w(tmp_path, affine=slight, qcode=0, scode=2, name="slight_T1w.nii.gz")
+    assert write_visor2(tmp_path / "s.mrk", [TARGET], img).exists()
+
+
 def test_slicer_hand_example_is_valid_against_schema(tmp_path):
     img, path = _t1w(tmp_path)
     out = write_slicer(tmp_path / "t.mrk.json", [TARGET], img)
@@ -306,7 +324,7 @@ def test_run_exports_writes_every_format_into_the_nav_folder(tmp_path):
     import os
     os.utime(native, (1765200000.25, 1765200000.25))           # 2025-12-08 13:20:00.250 UTC
     stamp = "20251208132000250"
-    assert navigation.localite_timestamp(native) == stamp
+    assert localite_timestamp(native) == stamp
     written = run_exports(native, t1w_path, nav, ["brainsight", "localite", "visor2", "slicer"])
     rel = {k: Path(p).relative_to(nav).as_posix() for k, p in written.items()}
     assert rel == {"brainsight": "sub-01_desc-target_brainsight.txt",

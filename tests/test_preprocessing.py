@@ -24,8 +24,8 @@ from tmstarget.preproc import similarity as psim
 from tmstarget.preproc import templates as ptpl
 from tmstarget.demo.truth import t1w_to_mni_error_mm
 from tmstarget.errors import InputError
-from tmstarget.preproc.headers import (RAS_TO_LPS, ants_affine_ras, choose_affine, is_oblique,
-                                       nifti_to_ants)
+from tmstarget.preproc.headers import RAS_TO_LPS, ants_affine_ras, nifti_to_ants
+from tmstarget.io.nifti import choose_affine, is_oblique
 
 
 def oblique_lps_affine(voxel_mm=4.0, angle_deg=20.0) -> np.ndarray:

@@ -1,17 +1,21 @@
-"""The verdict of one unit (tmstarget.qc.core): JSON contract, configured thresholds, header and registration
+"""The verdict of one unit (tmstarget.qc.verdict, findings, gate): JSON contract, configured thresholds, header and registration
 findings, reliability, the export gate and the group table. Plain dict fixtures; runs in about a second."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
 
-from tmstarget.qc import core as qc
+from tmstarget.qc.actions import ACTIONS, FINDING_ACTIONS, minutes_action
+from tmstarget.qc.findings import CODES_ZERO_RISK, TOPICS, header_finding
+from tmstarget.qc.gate import export_gate
+from tmstarget.qc.headers import bold_header_warnings
+from tmstarget.qc.verdict import (THRESHOLDS, assess, failed_verdict, resolved_thresholds, run_verdict,
+                                  thresholds_from_config)
 from tmstarget.qc.group import GROUP_COLUMNS, group_row, write_group_tsv
 
 CONTRACT_KEYS = {"status", "status_word", "action", "reasons", "findings", "coordinate_usable", "thresholds",
@@ -45,7 +49,7 @@ def seed() -> dict:
 
 
 def verdict(t=None, n="default", q=None, s="default", **kw) -> dict:
-    return qc.assess(target() if t is None else t, native() if n == "default" else n,
+    return assess(target() if t is None else t, native() if n == "default" else n,
                      denoise() if q is None else q, seed() if s == "default" else s, unit="sub-01", **kw)
 
 
@@ -54,18 +58,18 @@ def test_good_unit_passes_with_the_contract_keys():
     assert set(v) == CONTRACT_KEYS
     assert (v["status"], v["status_word"], v["reasons"], v["coordinate_usable"]) == ("pass", "PASS", [], True)
     assert v["unit"] == "sub-01" and v["action"].startswith("usable for research")
-    assert all(set(f) == {"level", "topic", "kind", "text"} and f["topic"] in qc.TOPICS for f in v["findings"])
-    assert all(f["kind"] in qc.FINDING_ACTIONS or f["kind"] in ("minutes", "bootstrap") for f in v["findings"])
+    assert all(set(f) == {"level", "topic", "kind", "text"} and f["topic"] in TOPICS for f in v["findings"])
+    assert all(f["kind"] in FINDING_ACTIONS or f["kind"] in ("minutes", "bootstrap") for f in v["findings"])
     assert v["thresholds"]["fail_minutes"] == {"value": 5.0, "config_key": "denoising.min_retained_minutes"}
     # every threshold is a configuration key
-    assert {t["config_key"] for t in v["thresholds"].values()} == {k for k, _ in qc.THRESHOLDS.values()}
+    assert {t["config_key"] for t in v["thresholds"].values()} == {k for k, _ in THRESHOLDS.values()}
     json.dumps(v, allow_nan=False)
 
 
 def test_configured_minimum_minutes_gives_the_matching_sentence():
     """Issue 16 item 4: a run allowed with 3 minutes must not be judged against a hidden 5-minute minimum."""
     config = {"denoising": {"min_retained_minutes": 3.0, "warn_retained_minutes": 10.0}}
-    thresholds = qc.thresholds_from_config(config)
+    thresholds = thresholds_from_config(config)
     assert thresholds["fail_minutes"] == 3.0 and thresholds["warn_minutes"] == 10.0
     v = verdict(q=denoise(minutes=4.0), thresholds=thresholds)
     assert v["status"] == "warn"
@@ -82,10 +86,10 @@ def test_configured_minimum_minutes_gives_the_matching_sentence():
 
 
 def test_thresholds_from_config_reads_every_key_and_defaults():
-    assert qc.thresholds_from_config({}) == {k: d for k, (_, d) in qc.THRESHOLDS.items()}
+    assert thresholds_from_config({}) == {k: d for k, (_, d) in THRESHOLDS.items()}
     cfg = {"qc": {"fail_mean_fd_mm": 0.3, "warn_mean_fd_mm": 0.1}, "seed": {"max_low_tsnr_fraction": 0.2},
            "targeting": {"confident_split_half_median_mm": 4.0}}
-    th = qc.thresholds_from_config(cfg)
+    th = thresholds_from_config(cfg)
     assert (th["fail_mean_fd_mm"], th["warn_mean_fd_mm"], th["warn_seed_low_tsnr_fraction"],
             th["reliability_limit_mm"]) == (0.3, 0.1, 0.2, 4.0)
     v = verdict(q=denoise(fd=0.35), thresholds=th)   # fail texts first, then warnings
@@ -106,7 +110,7 @@ def test_codes_zero_header_warning_is_a_warn_with_the_plain_risk():
     header = [f for f in v["findings"] if f["topic"] == "header" and f["level"] == "warn"]
     assert len(header) == 1 and "SITE" not in header[0]["text"]
     assert header[0]["text"].startswith("sub-01_task-rest_bold.nii.gz: the image header records no orientation")
-    assert header[0]["text"].endswith(qc.CODES_ZERO_RISK)
+    assert header[0]["text"].endswith(CODES_ZERO_RISK)
     assert "vitamin-E marker" in v["action"]
 
 
@@ -119,7 +123,7 @@ def test_bold_header_warnings_from_the_header(tmp_path):
     shifted[0, 3] = 5.0
     img.set_sform(shifted, 1)
     nib.save(img, tmp_path / "b.nii.gz")
-    msgs = qc.bold_header_warnings(tmp_path / "b.nii.gz", 2.0)
+    msgs = bold_header_warnings(tmp_path / "b.nii.gz", 2.0)
     assert len(msgs) == 2
     assert "disagree (a corner of the image moves 5.00 mm" in msgs[0]
     assert "header TR 2.5 s differs from the sidecar's RepetitionTime 2 s" in msgs[1]
@@ -127,8 +131,21 @@ def test_bold_header_warnings_from_the_header(tmp_path):
     img.set_sform(affine, 0)
     img.header.set_zooms((3.0, 3.0, 3.0, 2.0))
     nib.save(img, tmp_path / "c.nii.gz")
-    [msg] = qc.bold_header_warnings(tmp_path / "c.nii.gz", 2.0)
-    assert qc.header_finding(msg).text.endswith(qc.CODES_ZERO_RISK)
+    [msg] = bold_header_warnings(tmp_path / "c.nii.gz", 2.0)
+    assert header_finding(msg).text.endswith(CODES_ZERO_RISK)
+
+
+def test_bold_header_tr_honours_its_unit(tmp_path):
+    """The header TR is read with its unit (msec and usec, as tmstarget.io.nifti.read_t_r reads it)."""
+    affine = np.diag([3.0, 3.0, 3.0, 1.0])
+    for unit, zoom in (("msec", 2000.0), ("usec", 2.0e6), ("sec", 2.0)):
+        img = nib.Nifti1Image(np.zeros((4, 4, 4, 5), np.float32), affine)
+        img.header.set_zooms((3.0, 3.0, 3.0, zoom))
+        img.header.set_xyzt_units("mm", unit)
+        nib.save(img, tmp_path / f"{unit}.nii.gz")
+        assert bold_header_warnings(tmp_path / f"{unit}.nii.gz", 2.0) == []
+        [msg] = bold_header_warnings(tmp_path / f"{unit}.nii.gz", 2.5)
+        assert "header TR 2 s differs from the sidecar's RepetitionTime 2.5 s" in msg
 
 
 def test_registration_checks_become_findings_and_a_fail_fails():
@@ -184,7 +201,7 @@ def test_missing_native_fails_and_run_verdict_writes_the_json(tmp_path):
     side.write_text(json.dumps({"HeaderWarnings": ["x.nii.gz: header TR 3 s differs from the sidecar's "
                                                    "RepetitionTime 2 s; using the sidecar (BIDS rule)"]}))
     out = tmp_path / "sub-01_desc-verdict_qc.json"
-    v = qc.run_verdict({**{k: str(p) for k, p in files.items()}, "bold_sidecars": [str(side)]}, out, "sub-01",
+    v = run_verdict({**{k: str(p) for k, p in files.items()}, "bold_sidecars": [str(side)]}, out, "sub-01",
                        thresholds={"fail_minutes": 3.0})
     assert json.loads(out.read_text()) == v
     assert v["status"] == "fail" and not v["coordinate_usable"]
@@ -198,14 +215,14 @@ def test_export_gate_writes_only_a_note_on_fail(tmp_path):
     nav = tmp_path / "nav"
     bad = tmp_path / "fail.json"
     bad.write_text(json.dumps(verdict(q=denoise(minutes=2.0))))
-    assert qc.export_gate(bad, nav) is False
+    assert export_gate(bad, nav) is False
     assert [p.name for p in nav.iterdir()] == ["NOT_EXPORTED.txt"]
     note = (nav / "NOT_EXPORTED.txt").read_text()
     assert "verdict is FAIL" in note and "only 2.0 min of data kept" in note and "Action: do not use" in note
     good = tmp_path / "warn.json"
     good.write_text(json.dumps(verdict(q=denoise(minutes=7.0))))
-    assert qc.export_gate(good, nav) is True and not (nav / "NOT_EXPORTED.txt").exists()
-    assert qc.export_gate(tmp_path / "missing.json", nav) is False
+    assert export_gate(good, nav) is True and not (nav / "NOT_EXPORTED.txt").exists()
+    assert export_gate(tmp_path / "missing.json", nav) is False
     assert "could not be read" in (nav / "NOT_EXPORTED.txt").read_text()
 
 
@@ -251,16 +268,16 @@ def _only(v: dict, level: str) -> list[str]:
 def test_each_finding_kind_has_an_action_at_each_level_it_is_emitted():
     """Every (kind, level) the verdict can give has its own sentence; no sentence mentions clinical use (the
     report says "Research coordinate, not a clinical verdict" above it)."""
-    for kind, by_level in qc.FINDING_ACTIONS.items():
+    for kind, by_level in FINDING_ACTIONS.items():
         for level, sentence in by_level.items():
             assert level in ("warn", "fail") and sentence and "clinical" not in sentence, (kind, level)
-    assert "clinical" not in " ".join(qc.ACTIONS.values())
+    assert "clinical" not in " ".join(ACTIONS.values())
 
 
 @pytest.mark.parametrize("kept, warn_min, more, words", [(5.3, 8.0, 3, "3 more minutes"), (7.2, 8.0, 1, "1 more minute "),
                                                          (7.0, 8.0, 1, "1 more minute "), (4.01, 10.0, 6, "6 more minutes")])
 def test_minutes_warn_asks_for_the_missing_minutes_computed_from_the_threshold(kept, warn_min, more, words):
-    th = qc.thresholds_from_config({"denoising": {"min_retained_minutes": 3.0, "warn_retained_minutes": warn_min}})
+    th = thresholds_from_config({"denoising": {"min_retained_minutes": 3.0, "warn_retained_minutes": warn_min}})
     v = verdict(q=denoise(minutes=kept), thresholds=th)
     assert _only(v, "warn") == ["minutes"]
     assert more == int(np.ceil(warn_min - kept))
@@ -269,9 +286,9 @@ def test_minutes_warn_asks_for_the_missing_minutes_computed_from_the_threshold(k
 
 
 def test_minutes_at_or_above_the_threshold_ask_for_nothing():
-    th = qc._resolved_thresholds(None)
-    assert qc.minutes_action("warn", 8.0, th) is None and qc.minutes_action("warn", 9.7, th) is None
-    assert qc.minutes_action("warn", None, th) is None
+    th = resolved_thresholds(None)
+    assert minutes_action("warn", 8.0, th) is None and minutes_action("warn", 9.7, th) is None
+    assert minutes_action("warn", None, th) is None
 
 
 def test_constant_volumes_with_enough_minutes_do_not_ask_for_more_minutes():
@@ -354,7 +371,7 @@ def test_missing_inputs_and_stopped_runs_have_their_actions():
                            "log says why)")
     v = verdict(q={"runs": [{"volumes_total": 200, "mean_fd_mm": 0.1}]}, t=target(denoising={}))
     assert _only(v, "warn") == ["minutes_unknown"]
-    f = qc.failed_verdict("sub-01", ["job native failed"])
+    f = failed_verdict("sub-01", ["job native failed"])
     assert f["findings"][0]["kind"] == "workflow_error"
     assert f["action"] == "do not use this coordinate: fix the cause named above and run the same command again"
 

@@ -110,7 +110,7 @@ def test_happytest_realignment_agrees_with_mcflirt(realdata_dir):
     """
     from tmstarget.preproc import confounds as pc
     from tmstarget.preproc import realign
-    from tmstarget.preproc.headers import choose_affine
+    from tmstarget.io.nifti import choose_affine
 
     img = nib.load(realdata_dir / "sub-HAPPYTEST.nii.gz")
     data = np.asarray(img.get_fdata(dtype=np.float32))
@@ -265,7 +265,7 @@ def test_different_person_bold_fails_registration(realdata_dir, anat, tmp_path):
     brain's grey matter along another brain's white-matter boundary, and this is how a T1w mix-up is
     caught. The verdict then FAILs naming the BOLD run. The preprocessing itself is sound: the run's mean
     EPI lines up with the template in MNI (the T1w -> MNI warp carries it there)."""
-    from tmstarget.qc import core as qc
+    from tmstarget.qc import verdict as qc
     from tmstarget.preproc import registration_qc as rq
 
     out, bold_qc, corr = run_bold(realdata_dir, anat[0], tmp_path, "RAPIDTIDETEST", {"RepetitionTime": 1.5}, {})

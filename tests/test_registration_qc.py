@@ -7,14 +7,14 @@ from __future__ import annotations
 import json
 import os
 
-import ants
 import nibabel as nib
 import numpy as np
 import pytest
 from scipy import ndimage
 
 from tmstarget.preproc import templates as ptpl
-from tmstarget.qc import core as qc
+from tmstarget.qc import gate
+from tmstarget.qc import verdict as qc
 from tmstarget.preproc import registration as rg
 from tmstarget.preproc import registration_qc as rq
 from tmstarget.preproc.headers import RAS_TO_LPS, nifti_to_ants
@@ -148,8 +148,8 @@ def test_failed_registration_fails_the_verdict_and_blocks_exports(tmp_path):
         v["reasons"]
     verdict_json = tmp_path / "verdict.json"
     verdict_json.write_text(json.dumps(v))
-    assert qc.export_gate(verdict_json, tmp_path / "nav") is False
-    assert [p.name for p in (tmp_path / "nav").iterdir()] == [qc.NOT_EXPORTED]
+    assert gate.export_gate(verdict_json, tmp_path / "nav") is False
+    assert [p.name for p in (tmp_path / "nav").iterdir()] == [gate.NOT_EXPORTED]
 
 
 # ----------------------------------------------------------------------------- registration helpers

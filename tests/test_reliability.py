@@ -10,7 +10,8 @@ from scipy.interpolate import CubicSpline
 
 from tmstarget.config.settings import load_config
 from tmstarget.denoise.arrays import RawRuns, load_raw_runs
-from tmstarget.denoise.confounds import confound_matrix, dummy_volume_count, read_confounds
+from tmstarget.denoise.confounds import confound_matrix, dummy_volume_count
+from tmstarget.io.tables import read_confounds
 from tmstarget.denoise.run import denoise_runs, run_denoise
 from tmstarget.denoise.strategy import default_strategies, validate_strategy
 from tmstarget.errors import InputError

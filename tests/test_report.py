@@ -6,7 +6,6 @@ denoising QC JSON, seed sidecar, denoised npz) on a coarse 6 mm MNI grid so the 
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 import xml.etree.ElementTree as ET
@@ -18,8 +17,10 @@ import pandas as pd
 import pytest
 
 from tmstarget import report
-from tmstarget.qc import core as qc_mod
-from tmstarget.qc.core import assess, assess_qc, mean_fd_mm, scrub_paths
+from tmstarget.qc.findings import qc_findings
+from tmstarget.qc.metrics import mean_fd_mm
+from tmstarget.qc.text import scrub_paths
+from tmstarget.qc.verdict import assess, assess_qc, run_verdict, thresholds_from_config
 from tmstarget.report import (SUBJECT_REPORTLETS, build_group_report, build_subject_report, read_masked_timeseries,
                               write_reportlets)
 
@@ -105,7 +106,7 @@ def test_bootstrap_spread_is_a_detail_and_unconfident_flag_warns():
     status, reasons = _qc(target=t)  # the bootstrap can look stable on noise: an info detail only
     assert status == "pass" and reasons == []
     assert any(f.level == "info" and "within 10.5 mm" in f.text
-               for f in qc_mod.qc_findings(t, native_markers(t, Path("/x")), {}, seed_sidecar()))
+               for f in qc_findings(t, native_markers(t, Path("/x")), {}, seed_sidecar()))
     t["uncertainty"] = dict(t["uncertainty"], p95_distance_mm=9.5, confident=False)
     status, reasons = _qc(target=t)
     assert status == "warn" and reasons == ["the targeting stage flagged the target as uncertain (see Uncertainty)"]
@@ -130,7 +131,7 @@ def test_missing_native_target_fails_and_missing_files_do_not_crash():
         t.pop(k)
     status, reasons = assess_qc(t, native_markers(t, Path("/x")), {}, seed_sidecar())
     assert status == "pass", reasons
-    findings = qc_mod.qc_findings(t, native_markers(t, Path("/x")), {}, seed_sidecar())
+    findings = qc_findings(t, native_markers(t, Path("/x")), {}, seed_sidecar())
     assert sum(f.level == "info" for f in findings) == 5
 
 
@@ -159,7 +160,7 @@ def test_read_masked_timeseries_matches_direct_indexing(tmp_path):
     mask = rng.random((5, 6, 7)) > 0.5
     p = tmp_path / "bold.nii.gz"
     nib.save(nib.Nifti1Image(data, np.eye(4)), p)
-    cols = report._carpet_rows(int(mask.sum()), max_rows=20)
+    cols = report.carpet_rows(int(mask.sum()), max_rows=20)
     assert len(cols) == 20 and cols[0] == 0 and cols[-1] == mask.sum() - 1
     got = read_masked_timeseries(p, mask, cols)
     np.testing.assert_allclose(got, data[mask][cols].T, atol=0)
@@ -262,7 +263,7 @@ def test_subject_report_with_missing_inputs(tmp_path):
     for k in ("uncertainty", "gsr_comparison", "literature_distances_mm"):
         t.pop(k)
     Path(inputs["target_json"]).write_text(json.dumps(t))
-    qc_mod.run_verdict(inputs, inputs["verdict_json"], "sub-01")      # as the workflow would
+    run_verdict(inputs, inputs["verdict_json"], "sub-01")      # as the workflow would
     text = build_subject_report(inputs, tmp_path / "r.html", title="Patient <b>").read_text()
     assert 'class="status status-fail"' in text and "no T1w-space target" in text
     assert "<title>Patient &lt;b&gt;</title>" in text
@@ -521,7 +522,7 @@ def test_on_fail_no_coordinate_of_this_person_is_shown_outside_a_fold(tmp_path):
 def test_report_uses_the_run_thresholds(tmp_path, minutes, status, words):
     inputs = make_subject_inputs(tmp_path)
     Path(inputs["denoise_qc_json"]).write_text(json.dumps(denoise_qc(tmp_path, minutes_kept=minutes)))
-    thresholds = qc_mod.thresholds_from_config({"denoising": {"min_retained_minutes": 3.0}})
+    thresholds = thresholds_from_config({"denoising": {"min_retained_minutes": 3.0}})
     write_verdict(inputs, thresholds=thresholds)
     summary = _summary(inputs)
     assert f"QC: {status.upper()}" in summary and words in summary
@@ -801,7 +802,7 @@ def test_group_report_names_template_version_units_and_spaces(tmp_path):
 
 
 def test_methods_paragraph_says_which_cluster_rule_ran():
-    from tmstarget.report.verdict import cluster_rule_words
+    from tmstarget.report.methods import cluster_rule_words
 
     default = {"rule": "cluster", "percentile": 20.0, "percentile_of": "all", "weight_by_abs_r": True,
                "connectivity": 26}

@@ -135,7 +135,7 @@ def test_fail_report_shows_no_coordinate_of_the_person_outside_the_fold_in_chrom
     in an SVG figure holds the target, the scalp entry or a candidate; no figure of the person's target is
     drawn there, and no caption tells the reader these are the navigator's coordinates."""
     inputs = fail_inputs_with_candidates(tmp_path)
-    from tmstarget.qc.core import run_verdict
+    from tmstarget.qc.verdict import run_verdict
     assert run_verdict(inputs, inputs["verdict_json"], "sub-01")["status"] == "fail"
     html = build_subject_report(inputs, tmp_path / "fail.html")
     browser.load(html.resolve().as_uri())

@@ -7,7 +7,6 @@ The tree (``tests/builders/mini_fmriprep.py``) is small enough that a full run t
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import re
@@ -26,7 +25,7 @@ import pytest
 from builders.bids import make_raw_bids
 from builders.mini_fmriprep import NATIVE_SHIFT_RAS_MM, PLANTED_TARGET_MNI_RAS_MM, SPACE, make_mini_fmriprep
 
-from tmstarget.navigation.exports import localite_timestamp
+from tmstarget.navigation.localite import localite_timestamp
 
 pytestmark = pytest.mark.slow
 

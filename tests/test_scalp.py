@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import nibabel as nib
 import pytest
 
 from builders.sphere_head import BRAIN_RADIUS_MM, HEAD_CENTRE, HEAD_RADIUS_MM, VOXEL_MM, sphere_t1w_and_brain

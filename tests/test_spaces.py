@@ -12,8 +12,9 @@ import pytest
 
 from tmstarget.errors import InputError
 from tmstarget.native.outputs import run_native
-from tmstarget.navigation.exports import read_markers_tsv
-from tmstarget.native.spaces import (check_qform_sform, check_transform_file, ijk_to_world_ras_mm, lps_to_ras,
+from tmstarget.navigation.common import read_markers_tsv
+from tmstarget.io.nifti import check_qform_sform
+from tmstarget.native.spaces import (check_transform_file, ijk_to_world_ras_mm, lps_to_ras,
                               mni_ras_mm_to_t1w_ras_mm, ras_to_lps, snap_into_mask,
                               t1w_ras_mm_to_mni_ras_mm, world_ras_mm_to_ijk)
 
@@ -438,7 +439,8 @@ def test_demo_marker_image_through_the_true_warp(demo_anat):
 
 @pytest.mark.slow
 def test_demo_run_native_and_exports(demo_anat):
-    from tmstarget.navigation.exports import read_localite_entrytarget, run_exports
+    from tmstarget.navigation.exports import run_exports
+    from tmstarget.navigation.localite import read_localite_entrytarget
 
     anat, truth, root = demo_anat["anat"], demo_anat["truth"], demo_anat["root"]
     tjson = _target_json(root / "target.json", truth["target_mni_ras_mm"].tolist())

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -80,7 +79,7 @@ def test_derivatives_layout_and_provenance(demo_run):
                  "sub-01_task-rest_space-MNI152NLin2009aSym_desc-sgaccFox_stat-fisherz_boldmap.nii.gz")
     assert z.ndim == 3 and np.nanmin(z.get_fdata()) < -0.1
     nav = deriv / "sub-01" / "nav"
-    from tmstarget.navigation.exports import localite_timestamp
+    from tmstarget.navigation.localite import localite_timestamp
     stamp = localite_timestamp(deriv / "sub-01" / "anat" / "sub-01_space-T1w_desc-target_markers.json")
     for name in ("sub-01_desc-target_brainsight.txt", "sub-01_desc-target_visor2.mrk",
                  "sub-01_desc-target_slicer.mrk.json", f"localite/InstrumentMarkers/InstrumentMarker{stamp}.xml",

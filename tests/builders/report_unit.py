@@ -11,8 +11,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from tmstarget.qc import core as qc_mod
-from tmstarget.qc.core import assess
+from tmstarget.qc.verdict import assess, run_verdict
 
 from builders.nifti import centres_ras_mm
 
@@ -205,7 +204,7 @@ def make_subject_inputs(root: Path, unit: str = "sub-01") -> dict:
 
 
 def write_verdict(inputs: dict, **kw) -> dict:
-    return qc_mod.run_verdict(inputs, inputs["verdict_json"], "sub-01", **kw)
+    return run_verdict(inputs, inputs["verdict_json"], "sub-01", **kw)
 
 
 def fail_inputs_with_candidates(tmp_path) -> dict:

@@ -1,4 +1,4 @@
-from tmstarget.qc.core import thresholds_from_config
+from tmstarget.qc.verdict import thresholds_from_config
 
 
 def verdict_bold_sidecars(w):

@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tmstarget.io.tables import read_confounds
 from tmstarget.errors import InputError
 
 log = logging.getLogger(__name__)

@@ -41,13 +41,15 @@ import numpy as np
 
 from tmstarget.bids.preflight import check_confounds_rows
 from tmstarget.denoise.arrays import DenoiseResult, RawRuns, save_denoised_npz, save_raw_runs
-from tmstarget.denoise.confounds import censoring_mask, confound_matrix, dummy_volume_count, read_confounds
+from tmstarget.denoise.confounds import censoring_mask, confound_matrix, dummy_volume_count
+from tmstarget.io.tables import read_confounds
 from tmstarget.denoise.smooth import raw_smoothed_columns, smooth_masked
 from tmstarget.denoise.strategy import denoising_default, validate_strategy
 from tmstarget.denoise.temporal import (VOXEL_CHUNK, ShortRun, butterworth_sos, chunks, temporal_operator,
                                         zscore_columns)
 from tmstarget.errors import InputError, QCFailure
-from tmstarget.io.files import load_img_checked, write_json
+from tmstarget.io.files import write_json
+from tmstarget.io.nifti import load_img_checked
 from tmstarget.io.nifti import load_masked_bold, open_bold_4d, read_t_r, same_grid, voxel_size_mm
 
 log = logging.getLogger(__name__)

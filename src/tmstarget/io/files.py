@@ -1,5 +1,5 @@
 """Small I/O helpers: atomic writes, checksums, JSON. (Checked NIfTI loading lives in
-:mod:`tmstarget.io.nifti`; ``load_img_checked`` is re-exported here for its many callers.)"""
+:mod:`tmstarget.io.nifti`.)"""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ import nibabel as nib
 import numpy as np
 
 from tmstarget.errors import InputError
-from tmstarget.io.nifti import load_img_checked  # noqa: F401 (re-export: one checked loader)
 
 
 @contextlib.contextmanager

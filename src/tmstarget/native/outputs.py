@@ -21,9 +21,11 @@ import numpy as np
 
 from tmstarget.config.settings import default_config, with_defaults
 from tmstarget.errors import InputError
-from tmstarget.io.files import atomic_path, load_img_checked, read_json, save_img, sha256_file, write_json
+from tmstarget.io.files import atomic_path, read_json, save_img, sha256_file, write_json
+from tmstarget.io.nifti import load_img_checked
 from tmstarget.native import scalp
-from tmstarget.native.spaces import (check_qform_sform, ijk_to_world_ras_mm, mni_ras_mm_to_t1w_ras_mm, snap_into_mask,
+from tmstarget.io.nifti import check_qform_sform
+from tmstarget.native.spaces import (ijk_to_world_ras_mm, mni_ras_mm_to_t1w_ras_mm, snap_into_mask,
                      t1w_ras_mm_to_mni_ras_mm, world_ras_mm_to_ijk)
 from tmstarget.target.regions import sphere_mask
 

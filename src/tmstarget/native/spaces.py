@@ -1,6 +1,6 @@
 """Coordinate spaces: RAS/LPS, world/voxel, ANTs point transforms MNI <-> T1w.
 
-The qform/sform check is :func:`tmstarget.io.nifti.check_qform_sform` (re-exported here).
+The qform/sform check is :func:`tmstarget.io.nifti.check_qform_sform`.
 
 Conventions
 -----------
@@ -30,7 +30,7 @@ import numpy as np
 
 from tmstarget.errors import InputError
 from tmstarget.io.files import sha256_file, write_json
-from tmstarget.io.nifti import check_qform_sform, load_img_checked, nifti_img  # noqa: F401 (check_qform_sform: re-export)
+from tmstarget.io.nifti import load_img_checked, nifti_img
 
 log = logging.getLogger(__name__)
 

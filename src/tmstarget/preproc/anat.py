@@ -21,8 +21,10 @@ from pathlib import Path
 import ants
 import numpy as np
 
-from tmstarget.io.files import atomic_path, load_img_checked, save_img
-from tmstarget.preproc.headers import choose_affine, nifti_img, nifti_to_ants
+from tmstarget.io.files import atomic_path, save_img
+from tmstarget.io.nifti import load_img_checked
+from tmstarget.preproc.headers import nifti_to_ants
+from tmstarget.io.nifti import choose_affine, nifti_img
 from tmstarget.preproc.params import REGISTRATION_MODES, resolve_params
 from tmstarget.preproc.registration import make_ants_repeatable
 from tmstarget.preproc.similarity import image_correlation

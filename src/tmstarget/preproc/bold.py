@@ -24,10 +24,12 @@ import nibabel as nib
 import numpy as np
 
 from tmstarget.errors import InputError
-from tmstarget.io.files import atomic_path, load_img_checked, save_img, write_json
+from tmstarget.io.files import atomic_path, save_img, write_json
+from tmstarget.io.nifti import load_img_checked
 from tmstarget.preproc import confounds as pc
 from tmstarget.preproc import realign
-from tmstarget.preproc.headers import RAS_TO_LPS, ants_affine_ras, choose_affine, is_oblique, nifti_img, nifti_to_ants
+from tmstarget.preproc.headers import RAS_TO_LPS, ants_affine_ras, nifti_to_ants
+from tmstarget.io.nifti import choose_affine, is_oblique, nifti_img
 from tmstarget.preproc.params import resolve_params
 from tmstarget.preproc.registration import make_ants_repeatable
 from tmstarget.preproc.resample import (mni_to_boldref_points_lps, sample_volume, sidecar_path, world_to_voxel_indices,

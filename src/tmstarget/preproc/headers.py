@@ -1,10 +1,10 @@
 """nibabel <-> ANTs image conversion for the built-in preprocessing (the header checks it relies on,
-:func:`choose_affine` and friends, live in :mod:`tmstarget.io.nifti` and are re-exported here).
+:func:`tmstarget.io.nifti.choose_affine` and friends, live in :mod:`tmstarget.io.nifti`).
 
 ANTs works in LPS physical space and reads a NIfTI's orientation its own way (ITK prefers the
 qform in some versions, the sform in others). To stay in control, tmstarget never lets ANTs read a
 raw file: images are loaded with nibabel, one affine is chosen and checked (RAS mm,
-:func:`choose_affine`), and the ANTs image is built from that affine with :func:`nifti_to_ants`.
+:func:`tmstarget.io.nifti.choose_affine`), and the ANTs image is built from that affine with :func:`nifti_to_ants`.
 Transforms estimated by ANTs then relate exactly the world spaces that tmstarget writes into its own outputs.
 """
 
@@ -15,8 +15,6 @@ import nibabel as nib
 import numpy as np
 
 from tmstarget.errors import InputError
-from tmstarget.io.nifti import (QFORM_SFORM_TOLERANCE_MM, affine_disagreement_mm, choose_affine,  # noqa: F401
-                                is_oblique, nifti_img)  # re-exported: preprocessing's callers import them from here
 
 #: maps RAS+ to LPS+ and back (its own inverse)
 RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])

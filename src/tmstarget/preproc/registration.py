@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 
 import ants
 import numpy as np

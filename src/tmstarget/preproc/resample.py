@@ -16,7 +16,8 @@ from scipy import ndimage
 
 from tmstarget.errors import InputError
 from tmstarget.io.files import atomic_path, save_img, write_json
-from tmstarget.preproc.headers import RAS_TO_LPS, ants_affine_ras, nifti_img, nifti_to_ants
+from tmstarget.preproc.headers import RAS_TO_LPS, ants_affine_ras, nifti_to_ants
+from tmstarget.io.nifti import nifti_img
 from tmstarget.preproc.templates import template_grid
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """What to do with a unit's coordinate: the action sentence of its verdict, from the kinds of its findings.
 
-Each finding of :func:`tmstarget.qc.core.qc_findings` carries a ``kind`` (which check it is); each kind has
+Each finding of :func:`tmstarget.qc.findings.qc_findings` carries a ``kind`` (which check it is); each kind has
 its own action (:data:`FINDING_ACTIONS`), so a header TR mismatch never gets the orientation remedy
 and constant volumes never ask for more minutes. The minutes to acquire are computed from the run's
 thresholds (:func:`minutes_action`). Findings are read by their ``level`` and ``kind`` only.

@@ -1,6 +1,6 @@
 """The dataset table ``group_targets.tsv``: one row per unit with its QC verdict and target.
 
-Values are read with the tolerant readers of :mod:`tmstarget.qc.core`; coordinates are RAS mm, ``n/a``
+Values are read with the tolerant readers of :mod:`tmstarget.qc.metrics`; coordinates are RAS mm, ``n/a``
 marks missing values. Columns: :data:`GROUP_COLUMNS`. ``status`` and ``reasons`` are the unit's
 verdict (``*_desc-verdict_qc.json``); a FAIL row has ``coordinate_usable`` false and ``n/a``
 coordinates, so a failed target can never be read off the table as usable.
@@ -15,7 +15,9 @@ from pathlib import Path
 
 from tmstarget.bids.derivatives import OUTPUT_PATTERNS, output_path
 from tmstarget.io.files import atomic_path
-from tmstarget.qc.core import _num, _point, assess_qc, mean_fd_mm, read_json_tolerant, scrub_paths
+from tmstarget.qc.metrics import mean_fd_mm, read_json_tolerant
+from tmstarget.qc.text import num, point, scrub_paths
+from tmstarget.qc.verdict import assess_qc
 
 
 GROUP_COLUMNS = ("unit", "status", "reasons", "coordinate_usable", "method", "target_mni_x", "target_mni_y",
@@ -27,9 +29,9 @@ GROUP_COLUMNS = ("unit", "status", "reasons", "coordinate_usable", "method", "ta
 def _split_half_median_mm(t: dict | None) -> float | None:
     """The split-half reliability of a target JSON (mm): ``uncertainty.reliability.median_distance_mm``,
     else the repeated split-half median, else the first-vs-second-half distance."""
-    return next((v for v in (_num(t, "uncertainty", "reliability", "median_distance_mm"),
-                             _num(t, "uncertainty", "split_half_median_distance_mm"),
-                             _num(t, "uncertainty", "split_half_distance_mm")) if v is not None), None)
+    return next((v for v in (num(t, "uncertainty", "reliability", "median_distance_mm"),
+                             num(t, "uncertainty", "split_half_median_distance_mm"),
+                             num(t, "uncertainty", "split_half_distance_mm")) if v is not None), None)
 
 
 def unit_group_entries(deriv_root, units, task: str, space: str, strategy: str) -> list[dict]:
@@ -76,21 +78,21 @@ def group_row(entry: dict) -> dict:
     else:
         status, reasons = assess_qc(t, n, q, s)
     usable = status != "fail"
-    mni = _point((t or {}).get("target_mni_ras_mm")) if usable else None
-    t1w = _point((n or {}).get("target_t1w_ras_mm")) if usable else None
-    minutes = _num(q, "minutes_kept")
+    mni = point((t or {}).get("target_mni_ras_mm")) if usable else None
+    t1w = point((n or {}).get("target_t1w_ras_mm")) if usable else None
+    minutes = num(q, "minutes_kept")
     return {
         "unit": str(entry.get("unit", "")), "status": status, "reasons": "; ".join(reasons),
         "coordinate_usable": usable,
         "method": (t or {}).get("method"),
         **{f"target_mni_{a}": (None if mni is None else float(mni[i])) for i, a in enumerate("xyz")},
         **{f"target_t1w_{a}": (None if t1w is None else float(t1w[i])) for i, a in enumerate("xyz")},
-        "r_at_target": _num(t, "r_at_target"), "z_at_target": _num(t, "z_at_target"),
+        "r_at_target": num(t, "r_at_target"), "z_at_target": num(t, "z_at_target"),
         "in_ba46": (t or {}).get("in_ba46"),
-        "minutes_kept": minutes if minutes is not None else _num(t, "denoising", "minutes_kept"),
+        "minutes_kept": minutes if minutes is not None else num(t, "denoising", "minutes_kept"),
         "mean_fd_mm": mean_fd_mm(q), "split_half_median_mm": _split_half_median_mm(t),
-        "bootstrap_p95_mm": _num(t, "uncertainty", "p95_distance_mm"),
-        "gsr_shift_mm": _num(t, "gsr_comparison", "shift_mm"), "scalp_to_cortex_mm": _num(n, "scalp_to_cortex_mm"),
+        "bootstrap_p95_mm": num(t, "uncertainty", "p95_distance_mm"),
+        "gsr_shift_mm": num(t, "gsr_comparison", "shift_mm"), "scalp_to_cortex_mm": num(n, "scalp_to_cortex_mm"),
         "report_html": entry.get("report_html"),
     }
 

@@ -3,7 +3,7 @@
 :class:`SubjectContext` gives lazy access to the files of one unit (JSON, images, the denoised
 npz); a missing or unreadable input raises :class:`Unavailable` in the section that needs it, and is
 listed in the report's provenance. NIfTI header text fields (``descrip``, ``db_name``, ``aux_file``,
-``intent_name``) are never read: images are rebuilt from data and affine only (:func:`_clean_img`).
+``intent_name``) are never read: images are rebuilt from data and affine only (:func:`clean_img`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 
-from tmstarget.qc.core import _fmt, _point, read_json_tolerant, scrub_paths  # noqa: E402
+from tmstarget.qc.metrics import read_json_tolerant  # noqa: E402
+from tmstarget.qc.text import point  # noqa: E402
 
 STATUS_COLOURS = {"pass": "#1b7f3b", "warn": "#b06f00", "fail": "#b3261e", "info": "#555555"}
 
@@ -27,19 +28,13 @@ STATUS_COLOURS = {"pass": "#1b7f3b", "warn": "#b06f00", "fail": "#b3261e", "info
 MAX_CARPET_VOXELS = 1200
 
 
-def _fmt_mm3(point) -> str:
-    """A point (3,) in mm as ``(x, y, z)`` with one decimal, or ``n/a``."""
-    p = _point(point)
-    return "n/a" if p is None else "(" + ", ".join(f"{v:.1f}" for v in p) + ")"
-
-
-def _points(values) -> np.ndarray:
+def finite_points(values) -> np.ndarray:
     """An (N, 3) array of the finite points in a JSON list (None entries dropped)."""
-    pts = [p for p in (_point(v) for v in (values or [])) if p is not None]
+    pts = [p for p in (point(v) for v in (values or [])) if p is not None]
     return np.asarray(pts, dtype=float).reshape(-1, 3)
 
 
-def _first_number(*values):
+def first_number(*values):
     """The first value that is not None (None if all are)."""
     return next((v for v in values if v is not None), None)
 
@@ -108,7 +103,7 @@ class SubjectContext:
             if data.ndim == 4:
                 data = data[..., 0]
             data = np.nan_to_num(data)
-            self._cache[cache_key] = _clean_img(data, img.affine)
+            self._cache[cache_key] = clean_img(data, img.affine)
         return self._cache[cache_key]
 
     def npz(self) -> dict:
@@ -140,13 +135,13 @@ class SubjectContext:
         return self.json("seed_json")
 
     def target_mni(self) -> np.ndarray | None:
-        return _point((self.target or {}).get("target_mni_ras_mm"))
+        return point((self.target or {}).get("target_mni_ras_mm"))
 
     def target_t1w(self) -> np.ndarray | None:
-        return _point((self.native or {}).get("target_t1w_ras_mm"))
+        return point((self.native or {}).get("target_t1w_ras_mm"))
 
 
-def _clean_img(data: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
+def clean_img(data: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
     """A new image with only data and affine: no header text (descrip, db_name, ...) survives."""
     img = nib.Nifti1Image(np.asarray(data, dtype=np.float32), np.asarray(affine, dtype=float))
     img.set_qform(img.affine, 1)
@@ -159,14 +154,14 @@ def _clean_img(data: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
 MIN_FONT_PT = 10
 
 
-def _figure(width_in: float = 9.0, height_in: float = 3.0):
+def make_figure(width_in: float = 9.0, height_in: float = 3.0):
     plt.rcParams.update({"font.size": 10, "axes.titlesize": 10, "axes.labelsize": 10,
                          "xtick.labelsize": MIN_FONT_PT, "ytick.labelsize": MIN_FONT_PT,
                          "legend.fontsize": MIN_FONT_PT})
     return plt.figure(figsize=(width_in, height_in), dpi=100)
 
 
-def _unit_name(inputs: dict) -> str:
+def unit_name(inputs: dict) -> str:
     p = inputs.get("target_json") or inputs.get("denoise_qc_json") or ""
     m = re.match(r"(sub-[A-Za-z0-9]+(?:_ses-[A-Za-z0-9]+)?)", Path(str(p)).name)
     return m.group(1) if m else "subject"

@@ -20,10 +20,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 
-from tmstarget.qc.core import _num, _point, scrub_paths  # noqa: E402
-from tmstarget.report.common import (MAX_CARPET_VOXELS, MIN_FONT_PT, SubjectContext, Unavailable, _clean_img,  # noqa: E402
-                     _figure, grid_mm, label_anterior_posterior)
-from tmstarget.report.figures_points import (_literature_sites, render_group_targets, render_gsr, render_literature,  # noqa: E402,F401
+from tmstarget.qc.text import num, point, scrub_paths  # noqa: E402
+from tmstarget.report.common import (MAX_CARPET_VOXELS, MIN_FONT_PT, SubjectContext, Unavailable, clean_img,  # noqa: E402
+                     make_figure, label_anterior_posterior)
+from tmstarget.report.figures_points import (literature_sites, render_group_targets, render_gsr, render_literature,  # noqa: E402,F401
                              render_uncertainty)
 
 log = logging.getLogger(__name__)
@@ -64,8 +64,8 @@ def render_motion(ctx: SubjectContext):
     if not runs:
         raise Unavailable("no framewise displacement in the denoising QC JSON or the confounds TSVs")
     qc = ctx.denoise_qc or {}
-    thr = _num(qc, "fd_threshold_mm")
-    fig = _figure(9, 2.6)
+    thr = num(qc, "fd_threshold_mm")
+    fig = make_figure(9, 2.6)
     ax = fig.add_subplot(111)
     start = 0
     for i, run in enumerate(runs):
@@ -92,7 +92,7 @@ def render_motion(ctx: SubjectContext):
     return fig
 
 
-def _carpet_rows(n_voxels: int, max_rows: int = MAX_CARPET_VOXELS) -> np.ndarray:
+def carpet_rows(n_voxels: int, max_rows: int = MAX_CARPET_VOXELS) -> np.ndarray:
     """Evenly spaced column indices (at most ``max_rows``) of ``n_voxels`` masked voxels."""
     if n_voxels <= max_rows:
         return np.arange(n_voxels)
@@ -170,7 +170,7 @@ def render_carpet_before(ctx: SubjectContext):
     for i, bold in enumerate(bolds):
         mask_3d = _run_mask(ctx, masks, i)
         if columns is None:
-            columns = _carpet_rows(int(mask_3d.sum()))
+            columns = carpet_rows(int(mask_3d.sum()))
         cols = columns[columns < int(mask_3d.sum())]
         ts = read_masked_timeseries(bold, mask_3d, cols)
         blocks.append(_zscore_detrended(ts).T)
@@ -181,7 +181,7 @@ def render_carpet_before(ctx: SubjectContext):
         start += ts.shape[0]
     n_rows = min(b.shape[0] for b in blocks)
     carpet = np.concatenate([b[:n_rows] for b in blocks], axis=1)
-    fig = _figure(9, 3.4)
+    fig = make_figure(9, 3.4)
     _draw_carpet(fig, carpet, boundaries, marks, "before denoising (preprocessed BOLD; red ticks = censored volumes)")
     return fig
 
@@ -192,11 +192,11 @@ def render_carpet_after(ctx: SubjectContext):
     if "data_tv" not in d:
         raise Unavailable("the denoised npz has no data_tv")
     data_tv = np.asarray(d["data_tv"], dtype=np.float32)
-    cols = _carpet_rows(data_tv.shape[1])
+    cols = carpet_rows(data_tv.shape[1])
     carpet = np.clip(data_tv[:, cols].T, -4, 4)
     lengths = np.asarray(d.get("run_lengths", [data_tv.shape[0]]), dtype=int).reshape(-1)
     boundaries = [int(b) for b in np.cumsum(lengths)[:-1] if 0 < b < data_tv.shape[0]]
-    fig = _figure(9, 3.4)
+    fig = make_figure(9, 3.4)
     _draw_carpet(fig, carpet, boundaries, [], "after denoising (censored volumes removed; yellow = run boundary)")
     return fig
 
@@ -204,7 +204,7 @@ def render_carpet_after(ctx: SubjectContext):
 def _unmask(values_v: np.ndarray, mask_3d: np.ndarray, affine) -> nib.Nifti1Image:
     vol = np.zeros(mask_3d.shape, dtype=np.float32)
     vol[mask_3d] = values_v
-    return _clean_img(vol, affine)
+    return clean_img(vol, affine)
 
 
 def _centre_of_mass_ras_mm(img: nib.Nifti1Image) -> np.ndarray | None:
@@ -230,7 +230,7 @@ def render_seed_tsnr(ctx: SubjectContext):
     except Unavailable:
         seed_img = None
     cut = _centre_of_mass_ras_mm(seed_img) if seed_img is not None else None
-    fig = _figure(9, 3.0)
+    fig = make_figure(9, 3.0)
     gs = fig.add_gridspec(1, 4)
     ax_map = fig.add_subplot(gs[0, :3])
     vmax = float(np.percentile(tsnr_v, 99)) if tsnr_v.size else 1.0
@@ -251,7 +251,7 @@ def render_seed_tsnr(ctx: SubjectContext):
     ax_h.hist(tsnr_v, bins=40, color="#999999", density=True, label="brain")
     if seed_vals is not None and seed_vals.size:
         ax_h.hist(seed_vals, bins=20, color="#d62728", alpha=0.7, density=True, label="seed")
-    thr = _num(ctx.seed, "min_seed_tsnr")
+    thr = num(ctx.seed, "min_seed_tsnr")
     if thr is not None:
         ax_h.axvline(thr, color="k", ls="--", lw=0.8)
     ax_h.set_xlabel("tSNR", fontsize=MIN_FONT_PT)
@@ -282,7 +282,7 @@ def render_bold_to_t1w(ctx: SubjectContext):
     from nilearn import plotting
 
     t1w, ref, cut = _bold_to_t1w_images(ctx)
-    fig = _figure(*REGISTRATION_FIGSIZE_IN)
+    fig = make_figure(*REGISTRATION_FIGSIZE_IN)
     disp = plotting.plot_anat(colorbar=False, anat_img=t1w, display_mode="ortho", cut_coords=cut, figure=fig,
                               title="T1w + BOLD reference edges (through the target)", draw_cross=False,
                               annotate=False, **_anat_range(t1w))
@@ -299,8 +299,8 @@ def _flicker_pair(fixed, moving, cut, titles, cut_labels: bool = True):
 
     moving_on = resample_to_img(moving, fixed, interpolation="continuous", force_resample=True, copy_header=True)
     figs = []
-    for img, title in zip((fixed, _clean_img(np.asarray(moving_on.dataobj), fixed.affine)), titles):
-        fig = _figure(*REGISTRATION_FIGSIZE_IN)
+    for img, title in zip((fixed, clean_img(np.asarray(moving_on.dataobj), fixed.affine)), titles):
+        fig = make_figure(*REGISTRATION_FIGSIZE_IN)
         disp = plotting.plot_anat(colorbar=False, anat_img=img, display_mode="ortho", cut_coords=cut, figure=fig,
                                   title=title, draw_cross=False, annotate=False, **_anat_range(img))
         label_anterior_posterior(disp, cuts=cut_labels)
@@ -326,7 +326,7 @@ def _bundled_template() -> nib.Nifti1Image:
     from nilearn import datasets
 
     img = datasets.load_mni152_template(resolution=2)
-    return _clean_img(np.asanyarray(img.dataobj), img.affine)
+    return clean_img(np.asanyarray(img.dataobj), img.affine)
 
 
 def _template_img(template_space: str | None) -> tuple[nib.Nifti1Image, str]:
@@ -343,7 +343,7 @@ def render_t1w_to_mni(ctx: SubjectContext):
 
     t1w_mni = ctx.img("t1w_mni")
     template, note = _template_img(ctx.inputs.get("template_space"))
-    fig = _figure(*REGISTRATION_FIGSIZE_IN)
+    fig = make_figure(*REGISTRATION_FIGSIZE_IN)
     disp = plotting.plot_anat(colorbar=False, anat_img=t1w_mni, display_mode="ortho", cut_coords=(0, 0, 10), figure=fig,
                               title=f"T1w in MNI + edges of {note}", draw_cross=False, annotate=False,
                               **_anat_range(t1w_mni))
@@ -382,11 +382,11 @@ def render_seed_map(ctx: SubjectContext):
 
     z_img = ctx.img("fisherz_map")
     target = ctx.target_mni()
-    fig = _figure(9, 6.0)
+    fig = make_figure(9, 6.0)
     ax1 = fig.add_axes([0, 0.5, 1, 0.5])
     ax2 = fig.add_axes([0, 0, 1, 0.5])
     data = np.asarray(z_img.dataobj)
-    vmax = seed_map_vmax(data, _num(ctx.target, "z_at_target"))
+    vmax = seed_map_vmax(data, num(ctx.target, "z_at_target"))
     search_img = seed_img = None
     try:
         search_img = ctx.img("search_mask")
@@ -439,16 +439,16 @@ def coil_geometry(native: dict | None) -> dict | None:
     The normal falls back to the entry-to-target direction; the handle to None when not recorded.
     """
     n = native or {}
-    entry, target = _point(n.get("entry_t1w_ras_mm")), _point(n.get("target_t1w_ras_mm"))
+    entry, target = point(n.get("entry_t1w_ras_mm")), point(n.get("target_t1w_ras_mm"))
     if entry is None or target is None:
         return None
-    normal = _point(n.get("inward_normal_t1w_ras"))
+    normal = point(n.get("inward_normal_t1w_ras"))
     if normal is None or np.linalg.norm(normal) == 0:
         normal = target - entry
     if np.linalg.norm(normal) == 0:
         return None
     normal = normal / np.linalg.norm(normal)
-    handle = _point(n.get("handle_direction_t1w_ras"))
+    handle = point(n.get("handle_direction_t1w_ras"))
     if handle is not None and np.linalg.norm(handle) > 0:
         handle = handle / np.linalg.norm(handle)
     else:
@@ -524,7 +524,7 @@ def render_target_t1w(ctx: SubjectContext):
     t1w = ctx.img("t1w")
     geom = coil_geometry(ctx.native)
     entry = None if geom is None else geom["entry"]
-    fig = _figure(9, 3.0 if entry is None else 6.0)
+    fig = make_figure(9, 3.0 if entry is None else 6.0)
     top = (0.0, 0.0, 1.0, 1.0) if entry is None else (0.0, 0.5, 1.0, 0.5)
     disp = plotting.plot_anat(colorbar=False, anat_img=t1w, cut_coords=tuple(target), display_mode="ortho", figure=fig,
                               axes=top, draw_cross=False, title="cortical target (yellow X), T1w", annotate=False,
@@ -559,8 +559,8 @@ def _figure_metadata(fmt: str) -> dict:
     return {"Date": None} if fmt == "svg" else {"Software": None}
 
 
-def _placeholder_figure(message: str):
+def placeholder_figure(message: str):
     """A small figure that says why the real one is missing (keeps file names fixed)."""
-    fig = _figure(6, 1.2)
+    fig = make_figure(6, 1.2)
     fig.text(0.02, 0.5, scrub_paths(message)[:150], fontsize=10, va="center", color="#555555")
     return fig

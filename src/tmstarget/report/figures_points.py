@@ -12,8 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from tmstarget.qc.core import _num, _point  # noqa: E402
-from tmstarget.report.common import (MIN_FONT_PT, STATUS_COLOURS, SubjectContext, Unavailable, _figure, _fmt, _points,  # noqa: E402
+from tmstarget.qc.text import fmt, num, point  # noqa: E402
+from tmstarget.report.common import (MIN_FONT_PT, STATUS_COLOURS, SubjectContext, Unavailable, make_figure, finite_points,  # noqa: E402
                      grid_mm, label_anterior_posterior)
 
 
@@ -45,12 +45,12 @@ def render_uncertainty(ctx: SubjectContext):
     unc = (ctx.target or {}).get("uncertainty")
     if target is None or not isinstance(unc, dict):
         raise Unavailable("no uncertainty estimate in the target JSON")
-    boots = _points(unc.get("targets_mni_ras_mm"))
-    halves = _points(unc.get("split_half_targets_mni_ras_mm"))
+    boots = finite_points(unc.get("targets_mni_ras_mm"))
+    halves = finite_points(unc.get("split_half_targets_mni_ras_mm"))
     if not len(boots) and not len(halves):
         raise Unavailable("the target JSON lists no bootstrap or split-half targets")
-    p95 = _num(unc, "p95_distance_mm")
-    fig = _figure(9, 3.6)
+    p95 = num(unc, "p95_distance_mm")
+    fig = make_figure(9, 3.6)
     span = max(10.0, float(np.abs(np.vstack([boots, halves]) - target).max()) + 3)
     if p95 is not None:
         span = max(span, p95 + 2)
@@ -80,7 +80,7 @@ def render_uncertainty(ctx: SubjectContext):
     return fig
 
 
-def _literature_sites() -> dict[str, np.ndarray]:
+def literature_sites() -> dict[str, np.ndarray]:
     try:
         from tmstarget.target.regions import literature_sites_mni_ras_mm
 
@@ -93,11 +93,11 @@ def render_gsr(ctx: SubjectContext):
     """Target with GSR (main) and without GSR (comparison strategy), three projections, MNI mm."""
     target = ctx.target_mni()
     gsr = (ctx.target or {}).get("gsr_comparison")
-    other = _point(gsr.get("target_mni_ras_mm")) if isinstance(gsr, dict) else None
+    other = point(gsr.get("target_mni_ras_mm")) if isinstance(gsr, dict) else None
     if target is None or other is None:
         note = gsr.get("note") if isinstance(gsr, dict) else None
         raise Unavailable("no no-GSR target in the target JSON" + (f" ({note})" if note else ""))
-    fig = _figure(9, 3.0)
+    fig = make_figure(9, 3.0)
     span = max(10.0, float(np.abs(other - target).max()) + 5)
     centre = (target + other) / 2
     for k, (name, a, b, xl, yl) in enumerate(_PROJECTIONS):
@@ -109,9 +109,9 @@ def render_gsr(ctx: SubjectContext):
         ax.annotate("", xy=(other[a], other[b]), xytext=(target[a], target[b]),
                     arrowprops={"arrowstyle": "->", "color": "#555555"})
         _finish_point_axes(ax, centre[[a, b]], span, name, xl, yl, legend=k == 0)
-    shift = _num(gsr, "shift_mm")
+    shift = num(gsr, "shift_mm")
     same = shift is not None and shift < grid_mm(ctx)
-    fig.suptitle("same position (shift below the grid spacing)" if same else f"shift {_fmt(shift, 1, 'mm')}",
+    fig.suptitle("same position (shift below the grid spacing)" if same else f"shift {fmt(shift, 1, 'mm')}",
                  fontsize=10)
     fig.tight_layout()
     return fig
@@ -139,8 +139,8 @@ def render_literature(ctx: SubjectContext):
     target = ctx.target_mni()
     if target is None:
         raise Unavailable("no MNI target")
-    sites = _literature_sites()
-    fig = _figure(10, 4.2)
+    sites = literature_sites()
+    fig = make_figure(10, 4.2)
     ax = fig.add_axes([0, 0.2, 1, 0.72])
     disp = plotting.plot_glass_brain(None, display_mode="lzr", figure=fig, axes=ax, annotate=False)
     fig.text(0.01, 0.97, "target (red X) and published sites", fontsize=11, va="top")
@@ -171,12 +171,12 @@ def render_group_targets(rows: list[dict], template_name: str = "MNI152NLin2009a
     from matplotlib.lines import Line2D
     from nilearn import plotting
 
-    fig = _figure(10.5, 4.6)
+    fig = make_figure(10.5, 4.6)
     ax = fig.add_axes([0, 0.2, 1, 0.72])
     disp = plotting.plot_glass_brain(None, display_mode="lzr", figure=fig, axes=ax, annotate=False)
     fig.text(0.01, 0.97, f"targets in {template_name} by QC status (FAIL targets are not shown)", fontsize=11,
              va="top")
-    handles = _add_sites_with_legend(disp, fig, _literature_sites(), size=30)
+    handles = _add_sites_with_legend(disp, fig, literature_sites(), size=30)
     for status in ("pass", "warn", "fail"):
         pts = [[r[f"target_mni_{a}"] for a in "xyz"] for r in rows if r["status"] == status
                and r["target_mni_x"] is not None and status != "fail"]

@@ -29,11 +29,13 @@ from markupsafe import Markup
 from tmstarget import __version__
 from tmstarget.qc.group import GROUP_COLUMNS, group_row, write_group_tsv  # noqa: F401
 from tmstarget.io.files import atomic_path
-from tmstarget.qc.core import scrub_paths
+from tmstarget.qc.text import fmt, fmt3, scrub_paths
 from tmstarget.report import figures as F
+from tmstarget.report import methods as M
+from tmstarget.report import sections as S
 from tmstarget.report import verdict as V
 from tmstarget.report import viewer as VW
-from tmstarget.report.common import SubjectContext, Unavailable, _fmt, _fmt_mm3, _unit_name
+from tmstarget.report.common import SubjectContext, Unavailable, unit_name
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +143,7 @@ def render_reportlet(r: Reportlet, ctx: SubjectContext) -> Rendered:
 SUBJECT_REPORTLETS: tuple[Reportlet, ...] = (
     Reportlet("summary", "Summary",
               "The verdict of this run (the same PASS / WARN / FAIL as the terminal and group_targets.tsv), "
-              "what to do, the coordinate and the box for the navigator.", view=V.summary_view, open=True),
+              "what to do, the coordinate and the box for the navigator.", view=S.summary_view, open=True),
     Reportlet("target_t1w", "Target on the subject's T1w",
               "Good: the yellow cross (top row, cut through the target) sits in the grey matter of the left "
               "middle frontal gyrus; the bottom row, cut through the scalp entry, shows the coil (cyan circle) "
@@ -158,7 +160,7 @@ SUBJECT_REPORTLETS: tuple[Reportlet, ...] = (
               "Framewise displacement (FD, mm) of each volume. Good: FD mostly below the dashed threshold, few "
               "censored (red) volumes, and the minutes kept at or above this run's threshold (Summary, QC "
               "thresholds).", figure=F.render_motion, fmt="svg",
-              view=V.motion_view),
+              view=S.motion_view),
     Reportlet("carpet_before", "Carpet plot before denoising",
               "Each row is a brain voxel, each column a volume (detrended z-scores). Vertical bands that "
               "coincide with red ticks are motion artefacts; they should disappear after denoising.",
@@ -169,14 +171,14 @@ SUBJECT_REPORTLETS: tuple[Reportlet, ...] = (
     Reportlet("seed_tsnr", "Seed tSNR (sgACC signal dropout)",
               "Temporal SNR before denoising with the sgACC seed outlined in red. Good: the seed lies in bright "
               "(high tSNR) tissue, not in the dark dropout near the sinuses; the red histogram sits right of the "
-              "dashed threshold.", figure=F.render_seed_tsnr, view=V.seed_tsnr_view),
+              "dashed threshold.", figure=F.render_seed_tsnr, view=S.seed_tsnr_view),
     Reportlet("bold_to_t1w", "BOLD to T1w registration",
               "Good: the red edges of the BOLD reference follow the brain outline and ventricles of the T1w.",
-              figure=F.render_bold_to_t1w, view=V.bold_to_t1w_view, flicker=F.render_bold_to_t1w_flicker,
+              figure=F.render_bold_to_t1w, view=S.bold_to_t1w_view, flicker=F.render_bold_to_t1w_flicker,
               flicker_titles=("the subject's T1w", "the BOLD reference")),
     Reportlet("t1w_to_mni", "T1w to MNI normalisation",
               "Good: the red template edges follow the normalised T1w's brain outline, ventricles and sulci.",
-              figure=F.render_t1w_to_mni, view=V.t1w_to_mni_view, flicker=F.render_t1w_to_mni_flicker,
+              figure=F.render_t1w_to_mni, view=S.t1w_to_mni_view, flicker=F.render_t1w_to_mni_flicker,
               flicker_titles=("the subject's normalised T1w", "the template")),
     Reportlet("seed_map", "Seed map, search region and target",
               "sgACC seed correlation on the subject's anatomy (blue = anticorrelated; the colour scale includes "
@@ -190,22 +192,22 @@ SUBJECT_REPORTLETS: tuple[Reportlet, ...] = (
               "Targets from split halves (orange) and block-bootstrap resamples (blue) around the target (red X). "
               "Good: split-half targets close to the target (the reliability measure); the bootstrap cloud is a "
               "detail and looks tighter than the truth.", figure=F.render_uncertainty, fmt="svg",
-              view=V.uncertainty_view, personal=True),
+              view=S.uncertainty_view, personal=True),
     Reportlet("gsr", "Global signal regression: target with and without GSR",
               "GSR can create anticorrelations. Good: the target without GSR is close (< 10 mm) to the target "
               "with GSR.", figure=F.render_gsr, fmt="svg", personal=True),
     Reportlet("literature", "Distance to literature sites",
               "The target (red) against published left-DLPFC sites (blue). Good: near the BA46 site; far from "
               "all of them means an atypical target worth a second look.", figure=F.render_literature,
-              view=V.literature_view, personal=True),
-    Reportlet("caveats", "Caveats", "Read before using the target.", view=V.caveats_view),
-    Reportlet("glossary", "Glossary", "The terms of this report in plain words.", view=V.glossary_view),
+              view=S.literature_view, personal=True),
+    Reportlet("caveats", "Caveats", "Read before using the target.", view=S.caveats_view),
+    Reportlet("glossary", "Glossary", "The terms of this report in plain words.", view=M.glossary_view),
     Reportlet("methods", "Methods",
               "A paragraph to cite this analysis, with references, the command line, the configuration, the "
-              "version and the date.", view=V.methods_view),
+              "version and the date.", view=M.methods_view),
     Reportlet("provenance", "Provenance",
               "Which files and software produced this target; check the T1w checksum against the file loaded "
-              "into the navigator.", view=V.provenance_view),
+              "into the navigator.", view=S.provenance_view),
 )
 
 #: Short labels of the sticky navigation bar (one line at 1280 px, so anchors are not hidden under it).
@@ -237,7 +239,7 @@ def render_subject_html(inputs: dict, title: str | None = None,
                         sections: list[Rendered] | None = None) -> str:
     """The subject report as one self-contained HTML string (see :func:`build_subject_report`)."""
     ctx = SubjectContext(inputs)
-    unit = _unit_name(inputs)
+    unit = unit_name(inputs)
     title = title or f"tmstarget QC report: {unit}"
     sections = render_sections(ctx, reportlets) if sections is None else sections
     date = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
@@ -271,7 +273,7 @@ def _write_reportlet_files(sections: list[Rendered], out_dir) -> list[Path]:
         else:
             data = s.data
             if data is None:
-                data = F.figure_bytes(F._placeholder_figure(s.note or "not available"), s.fmt)
+                data = F.figure_bytes(F.placeholder_figure(s.note or "not available"), s.fmt)
             with atomic_path(path) as tmp:
                 tmp.write_bytes(data)
         written.append(path)
@@ -354,11 +356,11 @@ GROUP_HEAD = ("unit", "QC", "target MNI (RAS mm)", "target T1w (RAS mm, own spac
 
 def _group_dist(value) -> str:
     """A target shift in the dataset table: "same voxel" for 0 (not a precision of 0.0 mm)."""
-    return "same voxel" if value is not None and float(value) < 0.5 else _fmt(value, 1)
+    return "same voxel" if value is not None and float(value) < 0.5 else fmt(value, 1)
 
 
 def _read(path) -> dict | None:
-    from tmstarget.qc.core import read_json_tolerant
+    from tmstarget.qc.metrics import read_json_tolerant
 
     return read_json_tolerant(path)[0] if path else None
 
@@ -390,11 +392,11 @@ def build_group_report(subject_entries: list[dict], out_html, out_tsv) -> Path:
         mni = [r[f"target_mni_{a}"] for a in "xyz"]
         t1w = [r[f"target_t1w_{a}"] for a in "xyz"]
         table.append({"unit": r["unit"], "href": _relative_href(r["report_html"], out_html), "status": r["status"],
-                      "cells": [_fmt_mm3(mni if None not in mni else None),
-                                _fmt_mm3(t1w if None not in t1w else None),
-                                r["method"] or "n/a", _fmt(r["z_at_target"], 2), _fmt(r["minutes_kept"], 1),
-                                _fmt(r["mean_fd_mm"], 2), _fmt(r["split_half_median_mm"], 1),
-                                _group_dist(r["gsr_shift_mm"]), _fmt(r["scalp_to_cortex_mm"], 1), r["reasons"] or "-"]})
+                      "cells": [fmt3(mni if None not in mni else None),
+                                fmt3(t1w if None not in t1w else None),
+                                r["method"] or "n/a", fmt(r["z_at_target"], 2), fmt(r["minutes_kept"], 1),
+                                fmt(r["mean_fd_mm"], 2), fmt(r["split_half_median_mm"], 1),
+                                _group_dist(r["gsr_shift_mm"]), fmt(r["scalp_to_cortex_mm"], 1), r["reasons"] or "-"]})
     template = next((str(t["TemplateSpace"]) for t in (_read(e.get("target_json")) for e in subject_entries)
                      if t and t.get("TemplateSpace")), "MNI152NLin2009aSym")
     fig = render_reportlet(Reportlet("targets", "Targets", "",

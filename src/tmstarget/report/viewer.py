@@ -31,7 +31,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from tmstarget.qc.core import _point, scrub_paths
+from tmstarget.qc.text import point, scrub_paths
 
 log = logging.getLogger(__name__)
 
@@ -222,10 +222,10 @@ def interactive_viewer_html(t1w_path, seedmap_t1w_path, target_t1w_ras_mm, entry
         A full HTML document (inline scripts, ``data:`` images only) that opens with the cursor on
         the target and prints the cursor's T1w RAS coordinates (mm).
     """
-    target = _point(target_t1w_ras_mm)
+    target = point(target_t1w_ras_mm)
     if target is None:
         raise ValueError("the viewer needs the target in T1w RAS mm (native JSON target_t1w_ras_mm)")
-    entry = _point(entry_t1w_ras_mm)
+    entry = point(entry_t1w_ras_mm)
     t1w = _load_3d(t1w_path, "T1w")
     z_img = None if seedmap_t1w_path is None else _load_3d(seedmap_t1w_path, "seed map in T1w space")
     doc = _viewer_document(t1w, z_img, target, entry, voxel_mm)

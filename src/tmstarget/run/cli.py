@@ -17,7 +17,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 
 from tmstarget import __version__
 from tmstarget.errors import TmsTargetError
@@ -215,7 +214,8 @@ def unit_verdicts(plan, errors: list[JobError], log_dir: Path) -> list[tuple[str
     (status ``None``).
     """
     from tmstarget.bids.derivatives import output_path
-    from tmstarget.qc.core import failed_verdict, read_json_tolerant
+    from tmstarget.qc.metrics import read_json_tolerant
+    from tmstarget.qc.verdict import failed_verdict
 
     deriv = Path(plan.output_dir) / "tmstarget"
     out = []
@@ -243,7 +243,7 @@ def print_summary(plan, verdicts: list[tuple[str, dict, dict | None]]) -> None:
     """One verdict line per unit (coordinates only when usable), its reasons and action, then the reports."""
     deriv = Path(plan.output_dir) / "tmstarget"
     from tmstarget.bids.derivatives import output_path
-    from tmstarget.qc.core import scrub_paths
+    from tmstarget.qc.text import scrub_paths
 
     print()
     for unit, verdict, native in verdicts:

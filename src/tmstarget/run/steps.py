@@ -107,7 +107,7 @@ def registration_qc(input, output, params):
 
 
 def verdict(input, output, params):
-    from tmstarget.qc.core import run_verdict
+    from tmstarget.qc.verdict import run_verdict
 
     inputs = {k: input[k] for k in ("target_json", "native_json", "denoise_qc_json", "seed_json")}
     inputs["bold_sidecars"] = list(params.get("bold_sidecars") or [])
@@ -121,7 +121,7 @@ def verdict(input, output, params):
 def exports(input, output, params):
     """Navigator files in ``nav/``, gated by the verdict: on FAIL only ``nav/NOT_EXPORTED.txt``."""
     from tmstarget.navigation.exports import run_exports
-    from tmstarget.qc.core import export_gate
+    from tmstarget.qc.gate import export_gate
 
     if not export_gate(input["verdict"], Path(output["nav"])):
         return {}

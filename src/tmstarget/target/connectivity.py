@@ -24,7 +24,8 @@ import numpy as np
 from tmstarget.config.settings import with_defaults
 from tmstarget.denoise.arrays import load_denoised_npz
 from tmstarget.errors import InputError
-from tmstarget.io.files import load_img_checked, save_img, write_json
+from tmstarget.io.files import save_img, write_json
+from tmstarget.io.nifti import load_img_checked
 
 log = logging.getLogger(__name__)
 

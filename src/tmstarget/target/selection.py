@@ -16,7 +16,8 @@ import numpy as np
 
 from tmstarget.denoise.arrays import Denoised
 from tmstarget.errors import InputError, QCFailure
-from tmstarget.io.files import load_img_checked, sha256_file
+from tmstarget.io.files import sha256_file
+from tmstarget.io.nifti import load_img_checked
 from tmstarget.target.rules import SearchSpace, select
 
 

@@ -15,7 +15,8 @@ import nibabel as nib
 import numpy as np
 
 from tmstarget.errors import InputError, QCFailure
-from tmstarget.io.files import load_img_checked, write_json
+from tmstarget.io.files import write_json
+from tmstarget.io.nifti import load_img_checked
 from tmstarget.target.params import METHODS, resolve_target_cfg
 from tmstarget.target.regions import grey_matter_probability, in_ba46, literature_sites_mni_ras_mm
 from tmstarget.target.rules import SearchSpace, Selection, pearson_r
