@@ -188,17 +188,3 @@ def test_fmriprep_layout_indexes_only_what_the_route_reads(tmp_path):
     indexed -= {"dataset_description.json"}
     assert indexed and all(p.startswith("sub-02/") and ("/anat/" in p or "/func/" in p) for p in indexed)
     assert indexed == {p for p in every if p.startswith("sub-02/")}
-
-
-def test_bids_package_imports_only_lower_layers():
-    """bids sits above io and below everything else: no import of preproc, denoise, native, ... (item 2)."""
-    import ast
-    from pathlib import Path
-
-    import tmstarget.bids
-
-    allowed = ("tmstarget.errors", "tmstarget.io.", "tmstarget.bids.")
-    for path in Path(tmstarget.bids.__file__).parent.glob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tmstarget"):
-                assert node.module == "tmstarget" or node.module.startswith(allowed), (path.name, node.module)

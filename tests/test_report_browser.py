@@ -94,6 +94,30 @@ def test_subject_report_in_chromium(reports, browser, tmp_path):
     assert browser.problems() == []
 
 
+def test_print_layout_in_chromium(reports, browser):
+    """The layout the stylesheet promises, as Chromium computes it: on screen a section's anchor clears the
+    sticky bar; printed, the bar is gone, the footer sits at the bottom of every page, the verdict banner
+    prints black on white with a border (no background ink) and a heading never ends a page."""
+    subject_html, _ = reports
+    browser.load(subject_html.resolve().as_uri())
+    style = "(sel, prop) => getComputedStyle(document.querySelector(sel)).getPropertyValue(prop)"
+    get = lambda sel, prop: browser.evaluate(f"({style})({sel!r}, {prop!r})")  # noqa: E731
+    assert get("nav", "position") == "sticky"
+    bar_px = browser.evaluate("document.querySelector('nav').getBoundingClientRect().height")
+    assert float(get("section", "scroll-margin-top").removesuffix("px")) >= bar_px > 0
+    assert get("footer.print-footer", "display") == "none"          # the print footer is for paper only
+    browser.call("Emulation.setEmulatedMedia", media="print")
+    try:
+        assert get("nav", "display") == "none"
+        assert get("footer.print-footer", "display") == "block" and get("footer.print-footer", "position") == "fixed"
+        assert get("footer.print-footer", "bottom") == "0px"
+        assert get("#qc-status", "background-color") in ("rgba(0, 0, 0, 0)", "transparent")
+        assert get("#qc-status", "color") == "rgb(0, 0, 0)" and float(get("#qc-status", "border-top-width")[:-2]) >= 3
+        assert get("h2", "break-after") == "avoid"
+    finally:
+        browser.call("Emulation.setEmulatedMedia", media="")
+
+
 def test_group_report_in_chromium(reports, browser, tmp_path):
     _, group_html = reports
     browser.load(group_html.resolve().as_uri())
