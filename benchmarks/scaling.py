@@ -105,16 +105,10 @@ def old_ants_estimate_motion(data_xyzt, affine_ras, reference) -> np.ndarray:
     import ants
 
     from tmstarget.preproc.headers import RAS_TO_LPS, nifti_to_ants
+    from tmstarget.preproc.registration import affine_parameters_lps
 
     def lps_matrix(transform_file):
-        tx = ants.read_transform(transform_file)
-        p = np.asarray(tx.parameters, dtype=float)
-        c = np.asarray(tx.fixed_parameters, dtype=float)
-        m = p[:9].reshape(3, 3)
-        out = np.eye(4)
-        out[:3, :3] = m
-        out[:3, 3] = p[9:12] + c - m @ c
-        return out
+        return affine_parameters_lps(transform_file)[0]
 
     ref = nifti_to_ants(np.asarray(reference, np.float32), affine_ras)
     n_t = data_xyzt.shape[3]
