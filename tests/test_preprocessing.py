@@ -23,6 +23,7 @@ from tmstarget.preproc import resample as prs
 from tmstarget.preproc import similarity as psim
 from tmstarget.preproc import templates as ptpl
 from tmstarget.demo.truth import t1w_to_mni_error_mm
+from tmstarget.config.settings import default_config
 from tmstarget.errors import InputError
 from tmstarget.preproc.headers import RAS_TO_LPS, ants_affine_ras, nifti_to_ants
 from tmstarget.io.nifti import choose_affine, is_oblique
@@ -94,7 +95,10 @@ def test_missing_repetition_time_names_the_sidecar(tmp_path):
 
 
 def test_params_defaults_and_validation():
-    assert pprm.resolve_params({}) == pprm.DEFAULT_PARAMS
+    defaults = pprm.resolve_params({})
+    assert defaults == default_config()["preprocessing"]          # the one place defaults live
+    assert defaults["registration"] == "default" and defaults["n_acompcor"] == 5 and defaults["chunk_volumes"] == 50
+    assert pprm.resolve_params({"n_acompcor": 3})["n_acompcor"] == 3
     with pytest.raises(InputError, match="unknown setting"):
         pprm.resolve_params({"dumy_scans": 3})
     with pytest.raises(InputError, match="registration"):

@@ -14,7 +14,7 @@ from tmstarget.qc.actions import ACTIONS, FINDING_ACTIONS, minutes_action
 from tmstarget.qc.findings import CODES_ZERO_RISK, TOPICS, header_finding
 from tmstarget.qc.gate import export_gate
 from tmstarget.qc.headers import bold_header_warnings
-from tmstarget.qc.verdict import (THRESHOLDS, assess, failed_verdict, resolved_thresholds, run_verdict,
+from tmstarget.qc.verdict import (THRESHOLDS, default_thresholds, assess, failed_verdict, resolved_thresholds, run_verdict,
                                   thresholds_from_config)
 from tmstarget.qc.group import GROUP_COLUMNS, group_row, write_group_tsv
 
@@ -62,7 +62,7 @@ def test_good_unit_passes_with_the_contract_keys():
     assert all(f["kind"] in FINDING_ACTIONS or f["kind"] in ("minutes", "bootstrap") for f in v["findings"])
     assert v["thresholds"]["fail_minutes"] == {"value": 5.0, "config_key": "denoising.min_retained_minutes"}
     # every threshold is a configuration key
-    assert {t["config_key"] for t in v["thresholds"].values()} == {k for k, _ in THRESHOLDS.values()}
+    assert {t["config_key"] for t in v["thresholds"].values()} == set(THRESHOLDS.values())
     json.dumps(v, allow_nan=False)
 
 
@@ -86,7 +86,8 @@ def test_configured_minimum_minutes_gives_the_matching_sentence():
 
 
 def test_thresholds_from_config_reads_every_key_and_defaults():
-    assert thresholds_from_config({}) == {k: d for k, (_, d) in THRESHOLDS.items()}
+    assert thresholds_from_config({}) == default_thresholds()
+    assert default_thresholds()["fail_minutes"] == 5.0 and default_thresholds()["warn_mean_fd_mm"] == 0.2
     cfg = {"qc": {"fail_mean_fd_mm": 0.3, "warn_mean_fd_mm": 0.1}, "seed": {"max_low_tsnr_fraction": 0.2},
            "targeting": {"confident_split_half_median_mm": 4.0}}
     th = thresholds_from_config(cfg)

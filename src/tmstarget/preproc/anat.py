@@ -152,7 +152,7 @@ def preprocess_anat(t1w_path, out_paths: dict, params: dict) -> dict:
         ``xfm_t1w_to_mni`` and ``xfm_mni_to_t1w`` (ITK composite .h5; the first warps the T1w
         image into MNI, i.e. maps MNI points to T1w points).
     params : dict
-        Preprocessing settings (see :data:`tmstarget.preproc.params.DEFAULT_PARAMS`).
+        Preprocessing settings (see the ``preprocessing`` section of config/config.yaml).
 
     Returns
     -------

@@ -183,7 +183,7 @@ def preprocess_bold(bold_path, metadata: dict, anat: dict, out_paths: dict, para
         ``bold_mni`` (+ .json sidecar beside it), ``mask_mni``, ``boldref_mni``, ``boldref_t1w``,
         ``confounds`` (.tsv, + .json beside it), ``xfm_bold_to_t1w`` (ITK text).
     params : dict
-        See :data:`tmstarget.preproc.params.DEFAULT_PARAMS`.
+        See the ``preprocessing`` section of config/config.yaml.
 
     Returns
     -------

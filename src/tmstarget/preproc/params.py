@@ -1,23 +1,12 @@
-"""Settings of the built-in preprocessing (config key ``preprocessing``): defaults, registration modes, checks."""
+"""Settings of the built-in preprocessing (config key ``preprocessing``; defaults in config/config.yaml):
+registration modes and checks."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from tmstarget.config.settings import default_config
 from tmstarget.errors import InputError
-
-#: every preprocessing parameter with its default (config key ``preprocessing``)
-DEFAULT_PARAMS = {
-    "dummy_scans": "auto",          # "auto" (detect from the global signal) or a number of volumes
-    "slice_timing": False,          # slice-timing correction from the sidecar's SliceTiming
-    "registration": "default",      # "default" or "fast" (coarser template and fewer SyN iterations)
-    "output_resolution_mm": 2,      # MNI grid of the BOLD outputs (nilearn's template grid)
-    "fd_head_radius_mm": 50,        # Power FD: radius turning rotations (rad) into mm
-    "n_acompcor": 5,                # aCompCor components (WM + CSF mask)
-    "chunk_volumes": 50,            # volumes resampled and written per chunk (memory)
-    "anat_working_resolution_mm": 1.0,  # N4, registration, Atropos on a copy this coarse (outputs stay native)
-    "registration_init": "search",  # "search" (centre of mass + rotation search) or "header" (trust the headers)
-}
 
 #: registration settings per mode: template resolution (mm), SyN iterations per level
 #: (coarsest first, each level halves the shrink factor), affine iterations (shrink 8, 4, 2, 1),
@@ -34,12 +23,14 @@ REGISTRATION_MODES = {
 
 
 def resolve_params(params: dict | None) -> dict:
-    """Defaults completed with ``params``; unknown keys or bad values raise :class:`InputError`."""
+    """``params`` completed from the ``preprocessing`` section of config/config.yaml; unknown keys or bad
+    values raise :class:`InputError`."""
     params = dict(params or {})
-    unknown = sorted(set(params) - set(DEFAULT_PARAMS))
+    defaults = default_config()["preprocessing"]
+    unknown = sorted(set(params) - set(defaults))
     if unknown:
-        raise InputError(f"preprocessing: unknown setting(s) {unknown}; known: {sorted(DEFAULT_PARAMS)}")
-    out = {**DEFAULT_PARAMS, **params}
+        raise InputError(f"preprocessing: unknown setting(s) {unknown}; known: {sorted(defaults)}")
+    out = {**defaults, **params}
     if out["registration"] not in REGISTRATION_MODES:
         raise InputError(f"preprocessing.registration must be one of {sorted(REGISTRATION_MODES)}, "
                          f"not {out['registration']!r}")

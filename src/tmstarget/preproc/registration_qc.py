@@ -13,27 +13,17 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from tmstarget.config.settings import default_config
+
 log = logging.getLogger(__name__)
 
-#: thresholds (config ``qc.registration``)
-DEFAULT_THRESHOLDS = {
-    "warn_template_correlation": 0.70,
-    "fail_template_correlation": 0.50,
-    "warn_brain_volume_ml": [900.0, 2000.0],
-    "fail_brain_volume_ml": [700.0, 2400.0],
-    "warn_bold_mask_dice": 0.80,
-    "fail_bold_mask_dice": 0.70,
-    "warn_bold_t1w_edge_correlation": 0.15,
-    "fail_bold_t1w_edge_correlation": 0.08,
-    "warn_bold_wm_boundary_fraction": 0.72,
-    "fail_bold_wm_boundary_fraction": 0.65,
-}
 
 LEVEL_ORDER = {"pass": 0, "warn": 1, "fail": 2}
 
 
 def resolve_thresholds(thresholds: dict | None) -> dict:
-    out = dict(DEFAULT_THRESHOLDS)
+    """``thresholds`` over the defaults of config/config.yaml (``qc.registration``)."""
+    out = dict(default_config()["qc"]["registration"])
     unknown = sorted(set(thresholds or {}) - set(out))
     if unknown:
         raise TypeError(f"qc.registration: unknown setting(s) {unknown}; known: {sorted(out)}")
@@ -273,7 +263,7 @@ def assess_registration(anat: dict, runs: list[dict], thresholds: dict | None = 
         Per run: ``name``, ``mask_mni``, optional ``boldref_mni`` (its field of view bounds the mask
         Dice), optional ``boldref_t1w``.
     thresholds : dict, optional
-        Overrides of :data:`DEFAULT_THRESHOLDS`.
+        Overrides of the ``qc.registration`` defaults in config/config.yaml.
 
     Returns
     -------

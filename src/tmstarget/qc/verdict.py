@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tmstarget.config.settings import default_config
 from tmstarget.qc.actions import ACTIONS, FINDING_ACTIONS, action_for
 from tmstarget.qc.findings import Finding, qc_findings
 from tmstarget.qc.headers import bold_header_warnings
@@ -16,22 +17,35 @@ STATUS_ORDER = {"pass": 0, "warn": 1, "fail": 2}
 
 # ----------------------------------------------------------------------------- thresholds
 
-#: Every QC threshold the verdict applies: name -> (config key, default). The workflow passes the
-#: values of the configuration it ran with (:func:`thresholds_from_config`), so the verdict, the
-#: report and the terminal judge a unit by the same numbers that shaped it.
+#: Every QC threshold the verdict applies: name -> its config key (defaults in config/config.yaml). The
+#: workflow passes the values of the configuration it ran with (:func:`thresholds_from_config`), so the
+#: verdict, the report and the terminal judge a unit by the same numbers that shaped it.
 THRESHOLDS = {
-    "fail_minutes": ("denoising.min_retained_minutes", 5.0),
-    "warn_minutes": ("denoising.warn_retained_minutes", 8.0),
-    "fail_mean_fd_mm": ("qc.fail_mean_fd_mm", 0.5),
-    "warn_mean_fd_mm": ("qc.warn_mean_fd_mm", 0.2),
-    "warn_seed_low_tsnr_fraction": ("seed.max_low_tsnr_fraction", 0.5),
-    "warn_seed_in_mask_fraction": ("qc.warn_seed_in_mask_fraction", 0.8),
-    "warn_abs_z": ("qc.warn_abs_z", 0.1),
-    "warn_gsr_shift_mm": ("qc.warn_gsr_shift_mm", 10.0),
-    "warn_roundtrip_mm": ("qc.warn_roundtrip_mm", 1.0),
-    "reliability_limit_mm": ("targeting.confident_split_half_median_mm", 8.0),
-    "qform_sform_tol_mm": ("native.qform_sform_tol_mm", 0.1),
+    "fail_minutes": "denoising.min_retained_minutes",
+    "warn_minutes": "denoising.warn_retained_minutes",
+    "fail_mean_fd_mm": "qc.fail_mean_fd_mm",
+    "warn_mean_fd_mm": "qc.warn_mean_fd_mm",
+    "warn_seed_low_tsnr_fraction": "seed.max_low_tsnr_fraction",
+    "warn_seed_in_mask_fraction": "qc.warn_seed_in_mask_fraction",
+    "warn_abs_z": "qc.warn_abs_z",
+    "warn_gsr_shift_mm": "qc.warn_gsr_shift_mm",
+    "warn_roundtrip_mm": "qc.warn_roundtrip_mm",
+    "reliability_limit_mm": "targeting.confident_split_half_median_mm",
+    "qform_sform_tol_mm": "native.qform_sform_tol_mm",
 }
+
+
+def _value_at(config: dict | None, key: str):
+    cur = config or {}
+    for part in key.split("."):
+        cur = cur.get(part) if isinstance(cur, dict) else None
+    return cur
+
+
+def default_thresholds() -> dict:
+    """``{name: value}`` of :data:`THRESHOLDS` in config/config.yaml."""
+    defaults = default_config()
+    return {name: float(_value_at(defaults, key)) for name, key in THRESHOLDS.items()}
 
 
 def thresholds_from_config(config: dict | None) -> dict:
@@ -41,21 +55,17 @@ def thresholds_from_config(config: dict | None) -> dict:
     ----------
     config : dict or None
         The resolved tmstarget configuration (as saved in ``OUT/logs/config.yaml``); missing keys
-        take the defaults of :data:`THRESHOLDS`.
+        take the defaults of config/config.yaml.
     """
-    out = {}
-    for name, (key, default) in THRESHOLDS.items():
-        cur = config or {}
-        for part in key.split("."):
-            cur = cur.get(part) if isinstance(cur, dict) else None
-        out[name] = float(default if cur is None else cur)
-    return out
+    defaults = default_thresholds()
+    return {name: float(defaults[name] if _value_at(config, key) is None else _value_at(config, key))
+            for name, key in THRESHOLDS.items()}
 
 
 def resolved_thresholds(thresholds: dict | None) -> dict:
     """``{name: value}`` for every name of :data:`THRESHOLDS`: the given values over the defaults (an
     unknown name is a TypeError)."""
-    values = {name: default for name, (_, default) in THRESHOLDS.items()}
+    values = default_thresholds()
     unknown = sorted(set(thresholds or {}) - set(values) - {"warn_bootstrap_p95_mm"})
     if unknown:
         raise TypeError(f"unknown QC threshold(s) {unknown}; known: {sorted(values)}")
@@ -140,7 +150,7 @@ def assess(target_json: dict | None, native_json: dict | None, denoise_qc: dict 
         "reasons": reasons,
         "findings": [f.as_dict() for f in findings],
         "coordinate_usable": status != "fail",
-        "thresholds": {name: {"value": values[name], "config_key": THRESHOLDS[name][0]} for name in THRESHOLDS},
+        "thresholds": {name: {"value": values[name], "config_key": THRESHOLDS[name]} for name in THRESHOLDS},
         "unit": unit,
         "Sources": sorted({Path(str(s)).name for s in (sources or []) if s}),
     }
@@ -159,7 +169,7 @@ def failed_verdict(unit: str, reasons: list[str], thresholds: dict | None = None
         "reasons": texts,
         "findings": [{"level": "fail", "topic": "data", "kind": "workflow_error", "text": t} for t in texts],
         "coordinate_usable": False,
-        "thresholds": {name: {"value": values[name], "config_key": THRESHOLDS[name][0]} for name in THRESHOLDS},
+        "thresholds": {name: {"value": values[name], "config_key": THRESHOLDS[name]} for name in THRESHOLDS},
         "unit": unit, "Sources": [],
     }
 
