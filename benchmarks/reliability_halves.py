@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -40,6 +39,8 @@ sys.path[:0] = [str(HERE), str(REPO / "tests")]
 
 import reliability as old  # noqa: E402  (synthetic runs, masks)
 import reliability_prepare as prep  # noqa: E402
+from reliability_bench import _clean, bench_dir, git_commit  # noqa: E402
+from reliability_docs import fmt  # noqa: E402  (numbers as reliability.md prints them)
 
 #: seeds of the figure before issue 20 (20 drawn splits)
 OLD_SEEDS = tuple(range(10))
@@ -47,10 +48,6 @@ OLD_SPLITS = 20
 #: synthetic runs where the splits are drawn: 13 minutes at TR 2 s (13 blocks of 60 s, 1716 splits)
 SYNTH_MINUTES, SYNTH_SNR, SYNTH_SEEDS = 13.0, 0.5, (0, 1, 2, 3)
 OUT_DOC = REPO / "docs" / "reliability_halves.md"
-
-
-def bench_dir() -> Path:
-    return Path(os.environ.get("TMSTARGET_BENCH", Path.home() / ".cache" / "tmstarget" / "bench-protocol"))
 
 
 def units(bench: Path) -> dict:
@@ -172,8 +169,6 @@ def synthetic_drawn(log) -> dict:
 
 
 def run(log) -> dict:
-    from reliability_bench import _clean, git_commit
-
     bench = bench_dir()
     found = units(bench)
     if not found:
@@ -188,12 +183,8 @@ def run(log) -> dict:
 
 
 # ----------------------------------------------------------------------------- the page
-def _mm(x) -> str:
-    return "n/a" if x is None else f"{x:.1f}"
-
-
 def _interval(fig: dict) -> str:
-    return (f"{_mm(fig['median_distance_mm'])} mm ({_mm(fig['p10_distance_mm'])}-{_mm(fig['p90_distance_mm'])})")
+    return (f"{fmt(fig['median_distance_mm'])} mm ({fmt(fig['p10_distance_mm'])}-{fmt(fig['p90_distance_mm'])})")
 
 
 def _spread(vals) -> str:
@@ -213,7 +204,7 @@ def render(res: dict, date: str) -> str:
             f"{abs(s0['independent']['median_distance_mm'] - s1['independent']['median_distance_mm']):.1f} mm apart")
         rows.append(f"| {name} | {s0['minutes']:.1f} | {s0['n_splits']} ({'all' if s0['splits_enumerated'] else 'drawn'}) "
                     f"| {_interval(s0['independent'])} | {_interval(s0['joint'])} "
-                    f"| {_mm(s0['independent']['first_vs_second_half_mm'])} / {_mm(s0['joint']['first_vs_second_half_mm'])} mm "
+                    f"| {fmt(s0['independent']['first_vs_second_half_mm'])} / {fmt(s0['joint']['first_vs_second_half_mm'])} mm "
                     f"| {same} | {'yes' if s0['reproducible'] else 'no'} |")
     old_lines = [f"- {name}: cleaned on their own {_spread(u['drawn20_medians_mm']['independent'])}; "
                  f"cleaned together {_spread(u['drawn20_medians_mm']['joint'])}."
@@ -224,8 +215,8 @@ def render(res: dict, date: str) -> str:
     syn = res["synthetic"]
     syn_lines = [f"- replicate {r['replicate']}: {r['n_blocks']} blocks, {r['drawn_splits']} of {r['possible_splits']} "
                  f"splits drawn; medians for seeds {', '.join(str(s) for s in syn['seeds'])}: "
-                 f"{', '.join(_mm(m) for m in r['medians_mm'])} mm (range "
-                 f"{_mm(max(r['medians_mm']) - min(r['medians_mm']))} mm)." for r in syn["rows"]]
+                 f"{', '.join(fmt(m) for m in r['medians_mm'])} mm (range "
+                 f"{fmt(max(r['medians_mm']) - min(r['medians_mm']))} mm)." for r in syn["rows"]]
     words = "\n".join(f"- {name}: \"{u['seed0']['plain_words']}\"" for name, u in sorted(res["units"].items()))
     return f"""# The split-half figure, measured: independent and joint halves
 
