@@ -18,8 +18,7 @@ from tmstarget.errors import InputError
 from tmstarget.io.files import sha256_file, write_json
 from tmstarget.navigation.ant import read_visor2, write_visor2
 from tmstarget.navigation.brainsight import read_brainsight, write_brainsight
-from tmstarget.navigation.common import (NavTarget, read_markers_tsv, save_sphere, sphere_mask_img,
-                                         write_markers_tsv)
+from tmstarget.navigation.common import (NavTarget, read_markers_tsv, write_markers_tsv)
 from tmstarget.navigation.exports import run_exports
 from tmstarget.navigation.localite import (localite_timestamp, read_localite_entrytarget, read_localite_instrument,
                                            write_localite_entrytarget, write_localite_instrument)
@@ -379,7 +378,7 @@ def test_describe_direction_words():
     assert describe_direction([0, 0, 0]) == "undefined"
 
 
-# ----------------------------------------------------------------------------- generic: TSV, sphere
+# ----------------------------------------------------------------------------- generic: markers TSV read back (the writer and the sphere: test_native_outputs.py)
 
 
 def test_markers_tsv_hand_example(tmp_path):
@@ -397,30 +396,6 @@ def test_markers_tsv_hand_example(tmp_path):
     np.testing.assert_array_equal(back[1]["ijk"], [0, 11, 16])   # 0.4 -> 0, 10.55 -> 11, 16.45 -> 16
     np.testing.assert_allclose(back[1]["t1w_ras_mm"], [-9.2, 1.1, 2.9], atol=1e-3)
     np.testing.assert_allclose(back[0]["mni_ras_mm"], [-40, 44, 26], atol=1e-3)
-
-
-def test_sphere_voxel_count_and_centre():
-    affine = np.eye(4)
-    affine[:3, 3] = [-20, -20, -20]
-    ref = nib.Nifti1Image(np.zeros((41, 41, 41), np.uint8), affine)
-    sphere = sphere_mask_img([1.0, -2.0, 3.0], ref, 5.0).get_fdata() > 0
-    assert sphere.sum() == 515  # integer lattice points with x^2 + y^2 + z^2 <= 25
-    centroid = np.argwhere(sphere).mean(axis=0) + affine[:3, 3]
-    np.testing.assert_allclose(centroid, [1, -2, 3], atol=1e-12)
-    tiny = sphere_mask_img([1.3, -2.0, 3.0], ref, 0.1).get_fdata() > 0
-    assert tiny.sum() == 1 and tiny[21, 18, 23]
-    with pytest.raises(InputError, match="outside the T1w grid"):
-        sphere_mask_img([100.0, 0.0, 0.0], ref, 5.0)
-
-
-def test_sphere_file_has_mm_units_and_names_the_t1w(tmp_path):
-    affine = np.eye(4)
-    affine[:3, 3] = [-20, -20, -20]
-    ref = nib.Nifti1Image(np.zeros((41, 41, 41), np.uint8), affine)
-    sha = "ab" * 32
-    img = nib.load(save_sphere(tmp_path / "s.nii.gz", [1.0, -2.0, 3.0], ref, 5.0, t1w_sha256=sha))
-    assert img.header.get_xyzt_units()[0] == "mm"
-    assert img.header["descrip"].tobytes().rstrip(b"\0").decode() == f"T1w sha256:{sha}"
 
 
 # ----------------------------------------------------------------------------- the handle in every written file
