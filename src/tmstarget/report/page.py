@@ -442,7 +442,7 @@ def build_group_report(subject_entries: list[dict], out_html, out_tsv) -> Path:
     page = ENV.get_template("group.html.j2").render(
         title="tmstarget dataset QC report", subtitle="TMS targets from resting-state fMRI - research use only",
         csp=f"{CSP}; script-src {script_hash}", css=_css(),
-        nav=[("overview", "Overview"), ("table", "All units"), ("targets", "Targets")],
+        nav=[("overview", "Overview"), ("targets", "Targets"), ("table", "All units")],
         footer=f"tmstarget {__version__} dataset QC report - research use only",
         n_units=len(rows), counts=counts, statuses=STATUS_ORDER, tsv_name=out_tsv.name, head=head, rows=table,
         figure=fig, split_half=_summary_words(rel["split_half"], "usable units"), between_session=between,
