@@ -336,7 +336,10 @@ def test_group_report_table_and_tsv(tmp_path):
     assert tsv["reasons"].iloc[1] == "target lies outside BA46 (HCPex label)"
     assert tsv["in_ba46"].tolist() == [True, False, True]
     text = out.read_text()
-    assert_private_and_escaped(text)
+    # the page's one script is the packaged sort/filter script (tests/test_group_report.py); all else escaped
+    script = (Path(report.__file__).parent / "templates" / "group_table.js").read_text()
+    assert text.count("<script>") == 1 and f"<script>{script}</script>" in text
+    assert_private_and_escaped(text.replace(f"<script>{script}</script>", ""))
     assert 'href="sub-01.html"' in text and 'href="sub-03&lt;i&gt;.html"' in text
     assert ">sub-03&lt;i&gt;</a>" in text
     assert "3 unit(s): 1 pass, 1 warn, 1 fail" in text

@@ -124,8 +124,8 @@ def test_group_report_in_chromium(reports, browser, tmp_path):
     assert browser.problems() == []
     rows = browser.evaluate("Array.from(document.querySelectorAll('#units tr')).slice(1)"
                             ".map(r => [r.cells[0].textContent, r.cells[1].textContent])")
-    assert rows == [["sub-01", "pass"], ["sub-02", "fail"]]
-    href = browser.evaluate("document.querySelector('#units a').href")
+    assert rows == [["sub-02", "fail"], ["sub-01", "pass"]]          # worst first
+    href = browser.evaluate("document.querySelector('#units a[href=\"sub-01.html\"]').href")
     assert href == (group_html.parent / "sub-01.html").resolve().as_uri()
     assert browser.evaluate("Array.from(document.images).every(i => i.complete && i.naturalWidth > 300)")
     shot = tmp_path / "group_report.png"

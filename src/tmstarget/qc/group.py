@@ -5,13 +5,22 @@ marks missing values. Columns: :data:`GROUP_COLUMNS`. ``status`` and ``reasons``
 verdict (``*_desc-verdict_qc.json``); a FAIL row has ``coordinate_usable`` false and ``n/a``
 coordinates, so a failed target can never be read off the table as usable.
 ``split_half_median_mm`` is the split-half reliability (median distance between targets of
-disjoint halves of the data).
+disjoint halves of the data). ``between_session_median_mm`` is the test-retest figure when units are
+sessions (``group_runs_by: session``): the median of the pairwise distances (MNI RAS mm) between the
+usable (non-FAIL) targets of all sessions of the row's subject (with two sessions: their distance), the
+same value on each of the subject's usable rows; ``sessions_usable`` counts those sessions. Both are
+``n/a`` on a FAIL row, and the distance is ``n/a`` when the subject has fewer than two usable sessions.
+The table keeps the plan's unit order; the HTML report lists units worst first (:func:`worst_first`).
 """
 
 from __future__ import annotations
 
 import csv
+import itertools
+import re
 from pathlib import Path
+
+import numpy as np
 
 from tmstarget.bids.derivatives import OUTPUT_PATTERNS, output_path
 from tmstarget.io.files import atomic_path
@@ -22,8 +31,11 @@ from tmstarget.qc.verdict import assess_qc
 
 GROUP_COLUMNS = ("unit", "status", "reasons", "coordinate_usable", "method", "target_mni_x", "target_mni_y",
                  "target_mni_z", "target_t1w_x", "target_t1w_y", "target_t1w_z", "r_at_target", "z_at_target",
-                 "in_ba46", "minutes_kept", "mean_fd_mm", "split_half_median_mm", "bootstrap_p95_mm", "gsr_shift_mm",
-                 "scalp_to_cortex_mm", "report_html")
+                 "in_ba46", "minutes_kept", "mean_fd_mm", "split_half_median_mm", "between_session_median_mm",
+                 "sessions_usable", "bootstrap_p95_mm", "gsr_shift_mm", "scalp_to_cortex_mm", "report_html")
+
+#: Verdicts from worst to best: the order of the dataset report.
+STATUS_ORDER = ("fail", "warn", "pass")
 
 
 def _split_half_median_mm(t: dict | None) -> float | None:
@@ -38,16 +50,16 @@ def unit_group_entries(deriv_root, units, task: str, space: str, strategy: str) 
     """One entry per unit for :func:`group_row` / ``build_group_report``: the paths of the unit's JSON
     outputs under ``deriv_root`` (``OUT/tmstarget``) and its report link (relative to ``deriv_root``).
 
-    ``units`` are ``Plan.units`` values (with ``subdir`` and ``unit``); ``strategy`` is the main
-    denoising strategy in lower case (e.g. ``fox``). The Snakefile's group rule and the CLI's group
-    table after a failed unit both use this, so they read the same files.
+    ``units`` are ``Plan.units`` values (with ``subdir``, ``unit``, ``subject``, ``session``); ``strategy``
+    is the main denoising strategy in lower case (e.g. ``fox``). The Snakefile's group rule and the CLI's
+    group table after a failed unit both use this, so they read the same files.
     """
     cap = strategy[:1].upper() + strategy[1:]
     entries = []
     for u in units:
         f = dict(subdir=u.subdir, unit=u.unit, task=task, space=space)
         entries.append({
-            "unit": u.unit,
+            "unit": u.unit, "subject": getattr(u, "subject", None), "session": getattr(u, "session", None),
             "target_json": output_path("target_json", deriv_root, **f),
             "native_json": output_path("native_json", deriv_root, **f),
             "denoise_qc_json": output_path("denoise_qc", deriv_root, strategy=strategy, **f),
@@ -81,8 +93,9 @@ def group_row(entry: dict) -> dict:
     mni = point((t or {}).get("target_mni_ras_mm")) if usable else None
     t1w = point((n or {}).get("target_t1w_ras_mm")) if usable else None
     minutes = num(q, "minutes_kept")
+    subject, session = unit_subject_session(entry)
     return {
-        "unit": str(entry.get("unit", "")), "status": status, "reasons": "; ".join(reasons),
+        "unit": str(entry.get("unit", "")), "subject": subject, "session": session, "status": status, "reasons": "; ".join(reasons),
         "coordinate_usable": usable,
         "method": (t or {}).get("method"),
         **{f"target_mni_{a}": (None if mni is None else float(mni[i])) for i, a in enumerate("xyz")},
@@ -91,10 +104,89 @@ def group_row(entry: dict) -> dict:
         "in_ba46": (t or {}).get("in_ba46"),
         "minutes_kept": minutes if minutes is not None else num(t, "denoising", "minutes_kept"),
         "mean_fd_mm": mean_fd_mm(q), "split_half_median_mm": _split_half_median_mm(t),
+        "between_session_median_mm": None, "sessions_usable": None,   # set by add_between_session_mm
         "bootstrap_p95_mm": num(t, "uncertainty", "p95_distance_mm"),
         "gsr_shift_mm": num(t, "gsr_comparison", "shift_mm"), "scalp_to_cortex_mm": num(n, "scalp_to_cortex_mm"),
         "report_html": entry.get("report_html"),
     }
+
+
+_UNIT_RE = re.compile(r"^(sub-[A-Za-z0-9]+)(?:_(ses-[A-Za-z0-9]+))?$")
+
+
+def unit_subject_session(entry: dict) -> tuple[str, str | None]:
+    """``(subject, session)`` of a unit entry, e.g. ``("01", "1")`` for ``sub-01_ses-1``: the entry's
+    ``subject``/``session`` keys (from :func:`unit_group_entries`), else parsed from the unit name; a
+    name that is not ``sub-X[_ses-Y]`` is its own subject without a session."""
+    unit = str(entry.get("unit", ""))
+    if entry.get("subject"):
+        return str(entry["subject"]), (str(entry["session"]) if entry.get("session") else None)
+    m = _UNIT_RE.match(unit)
+    if m is None:
+        return unit, None
+    return m.group(1)[4:], (m.group(2)[4:] if m.group(2) else None)
+
+
+def _target_mni_ras_mm(row: dict) -> np.ndarray | None:
+    p = [row.get(f"target_mni_{a}") for a in "xyz"]
+    return None if row.get("status") == "fail" or None in p else np.asarray(p, float)
+
+
+def between_session_median_mm(targets_mni_ras_mm) -> float | None:
+    """Median of the pairwise Euclidean distances (mm) between one subject's session targets (MNI RAS
+    mm, one per usable session); None for fewer than two."""
+    pts = [np.asarray(p, float) for p in targets_mni_ras_mm]
+    if len(pts) < 2:
+        return None
+    return float(np.median([np.linalg.norm(a - b) for a, b in itertools.combinations(pts, 2)]))
+
+
+def add_between_session_mm(rows: list[dict]) -> list[dict]:
+    """Fill ``between_session_median_mm`` and ``sessions_usable`` of the session rows of ``rows`` (from
+    :func:`group_row`) in place: per subject, from its usable (non-FAIL) session targets only. Rows
+    without a session (units are subjects) and FAIL rows keep ``None``. Returns ``rows``."""
+    by_subject: dict[str, list[dict]] = {}
+    for r in rows:
+        if r.get("session") is not None and _target_mni_ras_mm(r) is not None:
+            by_subject.setdefault(r["subject"], []).append(r)
+    for subject_rows in by_subject.values():
+        d = between_session_median_mm([_target_mni_ras_mm(r) for r in subject_rows])
+        for r in subject_rows:
+            r["between_session_median_mm"], r["sessions_usable"] = d, len(subject_rows)
+    return rows
+
+
+def distance_summary_mm(values) -> dict:
+    """``{"n", "median", "q1", "q3"}`` (mm; numpy's linear percentiles) of the finite ``values``;
+    median and quartiles None when there are none."""
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], float)
+    if not v.size:
+        return {"n": 0, "median": None, "q1": None, "q3": None}
+    q1, med, q3 = np.percentile(v, [25, 50, 75])
+    return {"n": int(v.size), "median": float(med), "q1": float(q1), "q3": float(q3)}
+
+
+def reliability_summary(rows: list[dict]) -> dict:
+    """The dataset's two reliability figures: ``split_half`` over the usable units (one value each) and
+    ``between_session`` over the subjects with two or more usable sessions (one value per subject, after
+    :func:`add_between_session_mm`); each a :func:`distance_summary_mm`. ``sessions`` says whether the
+    units are sessions."""
+    usable = [r for r in rows if r["status"] != "fail"]
+    per_subject = {r["subject"]: r["between_session_median_mm"] for r in usable
+                   if r.get("between_session_median_mm") is not None}
+    return {"split_half": distance_summary_mm(r["split_half_median_mm"] for r in usable),
+            "between_session": distance_summary_mm(per_subject.values()),
+            "sessions": any(r.get("session") is not None for r in rows)}
+
+
+def worst_first(rows: list[dict]) -> list[dict]:
+    """``rows`` ordered FAIL, WARN, PASS; within a verdict by split-half median descending (least
+    reproducible first), rows without a split-half value after those with one; then by unit name."""
+    def key(r):
+        sh = r.get("split_half_median_mm")
+        rank = STATUS_ORDER.index(r["status"]) if r["status"] in STATUS_ORDER else 0
+        return rank, sh is None, -(sh or 0.0), r["unit"]
+    return sorted(rows, key=key)
 
 
 def _tsv_value(v) -> str:

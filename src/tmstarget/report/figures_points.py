@@ -165,29 +165,41 @@ def _label_column(rows: list[dict], gap_mm: float = 9.0, offset_mm: float = 22.0
     return order, positions
 
 
+#: Up to this many usable targets the dataset figure names each unit; above, names are left to the table
+#: (a thousand labels are unreadable and took ~40 s to lay out).
+MAX_LABELLED_TARGETS = 20
+
+
 def render_group_targets(rows: list[dict], template_name: str = "MNI152NLin2009aSym"):
-    """Glass-brain plot of every unit's MNI target coloured by QC status and labelled with the unit,
-    with the literature sites named in a legend."""
+    """Glass-brain plot of every usable (non-FAIL) unit's MNI target coloured by QC status, with the
+    literature sites named in a legend. FAIL targets are never drawn or named. Up to
+    :data:`MAX_LABELLED_TARGETS` targets each carry their unit's name; above that the markers are smaller
+    and translucent and the names are left to the table (the figure then costs the same at 1000 units)."""
     from matplotlib.lines import Line2D
     from nilearn import plotting
 
+    shown = [r for r in rows if r["status"] in ("pass", "warn") and None not in
+             (r["target_mni_x"], r["target_mni_y"], r["target_mni_z"])]
+    many = len(shown) > MAX_LABELLED_TARGETS
     fig = make_figure(10.5, 4.6)
     ax = fig.add_axes([0, 0.2, 1, 0.72])
     disp = plotting.plot_glass_brain(None, display_mode="lzr", figure=fig, axes=ax, annotate=False)
-    fig.text(0.01, 0.97, f"targets in {template_name} by QC status (FAIL targets are not shown)", fontsize=11,
-             va="top")
-    handles = _add_sites_with_legend(disp, fig, literature_sites(), size=30)
-    for status in ("pass", "warn", "fail"):
-        pts = [[r[f"target_mni_{a}"] for a in "xyz"] for r in rows if r["status"] == status
-               and r["target_mni_x"] is not None and status != "fail"]
+    fig.text(0.01, 0.97, f"usable targets in {template_name} (n={len(shown)}) by QC status (FAIL targets are "
+             "not shown)" + ("; unit names in the table" if many else ""), fontsize=11, va="top")
+    handles = []
+    for status in ("pass", "warn"):
+        pts = [[r[f"target_mni_{a}"] for a in "xyz"] for r in shown if r["status"] == status]
         if pts:
-            disp.add_markers(np.asarray(pts), marker_color=STATUS_COLOURS[status], marker_size=50, marker="X")
-            handles.append(Line2D([], [], ls="", marker="X", color=STATUS_COLOURS[status], label=f"target, {status}"))
+            disp.add_markers(np.asarray(pts, float), marker_color=STATUS_COLOURS[status],
+                             marker_size=10 if many else 50, marker="X", alpha=0.4 if many else 1.0)
+            handles.append(Line2D([], [], ls="", marker="X", color=STATUS_COLOURS[status],
+                                  label=f"target, {status} (n={len(pts)})"))
+    # the published sites on top of the targets, so that a dense cloud never hides them
+    handles = _add_sites_with_legend(disp, fig, literature_sites(), size=30) + handles
     # unit labels on the top view (axes in world mm: x horizontal, y vertical), in a column beside the
     # targets with a thin leader line each, spaced so that close targets never overprint their names
     top = disp.axes.get("z")
-    shown = [r for r in rows if r["target_mni_x"] is not None and r["status"] != "fail"]
-    if top is not None and shown:
+    if top is not None and shown and not many:
         for r, (x_text, y_text) in zip(*_label_column(shown)):
             top.ax.annotate(str(r["unit"]), xy=(r["target_mni_x"], r["target_mni_y"]), xytext=(x_text, y_text),
                             fontsize=MIN_FONT_PT, color="#222222", va="center", zorder=9,

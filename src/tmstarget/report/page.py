@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import datetime as _dt
+import hashlib
 import html
 import logging
 import os
@@ -350,8 +351,9 @@ def _relative_href(link, out_html: Path) -> str | None:
     return "/".join(Path(s).parts)
 
 
-GROUP_HEAD = ("unit", "QC", "target MNI (RAS mm)", "target T1w (RAS mm, own space)", "method", "Fisher z", "min kept",
-              "mean FD (mm)", "split-half (mm)", "GSR shift (mm)", "scalp to cortex (mm)", "reasons")
+GROUP_HEAD = ("unit", "QC", "split-half (mm)", "between sessions (mm)", "target MNI (RAS mm)",
+              "target T1w (RAS mm, own space)", "method", "Fisher z", "min kept", "mean FD (mm)", "GSR shift (mm)",
+              "scalp to cortex (mm)", "reasons")
 
 
 def _group_dist(value) -> str:
@@ -365,52 +367,90 @@ def _read(path) -> dict | None:
     return read_json_tolerant(path)[0] if path else None
 
 
+def _group_script() -> tuple[Markup, str]:
+    """The table's sort/filter script (inline, no network) and its CSP source (``'sha256-...'``)."""
+    text = resources.files("tmstarget.report").joinpath("templates/group_table.js").read_text(encoding="utf-8")
+    digest = base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii")
+    return Markup(text), f"'sha256-{digest}'"
+
+
+def _summary_words(s: dict, of: str) -> str:
+    """A reliability summary (:func:`tmstarget.qc.group.distance_summary_mm`) in words."""
+    if not s["n"]:
+        return f"n/a (no {of})"
+    return f"median {fmt(s['median'], 1)} mm (IQR {fmt(s['q1'], 1)} to {fmt(s['q3'], 1)} mm), n = {s['n']} {of}"
+
+
+def _group_table_row(r: dict, out_html: Path, sessions: bool) -> dict:
+    """One row of the HTML table (cells as text; a FAIL row's coordinates are already None)."""
+    mni = [r[f"target_mni_{a}"] for a in "xyz"]
+    t1w = [r[f"target_t1w_{a}"] for a in "xyz"]
+    between = (fmt(r["between_session_median_mm"], 1) if r["between_session_median_mm"] is not None else
+               f"n/a ({r['sessions_usable']} usable session)" if r["sessions_usable"] == 1 else "n/a")
+    cells = [fmt(r["split_half_median_mm"], 1), *([between] if sessions else []),
+             fmt3(mni if None not in mni else None), fmt3(t1w if None not in t1w else None),
+             r["method"] or "n/a", fmt(r["z_at_target"], 2), fmt(r["minutes_kept"], 1), fmt(r["mean_fd_mm"], 2),
+             _group_dist(r["gsr_shift_mm"]), fmt(r["scalp_to_cortex_mm"], 1), r["reasons"] or "-"]
+    return {"unit": r["unit"], "href": _relative_href(r["report_html"], out_html), "status": r["status"],
+            "cells": cells}
+
+
 def build_group_report(subject_entries: list[dict], out_html, out_tsv) -> Path:
-    """Write the dataset report (table of all units with QC status and targets, a target plot) and a TSV.
+    """Write the dataset report (verdict counts, reliability summary, a sortable and filterable table of
+    all units worst first, one figure of all usable targets) and the dataset table (TSV).
 
     Parameters
     ----------
     subject_entries : list of dict
         One per unit with keys ``unit``, ``target_json``, ``native_json``, ``denoise_qc_json``,
-        ``seed_json``, ``verdict_json`` (paths; missing files tolerated) and ``report_html`` (link to
-        the subject report, relative to ``out_html``).
+        ``seed_json``, ``verdict_json`` (paths; missing files tolerated), ``report_html`` (link to
+        the subject report, relative to ``out_html``) and optionally ``subject``/``session`` (else read
+        from the unit name, e.g. ``sub-01_ses-1``) and ``verdict`` (a verdict given in memory).
     out_html, out_tsv : path
-        Outputs (written atomically). The TSV has the columns of :data:`GROUP_COLUMNS`, ``n/a`` for
-        missing values, coordinates in RAS mm.
+        Outputs (written atomically). The TSV has the columns of :data:`GROUP_COLUMNS` in the entries'
+        order, ``n/a`` for missing values, coordinates in RAS mm.
 
     Returns
     -------
     Path
         ``out_html``.
+
+    Notes
+    -----
+    The page is self-contained (inline CSS, figure and script; its Content-Security-Policy allows only
+    the script's hash) and works without JavaScript as a plain table. A FAIL unit's coordinates appear
+    nowhere: not in the table, the figure or the between-session distances. The cost is one JSON read per
+    file and one figure, whatever the number of units (unit names are drawn only on small datasets).
     """
+    from tmstarget.qc.group import STATUS_ORDER, add_between_session_mm, reliability_summary, worst_first
+
     out_html, out_tsv = Path(out_html), Path(out_tsv)
-    rows = [group_row(e) for e in subject_entries]
+    rows = add_between_session_mm([group_row(e) for e in subject_entries])
     write_group_tsv(rows, out_tsv)
-    counts = {s: sum(r["status"] == s for r in rows) for s in ("pass", "warn", "fail")}
-    table = []
-    for r in rows:
-        mni = [r[f"target_mni_{a}"] for a in "xyz"]
-        t1w = [r[f"target_t1w_{a}"] for a in "xyz"]
-        table.append({"unit": r["unit"], "href": _relative_href(r["report_html"], out_html), "status": r["status"],
-                      "cells": [fmt3(mni if None not in mni else None),
-                                fmt3(t1w if None not in t1w else None),
-                                r["method"] or "n/a", fmt(r["z_at_target"], 2), fmt(r["minutes_kept"], 1),
-                                fmt(r["mean_fd_mm"], 2), fmt(r["split_half_median_mm"], 1),
-                                _group_dist(r["gsr_shift_mm"]), fmt(r["scalp_to_cortex_mm"], 1), r["reasons"] or "-"]})
+    counts = {s: sum(r["status"] == s for r in rows) for s in STATUS_ORDER}
+    rel = reliability_summary(rows)
+    sessions = rel["sessions"]
+    head = [h for h in GROUP_HEAD if sessions or h != "between sessions (mm)"]
+    table = [_group_table_row(r, out_html, sessions) for r in worst_first(rows)]
+    between = (_summary_words(rel["between_session"], "subjects with two or more usable sessions") if sessions else
+               "n/a: units are subjects (run with --group-runs-by session for one target per session)")
     template = next((str(t["TemplateSpace"]) for t in (_read(e.get("target_json")) for e in subject_entries)
                      if t and t.get("TemplateSpace")), "MNI152NLin2009aSym")
     fig = render_reportlet(Reportlet("targets", "Targets", "",
                                      figure=lambda ctx: F.render_group_targets(rows, template)), SubjectContext({}))
+    script, script_hash = _group_script()
     page = ENV.get_template("group.html.j2").render(
         title="tmstarget dataset QC report", subtitle="TMS targets from resting-state fMRI - research use only",
-        csp=CSP, css=_css(), nav=[("table", "All units"), ("targets", "Targets")],
+        csp=f"{CSP}; script-src {script_hash}", css=_css(),
+        nav=[("overview", "Overview"), ("targets", "Targets"), ("table", "All units")],
         footer=f"tmstarget {__version__} dataset QC report - research use only",
-        n_units=len(rows), counts=counts, tsv_name=out_tsv.name, head=GROUP_HEAD, rows=table, figure=fig,
-        template=template, version=__version__,
+        n_units=len(rows), counts=counts, statuses=STATUS_ORDER, tsv_name=out_tsv.name, head=head, rows=table,
+        figure=fig, split_half=_summary_words(rel["split_half"], "usable units"), between_session=between,
+        script=script, template=template, version=__version__,
         date=_dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %Z (UTC%z)")) + "\n"
     with atomic_path(out_html) as tmp:
         tmp.write_text(page, encoding="utf-8")
-    log.info("wrote dataset report %s (%d units)", out_html.name, len(rows))
+    log.info("wrote dataset report %s (%d units, %d kB)", out_html.name, len(rows), len(page) // 1024)
     return out_html
 
 
