@@ -1,10 +1,13 @@
 """The input plan made once and saved in OUT/logs/plan.json (tmstarget.bids.plan_store): round trip, every
-kind of change that makes it stale, the trusted load of scheduler jobs, and the Snakefile reading it."""
+kind of change that makes it stale, the trusted load of scheduler jobs, and the Snakefile reading it; and the
+Snakemake job groups that make one scheduler job per unit (dry runs with the SLURM profiles; the real SLURM
+run is tests/test_slurm.py)."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -15,7 +18,7 @@ import pytest
 from builders.bids import make_fmriprep_tree, make_raw_bids
 from tmstarget.bids import plan_store
 from tmstarget.bids.inputs import make_plan
-from tmstarget.config.settings import SNAKEFILE, load_config
+from tmstarget.config.settings import REPO_ROOT, SNAKEFILE, load_config
 
 
 def _config(bids: Path, out: Path, **overrides) -> dict:
@@ -167,7 +170,7 @@ def test_unreadable_saved_plan_is_made_again(raw_two):
 
 def _snakemake_dry_run(bids: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--config", f"bids_dir={bids}",
-           f"output_dir={out}", "--cores", "1", "--dry-run", "--quiet", "all", *extra]
+           f"output_dir={out}", "--cores", "1", "--dry-run", "all", *extra]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=out.parent)
 
 
@@ -182,3 +185,50 @@ def test_snakefile_run_directly_makes_then_loads_the_plan(raw_two):
     assert [(line.split()[3], line.split()[4]) for line in log] == [
         ("mode=main", "made"), ("mode=main", "loaded"), ("mode=job", "loaded-trusted")]
     assert plan_store.load_plan(out / "logs" / "plan.json") == make_plan(_config(bids, out))
+
+
+PROFILES = REPO_ROOT / "workflow" / "profiles"
+
+
+def _group_jobs(log: str) -> dict[str, int]:
+    """``{group name: number of group jobs}`` from Snakemake's dry-run listing ("Group job NAME (jobs ...")."""
+    counts: dict[str, int] = {}
+    for name in re.findall(r"Group job (\S+) \(jobs in lexicogr", log):
+        counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+@pytest.mark.parametrize("profile, method, expected", [
+    ("slurm", "cluster", {"unit": 2}),                                   # one scheduler job per subject
+    ("slurm", "seedmap", {"unit": 2, "unit_target": 2}),                 # leave-one-out group map: two per subject
+    ("slurm-per-rule", "cluster", {"preprocess_anat": 2, "preprocess_bold": 2, "registration_qc": 2, "masks": 2,
+                                   "denoise": 4, "seedmap": 2, "maps_to_t1w": 2, "target": 2, "native": 2,
+                                   "verdict": 2, "exports": 2, "report": 2}),   # one per job: 14 per subject
+])
+def test_job_groups_of_the_slurm_profiles(raw_two, profile, method, expected):
+    bids, out = raw_two
+    out.mkdir()
+    (out.parent / "method.yaml").write_text(f"targeting:\n  method: {method}\n")
+    proc = _snakemake_dry_run(bids, out, "--profile", str(PROFILES / profile),
+                              "--configfile", str(out.parent / "method.yaml"))
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    assert _group_jobs(log) == expected
+
+
+def test_per_rule_profile_lists_every_grouped_rule():
+    """slurm-per-rule gives every rule with a `group:` its own group: a rule missing there would still be
+    grouped per unit."""
+    grouped = set()
+    for smk in (REPO_ROOT / "workflow" / "rules").glob("*.smk"):
+        rule = None
+        for line in smk.read_text().splitlines():
+            m = re.match(r"\s*rule (\w+):", line)
+            rule = m.group(1) if m else rule
+            if re.match(r"\s+group:", line):
+                grouped.add(rule)
+    config = (PROFILES / "slurm-per-rule" / "config.yaml").read_text()
+    listed = re.findall(r"^  - (\w+)=(\w+)$", config, re.M)
+    assert all(rule == group for rule, group in listed)
+    assert {rule for rule, _ in listed} == grouped
+    assert len(grouped) == 13
