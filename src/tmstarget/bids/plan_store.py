@@ -177,9 +177,11 @@ class PlanOutcome:
 
 def _log(output_dir, outcome: PlanOutcome, trust_saved: bool) -> None:
     """One line in ``OUTPUT_DIR/logs/plan.log`` (appended: every process's line survives)."""
+    scheduler_job = os.environ.get("SLURM_JOB_ID")   # which cluster job parsed (SLURM; absent elsewhere)
     line = (f"{time.strftime('%Y-%m-%dT%H:%M:%S')} host={socket.gethostname()} pid={os.getpid()} "
             f"mode={'job' if trust_saved else 'main'} {outcome.action} units={len(outcome.plan.units)} "
-            f"{outcome.seconds:.3f}s" + (f" ({outcome.reason})" if outcome.reason else "") + "\n")
+            f"{outcome.seconds:.3f}s" + (f" slurm_job={scheduler_job}" if scheduler_job else "")
+            + (f" ({outcome.reason})" if outcome.reason else "") + "\n")
     try:
         with open(Path(output_dir).resolve() / "logs" / PLAN_LOG, "a", encoding="utf-8") as stream:
             stream.write(line)
