@@ -232,3 +232,14 @@ def test_per_rule_profile_lists_every_grouped_rule():
     assert all(rule == group for rule, group in listed)
     assert {rule for rule, _ in listed} == grouped
     assert len(grouped) == 13
+
+
+def test_cli_saves_its_plan_and_snakemake_loads_it(raw_two):
+    """`tmstarget BIDS OUT participant`: the CLI plans (its checks) and saves; Snakemake's parse loads."""
+    from builders.workflow import run_tmstarget_cli
+
+    bids, out = raw_two
+    run_tmstarget_cli(bids, out, "participant", "--dry-run", "--cores", "1")
+    log = (out / "logs" / "plan.log").read_text().splitlines()
+    assert [(line.split()[3], line.split()[4]) for line in log] == [("mode=main", "loaded")]
+    assert plan_store.load_plan(out / "logs" / "plan.json") == make_plan(_config(bids, out))
