@@ -3,7 +3,10 @@
 Starts SLURM with scripts/slurm/start_local_slurm.sh (root only; installs the Debian packages when
 missing), runs tests/data/slurm_smoke/Snakefile through snakemake-executor-plugin-slurm with the
 repository's SLURM profile, and checks the outputs, that job status came from squeue (never sacct),
-and that each rule's threads / mem_mb / runtime reached SLURM.
+and that each rule's threads / mem_mb / runtime reached SLURM. Then the real workflow for two subjects
+(fMRIPrep-route mini trees) through the `slurm` profile: one sbatch per subject plus the group step, the
+saved plan loaded (never re-made) in every job, and the same targets, verdicts and navigator files as a
+local run.
 """
 
 from __future__ import annotations
@@ -158,9 +161,102 @@ def test_smoke_workflow_runs_through_slurm_with_squeue_status(local_slurm, tmp_p
     sacct_lines = sacct_calls.read_text().splitlines() if sacct_calls.exists() else []
     assert not [c for c in sacct_lines if "JobIdRaw,State" in c], sacct_lines
 
-    # The controller's own log shows each job allocated on the node and completed.
+    # The controller's own log shows each job allocated on the node and completed (started by the main
+    # scheduler, or by the backfill scheduler when it was submitted while another job held the CPUs).
     ctld_log = (STATE_DIR / "log" / "slurmctld.log").read_text()
     for job_id in job_ids.values():
-        assert re.search(rf"sched: Allocate JobId={job_id} NodeList=\S+ #CPUs=\d+ Partition=debug",
-                         ctld_log)
+        assert re.search(rf"(sched: Allocate JobId={job_id} NodeList=\S+ #CPUs=\d+ Partition=debug|"
+                         rf"sched/backfill: _start_job: Started JobId={job_id} in debug on \S+)", ctld_log)
         assert re.search(rf"_job_complete: JobId={job_id} done", ctld_log)
+
+
+# ----------------------------------------------------------------------------- the real workflow (issue 23)
+
+FAST = "targeting:\n  bootstrap_samples: 10\n  split_half_max_splits: 4\n"
+
+
+def _mini_dataset(root: Path) -> tuple[Path, Path]:
+    """Two subjects as fMRIPrep-route mini trees (no preprocessing: the cheapest honest run) and a fast config."""
+    from builders.bids import make_raw_bids
+    from builders.mini_fmriprep import make_mini_fmriprep
+
+    bids = make_raw_bids(root / "bids", subjects=("01", "02"), n_vols=160)
+    for seed, sub in enumerate(("01", "02")):
+        make_mini_fmriprep(bids / "derivatives" / "fmriprep", sub=sub, seed=seed)
+    config = root / "fast.yaml"
+    config.write_text(FAST)
+    return bids, config
+
+
+def _cli(bids: Path, out: Path, config: Path, *extra: str, env=None) -> subprocess.Popen:
+    """The CLI started in the background (its output in OUT.txt beside OUT)."""
+    cmd = [sys.executable, "-m", "tmstarget.run.cli", str(bids), str(out), "group", "--config", str(config),
+           "--cores", "2", *extra]
+    return subprocess.Popen(cmd, stdout=open(f"{out}.txt", "w"), stderr=subprocess.STDOUT, text=True, env=env)
+
+
+@pytest.mark.acceptance  # two whole workflow runs (local, then through SLURM): several minutes
+def test_real_workflow_one_sbatch_per_subject_same_outputs_as_local(local_slurm, tmp_path):
+    bids, config = _mini_dataset(tmp_path)
+    shim_dir = tmp_path / "shims"
+    shim_dir.mkdir()
+    sbatch_calls = tmp_path / "sbatch_calls.txt"
+    _shim(shim_dir, "sbatch", sbatch_calls)
+    env = dict(os.environ, PATH=f"{shim_dir}{os.pathsep}{os.environ['PATH']}")
+
+    # both runs at once (the SLURM jobs run beside the local one): half the wall time of one after the other
+    t0 = time.monotonic()
+    slurm = _cli(bids, tmp_path / "out_slurm", config, "--profile", "slurm", "--",
+                 "--slurm-init-seconds-before-status-checks", "5", env=env)
+    local = _cli(bids, tmp_path / "out_local", config)
+    local_code = local.wait(timeout=3600)
+    slurm_code = slurm.wait(timeout=3600)
+    elapsed_s = time.monotonic() - t0
+    log = Path(f"{tmp_path / 'out_slurm'}.txt").read_text()
+    assert local_code == 0, Path(f"{tmp_path / 'out_local'}.txt").read_text()[-4000:]
+    assert slurm_code == 0, log[-4000:]
+    print(f"real workflow, 2 subjects, local and through SLURM side by side: {elapsed_s:.0f} s")
+
+    # One sbatch per subject (its group job: every step from the BOLD to the report) + the group report;
+    # dataset_description.json is a local rule. Per-rule jobs would be 2 x 11 + 1 (fMRIPrep route).
+    submissions = sbatch_calls.read_text().splitlines()
+    job_ids = sorted({int(j) for j in re.findall(r"submitted with SLURM jobid (\d+)", log)})
+    assert len(submissions) == 3, submissions
+    assert len(job_ids) == 3
+    jobs = {jid: _scontrol_job(jid) for jid in job_ids}
+    assert all(job["JobState"] == "COMPLETED" and job["JobName"] == jobs[job_ids[0]]["JobName"] for job in jobs.values())
+    # the plugin names a group job's log folder group_<group>_<rules>, a rule job's rule_<rule>
+    kinds = sorted(job["StdOut"].split("/slurm_logs/")[1].split("_")[0] + "_" + job["StdOut"].split("/slurm_logs/")[1]
+                   .split("_")[1] for job in jobs.values())
+    assert kinds == ["group_unit", "group_unit", "rule_group"], kinds
+    print("SLURM jobs (log folder, CPUs, memory, time limit):",
+          [(job["StdOut"].split("/slurm_logs/")[1][:40], job["NumCPUs"], job["MinMemoryNode"], job["TimeLimit"])
+           for job in jobs.values()])
+    for job in jobs.values():
+        if "/slurm_logs/group_unit" not in job["StdOut"]:
+            continue
+        # the group's request, derived by Snakemake from its steps (workflow/rules/*.smk): CPUs capped by
+        # --cores 2; memory of two 4000 MB denoising steps side by side; time limit between the longest
+        # step (30 min) and the sum of all the unit's steps (180 min)
+        assert int(job["NumCPUs"]) == 2
+        assert job["MinMemoryNode"] == "8000M"
+        hours, minutes, _ = map(int, job["TimeLimit"].split(":"))
+        assert 30 <= 60 * hours + minutes <= 180
+
+    # The plan: saved by the CLI, loaded by Snakemake's main process, trusted in every parse inside a job;
+    # never computed again (before issue 23 every one of those parses ran make_plan).
+    plan_log = (tmp_path / "out_slurm" / "logs" / "plan.log").read_text().splitlines()
+    main_lines = [line for line in plan_log if " mode=main " in line]
+    job_lines = [line for line in plan_log if " mode=job " in line]
+    assert main_lines and all(" loaded " in line for line in main_lines), main_lines
+    assert job_lines and all(" loaded-trusted " in line for line in job_lines), job_lines
+    parses = {jid: sum(f"slurm_job={jid}" in line for line in job_lines) for jid in job_ids}
+    print(f"plan: {len(main_lines)} main-process load(s), job parses per SLURM job {parses}, 0 plans made")
+    assert all(n >= 1 for n in parses.values()), parses
+
+    # The same results as the local run: targets, seed maps, verdicts, navigator files.
+    compared = subprocess.run([sys.executable, str(REPO / "scripts" / "compare_outputs.py"),
+                               str(tmp_path / "out_local"), str(tmp_path / "out_slurm")],
+                              capture_output=True, text=True)
+    assert compared.returncode == 0, compared.stdout
+    assert compared.stdout.count("verdict:") == 2

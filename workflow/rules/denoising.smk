@@ -28,6 +28,7 @@ rule denoise:
         LOGS / "denoise" / "{subdir}" / "{unit}_{strategy}.log",
     benchmark:
         LOGS / "benchmarks" / "denoise" / "{subdir}" / "{unit}_{strategy}.tsv"
+    group: UNIT_GROUP
     threads: 1
     resources:
         mem_mb=4000,
@@ -51,6 +52,7 @@ rule masks:
         LOGS / "masks" / "{subdir}" / "{unit}.log",
     benchmark:
         LOGS / "benchmarks" / "masks" / "{subdir}" / "{unit}.tsv"
+    group: UNIT_GROUP
     threads: 1
     resources:
         mem_mb=2000,
@@ -75,6 +77,7 @@ rule seedmap:
         LOGS / "seedmap" / "{subdir}" / "{unit}_{Strategy}.log",
     benchmark:
         LOGS / "benchmarks" / "seedmap" / "{subdir}" / "{unit}_{Strategy}.tsv"
+    group: UNIT_GROUP
     threads: 1
     resources:
         mem_mb=3000,

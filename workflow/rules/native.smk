@@ -26,6 +26,7 @@ rule native:
         LOGS / "native" / "{subdir}" / "{unit}.log",
     benchmark:
         LOGS / "benchmarks" / "native" / "{subdir}" / "{unit}.tsv"
+    group: TARGET_GROUP
     threads: 1
     resources:
         mem_mb=3000,
@@ -50,6 +51,7 @@ rule maps_to_t1w:
         LOGS / "maps_to_t1w" / "{subdir}" / "{unit}_{Strategy}.log",
     benchmark:
         LOGS / "benchmarks" / "maps_to_t1w" / "{subdir}" / "{unit}_{Strategy}.tsv"
+    group: UNIT_GROUP
     threads: 1
     resources:
         mem_mb=3000,
@@ -81,6 +83,7 @@ rule exports:
         LOGS / "exports" / "{subdir}" / "nav.log",
     benchmark:
         LOGS / "benchmarks" / "exports" / "{subdir}" / "nav.tsv"
+    group: TARGET_GROUP
     threads: 1
     resources:
         mem_mb=1000,

@@ -31,6 +31,7 @@ if PLAN.route == "raw":
             LOGS / "preprocess_anat" / "{anat}.log",
         benchmark:
             LOGS / "benchmarks" / "preprocess_anat" / "{anat}.tsv"
+        group: UNIT_GROUP
         threads: 2
         resources:
             mem_mb=6000,
@@ -54,6 +55,7 @@ if PLAN.route == "raw":
             LOGS / "preprocess_bold" / "{run}.log",
         benchmark:
             LOGS / "benchmarks" / "preprocess_bold" / "{run}.tsv"
+        group: UNIT_GROUP
         threads: 2
         resources:
             mem_mb=4000,
@@ -83,6 +85,7 @@ if PLAN.t1w_bold_jobs:
             LOGS / "t1w_bold_to_template" / "{t1wrun}.log",
         benchmark:
             LOGS / "benchmarks" / "t1w_bold_to_template" / "{t1wrun}.tsv"
+        group: UNIT_GROUP
         threads: 1
         resources:
             mem_mb=4000,

@@ -72,6 +72,7 @@ rule report:
         LOGS / "report" / "{unit}.log",
     benchmark:
         LOGS / "benchmarks" / "report" / "{unit}.tsv"
+    group: TARGET_GROUP
     threads: 1
     resources:
         mem_mb=3000,

@@ -35,6 +35,7 @@ rule target:
         LOGS / "target" / "{subdir}" / "{unit}.log",
     benchmark:
         LOGS / "benchmarks" / "target" / "{subdir}" / "{unit}.tsv"
+    group: TARGET_GROUP
     threads: 1
     resources:
         mem_mb=4000,

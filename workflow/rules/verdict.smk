@@ -36,6 +36,7 @@ rule registration_qc:
         LOGS / "registration_qc" / "{subdir}" / "{unit}.log",
     benchmark:
         LOGS / "benchmarks" / "registration_qc" / "{subdir}" / "{unit}.tsv"
+    group: UNIT_GROUP
     threads: 1
     resources:
         mem_mb=2000,
@@ -65,6 +66,7 @@ rule verdict:
         LOGS / "verdict" / "{subdir}" / "{unit}.log",
     benchmark:
         LOGS / "benchmarks" / "verdict" / "{subdir}" / "{unit}.tsv"
+    group: TARGET_GROUP
     threads: 1
     resources:
         mem_mb=1000,

@@ -234,7 +234,7 @@ def plan_raw(bids_dir, output_dir, task="rest", participant_label=(), group_runs
             if anat_prefix not in plan.anat_jobs:
                 check_t1w_header(t1w.path, t1w_tol_mm)
             plan.anat_jobs[anat_prefix] = t1w.path
-            meta = layout.get_metadata(bf.path)
+            meta = dict(layout.get_metadata(bf.path))  # a plain dict: pybids' BIDSMetadata does not survive asdict()
             if "RepetitionTime" not in meta:
                 raise InputError(
                     f"{Path(bf.path).name}: no RepetitionTime in its JSON sidecar; add it (seconds) to "

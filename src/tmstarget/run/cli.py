@@ -411,6 +411,7 @@ def run_workflow(snakemake_args: list[str], unlock: bool = False) -> tuple[int, 
 
 def run_bids_app(argv: list[str]) -> int:
     from tmstarget.bids.inputs import make_plan
+    from tmstarget.bids.plan_store import plan_key as make_plan_key, save_plan
     from tmstarget.config.settings import SNAKEFILE
     from tmstarget.config.record import check_same_settings, record_command, write_settings
 
@@ -421,6 +422,7 @@ def run_bids_app(argv: list[str]) -> int:
     args = _bids_app_parser().parse_args(argv)
     config = build_config(args)
     changed = check_same_settings(config, args.rerun_with_new_settings)  # before anything runs or is written
+    plan_key = make_plan_key(config)  # settings and input-file stats, taken before planning (bids.plan_store)
     plan = make_plan(config)  # checks names, headers and sidecars before anything is written
     if not args.dry_run:
         from tmstarget.bids.preflight import check_input_data
@@ -429,6 +431,7 @@ def run_bids_app(argv: list[str]) -> int:
     out = Path(config["output_dir"])
     log_dir = _make_output_dir(out)
     lock, stale_locks = _hold_output_lock(out)  # noqa: F841 (lock held until this process exits)
+    save_plan(plan, config, plan_key)  # OUT/logs/plan.json: the Snakefile reads it instead of planning again
     if changed:
         print("tmstarget: --rerun-with-new-settings: recomputing the results in "
               f"{out} with changed settings: " + "; ".join(changed), flush=True)
