@@ -29,7 +29,8 @@ def _world(shape, affine):
 
 def true_field_hz(shape, affine):
     x, y, z = _world(shape, affine)
-    return 60 * np.exp(-(x ** 2 / (2 * 25 ** 2) + (y - 45) ** 2 / (2 * 20 ** 2) + (z + 15) ** 2 / (2 * 20 ** 2))) + 0.1 * y
+    blob = np.exp(-(x ** 2 / (2 * 25 ** 2) + (y - 45) ** 2 / (2 * 20 ** 2) + (z + 15) ** 2 / (2 * 20 ** 2)))
+    return 60 * blob + 0.1 * y
 
 
 def distort(image, shift_vox, axis=PE_AXIS, jacobian=True):
@@ -173,6 +174,8 @@ def test_preprocess_bold_with_a_field_map_corrects_the_run(phantom, fake_anat, t
     assert sdc["MaxAbsShiftInHead_mm"] == pytest.approx(np.abs(shift_vox[head > np.percentile(head, 98) / 8]).max() * 4,
                                                         rel=0.3)
     assert "bids:raw:sub-01/fmap/sub-01_fieldmap.nii.gz" in side["Sources"]
+    before = nib.load(str(pb.uncorrected_boldref_t1w_path(out["boldref_t1w"])))  # for the report's figure
+    assert before.shape == nib.load(out["boldref_t1w"]).shape
     ref_mni = nib.load(out["boldref_mni"]).get_fdata()
     truth = pfm.field_to_grid_hz(head, affine, mni.shape, mni.affine)
     uncorrected = pfm.field_to_grid_hz(distorted, affine, mni.shape, mni.affine)

@@ -261,6 +261,11 @@ def _preprocess_bold(bold_path, metadata, anat, out_paths, params, scratch: Path
                                    init=params["registration_init"])
     boldref_t1w = ants.apply_transforms(fixed=t1w, moving=boldref, transformlist=[coreg["transform"]])
     save_img(nifti_img(boldref_t1w.numpy(), ants_affine_ras(t1w)), out_paths["boldref_t1w"])
+    if sdc is not None:  # the report's before/after figure: the distorted reference through the same transform
+        before = ants.apply_transforms(fixed=t1w, moving=nifti_to_ants(boldref_distorted, affine),
+                                       transformlist=[coreg["transform"]])
+        save_img(nifti_img(before.numpy(), ants_affine_ras(t1w)),
+                 uncorrected_boldref_t1w_path(out_paths["boldref_t1w"]))
     seconds["coregistration"] = time.time() - t0
     # --- confounds in the native grid (motion-corrected brain, WM and CSF voxels only, via a scratch file)
     t0 = time.time()
@@ -426,6 +431,13 @@ def _maybe_slice_timing(data, metadata, t_r, bold_path, warnings, scratch: Path 
     if isinstance(data, BoldVolumes):
         return slice_timing_to_file(data, slice_times, t_r, axis, scratch), True
     return pc.slice_timing_correct(data, slice_times, t_r, slice_axis=axis), True
+
+
+def uncorrected_boldref_t1w_path(boldref_t1w) -> Path:
+    """``*_space-T1w_desc-uncorrected_boldref.nii.gz`` beside ``*_space-T1w_boldref.nii.gz``: written only
+    for a corrected run (not a declared output; the report shows it when present)."""
+    path = Path(boldref_t1w)
+    return path.with_name(path.name.replace("_space-T1w_boldref", "_space-T1w_desc-uncorrected_boldref"))
 
 
 def _distortion_shift(fieldmap: dict | None, boldref_native: np.ndarray, affine: np.ndarray, bold_path,
