@@ -45,11 +45,14 @@ if PLAN.route == "raw":
             description=PREPROC / "dataset_description.json",
             **{k: (lambda w, k=k: preproc_anat_paths(PREPROC, PLAN.bold_jobs[w.run]["anat"])[k])
                for k in ANAT_KEYS},
+            fmap=lambda w: sorted(str(p) for p in ((PLAN.bold_jobs[w.run].get("fieldmap") or {})
+                                                   .get("files") or {}).values()),
         output:
             **preproc_bold_paths(PREPROC, "{run}"),
         params:
             step="preprocess_bold",
             metadata=lambda w: PLAN.bold_jobs[w.run]["metadata"],
+            fieldmap=lambda w: PLAN.bold_jobs[w.run].get("fieldmap"),
             cfg=config["preprocessing"],
         log:
             LOGS / "preprocess_bold" / "{run}.log",

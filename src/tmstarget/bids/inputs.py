@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tmstarget.errors import InputError
+from tmstarget.bids.fieldmaps import find_fieldmap
+from tmstarget.config.settings import with_defaults
 from tmstarget.bids.preflight import (check_bold_header, check_output_dir, check_repetition_time, check_subject_folders,
                                      check_t1w_header)
 
@@ -66,7 +68,7 @@ class Plan:
     output_dir: str
     units: dict[str, UnitInputs] = field(default_factory=dict)
     anat_jobs: dict[str, str] = field(default_factory=dict)   # preproc anat prefix -> raw T1w
-    bold_jobs: dict[str, dict] = field(default_factory=dict)  # preproc run prefix -> {raw_bold, metadata, anat}
+    bold_jobs: dict[str, dict] = field(default_factory=dict)  # preproc run prefix -> {raw_bold, metadata, anat, fieldmap}
     derivatives_dir: str = ""  # the fMRIPrep folder (fmriprep route)
     t1w_bold_jobs: dict[str, dict] = field(default_factory=dict)  # work run prefix -> {t1w_bold, t1w_mask, xfm}
 
@@ -182,8 +184,12 @@ def preproc_bold_paths(preproc_dir: Path, run_prefix: str, space: str = BUILTIN_
 
 
 def plan_raw(bids_dir, output_dir, task="rest", participant_label=(), group_runs_by="subject",
-             min_minutes: float = 0.0, t1w_tol_mm: float = 0.1) -> Plan:
+             min_minutes: float = 0.0, t1w_tol_mm: float = 0.1, distortion_correction: str | None = None) -> Plan:
     """Plan the built-in preprocessing route from a raw BIDS dataset.
+
+    ``distortion_correction`` (None: ``preprocessing.distortion_correction`` of config/config.yaml):
+    ``auto`` finds each run's field maps (:mod:`tmstarget.bids.fieldmaps`, ``bold_jobs[run]["fieldmap"]``,
+    None when there are none); ``none`` ignores ``fmap/``.
 
     Raises
     ------
@@ -193,6 +199,8 @@ def plan_raw(bids_dir, output_dir, task="rest", participant_label=(), group_runs
         disagree (more than ``t1w_tol_mm``), or a run without a valid ``RepetitionTime`` (seconds).
     """
     bids_dir = Path(bids_dir).resolve()
+    if distortion_correction is None:
+        distortion_correction = with_defaults("preprocessing", None)["distortion_correction"]
     if not bids_dir.is_dir():
         raise InputError(f"{bids_dir}: BIDS folder not found; check the path")
     if not (bids_dir / "dataset_description.json").exists():
@@ -244,7 +252,10 @@ def plan_raw(bids_dir, output_dir, task="rest", participant_label=(), group_runs
             check_bold_header(bf.path, t_r, min_minutes)
             name = _strip_ext(Path(bf.path).name)[: -len("_bold")]
             run_prefix = str(Path(bf.relpath).parent / name)
-            plan.bold_jobs[run_prefix] = {"raw_bold": bf.path, "metadata": meta, "anat": anat_prefix}
+            fieldmap = (find_fieldmap(layout, bf.path, meta, sub, session, bids_dir)
+                        if distortion_correction == "auto" else None)
+            plan.bold_jobs[run_prefix] = {"raw_bold": bf.path, "metadata": meta, "anat": anat_prefix,
+                                          "fieldmap": fieldmap}
             out = preproc_bold_paths(preproc_dir, run_prefix)
             unit, subdir = _unit_of(sub, session, group_runs_by)
             run = RunInputs(name=name, bold=out["bold_mni"], mask=out["mask_mni"], confounds=out["confounds"],
@@ -494,7 +505,9 @@ def make_plan(config: dict) -> Plan:
         return plan_fmriprep(bids_dir, fmriprep_dir, output_dir, space=config.get("space", "auto"), **common)
     if not bids_dir:
         raise InputError("no bids_dir given; pass BIDS_DIR on the command line")
-    plan = plan_raw(bids_dir, output_dir, **common)
+    plan = plan_raw(bids_dir, output_dir, **common,
+                    distortion_correction=with_defaults("preprocessing", config.get("preprocessing"))[
+                        "distortion_correction"])
     if config.get("space", "auto") not in ("auto", BUILTIN_SPACE):
         raise InputError(
             f"space: {config['space']} is not available with the built-in preprocessing, which writes "

@@ -9,6 +9,13 @@ MNI -> T1w -> BOLD-reference mapping is composed once into a displacement field,
 rigid motion is applied to those points analytically, and the raw volume is sampled there, so no
 volume is interpolated twice (:mod:`tmstarget.preproc.resample`). The 4D output is streamed to disk
 in chunks of ``chunk_volumes``; all outputs carry qform = sform (code 1).
+
+Susceptibility distortion correction (issue 25) when the plan found field maps
+(:mod:`tmstarget.bids.fieldmaps`): the voxel shift along the phase-encoding axis
+(:mod:`tmstarget.preproc.fieldmap`) unwarps the BOLD reference before coregistration (so BOLD->T1w
+is fitted on the corrected reference) and is added to the sampling indices of every volume (MNI
+output, tissue series of the confounds): still one interpolation per volume. Without field maps the
+code path and images are those of the uncorrected pipeline; the sidecar says "not corrected".
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from tmstarget.errors import InputError
 from tmstarget.io.files import atomic_path, save_img, write_json
 from tmstarget.io.nifti import load_img_checked
 from tmstarget.preproc import confounds as pc
+from tmstarget.preproc import fieldmap as pfm
 from tmstarget.preproc import realign
 from tmstarget.preproc.headers import RAS_TO_LPS, ants_affine_ras, nifti_to_ants
 from tmstarget.io.nifti import choose_affine, is_oblique, nifti_img
@@ -167,7 +175,8 @@ def _tissue_mask(prob: np.ndarray, thresholds=(0.95, 0.9, 0.75, 0.5), min_voxels
     return prob > thresholds[-1]
 
 
-def preprocess_bold(bold_path, metadata: dict, anat: dict, out_paths: dict, params: dict) -> dict:
+def preprocess_bold(bold_path, metadata: dict, anat: dict, out_paths: dict, params: dict,
+                    fieldmap: dict | None = None) -> dict:
     """Preprocess one resting-state run into MNI152NLin2009aSym 2 mm with fMRIPrep naming.
 
     Parameters
@@ -184,20 +193,23 @@ def preprocess_bold(bold_path, metadata: dict, anat: dict, out_paths: dict, para
         ``confounds`` (.tsv, + .json beside it), ``xfm_bold_to_t1w`` (ITK text).
     params : dict
         See the ``preprocessing`` section of config/config.yaml.
+    fieldmap : dict or None
+        The run's planned field map (:func:`tmstarget.bids.fieldmaps.find_fieldmap`), None: not corrected.
 
     Returns
     -------
     dict
         QC numbers: ``dummy_volumes``, ``volumes``, ``t_r``, ``mean_fd_mm``, ``max_fd_mm``,
-        ``coreg_correlation``, ``header_warnings``, ``seconds`` per step.
+        ``coreg_correlation``, ``header_warnings``, ``distortion_correction`` (as in the sidecar's
+        ``SusceptibilityDistortionCorrection``), ``seconds`` per step.
     """
     params = resolve_params(params)
     make_ants_repeatable()
     with scratch_dir(out_paths["bold_mni"]) as scratch:
-        return _preprocess_bold(bold_path, metadata, anat, out_paths, params, scratch)
+        return _preprocess_bold(bold_path, metadata, anat, out_paths, params, scratch, fieldmap)
 
 
-def _preprocess_bold(bold_path, metadata, anat, out_paths, params, scratch: Path) -> dict:
+def _preprocess_bold(bold_path, metadata, anat, out_paths, params, scratch: Path, fieldmap=None) -> dict:
     """:func:`preprocess_bold` with its temporary folder: the run is read one volume at a time from an
     uncompressed copy (:mod:`tmstarget.preproc.stream`) and never held whole in memory."""
     seconds = {}
@@ -233,6 +245,13 @@ def _preprocess_bold(bold_path, metadata, anat, out_paths, params, scratch: Path
     # a sharper reference: the mean of the motion-corrected volumes
     boldref_native = motion_corrected_mean(data, affine, transforms_ras)
     seconds["motion"] = time.time() - t0
+    # --- susceptibility distortion: the shift along PE, the reference unwarped before coregistration
+    t0 = time.time()
+    sdc, sdc_info = _distortion_shift(fieldmap, boldref_native, affine, bold_path, params)
+    boldref_distorted = boldref_native
+    if sdc is not None:
+        boldref_native = pfm.unwarp_volume(boldref_native, sdc["shift_vox"], sdc["pe_axis"])
+        seconds["distortion"] = time.time() - t0
     # --- coregistration
     t0 = time.time()
     boldref = nifti_to_ants(boldref_native, affine)
@@ -242,6 +261,11 @@ def _preprocess_bold(bold_path, metadata, anat, out_paths, params, scratch: Path
                                    init=params["registration_init"])
     boldref_t1w = ants.apply_transforms(fixed=t1w, moving=boldref, transformlist=[coreg["transform"]])
     save_img(nifti_img(boldref_t1w.numpy(), ants_affine_ras(t1w)), out_paths["boldref_t1w"])
+    if sdc is not None:  # the report's before/after figure: the distorted reference through the same transform
+        before = ants.apply_transforms(fixed=t1w, moving=nifti_to_ants(boldref_distorted, affine),
+                                       transformlist=[coreg["transform"]])
+        save_img(nifti_img(before.numpy(), ants_affine_ras(t1w)),
+                 uncorrected_boldref_t1w_path(out_paths["boldref_t1w"]))
     seconds["coregistration"] = time.time() - t0
     # --- confounds in the native grid (motion-corrected brain, WM and CSF voxels only, via a scratch file)
     t0 = time.time()
@@ -250,7 +274,7 @@ def _preprocess_bold(bold_path, metadata, anat, out_paths, params, scratch: Path
     csf_native = _tissue_mask(_to_bold_grid(to_ants(nib.load(anat["csf_probseg"])), boldref, coreg["transform_mat"]))
     fd = pc.framewise_displacement(motion, params["fd_head_radius_mm"])
     series = native_tissue_series(data, affine, transforms_ras, brain_native, wm_native, csf_native,
-                                  scratch_file(scratch, "tissue_series"))
+                                  scratch_file(scratch, "tissue_series"), sdc)
     dvars_t, std_dvars_t = pc.dvars(series["brain_tv"], chunk_voxels=voxels_per_block(n_t))
     table = pc.confounds_table(motion, fd, dvars_t, std_dvars_t, series["global_signal"],
                                series["white_matter"], series["csf"],
@@ -273,8 +297,12 @@ def _preprocess_bold(bold_path, metadata, anat, out_paths, params, scratch: Path
     ijk_ref = world_to_voxel_indices(flat_points, np.eye(4), affine)
     in_fov = np.all((ijk_ref > -0.5) & (ijk_ref < np.asarray(data.shape[:3])[:, None] - 0.5), axis=0)
     idx = np.flatnonzero(in_fov)
+    # the shift of each MNI point, read once at its reference position (the field moves with the head)
+    shift_pts = None if sdc is None else sample_volume(sdc["shift_vox"].astype(np.float32), ijk_ref[:, idx])
+    pe_axis = None if sdc is None else sdc["pe_axis"]
     boldref_mni = np.zeros(flat_points.shape[0], np.float32)
-    boldref_mni[idx] = sample_volume(boldref_native, ijk_ref[:, idx])
+    boldref_mni[idx] = sample_volume(boldref_distorted,
+                                     pfm.sampling_indices_with_shift(ijk_ref[:, idx], shift_pts, pe_axis))
     del ijk_ref
     save_img(nifti_img(boldref_mni.reshape(shape_mni), mni["t1"].affine), out_paths["boldref_mni"])
     anat_mask_mni = ants.apply_transforms(fixed=mni_ref, moving=t1w_mask, transformlist=anat["xfm_t1w_to_mni"],
@@ -290,7 +318,8 @@ def _preprocess_bold(bold_path, metadata, anat, out_paths, params, scratch: Path
             for t in range(start, min(start + chunk, n_t)):
                 vol = np.zeros(flat_points.shape[0], np.float32)
                 transform_lps = RAS_TO_LPS @ transforms_ras[t] @ RAS_TO_LPS
-                vol[idx] = sample_volume(data[..., t], world_to_voxel_indices(pts, transform_lps, affine))
+                ijk = world_to_voxel_indices(pts, transform_lps, affine)
+                vol[idx] = sample_volume(data[..., t], pfm.sampling_indices_with_shift(ijk, shift_pts, pe_axis))
                 block.append(vol.reshape(shape_mni, order="C"))
             yield from block
 
@@ -299,11 +328,12 @@ def _preprocess_bold(bold_path, metadata, anat, out_paths, params, scratch: Path
     qc = {"bold": Path(bold_path).name, "volumes_total": n_total, "dummy_volumes": n_dummy, "volumes": int(n_t),
           "t_r": t_r, "mean_fd_mm": float(np.nanmean(fd)), "max_fd_mm": float(np.nanmax(fd)) if len(fd) > 1 else 0.0,
           "coreg_correlation": coreg["correlation"], "slice_timing_corrected": stc_applied,
-          "header_warnings": warnings, "seconds": seconds}
+          "header_warnings": warnings, "distortion_correction": sdc_info, "seconds": seconds}
     write_json({"RepetitionTime": t_r, "SkullStripped": False, "SliceTimingCorrected": stc_applied,
                 "NumberOfVolumesDiscardedByTmstarget": n_dummy, "VolumesInRawRun": n_total,
                 "TemplateSpace": TEMPLATE_SPACE, "Resolution": "2 mm (nilearn MNI152 2 mm grid)",
-                "Sources": [_raw_bids_uri(bold_path)], "HeaderWarnings": warnings},
+                "Sources": [_raw_bids_uri(bold_path)] + list(sdc_info.get("Sources", [])),
+                "HeaderWarnings": warnings, "SusceptibilityDistortionCorrection": sdc_info},
                sidecar_path(out_paths["bold_mni"]))
     log.info("BOLD done in %.0f s: mean FD %.3f mm", time.time() - t_start, qc["mean_fd_mm"])
     return qc
@@ -330,9 +360,12 @@ def motion_corrected_mean(data_xyzt, affine_ras: np.ndarray, transforms_ras: np.
 
 
 def native_tissue_series(data_xyzt, affine_ras: np.ndarray, transforms_ras: np.ndarray, brain: np.ndarray,
-                         wm: np.ndarray, csf: np.ndarray, path: Path) -> dict:
+                         wm: np.ndarray, csf: np.ndarray, path: Path, sdc: dict | None = None) -> dict:
     """Motion-corrected time series of the brain, WM and CSF voxels of the reference grid, written to
     ``path`` one volume at a time (only those voxels are resampled).
+
+    ``sdc`` (``shift_vox`` on the reference grid, ``pe_axis``): the distortion shift added to each
+    voxel's sampling index (None: uncorrected).
 
     The columns are ordered noise-only (WM or CSF outside ``brain``), noise in brain, brain only, so
     the brain voxels and the WM+CSF (noise) voxels are each one contiguous block of columns.
@@ -353,13 +386,16 @@ def native_tissue_series(data_xyzt, affine_ras: np.ndarray, transforms_ras: np.n
     in_brain[n_noise_only:] = True
     in_wm, in_csf = wm.ravel()[flat], csf.ravel()[flat]
     points_lps = native_grid_points_lps(brain.shape, affine_ras)[flat]
+    shift = None if sdc is None else np.asarray(sdc["shift_vox"], np.float64).ravel()[flat]
+    pe_axis = None if sdc is None else sdc["pe_axis"]
     n_t = data_xyzt.shape[3]
     store = DiskTimeVoxels.create(path, n_t, flat.size)
     means = {k: np.zeros(n_t) for k in ("global_signal", "white_matter", "csf")}
     for t in range(n_t):
         transform_lps = RAS_TO_LPS @ transforms_ras[t] @ RAS_TO_LPS
-        values = sample_volume(np.asarray(data_xyzt[..., t], np.float32),
-                               world_to_voxel_indices(points_lps, transform_lps, affine_ras))
+        ijk = pfm.sampling_indices_with_shift(world_to_voxel_indices(points_lps, transform_lps, affine_ras),
+                                              shift, pe_axis)
+        values = sample_volume(np.asarray(data_xyzt[..., t], np.float32), ijk)
         store.write_row(t, values)
         means["global_signal"][t] = values[in_brain].mean(dtype=np.float32) if in_brain.any() else np.nan
         means["white_matter"][t] = values[in_wm].mean(dtype=np.float32) if in_wm.any() else np.nan
@@ -395,6 +431,47 @@ def _maybe_slice_timing(data, metadata, t_r, bold_path, warnings, scratch: Path 
     if isinstance(data, BoldVolumes):
         return slice_timing_to_file(data, slice_times, t_r, axis, scratch), True
     return pc.slice_timing_correct(data, slice_times, t_r, slice_axis=axis), True
+
+
+def uncorrected_boldref_t1w_path(boldref_t1w) -> Path:
+    """``*_space-T1w_desc-uncorrected_boldref.nii.gz`` beside ``*_space-T1w_boldref.nii.gz``: written only
+    for a corrected run (not a declared output; the report shows it when present)."""
+    path = Path(boldref_t1w)
+    return path.with_name(path.name.replace("_space-T1w_boldref", "_space-T1w_desc-uncorrected_boldref"))
+
+
+def _distortion_shift(fieldmap: dict | None, boldref_native: np.ndarray, affine: np.ndarray, bold_path,
+                      params: dict) -> tuple[dict | None, dict]:
+    """The run's distortion shift (``shift_vox``, ``pe_axis``) or None, and the sidecar/QC description.
+
+    Field maps that cannot be used (an unsupported kind, a field map that misses the BOLD's field of
+    view, a shift beyond a third of the PE axis) leave the run uncorrected with a ``Finding``."""
+    name = Path(bold_path).name
+    if fieldmap is None:
+        reason = ("preprocessing.distortion_correction is none" if params["distortion_correction"] == "none"
+                  else "no field maps for this run in fmap/")
+        return None, {"Applied": False, "Description": f"not corrected ({reason})"}
+    info = {"Applied": False, "FieldMapKind": fieldmap["kind"], "MatchedBy": fieldmap.get("matched_by"),
+            "Sources": list(fieldmap.get("sources", []))}
+    if fieldmap["kind"] == "unsupported":
+        log.warning(fieldmap["finding"])
+        return None, {**info, "Description": "not corrected", "Finding": fieldmap["finding"]}
+    est = pfm.estimate_shift_vox(fieldmap, boldref_native, affine)
+    shift_mm = pfm.shift_mm_from_vox(est["shift_vox"], affine, est["pe_axis"])
+    head = boldref_native > np.percentile(boldref_native, 98) / 8
+    n_pe = boldref_native.shape[est["pe_axis"]]
+    if not np.isfinite(est["shift_vox"]).all() or np.abs(est["shift_vox"][head]).max() > n_pe / 3:
+        finding = (f"{name}: field maps found but not used: the estimated shift ({np.nanmax(np.abs(shift_mm)):.0f} mm) "
+                   "is implausible (check the field map's units, echo times and that it covers the BOLD)")
+        log.warning(finding)
+        return None, {**info, "Description": "not corrected", "Finding": finding}
+    info.update(Applied=True, Description=f"susceptibility distortion corrected: {est['method']}",
+                PhaseEncodingDirection=fieldmap["pe_direction"], TotalReadoutTime=fieldmap["total_readout_time_s"],
+                MedianAbsShiftInHead_mm=float(np.median(np.abs(shift_mm[head]))),
+                MaxAbsShiftInHead_mm=float(np.abs(shift_mm[head]).max()))
+    log.info("%s: %s; shift in the head median %.2f mm, max %.2f mm", name, info["Description"],
+             info["MedianAbsShiftInHead_mm"], info["MaxAbsShiftInHead_mm"])
+    return est, info
 
 
 def _raw_bids_uri(path) -> str:

@@ -32,7 +32,8 @@ def preprocess_bold(input, output, params):
     from tmstarget.preproc.bold import preprocess_bold as run
 
     anat = {k: input[k] for k in ANAT_KEYS}
-    return run(input["bold"], dict(params["metadata"]), anat, dict(output), dict(params["cfg"]))
+    return run(input["bold"], dict(params["metadata"]), anat, dict(output), dict(params["cfg"]),
+               fieldmap=params.get("fieldmap"))
 
 
 def t1w_bold_to_template(input, output, params):
