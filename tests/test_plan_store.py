@@ -142,6 +142,10 @@ def test_config_change_makes_it_stale(raw_two):
     # a setting that does not shape the plan (the targeting method) leaves it valid
     same = plan_store.load_or_make_plan(_config(bids, out, participant_label=["02"], targeting={"method": "cluster"}))
     assert same.action == "loaded"
+    # whether field maps are used changes which files a raw run's preprocessing reads
+    sdc = plan_store.load_or_make_plan(_config(bids, out, participant_label=["02"],
+                                               preprocessing={"distortion_correction": "none"}))
+    assert (sdc.action, sdc.reason) == ("made", "stale: setting distortion_correction")
 
 
 def test_job_trusts_the_saved_plan_without_looking_at_inputs(raw_two, monkeypatch):

@@ -5,7 +5,7 @@ per subject. The Snakefile is parsed again inside every cluster job, so it reads
 planning again. The file holds the plan and the *key* it was made from:
 
 - ``settings``: the configuration keys that shape a plan (paths, task, route, space, participants,
-  run grouping, the header thresholds the planner checks) and the tmstarget version;
+  run grouping, the header thresholds the planner checks, whether field maps are used) and the tmstarget version;
 - ``inputs``: per subject folder of the dataset the planner reads, a SHA-256 of the sorted
   ``(path, size, mtime_ns)`` of its files, plus one entry for the dataset's top-level files (its
   description and inherited sidecars). A subject added or removed, a file added, removed, rewritten or
@@ -30,6 +30,7 @@ from pathlib import Path
 
 from tmstarget import __version__
 from tmstarget.bids.inputs import Plan, RunInputs, UnitInputs, find_fmriprep_dir, make_plan
+from tmstarget.config.settings import with_defaults
 from tmstarget.errors import InputError
 from tmstarget.io.files import atomic_path
 
@@ -73,6 +74,8 @@ def plan_settings(config: dict) -> dict:
         "space": config.get("space", "auto"),
         "min_retained_minutes": float((config.get("denoising") or {}).get("min_retained_minutes", 0.0)),
         "qform_sform_tol_mm": float((config.get("native") or {}).get("qform_sform_tol_mm", 0.1)),
+        # the raw route's field-map matching (tmstarget.bids.fieldmaps) depends on it
+        "distortion_correction": with_defaults("preprocessing", config.get("preprocessing"))["distortion_correction"],
     }
 
 
