@@ -520,3 +520,28 @@ def test_dry_run_prints_a_short_summary_and_verbose_the_listing(tmp_path, capfd)
     verbose = capfd.readouterr()
     assert "rule preprocess_anat:" in verbose.out and "wildcards: anat=sub-01/anat/sub-01" in verbose.out
     assert "dry run:" not in verbose.out
+
+
+def test_snakemake_gets_the_concise_logger_and_the_targets(tmp_path, monkeypatch, capsys):
+    """The Snakemake options of a participant run: ``--logger tmstarget`` (the concise terminal, run.progress)
+    without taking the target ``participant`` as a second logger name; the jobs' output file; none with --verbose."""
+    from snakemake.cli import parse_args
+
+    from tmstarget.run import cli, engine
+
+    calls = []
+    monkeypatch.setattr(cli, "run_workflow", lambda args, unlock=False, job_output=None: (
+        calls.append((args, job_output)) or (0, [])))
+    bids = make_raw_bids(tmp_path / "bids", n_vols=200)
+    out = tmp_path / "out"
+    engine.register_concise_logger()
+    for verbose in ([], ["--verbose"]):
+        main([str(bids), str(out), "participant", "--cores", "1", *verbose])
+        args, job_output = calls[-1]
+        _, parsed = parse_args(args)
+        assert parsed.targets == ["participant"]
+        assert parsed.logger == ([] if verbose else ["tmstarget"])
+        assert job_output == (None if verbose else out / "logs" / "job_output.txt")
+    text = capsys.readouterr().out
+    assert text.count(f"tmstarget: Snakemake's full log goes to {out / '.snakemake' / 'log'}, the jobs' own output to "
+                      f"{out / 'logs' / 'job_output.txt'} (--verbose shows them here)") == 1

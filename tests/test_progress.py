@@ -79,7 +79,8 @@ def test_failures_name_rule_unit_and_log_and_snakemake_errors_pass_through():
                               log=[])) == [(True, "[dataset] group_report FAILED; the job has no log file")]
     assert term.handle(record(LogEvent.ERROR, level=logging.ERROR, msg="MissingRuleException:\nNo rule to produce x")
                        ) == [(True, "MissingRuleException:\nNo rule to produce x")]
-    assert term.handle(record(None, level=logging.WARNING, msg="a Snakemake warning")) == [(False, "a Snakemake warning")]
+    warning = record(None, level=logging.WARNING, msg="a Snakemake warning")
+    assert term.handle(warning) == [(False, "a Snakemake warning")]
     assert term.handle(record(None, msg="Nothing to be done (all requested files are present and up to date).")) == [
         (False, "Nothing to be done (all requested files are present and up to date).")]
     assert term.handle(record(None, msg="Building DAG of jobs...")) == []

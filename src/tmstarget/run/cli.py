@@ -451,7 +451,7 @@ def run_bids_app(argv: list[str]) -> int:
            "--directory", str(out), "--cores", str(args.cores), "--rerun-incomplete", "--keep-going"]
     concise = not args.verbose and "--logger" not in extra
     if concise:  # run.progress: one line per finished step; Snakemake's full listing only in its log file
-        cmd += ["--logger", "tmstarget"]
+        cmd = ["--logger", "tmstarget", *cmd]  # first: --logger takes every name up to the next option
     job_output = log_dir / "job_output.txt" if concise and not args.dry_run else None
     if job_output:
         print(f"tmstarget: Snakemake's full log goes to {out / '.snakemake' / 'log'}, the jobs' own output to "

@@ -102,8 +102,9 @@ def dry_run_summary(jobs) -> list[str]:
     by_count: dict[int, list[str]] = {}
     for unit in sorted(per_unit):
         by_count.setdefault(per_unit[unit], []).append(unit)
-    groups = [f"{names[0] if len(names) == 1 else f'{len(names)} units ({_names(names)})'} with {count} job(s)"
-              + ("" if len(names) == 1 else " each") for count, names in sorted(by_count.items(), reverse=True)]
+    groups = [f"{names[0]} with {count} job(s)" if len(names) == 1
+              else f"{len(names)} units ({_names(names)}) with {count} job(s) each"
+              for count, names in sorted(by_count.items(), reverse=True)]
     if dataset_jobs:
         groups.append(f"the dataset with {dataset_jobs} job(s)")
     return [f"dry run: {len(jobs)} job(s) would run (tmstarget --verbose lists them with their files)",
