@@ -14,10 +14,11 @@ The unit of a job is its ``unit`` wildcard, else the subject (and session) its p
 this run: run.engine adds them to the ``RUN_INFO`` record's job stats under :data:`JOBS_PER_UNIT_KEY`.
 Jobs without outputs (the target rules ``all``/``participant``) are not steps and are not shown.
 
-Why not the rich logger plugin (snakemake-logger-plugin-rich 0.5.1, MIT, "in development"): it shows one
-progress bar per rule, not per subject, and its bars are a live display that prints nothing when stdout is
-not a terminal (tests, cluster job logs, ``> run.log``), and on a failure it prints the whole log file.
-These lines are plain text and the same on a terminal and in a file.
+Why not the rich logger plugin (snakemake-logger-plugin-rich 0.5.1, MIT, its README says "in development"; read
+from its source): its progress is one bar per rule, not per subject, drawn in a transient live display
+(rich ``Live(transient=True)``) that leaves nothing in a file or a cluster job log (``> run.log``, tests); without
+``--verbose`` it prints no line per finished job, and on a failure it prints the job's whole log file. These
+lines are plain text, the same on a terminal and in a file, and need no new dependency.
 """
 
 from __future__ import annotations
