@@ -25,7 +25,7 @@ def test_help_explains_the_app(capsys):
     assert exc.value.code == 0
     out = capsys.readouterr().out
     for text in ("participant", "--derivatives", "--participant-label", "--profile", "demo-data",
-                 "research result", "exit status"):
+                 "research result", "exit status", "--verbose", ".snakemake/log"):
         assert text in out
 
 
@@ -501,3 +501,47 @@ def test_failed_jobs_come_from_snakemakes_job_error_events(tmp_path):
     assert run_workflow(args)[0] == 1
     assert run_workflow(args, unlock=True) == (0, [])
     assert not list((out / ".snakemake" / "locks").glob("*.lock"))
+
+
+def test_dry_run_prints_a_short_summary_and_verbose_the_listing(tmp_path, capfd):
+    """Issue 23 item 3: without --verbose a dry run prints the jobs per rule and per unit, not Snakemake's
+    listing of every job's files; with --verbose that listing, as Snakemake prints it."""
+    bids = make_raw_bids(tmp_path / "bids", n_vols=200)
+    out = tmp_path / "out"
+    assert main([str(bids), str(out), "participant", "--dry-run", "--cores", "1"]) == 0
+    lines = capfd.readouterr().out.splitlines()
+    assert lines[1:] == [
+        "dry run: 15 job(s) would run (tmstarget --verbose lists them with their files)",
+        "  jobs per rule: dataset_description 1, denoise 2, exports 1, maps_to_t1w 1, masks 1, native 1, "
+        "preproc_description 1, preprocess_anat 1, preprocess_bold 1, registration_qc 1, report 1, seedmap 1, "
+        "target 1, verdict 1",
+        "  jobs per unit: sub-01 with 13 job(s); the dataset with 2 job(s)"]
+    assert main([str(bids), str(out), "participant", "--dry-run", "--cores", "1", "--verbose"]) == 0
+    verbose = capfd.readouterr()
+    assert "rule preprocess_anat:" in verbose.out and "wildcards: anat=sub-01/anat/sub-01" in verbose.out
+    assert "dry run:" not in verbose.out
+
+
+def test_snakemake_gets_the_concise_logger_and_the_targets(tmp_path, monkeypatch, capsys):
+    """The Snakemake options of a participant run: ``--logger tmstarget`` (the concise terminal, run.progress)
+    without taking the target ``participant`` as a second logger name; the jobs' output file; none with --verbose."""
+    from snakemake.cli import parse_args
+
+    from tmstarget.run import cli, engine
+
+    calls = []
+    monkeypatch.setattr(cli, "run_workflow", lambda args, unlock=False, job_output=None: (
+        calls.append((args, job_output)) or (0, [])))
+    bids = make_raw_bids(tmp_path / "bids", n_vols=200)
+    out = tmp_path / "out"
+    engine.register_concise_logger()
+    for verbose in ([], ["--verbose"]):
+        main([str(bids), str(out), "participant", "--cores", "1", *verbose])
+        args, job_output = calls[-1]
+        _, parsed = parse_args(args)
+        assert parsed.targets == ["participant"]
+        assert parsed.logger == ([] if verbose else ["tmstarget"])
+        assert job_output == (None if verbose else out / "logs" / "job_output.txt")
+    text = capsys.readouterr().out
+    assert text.count(f"tmstarget: Snakemake's full log goes to {out / '.snakemake' / 'log'}, the jobs' own output to "
+                      f"{out / 'logs' / 'job_output.txt'} (--verbose shows them here)") == 1

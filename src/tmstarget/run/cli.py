@@ -45,6 +45,7 @@ examples:
   tmstarget /data/bids /data/out group              # also the dataset report of all subjects
   tmstarget /data/bids /data/out participant --profile slurm   # run jobs on a SLURM cluster
   tmstarget /data/bids /data/out participant -- --forceall      # options after -- go to snakemake
+  tmstarget /data/bids /data/out participant --verbose  # Snakemake's full job listing on the terminal
   tmstarget demo-data /tmp/demo && tmstarget /tmp/demo /tmp/demo_out participant
 
 At the end of a run every subject gets one verdict line, the same as in its report, its
@@ -90,7 +91,13 @@ def _bids_app_parser() -> argparse.ArgumentParser:
     p.add_argument("--cores", type=int, default=os.cpu_count() or 1, help="CPU cores to use (default: all)")
     p.add_argument("--profile", metavar="NAME_OR_DIR",
                    help="Snakemake profile: 'local', 'slurm' (workflow/profiles/) or a folder")
-    p.add_argument("--dry-run", "-n", action="store_true", help="show the jobs without running them")
+    p.add_argument("--dry-run", "-n", action="store_true",
+                   help="show what would run (jobs per rule and per subject) without running it")
+    p.add_argument("--verbose", action="store_true",
+                   help="show Snakemake's full job listing (every job's input and output files) and the jobs' own "
+                   "output on the terminal; by default it shows one line per finished step, the failures and "
+                   "the verdicts, while Snakemake's full listing goes to OUTPUT_DIR/.snakemake/log/ and the "
+                   "jobs' output to OUTPUT_DIR/logs/job_output.txt")
     p.add_argument("--version", action="version", version=f"tmstarget {__version__}")
     p.add_argument("--group-runs-by", choices=["subject", "session"],
                    help="one target per subject (default, all runs pooled) or per session")
@@ -384,9 +391,11 @@ def write_group_after_failure(plan, config: dict, verdicts) -> Path:
     return build_group_report(entries, deriv / "group.html", deriv / "group_targets.tsv")
 
 
-def run_workflow(snakemake_args: list[str], unlock: bool = False) -> tuple[int, list[dict]]:
+def run_workflow(snakemake_args: list[str], unlock: bool = False,
+                 job_output: Path | None = None) -> tuple[int, list[dict]]:
     """Run Snakemake with ``snakemake_args`` in a child process (run.engine, through Snakemake's API; with
-    ``unlock`` its unlock first): its exit status and the jobs it reported failed (rule, job id, log files)."""
+    ``unlock`` its unlock first; with ``job_output`` the jobs' own stdout and stderr go to that file): its exit
+    status and the jobs it reported failed (rule, job id, log files)."""
     import json
     import threading
 
@@ -399,8 +408,8 @@ def run_workflow(snakemake_args: list[str], unlock: bool = False) -> tuple[int, 
 
     reader = threading.Thread(target=collect, daemon=True)
     reader.start()
-    cmd = [sys.executable, "-m", "tmstarget.run.engine", str(write_fd), *(["--unlock"] if unlock else []), "--",
-           *snakemake_args]
+    cmd = [sys.executable, "-m", "tmstarget.run.engine", str(write_fd), *(["--unlock"] if unlock else []),
+           *(["--job-output", str(job_output)] if job_output else []), "--", *snakemake_args]
     try:
         result = subprocess.run(cmd, pass_fds=(write_fd,))
     finally:
@@ -443,6 +452,13 @@ def run_bids_app(argv: list[str]) -> int:
           f"'{plan.route}', space {plan.space}; logs in {log_dir}", flush=True)
     cmd = ["--snakefile", str(SNAKEFILE), "--configfile", str(config_path),
            "--directory", str(out), "--cores", str(args.cores), "--rerun-incomplete", "--keep-going"]
+    concise = not args.verbose and "--logger" not in extra
+    if concise:  # run.progress: one line per finished step; Snakemake's full listing only in its log file
+        cmd = ["--logger", "tmstarget", *cmd]  # first: --logger takes every name up to the next option
+    job_output = log_dir / "job_output.txt" if concise and not args.dry_run else None
+    if job_output:
+        print(f"tmstarget: Snakemake's full log goes to {out / '.snakemake' / 'log'}, the jobs' own output to "
+              f"{job_output} (--verbose shows them here)", flush=True)
     profile = _resolve_profile(args.profile)
     if profile:
         cmd += ["--profile", profile]
@@ -454,7 +470,7 @@ def run_bids_app(argv: list[str]) -> int:
     if stale_locks:
         print(f"tmstarget: removed the Snakemake lock of an interrupted run in {out}", flush=True)  # by run.engine
     start = time.time()
-    returncode, failed_jobs = run_workflow(cmd, unlock=stale_locks)
+    returncode, failed_jobs = run_workflow(cmd, unlock=stale_locks, job_output=job_output)
     errors = job_errors(failed_jobs, log_dir) if returncode != 0 else []
     if returncode != 0:
         print("\ntmstarget: the workflow stopped.", file=sys.stderr)
