@@ -206,7 +206,8 @@ def test_real_workflow_one_sbatch_per_subject_same_outputs_as_local(local_slurm,
 
     # both runs at once (the SLURM jobs run beside the local one): half the wall time of one after the other
     t0 = time.monotonic()
-    slurm = _cli(bids, tmp_path / "out_slurm", config, "--profile", "slurm", "--",
+    # --verbose: Snakemake's own listing (its "submitted with SLURM jobid" lines) on the terminal
+    slurm = _cli(bids, tmp_path / "out_slurm", config, "--profile", "slurm", "--verbose", "--",
                  "--slurm-init-seconds-before-status-checks", "5", env=env)
     local = _cli(bids, tmp_path / "out_local", config)
     local_code = local.wait(timeout=3600)
