@@ -158,8 +158,9 @@ def oblique_07mm_inputs(inputs: dict, workdir: Path) -> dict:
             vox = np.linalg.inv(img.affine) @ affine          # output voxel -> input voxel
             data = ndimage.affine_transform(np.asarray(img.dataobj, dtype=np.float32), vox[:3, :3], vox[:3, 3],
                                             output_shape=SHAPE_07, order=3, mode="constant", cval=0.0)
-            nib.save(nib.Nifti1Image(data.astype(np.float32), affine), str(dst.with_suffix(".part.gz")))
-            dst.with_suffix(".part.gz").rename(dst)
+            part = dst.with_name(f".part_{dst.name}")
+            nib.save(nib.Nifti1Image(data.astype(np.float32), affine), str(part))
+            part.rename(dst)
         out[key] = [str(dst)] if isinstance(inputs[key], list) else str(dst)
     return out
 

@@ -8,8 +8,11 @@ listed in the report's provenance. NIfTI header text fields (``descrip``, ``db_n
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import re
+import warnings
 from pathlib import Path
 
 import matplotlib
@@ -210,10 +213,28 @@ def resample_to_grid(img: nib.Nifti1Image, affine: np.ndarray, shape, order: int
     from scipy import ndimage
 
     vox = np.linalg.inv(img.affine) @ np.asarray(affine, float)      # grid voxel -> image voxel
+    matrix = vox[:3, :3]
+    if np.allclose(matrix, np.diag(np.diag(matrix)), atol=1e-9):
+        matrix = np.diag(matrix)      # grids not rotated to each other: scipy's separable path, ~3x faster
     data = np.asarray(img.dataobj, dtype=np.float32)
-    out = ndimage.affine_transform(data, vox[:3, :3], vox[:3, 3], output_shape=tuple(shape), order=order,
-                                   mode="constant", cval=0.0, prefilter=False)
+    with warnings.catch_warnings():  # scipy notes that a 1-D matrix is a diagonal since 0.18: meant so
+        warnings.simplefilter("ignore", UserWarning)
+        out = ndimage.affine_transform(data, matrix, vox[:3, 3], output_shape=tuple(shape), order=order,
+                                       mode="constant", cval=0.0, prefilter=False)
     return clean_img(out, affine)
+
+
+@contextlib.contextmanager
+def frozen_heap():
+    """Run the block with the objects that exist before it frozen (:func:`gc.freeze`): nilearn calls
+    ``gc.collect()`` on every image it reads (about 60 times in one subject report), and with matplotlib,
+    nilearn and pandas loaded each full collection cost 0.1 CPU-s; frozen, a collection scans only the
+    objects the block made. Unfrozen afterwards (nothing changes for the caller)."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def clean_img(data: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
