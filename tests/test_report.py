@@ -815,3 +815,58 @@ def test_methods_paragraph_says_which_cluster_rule_ran():
     # seedmap records the cluster settings under "cluster"; peak has none
     assert "20th percentile of all" in cluster_rule_words({"rule": "seedmap", "cluster": default})
     assert cluster_rule_words({"rule": "peak"}) == "" and cluster_rule_words(None) == ""
+
+
+# ----------------------------------------------------------------------------- the T1w drawn once, where it is
+
+
+def test_t1w_figures_draw_the_resampled_t1w_where_the_markers_are(tmp_path):
+    """An oblique T1w (tilted 12 degrees, 1.3 mm voxels) with a bright ball at the target: the report's one
+    resampled copy (axis-aligned, DISPLAY_VOXEL_MM) keeps the ball's world position, and in each view of the
+    target figure the ball is drawn under the yellow X within one displayed pixel."""
+    import matplotlib.pyplot as plt
+
+    from builders.nifti import centres_ras_mm
+    from builders.report_unit import TARGET_T1W, head_t1, save_private_nifti
+    from tmstarget.report.common import DISPLAY_VOXEL_MM
+
+    inputs = make_subject_inputs(tmp_path)
+    a = np.deg2rad(12.0)
+    affine = np.eye(4)
+    affine[:3, :3] = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]]) * 1.3
+    shape = (140, 170, 150)
+    affine[:3, 3] = np.asarray([0.0, -18.0, 10.0]) - affine[:3, :3] @ ((np.asarray(shape) - 1) / 2)
+    data = head_t1(shape, affine)
+    target = np.asarray(TARGET_T1W)
+    data[np.linalg.norm(centres_ras_mm(shape, affine) - target, axis=-1) <= 4.0] = 400.0
+    inputs["t1w"] = str(save_private_nifti(tmp_path / "oblique_T1w.nii.gz", data, affine))
+    ctx = report.SubjectContext(inputs)
+    grid = ctx.on_t1w_grid("t1w")
+    assert np.allclose(grid.affine[:3, :3], np.eye(3) * DISPLAY_VOXEL_MM)            # axis-aligned, display voxels
+    ball = np.asarray(grid.dataobj) > 250
+    centre_ras_mm = nib.affines.apply_affine(grid.affine, np.argwhere(ball).mean(0))
+    assert np.linalg.norm(centre_ras_mm - target) < 0.5 * DISPLAY_VOXEL_MM              # mm
+    assert ctx.on_t1w_grid("t1w") is grid                                                # resampled once
+    fig = report.render_target_t1w(ctx)
+    fig.canvas.draw()
+    checked = 0
+    for ax in fig.axes:
+        if ax.get_position().y0 < 0.45 or not ax.get_images():                           # the row cut at the target
+            continue
+        marks = [ln for ln in ax.lines if ln.get_marker() == "X" and ln.get_color() == "yellow"]
+        slices = [im for im in ax.get_images() if im.get_array().ndim == 2]         # not the black backdrop
+        if not marks or not slices:
+            continue
+        im = slices[-1]
+        arr = np.ma.filled(im.get_array(), 0)
+        left, right, bottom, top = im.get_extent()
+        rows, cols = np.nonzero(arr > 250)
+        origin_lower = im.origin == "lower"
+        x = left + (cols.mean() + 0.5) / arr.shape[1] * (right - left)
+        y = (bottom + (rows.mean() + 0.5) / arr.shape[0] * (top - bottom)) if origin_lower else \
+            (top - (rows.mean() + 0.5) / arr.shape[0] * (top - bottom))
+        mm_per_px = abs(np.diff(ax.get_xlim())[0]) / ax.get_window_extent().width
+        assert np.hypot(x - marks[0].get_xdata()[0], y - marks[0].get_ydata()[0]) <= max(mm_per_px, 0.5), ax
+        checked += 1
+    plt.close(fig)
+    assert checked == 3                                                                  # sagittal, coronal, axial

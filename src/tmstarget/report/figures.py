@@ -21,8 +21,8 @@ import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 
 from tmstarget.qc.text import num, point, scrub_paths  # noqa: E402
-from tmstarget.report.common import (MAX_CARPET_VOXELS, MIN_FONT_PT, SubjectContext, Unavailable, clean_img,  # noqa: E402
-                     make_figure, label_anterior_posterior)
+from tmstarget.report.common import (MAX_CARPET_VOXELS, MIN_FONT_PT, SubjectContext, Unavailable, clean_img,  # noqa: E402,F401
+                     make_figure, label_anterior_posterior, read_masked_timeseries)
 from tmstarget.report.figures_points import (literature_sites, render_group_targets, render_gsr, render_literature,  # noqa: E402,F401
                              render_uncertainty)
 
@@ -97,22 +97,6 @@ def carpet_rows(n_voxels: int, max_rows: int = MAX_CARPET_VOXELS) -> np.ndarray:
     if n_voxels <= max_rows:
         return np.arange(n_voxels)
     return np.unique(np.linspace(0, n_voxels - 1, max_rows).round().astype(int))
-
-
-def read_masked_timeseries(bold_path, mask_3d: np.ndarray, columns: np.ndarray) -> np.ndarray:
-    """(T, len(columns)) float32 of a 4D BOLD file at ``mask_3d`` voxels (C order) picked by ``columns``.
-
-    Reads one volume at a time with the file kept open, so memory stays at one volume.
-    """
-    img = nib.load(str(bold_path), keep_file_open=True)
-    if len(img.shape) != 4 or img.shape[:3] != mask_3d.shape:
-        raise Unavailable(f"{Path(bold_path).name} is not a 4D image on the grid of the mask")
-    flat = np.flatnonzero(mask_3d.reshape(-1))[columns]
-    out = np.empty((img.shape[3], flat.size), dtype=np.float32)
-    proxy = img.dataobj
-    for t in range(img.shape[3]):
-        out[t] = np.asarray(proxy[..., t], dtype=np.float32).reshape(-1)[flat]
-    return np.nan_to_num(out)
 
 
 def _zscore_detrended(ts_tv: np.ndarray) -> np.ndarray:
@@ -266,14 +250,17 @@ REGISTRATION_FIGSIZE_IN = (10.5, 3.8)  # 1050 px: the page's column, so it is ne
 
 
 def _bold_to_t1w_images(ctx: SubjectContext):
+    """T1w and BOLD reference on the report's T1w grid (resampled once, shared with the other T1w figures and
+    the viewer) and the cut: the target, else the T1w's centre."""
     refs = ctx.paths("boldref_t1w")
     if not refs:
         raise Unavailable("no BOLD reference in T1w space (boldref_t1w) was given")
-    t1w = ctx.img("t1w")
-    ref = ctx.img("boldref_t1w")
+    t1w = ctx.on_t1w_grid("t1w")
+    ref = ctx.on_t1w_grid("boldref_t1w")
     cut = ctx.target_t1w()
     if cut is None:
-        cut = nib.affines.apply_affine(t1w.affine, (np.asarray(t1w.shape[:3]) - 1) / 2)
+        full = ctx.img("t1w")
+        cut = nib.affines.apply_affine(full.affine, (np.asarray(full.shape[:3]) - 1) / 2)
     return t1w, ref, tuple(cut)
 
 
@@ -285,24 +272,30 @@ def render_bold_to_t1w(ctx: SubjectContext):
     fig = make_figure(*REGISTRATION_FIGSIZE_IN)
     disp = plotting.plot_anat(colorbar=False, anat_img=t1w, display_mode="ortho", cut_coords=cut, figure=fig,
                               title="T1w + BOLD reference edges (through the target)", draw_cross=False,
-                              annotate=False, **_anat_range(t1w))
+                              annotate=False, **_anat_range(t1w, ctx))
     disp.add_edges(ref, color="r")
     label_anterior_posterior(disp, cuts=False)  # cut through the target: its coordinates are not written here
     return fig
 
 
-def _flicker_pair(fixed, moving, cut, titles, cut_labels: bool = True):
+def _same_grid(a: nib.Nifti1Image, b: nib.Nifti1Image) -> bool:
+    return a.shape[:3] == b.shape[:3] and np.allclose(a.affine, b.affine)
+
+
+def _flicker_pair(fixed, moving, cut, titles, cut_labels: bool = True, ctx: SubjectContext | None = None):
     """Two figures of the same views and extent: the fixed image, then the moving image resampled onto
     its grid (so that switching between them shows any misalignment as movement)."""
     from nilearn import plotting
     from nilearn.image import resample_to_img
 
-    moving_on = resample_to_img(moving, fixed, interpolation="continuous", force_resample=True, copy_header=True)
+    if not _same_grid(moving, fixed):
+        moving = resample_to_img(moving, fixed, interpolation="continuous", force_resample=True, copy_header=True)
     figs = []
-    for img, title in zip((fixed, clean_img(np.asarray(moving_on.dataobj), fixed.affine)), titles):
+    for img, title in zip((fixed, clean_img(np.asarray(moving.dataobj), fixed.affine)), titles):
         fig = make_figure(*REGISTRATION_FIGSIZE_IN)
         disp = plotting.plot_anat(colorbar=False, anat_img=img, display_mode="ortho", cut_coords=cut, figure=fig,
-                                  title=title, draw_cross=False, annotate=False, **_anat_range(img))
+                                  title=title, draw_cross=False, annotate=False,
+                                  **_anat_range(fixed if img is fixed else img, ctx if img is fixed else None))
         label_anterior_posterior(disp, cuts=cut_labels)
         figs.append(fig)
     return figs
@@ -310,8 +303,9 @@ def _flicker_pair(fixed, moving, cut, titles, cut_labels: bool = True):
 
 def render_bold_to_t1w_flicker(ctx: SubjectContext):
     """(T1w, BOLD reference on the T1w grid) with identical views, for the before/after toggle."""
-    t1w, ref, cut = _bold_to_t1w_images(ctx)
-    return _flicker_pair(t1w, ref, cut, ("subject T1w", "BOLD reference (registered to the T1w)"), cut_labels=False)
+    t1w, ref, cut = _bold_to_t1w_images(ctx)   # one grid: nothing to resample
+    return _flicker_pair(t1w, ref, cut, ("subject T1w", "BOLD reference (registered to the T1w)"), cut_labels=False,
+                         ctx=ctx)
 
 
 def render_t1w_to_mni_flicker(ctx: SubjectContext):
@@ -352,10 +346,15 @@ def render_t1w_to_mni(ctx: SubjectContext):
     return fig
 
 
-def _anat_range(img: nib.Nifti1Image) -> dict:
+def _anat_range(img: nib.Nifti1Image, ctx: SubjectContext | None = None) -> dict:
     """Grey-scale limits of an anatomical image: 0 to the 99.5th percentile of its non-zero voxels, so
-    that neither a few bright voxels nor an intensity rescaling clips the brain to white."""
-    data = np.asarray(img.dataobj, dtype=float)
+    that neither a few bright voxels nor an intensity rescaling clips the brain to white. With ``ctx``, the
+    limits of the T1w on the report's grid, computed once for all the T1w figures."""
+    if ctx is not None:
+        if "t1w_anat_range" not in ctx._cache:
+            ctx._cache["t1w_anat_range"] = _anat_range(ctx.on_t1w_grid("t1w"))
+        return ctx._cache["t1w_anat_range"]
+    data = np.asarray(img.dataobj, dtype=np.float32)
     nz = data[np.isfinite(data) & (data > 0)]
     if not nz.size:
         return {}
@@ -521,14 +520,14 @@ def render_target_t1w(ctx: SubjectContext):
     target = ctx.target_t1w()
     if target is None:
         raise Unavailable("no T1w-space target (the native-space stage failed or did not run)")
-    t1w = ctx.img("t1w")
+    t1w = ctx.on_t1w_grid("t1w")   # resampled once for every T1w figure and the viewer
     geom = coil_geometry(ctx.native)
     entry = None if geom is None else geom["entry"]
     fig = make_figure(9, 3.0 if entry is None else 6.0)
     top = (0.0, 0.0, 1.0, 1.0) if entry is None else (0.0, 0.5, 1.0, 0.5)
     disp = plotting.plot_anat(colorbar=False, anat_img=t1w, cut_coords=tuple(target), display_mode="ortho", figure=fig,
                               axes=top, draw_cross=False, title="cortical target (yellow X), T1w", annotate=False,
-                              **_anat_range(t1w))
+                              **_anat_range(t1w, ctx))
     disp.add_markers([target], marker_color="yellow", marker_size=60, marker="X")
     if geom is not None:
         draw_coil_glyph(disp, geom, with_coil=False)
@@ -536,7 +535,7 @@ def render_target_t1w(ctx: SubjectContext):
         # second row cut through the entry: nilearn draws a marker only within 2 mm of a cut
         low = plotting.plot_anat(colorbar=False, anat_img=t1w, cut_coords=tuple(entry), display_mode="ortho", figure=fig,
                                  axes=(0.0, 0.0, 1.0, 0.5), draw_cross=False, annotate=False,
-                                 title="coil at the scalp entry (cyan), handle (magenta)", **_anat_range(t1w))
+                                 title="coil at the scalp entry (cyan), handle (magenta)", **_anat_range(t1w, ctx))
         low.add_markers([entry], marker_color="cyan", marker_size=50, marker="o")
         draw_coil_glyph(low, geom)
         label_anterior_posterior(low)

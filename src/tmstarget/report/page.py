@@ -36,7 +36,7 @@ from tmstarget.report import methods as M
 from tmstarget.report import sections as S
 from tmstarget.report import verdict as V
 from tmstarget.report import viewer as VW
-from tmstarget.report.common import SubjectContext, Unavailable, unit_name
+from tmstarget.report.common import SubjectContext, Unavailable, frozen_heap, unit_name
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +223,8 @@ HTML_REPORTLETS = tuple(r.name for r in SUBJECT_REPORTLETS if r.figure is None)
 
 def render_sections(ctx: SubjectContext, reportlets=SUBJECT_REPORTLETS) -> list[Rendered]:
     """Every reportlet drawn once, in order (provenance last, so it lists every input found missing)."""
-    return [render_reportlet(r, ctx) for r in reportlets]
+    with frozen_heap():  # nilearn's gc.collect() per image read then scans only what the report makes
+        return [render_reportlet(r, ctx) for r in reportlets]
 
 
 def _page(sections: list[Rendered], title: str, subtitle: str = SUBTITLE, nav: bool = True,

@@ -32,11 +32,13 @@ import nibabel as nib
 import numpy as np
 
 from tmstarget.qc.text import point, scrub_paths
+from tmstarget.report.common import DISPLAY_VOXEL_MM, Unavailable, head_grid, resample_to_grid
 
 log = logging.getLogger(__name__)
 
-#: Voxel size (mm) of the viewer's grid: the T1w is resampled to it (a 0.7 mm T1w would not fit in 5 MB).
-VIEWER_VOXEL_MM = 1.0
+#: Voxel size (mm) of the viewer's grid: the T1w is resampled to it (a 0.7 mm T1w would not fit in 5 MB); the
+#: static T1w figures' grid, so the viewer reuses their resampled images.
+VIEWER_VOXEL_MM = DISPLAY_VOXEL_MM
 #: Largest viewer document (bytes); above it the grid is coarsened so the whole report stays < 5 MB.
 MAX_VIEWER_BYTES = 2_500_000
 #: Width (CSS px) of the viewer (the page's column); its height follows the head's proportions.
@@ -69,25 +71,6 @@ def _load_3d(path, what: str) -> nib.Nifti1Image:
     if data.ndim != 3:
         raise ValueError(f"{what} has {data.ndim} dimensions; the viewer needs a 3D image")
     return nib.Nifti1Image(np.nan_to_num(data), img.affine)
-
-
-def _viewer_grid(t1w: nib.Nifti1Image, points_t1w_ras_mm: list[np.ndarray], voxel_mm: float,
-                 margin_mm: float = 4.0) -> tuple[np.ndarray, tuple[int, int, int]]:
-    """Axis-aligned RAS grid (affine (4, 4), shape) of ``voxel_mm`` around the head and the given points."""
-    data = np.asarray(t1w.dataobj)
-    head_ijk = np.argwhere(data > 0.1 * np.percentile(data, 99))
-    if not len(head_ijk):
-        raise ValueError("the T1w is empty (no voxel above 10 % of its 99th percentile)")
-    lo_ijk, hi_ijk = head_ijk.min(0), head_ijk.max(0)
-    corners_ijk = np.array([[a, b, c] for a in (lo_ijk[0], hi_ijk[0]) for b in (lo_ijk[1], hi_ijk[1])
-                            for c in (lo_ijk[2], hi_ijk[2])], dtype=float)
-    corners_ras_mm = nib.affines.apply_affine(t1w.affine, corners_ijk)
-    box_ras_mm = np.vstack([corners_ras_mm] + [p[None] for p in points_t1w_ras_mm])
-    lo_ras_mm, hi_ras_mm = box_ras_mm.min(0) - margin_mm, box_ras_mm.max(0) + margin_mm
-    shape = tuple(int(n) for n in np.ceil((hi_ras_mm - lo_ras_mm) / voxel_mm) + 1)
-    affine = np.diag([voxel_mm, voxel_mm, voxel_mm, 1.0])
-    affine[:3, 3] = lo_ras_mm
-    return affine, shape
 
 
 def _head_only(data: np.ndarray) -> np.ndarray:
@@ -176,26 +159,43 @@ def _palette_png(img) -> bytes:
     return out.getvalue()
 
 
-def _viewer_document(t1w: nib.Nifti1Image, z_img: nib.Nifti1Image | None, target: np.ndarray,
+def _viewer_document(t1w_grid: nib.Nifti1Image, z_grid: nib.Nifti1Image | None, target: np.ndarray,
                      entry: np.ndarray | None, voxel_mm: float) -> str:
-    from nilearn import image, plotting
+    """The viewer of images already on its grid (:func:`tmstarget.report.common.head_grid`, ``voxel_mm``)."""
+    from nilearn import plotting
 
-    points = [target] + ([entry] if entry is not None else [])
-    affine, shape = _viewer_grid(t1w, points, voxel_mm)
-    t1w_grid = image.resample_img(t1w, target_affine=affine, target_shape=shape, interpolation="linear",
-                                  force_resample=True, copy_header=True)
+    affine, shape = t1w_grid.affine, t1w_grid.shape
     bg = nib.Nifti1Image(_head_only(np.asarray(t1w_grid.dataobj, dtype=np.float32)), affine)
-    z_grid = None
-    if z_img is not None:
-        z_grid = np.asarray(image.resample_img(z_img, target_affine=affine, target_shape=shape,
-                                               interpolation="linear", force_resample=True,
-                                               copy_header=True).dataobj, dtype=np.float32)
-    overlay = nib.Nifti1Image(_overlay(z_grid, affine, shape, target, entry), affine)
+    z_data = None if z_grid is None else np.asarray(z_grid.dataobj, dtype=np.float32)
+    overlay = nib.Nifti1Image(_overlay(z_data, affine, shape, target, entry), affine)
+    # both images are on one axis-aligned grid already: nilearn resamples nothing (nearest is exact there)
     view = plotting.view_img(overlay, bg_img=bg, cut_coords=tuple(float(v) for v in target), colorbar=False,
                              threshold=0.5, cmap=_overlay_cmap(), symmetric_cmap=False, vmin=_SEED_LO, vmax=_TOP,
                              black_bg=True, dim=0, opacity=1.0, resampling_interpolation="nearest",
                              title=f"T1w, {voxel_mm:.1f} mm", width_view=VIEWER_WIDTH_PX)
     return _replace_sprite(_replace_sprite(view.get_standalone(), "spriteImg", _grey_png), "overlayImg", _palette_png)
+
+
+def _viewer_within_budget(on_grid, has_seedmap: bool, target: np.ndarray, entry: np.ndarray | None,
+                          voxel_mm: float, max_bytes: int) -> str:
+    """The viewer document at ``voxel_mm``, coarsened while it is over ``max_bytes``; ``on_grid(key, voxel_mm)``
+    gives the T1w (``"t1w"``) or the seed map (``"fisherz_map_t1w"``) on the viewer's grid of that voxel size."""
+    def document(v):
+        return _viewer_document(on_grid("t1w", v), on_grid("fisherz_map_t1w", v) if has_seedmap else None,
+                                target, entry, v)
+
+    doc = document(voxel_mm)
+    for _ in range(2):
+        if len(doc) <= max_bytes:
+            break
+        # the images scale about with the number of voxels, the scripts (about 0.1 MB) do not
+        image_bytes = sum(len(b) for b in re.findall(r"base64,([A-Za-z0-9+/=]+)", doc))
+        image_budget = max(max_bytes - (len(doc) - image_bytes), image_bytes // 27)
+        coarser_mm = float(np.ceil(voxel_mm * (image_bytes / image_budget) ** (1 / 3) * 10) / 10)
+        log.info("viewer at %.1f mm is %.1f MB; coarsening to %.1f mm", voxel_mm, len(doc) / 1e6, coarser_mm)
+        voxel_mm = max(coarser_mm, voxel_mm + 0.1)
+        doc = document(voxel_mm)
+    return doc
 
 
 def interactive_viewer_html(t1w_path, seedmap_t1w_path, target_t1w_ras_mm, entry_t1w_ras_mm=None,
@@ -226,20 +226,18 @@ def interactive_viewer_html(t1w_path, seedmap_t1w_path, target_t1w_ras_mm, entry
     if target is None:
         raise ValueError("the viewer needs the target in T1w RAS mm (native JSON target_t1w_ras_mm)")
     entry = point(entry_t1w_ras_mm)
-    t1w = _load_3d(t1w_path, "T1w")
-    z_img = None if seedmap_t1w_path is None else _load_3d(seedmap_t1w_path, "seed map in T1w space")
-    doc = _viewer_document(t1w, z_img, target, entry, voxel_mm)
-    for _ in range(2):
-        if len(doc) <= max_bytes:
-            break
-        # the images scale about with the number of voxels, the scripts (about 0.1 MB) do not
-        image_bytes = sum(len(b) for b in re.findall(r"base64,([A-Za-z0-9+/=]+)", doc))
-        image_budget = max(max_bytes - (len(doc) - image_bytes), image_bytes // 27)
-        coarser_mm = float(np.ceil(voxel_mm * (image_bytes / image_budget) ** (1 / 3) * 10) / 10)
-        log.info("viewer at %.1f mm is %.1f MB; coarsening to %.1f mm", voxel_mm, len(doc) / 1e6, coarser_mm)
-        voxel_mm = max(coarser_mm, voxel_mm + 0.1)
-        doc = _viewer_document(t1w, z_img, target, entry, voxel_mm)
-    return doc
+    images = {"t1w": _load_3d(t1w_path, "T1w")}
+    if seedmap_t1w_path is not None:
+        images["fisherz_map_t1w"] = _load_3d(seedmap_t1w_path, "seed map in T1w space")
+    points = [target] + ([entry] if entry is not None else [])
+    grids: dict = {}
+
+    def on_grid(key, v):
+        if v not in grids:
+            grids[v] = head_grid(images["t1w"], v, points)
+        return resample_to_grid(images[key], *grids[v])
+
+    return _viewer_within_budget(on_grid, "fisherz_map_t1w" in images, target, entry, voxel_mm, max_bytes)
 
 
 def viewer_script_hashes(doc: str) -> list[str]:
@@ -278,8 +276,22 @@ def viewer_view(ctx) -> dict:
         return {"note": "Not available: " + ("no T1w-space target (the native-space stage failed or did not run)"
                                              if target is None else "the preprocessed T1w is missing")}
     seedmap = ctx.path("fisherz_map_t1w")
+    for key, what, path in (("t1w", "T1w", t1w), ("fisherz_map_t1w", "seed map in T1w space", seedmap)):
+        if path is None:
+            continue
+        try:
+            ctx.img(key)
+        except Unavailable:
+            return {"note": f"Not available: {what} {path.name} is not a readable NIfTI image; rerun the step that "
+                            "writes it"}
+
+    def on_grid(key, voxel_mm):
+        # the T1w figures above drew the same images on the same grid (DISPLAY_VOXEL_MM): resampled once
+        return ctx.on_t1w_grid(key, voxel_mm)
+
     try:
-        doc = interactive_viewer_html(t1w, seedmap, target, native.get("entry_t1w_ras_mm"))
+        doc = _viewer_within_budget(on_grid, seedmap is not None, target, point(native.get("entry_t1w_ras_mm")),
+                                    VIEWER_VOXEL_MM, MAX_VIEWER_BYTES)
     except ValueError as exc:
         return {"note": f"Not available: {exc}"}
     except Exception as exc:  # the viewer is an extra: the static figures above stay
