@@ -410,7 +410,6 @@ def truncated(den, minutes: float):
 
 def run_synthetic(sets, snrs=(0.3, 0.5), minutes=10.0, replicates=3, log=print) -> dict:
     """{(snr, setting label): [evaluate(...) per replicate]}; seedmap uses the next replicate's map."""
-    import nibabel as nib
 
     mask_img = synth_grid()
     out = {}

@@ -8,7 +8,6 @@ import base64
 import hashlib
 import html
 import re
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
