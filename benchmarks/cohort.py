@@ -312,11 +312,16 @@ def run(sizes, routes, command: str, log) -> dict:
     bench.mkdir(parents=True, exist_ok=True)
     commit = git_commit()      # before anything runs: the code measured
     result = {"commit": commit, "command": command, "cores": os.cpu_count(), "thresholds": THRESHOLDS,
-              "routes": {}}
+              "routes": {route: [] for route in routes}, "complete": False}
+    path = bench / "cohort.json"
     for route in routes:
         prepare_source(bench, route, log)
-        result["routes"][route] = [measure_size(bench, route, n, log) for n in sizes]
-    path = bench / "cohort.json"
+    # smallest N of every route first, the JSON rewritten after each: a run cut short keeps what it measured
+    for n in sizes:
+        for route in routes:
+            result["routes"][route].append(measure_size(bench, route, n, log))
+            path.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+    result["complete"] = True
     path.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
     log(f"wrote {path}")
     return result
@@ -393,12 +398,14 @@ def render(res: dict, date: str) -> str:
     tables = "\n\n".join(f"## {ROUTE_TITLES.get(route, route)}\n\n{route_table(rows)}"
                          for route, rows in sorted(res["routes"].items()))
     acceptance = _table(["criterion (issue 23)", "route", "threshold", "measured", "met"], acceptance_rows(res))
+    partial = ("" if res.get("complete", True) else
+               "\n**This run did not finish: the tables hold only the sizes it measured before it stopped.**\n")
     return f"""# Cohort benchmark: planning, dry run, one job's parse and group report by cohort size
 
 Generated from the output of `{res['command']}` at commit {res['commit']} on {date}
 ({res['cores']} cores), rendered by `python benchmarks/cohort.py docs` (`make cohort-docs` runs both from an
 empty bench folder). Do not edit by hand; rerun it on the code to be measured.
-
+{partial}
 A cohort of N subjects is N hard-linked copies of one subject: `raw` is sub-01 of the demo dataset
 (`tmstarget demo-data`), `fmriprep` a mini fMRIPrep derivatives tree (`tests/builders/mini_fmriprep.py`).
 Each figure is one fresh process: wall seconds / CPU seconds (the process and its children), with the

@@ -104,3 +104,9 @@ def test_docs_command_writes_the_page_from_the_bench_json(tmp_path, monkeypatch)
     out = tmp_path / "page.md"
     assert cohort.main(["docs", "--out", str(out)]) == 0
     assert "| 10 | 0.4 s / 0.4 CPU-s (load 1.5) |" in out.read_text()
+
+
+def test_page_of_a_run_cut_short_says_so():
+    res = {**fixture_output(), "complete": False}
+    assert "This run did not finish" in cohort.render(res, "2026-12-08")
+    assert "This run did not finish" not in cohort.render({**res, "complete": True}, "2026-12-08")
