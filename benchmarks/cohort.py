@@ -316,6 +316,11 @@ def run(sizes, routes, command: str, log) -> dict:
     path = bench / "cohort.json"
     for route in routes:
         prepare_source(bench, route, log)
+    # the floor under one job's parse: starting Python and Snakemake alone
+    floor = bench / "logs" / "snakemake-version.log"
+    floor.parent.mkdir(parents=True, exist_ok=True)
+    result["snakemake_startup"] = _figures(measured([sys.executable, "-m", "snakemake", "--version"], floor))
+    log(f"snakemake startup {result['snakemake_startup']}")
     # smallest N of every route first, the JSON rewritten after each: a run cut short keeps what it measured
     for n in sizes:
         for route in routes:
@@ -398,6 +403,9 @@ def render(res: dict, date: str) -> str:
     tables = "\n\n".join(f"## {ROUTE_TITLES.get(route, route)}\n\n{route_table(rows)}"
                          for route, rows in sorted(res["routes"].items()))
     acceptance = _table(["criterion (issue 23)", "route", "threshold", "measured", "met"], acceptance_rows(res))
+    floor = res.get("snakemake_startup")
+    startup = (f" For scale: starting Python and Snakemake alone (`python -m snakemake --version`) took "
+               f"{_cell(floor)}." if floor else "")
     partial = ("" if res.get("complete", True) else
                "\n**This run did not finish: the tables hold only the sizes it measured before it stopped.**\n")
     return f"""# Cohort benchmark: planning, dry run, one job's parse and group report by cohort size
@@ -426,7 +434,7 @@ the robust figure).
 
 ## Acceptance (issue 23)
 
-"flat": the CPU seconds of one job's parse at the largest N over those at the smallest N.
+"flat": the CPU seconds of one job's parse at the largest N over those at the smallest N.{startup}
 
 {acceptance}
 """

@@ -68,6 +68,7 @@ def fixture_output() -> dict:
                 "group_report": {**m(*group), "html_bytes": html_bytes, "process": m(group[0] + 2, group[1] + 2)}}
 
     return {"commit": "abc1234", "command": "python benchmarks/cohort.py run --sizes 10 1000", "cores": 2,
+            "snakemake_startup": m(0.9, 0.8),
             "thresholds": dict(cohort.THRESHOLDS),
             "routes": {"raw": [row(10, (0.6, 0.5), (4.2, 3.9), (3.1, 2.0), (0.3, 0.3), 80_000),
                                row(1000, (48.7, 45.1), (175.0, 170.2), (51.0, 49.5), (22.0, 21.5), 6_400_000)],
@@ -94,6 +95,7 @@ def test_page_is_rendered_from_the_json_alone_and_deterministically():
     assert "| group report, 1000 subjects (HTML size) | fmriprep | < 5.00 MB | 4.10 MB | yes |" in page
     # the demo figure at 100 subjects is not in this output: said so, not guessed
     assert "| dry run, 100 demo subjects (CPU) | raw | < 10 CPU-s | n/a | not measured |" in page
+    assert "(`python -m snakemake --version`) took 0.9 s / 0.8 CPU-s (load 1.5)." in page
     assert page.index("## fMRIPrep route") < page.index("## Raw BIDS route") < page.index("## Acceptance")
 
 
