@@ -96,7 +96,7 @@ def test_page_is_rendered_from_the_json_alone_and_deterministically():
     # the demo figure at 100 subjects is not in this output: said so, not guessed
     assert "| dry run, 100 demo subjects (CPU) | raw | < 10 CPU-s | n/a | not measured |" in page
     assert "(`python -m snakemake --version`) took 0.9 s / 0.8 CPU-s (load 1.5)." in page
-    assert page.index("## fMRIPrep route") < page.index("## Raw BIDS route") < page.index("## Acceptance")
+    assert page.index("## Raw BIDS route") < page.index("## fMRIPrep route") < page.index("## Acceptance")
 
 
 def test_docs_command_writes_the_page_from_the_bench_json(tmp_path, monkeypatch):
