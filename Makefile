@@ -69,7 +69,8 @@ reliability-docs: install
 
 # docs/cohort_benchmark.md regenerated from an empty bench folder (issue 23, item 4): N = 10, 100, 1000
 # hard-linked subjects of the raw and the fMRIPrep route; planning, dry run, one job's parse, group report
-# (benchmarks/cohort.py run, about an hour on 2 busy cores), then the page from its JSON.
+# (benchmarks/cohort.py run: 41 min at 4ae4cb7 on 2 cores at load 2-19, after its two one-subject workflow
+# runs of the sources), then the page from its JSON.
 COHORT_BENCH ?= $(HOME)/.cache/tmstarget/cohort
 cohort-docs: install
 	rm -rf $(COHORT_BENCH)
