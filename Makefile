@@ -8,7 +8,7 @@ DEMO_BIDS ?= demo/bids
 DEMO_OUT ?= demo/out
 CORES ?= 2
 
-.PHONY: install demo test test-fast test-acceptance benchmark clean reliability-docs
+.PHONY: install demo test test-fast test-acceptance benchmark clean reliability-docs cohort-docs
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -66,6 +66,16 @@ reliability-docs: install
 	TMSTARGET_BENCH=$(RELIABILITY_BENCH) $(BIN)/python benchmarks/reliability_halves.py run
 	TMSTARGET_BENCH=$(RELIABILITY_BENCH) $(BIN)/python benchmarks/reliability_bench.py docs
 	TMSTARGET_BENCH=$(RELIABILITY_BENCH) $(BIN)/python benchmarks/reliability_halves.py docs
+
+# docs/cohort_benchmark.md regenerated from an empty bench folder (issue 23, item 4): N = 10, 100, 1000
+# hard-linked subjects of the raw and the fMRIPrep route; planning, dry run, one job's parse, group report
+# (benchmarks/cohort.py run: 41 min at 4ae4cb7 on 2 cores at load 2-19, after its two one-subject workflow
+# runs of the sources), then the page from its JSON.
+COHORT_BENCH ?= $(HOME)/.cache/tmstarget/cohort
+cohort-docs: install
+	rm -rf $(COHORT_BENCH)
+	TMSTARGET_COHORT_BENCH=$(COHORT_BENCH) $(BIN)/python benchmarks/cohort.py run
+	TMSTARGET_COHORT_BENCH=$(COHORT_BENCH) $(BIN)/python benchmarks/cohort.py docs
 
 clean:
 	rm -rf demo .pytest_cache
