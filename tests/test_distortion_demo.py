@@ -266,3 +266,87 @@ def test_builder_refuses_bad_requests(mini_demo, tmp_path):
     with pytest.raises(InputError, match="not an empty folder"):
         dd.make_distorted_dataset(mini_demo, tmp_path / "full")
     assert not (tmp_path / "x").exists()
+
+
+# ----------------------------------------------------------------------------- report section and finding
+
+
+def _with_sdc_sidecars(inputs: dict, entries: list) -> list[str]:
+    """Write a preprocessing sidecar beside each preprocessed BOLD with the given correction entries."""
+    paths = []
+    for bold, entry in zip(inputs["preproc_bold"], entries):
+        side = bold.replace(".nii.gz", ".json")
+        obj = {"RepetitionTime": 2.0}
+        if entry is not None:
+            obj["SusceptibilityDistortionCorrection"] = entry
+        with open(side, "w") as f:
+            json.dump(obj, f)
+        paths.append(side)
+    return paths
+
+
+APPLIED = {"Applied": True, "FieldMapKind": "phasediff", "MatchedBy": "B0FieldSource",
+           "Sources": ["bids:raw:sub-01/fmap/sub-01_phasediff.nii.gz"],
+           "Description": "susceptibility distortion corrected: phase difference",
+           "PhaseEncodingDirection": "j-", "TotalReadoutTime": 0.035,
+           "MedianAbsShiftInHead_mm": 1.23, "MaxAbsShiftInHead_mm": 9.1}
+UNUSED = {"Applied": False, "FieldMapKind": "unsupported", "Description": "not corrected",
+          "Finding": "sub-01_task-rest_run-2_bold.nii.gz: field maps found but not used: two phase images"}
+
+
+def _render_distortion(inputs):
+    from tmstarget.report import SUBJECT_REPORTLETS, render_subject_html
+
+    text = render_subject_html(inputs, reportlets=tuple(r for r in SUBJECT_REPORTLETS if r.name == "distortion"))
+    return text.split('<section id="distortion">')[1].split("</section>")[0]
+
+
+def test_report_says_not_corrected_and_draws_nothing_without_field_maps(tmp_path):
+    from builders.report_unit import make_subject_inputs
+
+    inputs = make_subject_inputs(tmp_path)
+    _with_sdc_sidecars(inputs, [{"Applied": False, "Description": "not corrected (no field maps for this run in fmap/)"},
+                                None])
+    section = _render_distortion(inputs)
+    assert "<td>not corrected</td>" in section
+    assert "not recorded" in section  # run 2's sidecar has no entry
+    assert "data:image" not in section and "WARN" not in section
+
+
+def test_report_shows_the_correction_before_after_and_the_unused_field_maps(tmp_path):
+    from builders.report_unit import T1W_AFFINE, T1W_SHAPE, ellipsoid_brain, make_subject_inputs
+    from tmstarget.report.distortion import uncorrected_reference_path
+
+    inputs = make_subject_inputs(tmp_path)
+    _with_sdc_sidecars(inputs, [APPLIED, UNUSED])
+    t1w = nib.load(inputs["t1w"])
+    wm = ellipsoid_brain(T1W_SHAPE, T1W_AFFINE).astype(np.float32)
+    nib.save(nib.Nifti1Image(wm, t1w.affine), inputs["t1w"].replace("_desc-preproc_T1w", "_label-WM_probseg"))
+    section = _render_distortion(inputs)
+    assert "corrected with a phase-difference field map; phase encoding j-, total readout time 0.0350 s" in section
+    assert "median 1.2 mm, largest 9.1 mm" in section
+    assert "<b>WARN</b> sub-01_task-rest_run-2_bold.nii.gz: field maps found but not used" in section
+    assert "sub-01_phasediff.nii.gz" in section
+    assert section.count("data:image/png;base64,") == 1 and "was not written" in section  # no uncorrected reference
+    ref = nib.load(inputs["boldref_t1w"][0])
+    nib.save(nib.Nifti1Image(np.roll(np.asarray(ref.dataobj), 2, axis=1), ref.affine),
+             str(uncorrected_reference_path(inputs["boldref_t1w"][0])))
+    section = _render_distortion(inputs)
+    assert section.count("data:image/png;base64,") == 2 and 'id="flip-distortion"' in section
+
+
+def test_verdict_warns_about_unused_field_maps_and_is_unchanged_without_them(tmp_path):
+    from builders.report_unit import make_subject_inputs
+    from tmstarget.qc.verdict import run_verdict
+
+    inputs = make_subject_inputs(tmp_path)
+    base = run_verdict(inputs, tmp_path / "v0.json", "sub-01")
+    sidecars = _with_sdc_sidecars(inputs, [{"Applied": False, "Description": "not corrected"}, None])
+    same = run_verdict({**inputs, "bold_sidecars": sidecars}, tmp_path / "v1.json", "sub-01")
+    assert same["findings"] == base["findings"] and same["status"] == base["status"]
+    sidecars = _with_sdc_sidecars(inputs, [APPLIED, UNUSED])
+    v = run_verdict({**inputs, "bold_sidecars": sidecars}, tmp_path / "v2.json", "sub-01")
+    kinds = {f["kind"]: f for f in v["findings"]}
+    assert kinds["fieldmap_unused"]["level"] == "warn" and kinds["fieldmap_unused"]["topic"] == "distortion"
+    assert kinds["distortion"]["level"] == "info" and "median shift in the head 1.2 mm" in kinds["distortion"]["text"]
+    assert v["status"] == "warn" and "field maps exist" in v["action"]

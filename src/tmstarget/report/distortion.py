@@ -129,7 +129,8 @@ def uncorrected_reference_path(boldref_t1w) -> Path:
 def frontal_cut_ras_mm(wm: nib.Nifti1Image) -> tuple[float, float, float]:
     """The cut of the figure: :data:`FRONTAL_CUT_OFFSET_MM` from the centre of mass of the white matter."""
     data = np.asarray(wm.dataobj, dtype=np.float32)
-    centre_ijk = np.array(np.nonzero(data > 0.5)).mean(axis=1)
+    inside = np.nonzero(data > 0.5)
+    centre_ijk = np.array(inside).mean(axis=1) if inside[0].size else (np.asarray(data.shape) - 1) / 2.0
     centre = nib.affines.apply_affine(wm.affine, centre_ijk)
     return tuple(float(v) for v in centre + np.asarray(FRONTAL_CUT_OFFSET_MM))
 
