@@ -137,8 +137,11 @@ def make_mini_demo(root):
     m_shape, m_aff = (61, 73, 61), _grid((61, 73, 61), 2.0)
     points = nib.affines.apply_affine(m_aff, np.indices(m_shape).reshape(3, -1).T).reshape(m_shape + (3,))
     _save(points, m_aff, gt / "sub-01_mni_to_t1w_map.nii.gz", np.float32)
+    t1w_points = nib.affines.apply_affine(t1_aff, np.indices(t1_shape).reshape(3, -1).T).reshape(t1_shape + (3,))
+    _save(t1w_points, t1_aff, gt / "sub-01_t1w_to_mni_map.nii.gz", np.float32)
     (gt / "sub-01_groundtruth.json").write_text(json.dumps(
-        {"n_dummy_scans": 3, "mni_to_t1w_map": "sub-01_mni_to_t1w_map.nii.gz"}))
+        {"n_dummy_scans": 3, "mni_to_t1w_map": "sub-01_mni_to_t1w_map.nii.gz",
+         "t1w_to_mni_map": "sub-01_t1w_to_mni_map.nii.gz"}))
     return root
 
 
@@ -220,6 +223,21 @@ def test_truth_files_and_distorted_bold_agree_with_the_field(mini_demo, mini_pha
     feature = source[..., 5] > 1200  # the bright sphere below the frontal "lobe", inside the positive field
     assert feature.sum() > 20
     assert float(disp[feature].mean()) < -5.0  # several mm, toward -j as PE j- and a positive field require
+
+
+def test_true_brain_mask_on_the_bold_grid(mini_phasediff):
+    """Native = MNI in the mini dataset: the mask is nilearn's MNI brain mask at the BOLD voxel centres
+    (all but the voxels within 1.5 mm of a T1w-grid edge, where the known map is extrapolated)."""
+    from nilearn import datasets
+    from scipy import ndimage as ndi
+
+    brain = dd.brain_mask_on_bold_grid(mini_phasediff, "01")
+    bold = nib.load(str(mini_phasediff / "sub-01/func/sub-01_task-rest_bold.nii.gz"))
+    mask = datasets.load_mni152_brain_mask(resolution=2)
+    ijk = nib.affines.apply_affine(np.linalg.inv(mask.affine) @ bold.affine, np.indices(brain.shape).reshape(3, -1).T)
+    expected = ndi.map_coordinates(np.asarray(mask.dataobj, float), ijk.T, order=0).reshape(brain.shape) > 0.5
+    assert brain.shape == bold.shape[:3] and brain.sum() > 5000
+    assert np.mean(brain == expected) > 0.995
 
 
 def test_phasediff_is_the_wrapped_field_and_random_outside_the_head(mini_phasediff):

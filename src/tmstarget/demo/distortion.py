@@ -481,3 +481,24 @@ def displacement_error_mm(estimated_mm: np.ndarray, truth_mm: np.ndarray, mask: 
         raise ValueError("the mask selects no voxel")
     return {"median_mm": float(np.median(err)), "p95_mm": float(np.percentile(err, 95)),
             "max_mm": float(err.max()), "voxels": int(err.size)}
+
+
+def brain_mask_on_bold_grid(bids_dir: str | os.PathLike, subject: str) -> np.ndarray:
+    """The true brain (nilearn's MNI152 brain mask carried through the demo's known T1w -> MNI map) on the
+    subject's BOLD grid: bool array of the BOLD's 3D shape (for residuals "inside the brain")."""
+    from nilearn import datasets
+
+    label = subject[4:] if subject.startswith("sub-") else subject
+    root = Path(bids_dir)
+    gt = root / "sourcedata" / "groundtruth" / f"sub-{label}"
+    truth = read_json(gt / f"sub-{label}_groundtruth.json")
+    bold = nib.load(str(root / f"sub-{label}" / "func" / f"{BOLD_NAME.format(sub=label)}.nii.gz"))
+    t1w_to_mni = nib.load(str(gt / truth["t1w_to_mni_map"]))
+    maps = np.asarray(t1w_to_mni.dataobj, dtype=np.float64)
+    vox = np.linalg.inv(t1w_to_mni.affine) @ bold.affine
+    mni = np.stack([ndi.affine_transform(maps[..., c], vox[:3, :3], vox[:3, 3], output_shape=bold.shape[:3],
+                                         order=1, cval=np.nan) for c in range(3)], axis=-1)
+    mask_img = datasets.load_mni152_brain_mask(resolution=2)
+    ijk = nib.affines.apply_affine(np.linalg.inv(mask_img.affine), np.nan_to_num(mni.reshape(-1, 3), nan=1e6))
+    inside = ndi.map_coordinates(np.asarray(mask_img.dataobj, dtype=np.float32), ijk.T, order=0, cval=0.0)
+    return (inside.reshape(bold.shape[:3]) > 0.5) & np.isfinite(mni).all(axis=-1)
