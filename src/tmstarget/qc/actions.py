@@ -58,6 +58,10 @@ FINDING_ACTIONS = {
     "registration_t1w": {"warn": "look at the T1w-to-MNI figure (the template edges must follow the brain)",
                          "fail": "the T1w could not be aligned: check the T1w (field of view, artefacts, "
                                  "orientation) and rerun"},
+    "fieldmap_unused": {"warn": "the BOLD was not corrected for susceptibility distortion although field maps "
+                                "exist: fix the field map or metadata named above and rerun, or check on the "
+                                "Distortion correction and BOLD-to-T1w figures that the frontal lobe is aligned"},
+    "distortion": {},
     "no_target": {"fail": "rerun the workflow (the targeting stage did not finish, its log says why)"},
     "no_native": {"fail": "rerun the workflow (the T1w-space stage did not finish, its log says why)"},
     "workflow_error": {"fail": "fix the cause named above and run the same command again"},

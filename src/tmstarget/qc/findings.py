@@ -32,6 +32,8 @@ MNI->T1w->MNI round trip              warn     > ``qc.warn_roundtrip_mm`` (1 mm)
 navigation T1w qform vs sform         fail     > ``native.qform_sform_tol_mm`` (0.1 mm)
 input header warnings                 warn     qform/sform codes 0 or disagreement, header TR != sidecar TR
 registration checks (T1w alignment)   as given by the registration QC JSON
+field maps found but not used         warn     the BOLD sidecar's ``SusceptibilityDistortionCorrection.Finding``
+distortion correction applied         info     (which field map, the shift it applied)
 ====================================  =======  ===============================================================
 """
 
@@ -42,7 +44,8 @@ from dataclasses import dataclass
 from tmstarget.qc.metrics import mean_fd_mm
 from tmstarget.qc.text import fmt, fmt3, num, scrub_paths
 
-TOPICS = ("data", "motion", "seed", "target", "reliability", "gsr", "registration", "header", "navigation")
+TOPICS = ("data", "motion", "seed", "target", "reliability", "gsr", "registration", "distortion", "header",
+          "navigation")
 
 
 @dataclass(frozen=True)
@@ -145,6 +148,28 @@ def withhold_coordinates_on_fail(findings: list[Finding]) -> list[Finding]:
             if f.kind == "candidates" else f for f in findings]
 
 
+def distortion_findings(corrections: list[dict] | None) -> list[Finding]:
+    """Findings of the runs' susceptibility distortion correction (the ``SusceptibilityDistortionCorrection``
+    entry of each preprocessed BOLD sidecar, :mod:`tmstarget.preproc.bold`).
+
+    Field maps found but not used (the entry's ``Finding``): WARN, kind ``fieldmap_unused``. A correction
+    applied: INFO (kind ``distortion``). Runs without field maps give no finding (the report says "not
+    corrected"), so their verdict is unchanged.
+    """
+    out = []
+    for entry in corrections or []:
+        if not isinstance(entry, dict):
+            continue
+        if entry.get("Finding"):
+            out.append(Finding("warn", str(entry["Finding"]), "distortion", kind="fieldmap_unused"))
+        elif entry.get("Applied") is True:
+            shift = num(entry, "MedianAbsShiftInHead_mm")
+            detail = f" (median shift in the head {shift:.1f} mm)" if shift is not None else ""
+            out.append(Finding("info", f"{entry.get('Description') or 'susceptibility distortion corrected'}{detail}",
+                               "distortion", kind="distortion"))
+    return out
+
+
 def _registration_findings(registration_qc: dict) -> list[Finding]:
     out = []
     checks = registration_qc.get("checks") if isinstance(registration_qc.get("checks"), list) else []
@@ -173,7 +198,8 @@ def qc_findings(target_json: dict | None, native_json: dict | None, denoise_qc: 
                 warn_gsr_shift_mm: float = 10.0, warn_roundtrip_mm: float = 1.0,
                 reliability_limit_mm: float = 8.0, qform_sform_tol_mm: float = 0.1,
                 header_warnings: list[str] | None = None,
-                registration_qc: dict | None = None) -> list[Finding]:
+                registration_qc: dict | None = None,
+                distortion_corrections: list[dict] | None = None) -> list[Finding]:
     """Every QC check with its level and topic (thresholds: :data:`THRESHOLDS` and the module docstring).
 
     Parameters
@@ -210,6 +236,9 @@ def qc_findings(target_json: dict | None, native_json: dict | None, denoise_qc: 
     registration_qc : dict, optional
         ``{"checks": [{"name", "value", "threshold", "level", "text"}], "status"}``; each check
         becomes a finding with topic ``registration``.
+    distortion_corrections : list of dict, optional
+        ``SusceptibilityDistortionCorrection`` of each preprocessed BOLD sidecar
+        (:func:`distortion_findings`).
 
     Returns
     -------
@@ -341,4 +370,5 @@ def qc_findings(target_json: dict | None, native_json: dict | None, denoise_qc: 
             out.append(f)
     if registration_qc:
         out.extend(_registration_findings(registration_qc))
+    out.extend(distortion_findings(distortion_corrections))
     return withhold_coordinates_on_fail(out)

@@ -109,7 +109,7 @@ def _status_and_reasons(findings: list[Finding]) -> tuple[str, list[str]]:
 def assess(target_json: dict | None, native_json: dict | None, denoise_qc: dict | None,
            seed_json: dict | None, *, unit: str = "", thresholds: dict | None = None,
            header_warnings: list[str] | None = None, registration_qc: dict | None = None,
-           sources: list[str] | None = None) -> dict:
+           sources: list[str] | None = None, distortion_corrections: list[dict] | None = None) -> dict:
     """The verdict of one unit: PASS, WARN or FAIL with its reasons, findings and action (JSON contract).
 
     Parameters
@@ -127,6 +127,8 @@ def assess(target_json: dict | None, native_json: dict | None, denoise_qc: dict 
         ``{"checks": [{"name", "value", "threshold", "level", "text"}], "status"}`` (T1w alignment).
     sources : list of str, optional
         Input file names (recorded as ``Sources``; absolute paths are cut to file names).
+    distortion_corrections : list of dict, optional
+        ``SusceptibilityDistortionCorrection`` of the preprocessed BOLD sidecars (raw route).
 
     Returns
     -------
@@ -138,7 +140,8 @@ def assess(target_json: dict | None, native_json: dict | None, denoise_qc: dict 
     values = resolved_thresholds(thresholds)
     findings = qc_findings(target_json, native_json, denoise_qc, seed_json,
                            **{k: v for k, v in values.items()},
-                           header_warnings=header_warnings, registration_qc=registration_qc)
+                           header_warnings=header_warnings, registration_qc=registration_qc,
+                           distortion_corrections=distortion_corrections)
     status, reasons = _status_and_reasons(findings)
     minutes = num(denoise_qc, "minutes_kept")
     if minutes is None:
@@ -210,16 +213,20 @@ def run_verdict(inputs: dict, out_json, unit: str, thresholds: dict | None = Non
 
     values = resolved_thresholds(thresholds)
     warnings: list[str] = []
+    corrections: list[dict] = []
     sidecars = inputs.get("bold_sidecars") or []
     for path in ([sidecars] if isinstance(sidecars, (str, Path)) else sidecars):
         side, _ = read_json_tolerant(path)
         warnings += [str(w) for w in (side or {}).get("HeaderWarnings") or []]
+        if isinstance((side or {}).get("SusceptibilityDistortionCorrection"), dict):
+            corrections.append(side["SusceptibilityDistortionCorrection"])
     for path, t_r in bold_headers or []:
         warnings += bold_header_warnings(path, t_r, values["qform_sform_tol_mm"])
     sources = [inputs.get(k) for k in ("target_json", "native_json", "denoise_qc_json", "seed_json",
                                        "registration_qc")]
     verdict = assess(load("target_json"), load("native_json"), load("denoise_qc_json"), load("seed_json"),
                      unit=unit, thresholds=values, header_warnings=warnings,
-                     registration_qc=load("registration_qc"), sources=[s for s in sources if s])
+                     registration_qc=load("registration_qc"), sources=[s for s in sources if s],
+                     distortion_corrections=corrections)
     write_json(verdict, out_json)
     return verdict

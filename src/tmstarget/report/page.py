@@ -31,6 +31,7 @@ from tmstarget import __version__
 from tmstarget.qc.group import GROUP_COLUMNS, group_row, write_group_tsv  # noqa: F401
 from tmstarget.io.files import atomic_path
 from tmstarget.qc.text import fmt, fmt3, scrub_paths
+from tmstarget.report import distortion as DC
 from tmstarget.report import figures as F
 from tmstarget.report import methods as M
 from tmstarget.report import sections as S
@@ -177,6 +178,12 @@ SUBJECT_REPORTLETS: tuple[Reportlet, ...] = (
               "Good: the red edges of the BOLD reference follow the brain outline and ventricles of the T1w.",
               figure=F.render_bold_to_t1w, view=S.bold_to_t1w_view, flicker=F.render_bold_to_t1w_flicker,
               flicker_titles=("the subject's T1w", "the BOLD reference")),
+    Reportlet("distortion", "Distortion correction",
+              "Which susceptibility distortion correction each BOLD run got (field maps from fmap/), or \"not "
+              "corrected\". When a correction was applied: the BOLD reference before and after it, cut near the "
+              "ventromedial prefrontal cortex, with the T1w white-matter boundary in red. Good: after correction "
+              "the frontal edge and the ventricles of the BOLD reference follow the red boundary better than "
+              "before.", view=DC.distortion_view),
     Reportlet("t1w_to_mni", "T1w to MNI normalisation",
               "Good: the red template edges follow the normalised T1w's brain outline, ventricles and sulci.",
               figure=F.render_t1w_to_mni, view=S.t1w_to_mni_view, flicker=F.render_t1w_to_mni_flicker,
@@ -214,7 +221,7 @@ SUBJECT_REPORTLETS: tuple[Reportlet, ...] = (
 #: Short labels of the sticky navigation bar (one line at 1280 px, so anchors are not hidden under it).
 NAV_LABELS = {"summary": "Summary", "target_t1w": "Target & coil", "motion": "Motion", "carpet_before": "Carpet before",
               "carpet_after": "Carpet after", "seed_tsnr": "Seed tSNR", "bold_to_t1w": "BOLD to T1w",
-              "t1w_to_mni": "T1w to MNI", "seed_map": "Seed map", "uncertainty": "Reliability", "gsr": "GSR",
+              "t1w_to_mni": "T1w to MNI", "distortion": "Distortion", "seed_map": "Seed map", "uncertainty": "Reliability", "gsr": "GSR",
               "literature": "Literature", "caveats": "Caveats", "glossary": "Glossary", "methods": "Methods",
               "provenance": "Provenance", "viewer": "Viewer"}
 
