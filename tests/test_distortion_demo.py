@@ -368,3 +368,18 @@ def test_verdict_warns_about_unused_field_maps_and_is_unchanged_without_them(tmp
     assert kinds["fieldmap_unused"]["level"] == "warn" and kinds["fieldmap_unused"]["topic"] == "distortion"
     assert kinds["distortion"]["level"] == "info" and "median shift in the head 1.2 mm" in kinds["distortion"]["text"]
     assert v["status"] == "warn" and "field maps exist" in v["action"]
+
+
+def test_report_words_give_the_registration_check_before_and_after():
+    """The report's line for a corrected run names the kind, the readout and the BOLD-T1w white-matter
+    boundary fraction of the uncorrected and the corrected reference (the registration check)."""
+    from tmstarget.report.distortion import correction_words
+
+    entry = {"Applied": True, "FieldMapKind": "phasediff", "PhaseEncodingDirection": "j-", "TotalReadoutTime": 0.05,
+             "MedianAbsShiftInHead_mm": 1.4, "MaxAbsShiftInHead_mm": 10.3,
+             "WhiteMatterBoundaryFraction": {"Uncorrected": 0.9512, "Corrected": 0.9874}}
+    words = correction_words({"status": "corrected", "entry": entry})
+    assert words.startswith("corrected with a phase-difference field map")
+    assert "boundary fraction 0.951 before, 0.987 after correction" in words
+    no_check = correction_words({"status": "corrected", "entry": {**entry, "WhiteMatterBoundaryFraction": None}})
+    assert "boundary fraction" not in no_check

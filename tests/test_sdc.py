@@ -176,6 +176,11 @@ def test_preprocess_bold_with_a_field_map_corrects_the_run(phantom, fake_anat, t
     assert "bids:raw:sub-01/fmap/sub-01_fieldmap.nii.gz" in side["Sources"]
     before = nib.load(str(pb.uncorrected_boldref_t1w_path(out["boldref_t1w"])))  # for the report's figure
     assert before.shape == nib.load(out["boldref_t1w"]).shape
+    # the registration check before and after, on the two references through the one transform
+    fractions = sdc["WhiteMatterBoundaryFraction"]
+    assert set(fractions) == {"Uncorrected", "Corrected"}
+    assert all(0.0 <= v <= 1.0 for v in fractions.values()), fractions
+    assert fractions["Corrected"] != fractions["Uncorrected"]
     ref_mni = nib.load(out["boldref_mni"]).get_fdata()
     truth = pfm.field_to_grid_hz(head, affine, mni.shape, mni.affine)
     uncorrected = pfm.field_to_grid_hz(distorted, affine, mni.shape, mni.affine)

@@ -105,11 +105,16 @@ def test_workflow_corrects_each_kind_and_keeps_the_undistorted_target(demo_workf
                          .read_text())
     sdc = sidecar["SusceptibilityDistortionCorrection"]
     assert sdc["Applied"] is True and sdc["FieldMapKind"] == kind
+    fractions = sdc["WhiteMatterBoundaryFraction"]
+    print(f"{kind}: BOLD-T1w WM boundary fraction uncorrected {fractions['Uncorrected']:.3f}, corrected "
+          f"{fractions['Corrected']:.3f}")
+    assert fractions["Corrected"] > 0.9  # the undistorted demo run: 0.989
     verdict = json.loads((out / "tmstarget" / "sub-01" / "sub-01_desc-verdict_qc.json").read_text())
     assert any(f["kind"] == "distortion" for f in verdict["findings"])
     assert not any(f["kind"] == "fieldmap_unused" for f in verdict["findings"])
     report = (out / "tmstarget" / "sub-01.html").read_text()
-    assert "corrected with a" in report.split('<section id="distortion">')[1].split("</section>")[0]
+    section = report.split('<section id="distortion">')[1].split("</section>")[0]
+    assert "corrected with a" in section and "white-matter boundary fraction" in section
     shift = float(np.linalg.norm(_target_mni(out) - _target_mni(demo_workflow["out"])))
     print(f"{kind}: target {shift:.2f} mm from the undistorted run's; BOLD-T1w WM boundary fraction "
           f"{_boundary_fraction(out):.3f} (undistorted run {_boundary_fraction(demo_workflow['out']):.3f})")

@@ -266,6 +266,8 @@ def _preprocess_bold(bold_path, metadata, anat, out_paths, params, scratch: Path
                                        transformlist=[coreg["transform"]])
         save_img(nifti_img(before.numpy(), ants_affine_ras(t1w)),
                  uncorrected_boldref_t1w_path(out_paths["boldref_t1w"]))
+        sdc_info["WhiteMatterBoundaryFraction"] = boundary_fractions_before_after(
+            uncorrected_boldref_t1w_path(out_paths["boldref_t1w"]), out_paths["boldref_t1w"], anat)
     seconds["coregistration"] = time.time() - t0
     # --- confounds in the native grid (motion-corrected brain, WM and CSF voxels only, via a scratch file)
     t0 = time.time()
@@ -431,6 +433,17 @@ def _maybe_slice_timing(data, metadata, t_r, bold_path, warnings, scratch: Path 
     if isinstance(data, BoldVolumes):
         return slice_timing_to_file(data, slice_times, t_r, axis, scratch), True
     return pc.slice_timing_correct(data, slice_times, t_r, slice_axis=axis), True
+
+
+def boundary_fractions_before_after(uncorrected_boldref_t1w, boldref_t1w, anat: dict) -> dict:
+    """The registration check of :mod:`tmstarget.preproc.registration_qc` (BOLD-T1w white-matter boundary
+    fraction: near 1 aligned, near 0.5 unrelated) on the uncorrected and the corrected BOLD reference, both
+    through the one BOLD->T1w transform fitted on the corrected reference: ``{"Uncorrected", "Corrected"}``
+    (None where the check cannot be made)."""
+    from tmstarget.preproc.registration_qc import wm_boundary_fraction
+
+    return {name: wm_boundary_fraction(path, anat["wm_probseg"], anat["brain_mask"])
+            for name, path in (("Uncorrected", uncorrected_boldref_t1w), ("Corrected", boldref_t1w))}
 
 
 def uncorrected_boldref_t1w_path(boldref_t1w) -> Path:

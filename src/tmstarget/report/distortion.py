@@ -80,6 +80,10 @@ def correction_words(record: dict, route: str | None = None) -> str:
         if entry.get("MedianAbsShiftInHead_mm") is not None:
             parts.append(f"shift in the head median {fmt(entry.get('MedianAbsShiftInHead_mm'), 1, 'mm')}, "
                          f"largest {fmt(entry.get('MaxAbsShiftInHead_mm'), 1, 'mm')}")
+        wm = entry.get("WhiteMatterBoundaryFraction")
+        if isinstance(wm, dict) and wm.get("Corrected") is not None:
+            parts.append(f"BOLD-T1w white-matter boundary fraction {fmt(wm.get('Uncorrected'), 3)} before, "
+                         f"{fmt(wm.get('Corrected'), 3)} after correction (near 1: aligned; near 0.5: unrelated)")
         return "; ".join(parts)
     if status == "field maps not used":
         return "not corrected: field maps were found but not used (see the finding below)"
