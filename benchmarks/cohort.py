@@ -32,7 +32,6 @@ Every number of docs/cohort_benchmark.md is formatted from the JSON (``render`` 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import resource
@@ -47,7 +46,7 @@ REPO = HERE.parent
 sys.path[:0] = [str(HERE), str(REPO / "tests")]
 
 from reliability_bench import git_commit  # noqa: E402
-from reliability_docs import _table, fmt  # noqa: E402
+from reliability_docs import _table, fmt, write_page  # noqa: E402
 
 SIZES = (10, 100, 1000)
 QUICK_SIZES = (10, 100)
@@ -447,10 +446,7 @@ thresholds are judged on the wall seconds measured here, which include waiting f
 
 
 def write(res: dict, out: Path) -> Path:
-    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
-    out.write_text(render(res, date))
-    print(f"wrote {out}", file=sys.stderr)
-    return out
+    return write_page(render, res, out)
 
 
 def main(argv=None) -> int:

@@ -172,12 +172,18 @@ def render(res: dict, date: str, docs_dir: Path, template: str | None = None) ->
         demo=demo_section(res), method_link=method_link(docs_dir))
 
 
-def write(res: dict, out: Path) -> Path:
+def write_page(render_page, res: dict, out) -> Path:
+    """``render_page(res, date)`` (today's UTC date) written to ``out``: the one writer of every generated
+    benchmark page (reliability, halves, cohort)."""
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
     out = Path(out)
-    out.write_text(render(res, date, out.parent))
+    out.write_text(render_page(res, date))
     print(f"wrote {out}", file=sys.stderr)
     return out
+
+
+def write(res: dict, out: Path) -> Path:
+    return write_page(lambda r, date: render(r, date, Path(out).parent), res, out)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ from this JSON (``render`` is pure), so the page is regenerated, never typed.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import sys
 import time
@@ -40,7 +39,7 @@ sys.path[:0] = [str(HERE), str(REPO / "tests")]
 import reliability as old  # noqa: E402  (synthetic runs, masks)
 import reliability_prepare as prep  # noqa: E402
 from reliability_bench import _clean, bench_dir, git_commit  # noqa: E402
-from reliability_docs import fmt  # noqa: E402  (numbers as reliability.md prints them)
+from reliability_docs import fmt, write_page  # noqa: E402  (numbers as reliability.md prints them)
 
 #: seeds of the figure before issue 20 (20 drawn splits)
 OLD_SEEDS = tuple(range(10))
@@ -267,10 +266,7 @@ Above `targeting.split_half_max_splits` possible splits (13 or more blocks) the 
 
 
 def write(res: dict, out: Path) -> Path:
-    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
-    out.write_text(render(res, date))
-    print(f"wrote {out}", file=sys.stderr)
-    return out
+    return write_page(render, res, out)
 
 
 def main(argv=None) -> int:
