@@ -17,8 +17,6 @@ from __future__ import annotations
 import csv
 import logging
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,7 +30,7 @@ from tmstarget.demo.phantom import (DECOY_MNI_RAS_MM, SEED_MNI_RAS_MM, SEED_SIGN
                                     TARGET_ATLAS_LABEL, TARGET_SIGMA_MM, choose_target_mni_ras_mm,
                                     mni_to_t1w_map_img, synthesize_t1w)
 from tmstarget.errors import InputError
-from tmstarget.io.files import save_img, write_json
+from tmstarget.io.files import atomic_folder, save_img, write_json
 from tmstarget.preproc.confounds import framewise_displacement
 
 log = logging.getLogger(__name__)
@@ -162,20 +160,10 @@ def make_demo_dataset(out_dir: str | os.PathLike, n_subjects: int = 2, n_volumes
     if n_subjects < 1 or n_volumes < 10 or t_r <= 0:
         raise InputError(f"demo dataset {out}: need n_subjects >= 1, n_volumes >= 10 and t_r > 0 "
                          f"(got {n_subjects}, {n_volumes}, {t_r})")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise InputError(f"{out} exists and is not an empty folder; choose a new output folder or remove it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
+    with atomic_folder(out) as tmp:
         subjects = [f"{i + 1:02d}" for i in range(n_subjects)]
         _write_dataset_files(tmp, subjects, seed, plant_target)
         for i, sub in enumerate(subjects):
             _write_subject(tmp, sub, np.random.default_rng([seed, i]), n_volumes, t_r, plant_target, seed)
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     log.info("demo BIDS dataset written to %s", out)
     return out

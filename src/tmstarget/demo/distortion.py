@@ -46,7 +46,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import nibabel as nib
@@ -55,7 +54,7 @@ from scipy import ndimage as ndi
 
 from tmstarget import __version__
 from tmstarget.errors import InputError
-from tmstarget.io.files import read_json, save_img, write_json
+from tmstarget.io.files import atomic_folder, read_json, save_img, write_json
 
 log = logging.getLogger(__name__)
 
@@ -426,11 +425,7 @@ def make_distorted_dataset(source_bids: str | os.PathLike, out_dir: str | os.Pat
     if missing:
         raise InputError(f"{src}: no demo subject with ground truth for {', '.join('sub-' + s for s in missing)}; "
                          "make the source with `tmstarget demo-data`")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise InputError(f"{out} exists and is not an empty folder; choose a new output folder or remove it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
+    with atomic_folder(out) as tmp:
         for name in ("README", "participants.json"):
             if (src / name).exists():
                 shutil.copy2(src / name, tmp / name)
@@ -449,12 +444,6 @@ def make_distorted_dataset(source_bids: str | os.PathLike, out_dir: str | os.Pat
             shutil.copytree(src / "sourcedata" / "groundtruth" / f"sub-{sub}",
                             tmp / "sourcedata" / "groundtruth" / f"sub-{sub}")
             _distort_subject(tmp, sub, kind, match, field_scale, delta_te_s, rng)
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     log.info("distorted demo dataset (%s field map) written to %s", kind, out)
     return out
 

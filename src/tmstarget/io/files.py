@@ -44,6 +44,33 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+@contextlib.contextmanager
+def atomic_folder(out: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary folder beside ``out`` (absent or an empty folder); it becomes ``out`` only if the
+    block succeeds, else it is removed: a dataset is written whole or not at all.
+
+    Raises
+    ------
+    InputError
+        ``out`` exists and is not an empty folder.
+    """
+    import shutil
+
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise InputError(f"{out} exists and is not an empty folder; choose a new output folder or remove it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        yield tmp
+        if out.exists():
+            out.rmdir()
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
 TEMP_GLOB = ".*.tmp*"  # names made by atomic_path: .<final name>.<random>.tmp<suffix>
 
 
